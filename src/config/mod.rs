@@ -1,0 +1,425 @@
+//! Configuration: YAML surface (`raw`) -> validation -> the typed model below, which is all
+//! the proxy ever sees. Every problem is reported as `FILE:LINE:COL: message`, all of them at
+//! once where possible, so `deskgate -t` is a useful linter.
+
+pub mod duration;
+pub mod raw;
+pub mod span;
+
+use crate::access::AccessCheck;
+use crate::resolver::Resolver;
+use crate::routes::{HostPattern, PathPattern, Route, Template, UpstreamRef};
+use crate::secret::{self, Secret};
+use crate::upstream::{basic_authorization, with_default_port, Upstream, UpstreamTls};
+use http::HeaderValue;
+use raw::*;
+use rustls::sign::CertifiedKey;
+use span::SpanIndex;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub upgraded_idle: Duration,
+    pub client_header: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(3),
+            read: Duration::from_secs(60),
+            upgraded_idle: Duration::from_secs(3600),
+            client_header: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct Certificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Host names (exact or `*.suffix`) this certificate is chosen for by SNI.
+    pub hosts: Vec<String>,
+    /// None only under `--skip-files`.
+    pub loaded: Option<Arc<CertifiedKey>>,
+}
+
+pub struct Listener {
+    pub addr: String,
+    pub redirect_https: bool,
+    pub tls: Option<Vec<Certificate>>,
+}
+
+pub struct AdminSettings {
+    pub addr: String,
+    pub token: Option<Secret>,
+}
+
+/// Settings applied to routes the hub registers at run time (the `dynamic:` block).
+#[derive(Clone, Default)]
+pub struct DynamicSettings {
+    pub tls: Option<UpstreamTls>,
+    pub authorization: Option<HeaderValue>,
+    pub block: Vec<String>,
+    pub access: Option<Arc<AccessCheck>>,
+    pub novnc: bool,
+}
+
+pub struct Config {
+    pub file: String,
+    pub listeners: Vec<Listener>,
+    pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,
+    pub routes: Vec<Arc<Route>>,
+    pub timeouts: Timeouts,
+    pub admin: Option<AdminSettings>,
+    pub dynamic: DynamicSettings,
+    pub state_file: Option<PathBuf>,
+    pub threads: usize,
+    pub pid_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Check syntax and references but do not read certificates or secrets (`-t --skip-files`).
+    pub skip_files: bool,
+}
+
+pub fn load_file(path: &Path, opts: LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ConfigError { file: file.clone(), line: 1, column: 1, message: format!("cannot read config: {e}") }])?;
+    load_str(&file, &text, opts)
+}
+
+pub fn load_str(file: &str, text: &str, opts: LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    let raw: RawConfig = match serde_yaml::from_str::<Option<RawConfig>>(text) {
+        Ok(r) => r.unwrap_or_default(),
+        Err(e) => {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            return Err(vec![ConfigError { file: file.to_string(), line, column, message: serde_message(&e) }]);
+        }
+    };
+    let mut v = Validator { file: file.to_string(), spans: SpanIndex::parse(text), errors: Vec::new(), opts };
+    let config = v.config(raw);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        v.errors.sort_by_key(|e| (e.line, e.column));
+        Err(v.errors)
+    }
+}
+
+/// serde_yaml appends " at line L column C"; we print the position first instead.
+fn serde_message(e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+struct Validator {
+    file: String,
+    spans: SpanIndex,
+    errors: Vec<ConfigError>,
+    opts: LoadOptions,
+}
+
+impl Validator {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.spans.find(path);
+        self.errors.push(ConfigError { file: self.file.clone(), line: pos.line, column: pos.column, message: message.into() });
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let listeners = raw.listeners.into_iter().enumerate().map(|(i, l)| self.listener(i, l)).collect::<Vec<_>>();
+        if listeners.is_empty() {
+            self.error("", "no `listeners:`; add at least one, for example `- addr: \"0.0.0.0:443\"` with `tls:`");
+        }
+        let mut upstreams = HashMap::new();
+        for (name, u) in raw.upstreams {
+            if let Some(up) = self.upstream(&name, u) {
+                upstreams.insert(name, Arc::new(up));
+            }
+        }
+        let t = raw.timeouts;
+        let d = Timeouts::default();
+        let timeouts = Timeouts {
+            connect: t.connect.map_or(d.connect, |x| x.0),
+            read: t.read.map_or(d.read, |x| x.0),
+            upgraded_idle: t.upgraded_idle.map_or(d.upgraded_idle, |x| x.0),
+            client_header: t.client_header.map_or(d.client_header, |x| x.0),
+        };
+        let mut seen = HashSet::new();
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            if let Some(route) = self.route(i, r, &upstreams, &timeouts) {
+                if !seen.insert(route.label.clone()) {
+                    self.error(&format!("routes[{i}]"), format!("duplicate route `{}`: an earlier route has the same host and path", route.label));
+                }
+                routes.push(Arc::new(route));
+            }
+        }
+        let admin = raw.admin.map(|a| self.admin(a));
+        let dynamic = raw.dynamic.map(|d| self.dynamic(d, &timeouts)).unwrap_or_default();
+        let threads = raw.threads.unwrap_or(1);
+        if threads == 0 {
+            self.error("threads", "`threads` must be at least 1");
+        }
+        Config {
+            file: self.file.clone(),
+            listeners,
+            upstreams: Arc::new(upstreams),
+            routes,
+            timeouts,
+            admin,
+            dynamic,
+            state_file: raw.state_file,
+            threads: threads.max(1),
+            pid_file: raw.pid_file,
+        }
+    }
+
+    fn listener(&mut self, i: usize, l: RawListener) -> Listener {
+        let at = format!("listeners[{i}]");
+        if l.addr.parse::<std::net::SocketAddr>().is_err() {
+            self.error(&format!("{at}.addr"), format!("expected `ip:port` such as `0.0.0.0:443`, found `{}`", l.addr));
+        }
+        let tls = l.tls.map(|t| {
+            if t.certs.is_empty() {
+                self.error(&format!("{at}.tls.certs"), "a TLS listener needs at least one certificate");
+            }
+            t.certs.into_iter().enumerate().map(|(j, c)| self.certificate(&format!("{at}.tls.certs[{j}]"), c)).collect()
+        });
+        if l.redirect_https && tls.is_some() {
+            self.error(&format!("{at}.redirect_https"), "`redirect_https` belongs on a plain-HTTP listener, this one has `tls:`");
+        }
+        Listener { addr: l.addr, redirect_https: l.redirect_https, tls }
+    }
+
+    fn certificate(&mut self, at: &str, c: RawCert) -> Certificate {
+        for (k, h) in c.hosts.iter().enumerate() {
+            if let Err(e) = HostPattern::parse(h) {
+                self.error(&format!("{at}.hosts[{k}]"), e);
+            }
+        }
+        let loaded = if self.opts.skip_files {
+            None
+        } else {
+            match crate::tls::load_certified_key(&c.cert, &c.key) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    self.error(&format!("{at}.cert"), e);
+                    None
+                }
+            }
+        };
+        Certificate { cert: c.cert, key: c.key, hosts: c.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(), loaded }
+    }
+
+    fn secret(&mut self, at: &str, file: Option<&Path>, env: Option<&str>, what: &str) -> Option<Secret> {
+        if self.opts.skip_files && file.is_some() && env.is_none() {
+            return Some(Secret::placeholder());
+        }
+        match secret::load(file, env, what) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.error(at, e);
+                None
+            }
+        }
+    }
+
+    fn basic_auth(&mut self, at: &str, b: &RawBasicAuth) -> Option<HeaderValue> {
+        let password = self.secret(&format!("{at}.basic_auth"), b.password_file.as_deref(), b.password_env.as_deref(), "basic_auth password")?;
+        Some(basic_authorization(&b.user, password.expose()))
+    }
+
+    fn upstream_tls(&mut self, t: &RawUpstreamTls) -> UpstreamTls {
+        UpstreamTls { verify: t.verify, sni: t.sni.clone().unwrap_or_default() }
+    }
+
+    fn upstream(&mut self, name: &str, u: RawUpstream) -> Option<Upstream> {
+        let at = format!("upstreams.{name}");
+        if u.servers.is_empty() {
+            self.error(&format!("{at}.servers"), "an upstream needs at least one server (`host:port`)");
+        }
+        let default_port = if u.tls.is_some() { 443 } else { 80 };
+        let mut servers = Vec::new();
+        for (i, s) in u.servers.iter().enumerate() {
+            match with_default_port(s, default_port) {
+                Ok(s) => servers.push(s),
+                Err(e) => self.error(&format!("{at}.servers[{i}]"), e),
+            }
+        }
+        let tls = u.tls.as_ref().map(|t| {
+            let mut tls = self.upstream_tls(t);
+            if tls.sni.is_empty() {
+                tls.sni = servers.first().map(|s| s.rsplit_once(':').map_or(s.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string()).unwrap_or_default();
+            }
+            tls
+        });
+        let authorization = match &u.basic_auth {
+            Some(b) => Some(self.basic_auth(&at, b)?),
+            None => None,
+        };
+        Some(Upstream::new(name, servers, tls, authorization, u.retries))
+    }
+
+    fn route(&mut self, i: usize, r: RawRoute, upstreams: &HashMap<String, Arc<Upstream>>, timeouts: &Timeouts) -> Option<Route> {
+        let at = format!("routes[{i}]");
+        let host = match r.host.as_deref().map(HostPattern::parse) {
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => {
+                self.error(&format!("{at}.host"), e);
+                return None;
+            }
+            None => None,
+        };
+        let path = match r.path.as_deref().map(PathPattern::parse) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                self.error(&format!("{at}.path"), e);
+                return None;
+            }
+            None if host.is_some() => PathPattern::root(),
+            None => {
+                self.error(&at, "a route needs `host:`, `path:` or both");
+                return None;
+            }
+        };
+        let mut captures: Vec<String> = path.capture_names();
+        if let Some(HostPattern::Captures(t)) = &host {
+            captures.extend(t.capture_names().map(str::to_string));
+        }
+        let Some(upstream_raw) = r.upstream else {
+            self.error(&at, "a route needs `upstream:` (a name, a `desktop-{name}` template, or `{ resolve: URL }`)");
+            return None;
+        };
+        let upstream = match upstream_raw {
+            RawUpstreamRef::Name(name) => {
+                let t = match Template::parse(&name) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.error(&format!("{at}.upstream"), e);
+                        return None;
+                    }
+                };
+                if t.has_captures() {
+                    if let Some(missing) = t.capture_names().find(|c| !captures.iter().any(|k| k == c)) {
+                        self.error(&format!("{at}.upstream"), format!("`{{{missing}}}` in upstream `{name}` is not captured by this route's host or path"));
+                        return None;
+                    }
+                    UpstreamRef::Template(t)
+                } else {
+                    match upstreams.get(&name) {
+                        Some(u) => UpstreamRef::Fixed(u.clone()),
+                        None => {
+                            let mut known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                            known.sort();
+                            self.error(&format!("{at}.upstream"), format!("route names upstream `{name}`, which is not defined under `upstreams:` (defined: {})", known.join(", ")));
+                            return None;
+                        }
+                    }
+                }
+            }
+            RawUpstreamRef::Resolve(res) => {
+                let authorization = match &res.basic_auth {
+                    Some(b) => Some(self.basic_auth(&format!("{at}.upstream"), b)?),
+                    None => None,
+                };
+                let mut headers = Vec::new();
+                for (name, s) in &res.headers {
+                    let secret = self.secret(&format!("{at}.upstream.headers.{name}"), s.file.as_deref(), s.env.as_deref(), &format!("header {name}"))?;
+                    headers.push((name.clone(), secret));
+                }
+                let tls = res.tls.as_ref().map(|t| self.upstream_tls(t));
+                match Resolver::new(&res, headers, tls, authorization, &captures, timeouts) {
+                    Ok(r) => UpstreamRef::Resolver(Arc::new(r)),
+                    Err(e) => {
+                        self.error(&format!("{at}.upstream.resolve"), e);
+                        return None;
+                    }
+                }
+            }
+        };
+        for (k, b) in r.block.iter().enumerate() {
+            if !b.starts_with('/') {
+                self.error(&format!("{at}.block[{k}]"), format!("a blocked path starts with `/`, found `{b}`"));
+            }
+        }
+        let access = match r.auth.as_ref() {
+            Some(a) => Some(Arc::new(self.access(&format!("{at}.auth"), a, &captures, timeouts)?)),
+            None => None,
+        };
+        if r.novnc && path.capture_names().is_empty() && path.as_str() == "/" {
+            self.error(&format!("{at}.novnc"), "`novnc: true` needs a path prefix such as `/desktop/{name}/`");
+        }
+        let forward_cookies = r.forward_cookies.unwrap_or(access.is_none());
+        Some(Route {
+            label: Route::label_for(host.as_ref(), &path),
+            host,
+            path,
+            upstream,
+            strip_prefix: r.strip_prefix,
+            block: r.block,
+            novnc: r.novnc,
+            access,
+            fallback_redirect: r.fallback.map(|f| f.redirect),
+            drop_websocket_protocol: r.drop_websocket_protocol,
+            forward_cookies,
+            activity: None,
+        })
+    }
+
+    fn access(&mut self, at: &str, a: &RawAuth, captures: &[String], timeouts: &Timeouts) -> Option<AccessCheck> {
+        match AccessCheck::new(a, captures, timeouts) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.error(&format!("{at}.url"), e);
+                None
+            }
+        }
+    }
+
+    fn admin(&mut self, a: RawAdmin) -> AdminSettings {
+        if a.addr.parse::<std::net::SocketAddr>().is_err() {
+            self.error("admin.addr", format!("expected `ip:port` such as `127.0.0.1:8001`, found `{}`", a.addr));
+        }
+        let token = if a.token_env.is_none() && a.token_file.is_none() {
+            self.error("admin", "the admin API needs `token_env:` or `token_file:` (configurable-http-proxy's CONFIGPROXY_AUTH_TOKEN)");
+            None
+        } else {
+            self.secret("admin", a.token_file.as_deref(), a.token_env.as_deref(), "admin token")
+        };
+        AdminSettings { addr: a.addr, token }
+    }
+
+    fn dynamic(&mut self, d: RawDynamic, timeouts: &Timeouts) -> DynamicSettings {
+        let authorization = d.basic_auth.as_ref().and_then(|b| self.basic_auth("dynamic", b));
+        let access = d.auth.as_ref().and_then(|a| self.access("dynamic.auth", a, &[], timeouts)).map(Arc::new);
+        DynamicSettings { tls: d.tls.as_ref().map(|t| self.upstream_tls(t)), authorization, block: d.block, access, novnc: d.novnc }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! The YAML surface, exactly as operators write it. Only `config::load` reads these types;
+//! the rest of deskgate sees the validated model in `config::model`.
+
+use super::duration::HumanDuration;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    pub admin: Option<RawAdmin>,
+    pub dynamic: Option<RawDynamic>,
+    pub state_file: Option<PathBuf>,
+    pub log: Option<RawLog>,
+    pub threads: Option<usize>,
+    pub pid_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub addr: String,
+    #[serde(default)]
+    pub redirect_https: bool,
+    pub tls: Option<RawListenerTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certs: Vec<RawCert>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub servers: Vec<String>,
+    pub tls: Option<RawUpstreamTls>,
+    pub basic_auth: Option<RawBasicAuth>,
+    #[serde(default)]
+    pub retries: u32,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    #[serde(default = "yes")]
+    pub verify: bool,
+    pub sni: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+}
+
+/// A secret header value: `{ env: NAME }` or `{ file: PATH }`, never the value itself.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretRef {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub upstream: Option<RawUpstreamRef>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub block: Vec<String>,
+    #[serde(default)]
+    pub novnc: bool,
+    pub auth: Option<RawAuth>,
+    pub fallback: Option<RawFallback>,
+    /// Test-only: drop `Sec-WebSocket-Protocol` on the way up, reproducing the Flask relay's bug.
+    #[serde(default)]
+    pub drop_websocket_protocol: bool,
+    /// Pass the browser's `Cookie` header on to the upstream (off for desktops by default when
+    /// an access check is configured: the hub's session cookie stays with the hub).
+    pub forward_cookies: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstreamRef {
+    Name(String),
+    Resolve(RawResolver),
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    pub resolve: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, RawSecretRef>,
+    pub cache: Option<HumanDuration>,
+    pub tls: Option<RawUpstreamTls>,
+    pub basic_auth: Option<RawBasicAuth>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallback {
+    pub redirect: String,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub url: String,
+    #[serde(default)]
+    pub forward: Vec<String>,
+    #[serde(default)]
+    pub copy: Vec<String>,
+    pub cache: Option<HumanDuration>,
+    pub deny_redirect: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<HumanDuration>,
+    pub read: Option<HumanDuration>,
+    pub upgraded_idle: Option<HumanDuration>,
+    pub client_header: Option<HumanDuration>,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts { connect: None, read: None, upgraded_idle: None, client_header: None }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub addr: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDynamic {
+    pub tls: Option<RawUpstreamTls>,
+    pub basic_auth: Option<RawBasicAuth>,
+    #[serde(default)]
+    pub block: Vec<String>,
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub novnc: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+}

@@ -1,0 +1,48 @@
+use super::*;
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load_str("t.yaml", yaml, LoadOptions { skip_files: true }) {
+        Ok(_) => vec![],
+        Err(e) => e.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const BASE: &str = "listeners:\n  - addr: \"127.0.0.1:8080\"\nupstreams:\n  hub:\n    servers: [\"127.0.0.1:5020\"]\n";
+
+#[test]
+fn minimal_is_ok() {
+    assert!(errors(&format!("{BASE}routes:\n  - path: /\n    upstream: hub\n")).is_empty());
+}
+
+#[test]
+fn unknown_key_has_position() {
+    let e = errors(&format!("{BASE}routes:\n  - path: /\n    upstrem: hub\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.yaml:8:5: "), "{e:?}");
+    assert!(e[0].contains("unknown field `upstrem`"), "{e:?}");
+}
+
+#[test]
+fn unknown_upstream_points_at_value() {
+    let e = errors(&format!("{BASE}routes:\n  - path: /\n    upstream: nope\n"));
+    assert!(e[0].starts_with("t.yaml:8:15: "), "{e:?}");
+    assert!(e[0].contains("`nope`"), "{e:?}");
+}
+
+#[test]
+fn duplicate_route() {
+    let e = errors(&format!("{BASE}routes:\n  - path: /\n    upstream: hub\n  - path: /\n    upstream: hub\n"));
+    assert!(e[0].starts_with("t.yaml:9:5: duplicate route"), "{e:?}");
+}
+
+#[test]
+fn bad_duration() {
+    let e = errors(&format!("{BASE}timeouts:\n  connect: 3 parsecs\n"));
+    assert!(e[0].starts_with("t.yaml:7:3: ") && e[0].contains("parsecs"), "{e:?}");
+}
+
+#[test]
+fn template_capture_must_exist() {
+    let e = errors(&format!("{BASE}routes:\n  - path: /desktop/{{user}}/\n    upstream: \"desktop-{{name}}\"\n"));
+    assert!(e[0].contains("`{name}`"), "{e:?}");
+}

@@ -1,0 +1,226 @@
+//! A desktop that behaves like a KasmVNC container at the HTTP level: HTTPS and WSS on one
+//! port, a self-signed certificate, Basic auth on every request, and a WebSocket that only
+//! upgrades with `Origin` and a subprotocol (otherwise 200 HTML, as KasmVNC answers).
+//! The demo serves it in-process; the tests use it as their upstream.
+//!
+//! - `GET /whoami` -> the desktop's name; `GET /headers` -> the request headers it received;
+//!   any other GET -> a small page that opens the WebSocket and shows the echo.
+//! - WebSocket: echoes every message; the text `whoami` is answered with the name.
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+pub struct DesktopSim {
+    pub name: String,
+    /// `user:password` expected in Basic auth; None accepts anyone.
+    pub credentials: Option<String>,
+}
+
+struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    }
+}
+
+/// Binds `addr` (port 0 for any) and serves on a thread of its own; returns the bound address.
+pub fn spawn(desktop: DesktopSim, addr: &str, cert: &std::path::Path, key: &std::path::Path) -> Result<SocketAddr, String> {
+    let acceptor = acceptor(cert, key)?;
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| format!("demo desktop cannot bind {addr}: {e}"))?;
+    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
+    let desktop = Arc::new(desktop);
+    std::thread::Builder::new()
+        .name(format!("desktop-{}", desktop.name))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                serve(listener, acceptor, desktop).await
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(bound)
+}
+
+pub fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
+    let ck = crate::tls::load_certified_key(cert, key)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(ck)));
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[derive(Debug)]
+struct Fixed(Arc<rustls::sign::CertifiedKey>);
+impl rustls::server::ResolvesServerCert for Fixed {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, desktop: Arc<DesktopSim>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let desktop = desktop.clone();
+        tokio::spawn(async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                let _ = connection(tls, &desktop).await;
+            }
+        });
+    }
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &DesktopSim) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let Some((req, consumed, body_len)) = read_head(&mut stream, &mut buf).await? else { return Ok(()) };
+        // Bodies are read and dropped; the demo desktop has nothing to post to.
+        let mut leftover = buf.split_off(consumed);
+        while leftover.len() < body_len {
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            leftover.extend_from_slice(&chunk[..n]);
+        }
+        buf = leftover.split_off(body_len);
+
+        if !authorized(&req, desktop) {
+            respond(&mut stream, "401 Unauthorized", "text/plain", b"authentication required\n", &[("WWW-Authenticate", "Basic realm=\"Websockify\"")], desktop).await?;
+            continue;
+        }
+        let wants_ws = req.has_token("connection", "upgrade") && req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        if wants_ws {
+            let protocol = req.header("sec-websocket-protocol").and_then(|p| p.split(',').next()).map(|p| p.trim().to_string());
+            match (req.header("origin"), protocol, req.header("sec-websocket-key")) {
+                (Some(_), Some(protocol), Some(key)) => {
+                    let accept = derive_accept_key(key.as_bytes());
+                    let head = format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+                    );
+                    stream.write_all(head.as_bytes()).await?;
+                    stream.flush().await?;
+                    let ws = WebSocketStream::from_partially_read(stream, std::mem::take(&mut buf), Role::Server, None).await;
+                    return echo(ws, desktop).await;
+                }
+                // KasmVNC's answer to a handshake without Origin or subprotocol: its HTML page.
+                _ => {
+                    page(&mut stream, &req, desktop).await?;
+                    continue;
+                }
+            }
+        }
+        match req.target.split('?').next().unwrap_or("/") {
+            "/whoami" => respond(&mut stream, "200 OK", "text/plain", format!("{}\n", desktop.name).as_bytes(), &[], desktop).await?,
+            "/headers" => {
+                let text: String = req.headers.iter().map(|(k, v)| format!("{}: {v}\n", k.to_ascii_lowercase())).collect();
+                respond(&mut stream, "200 OK", "text/plain", text.as_bytes(), &[], desktop).await?
+            }
+            _ => page(&mut stream, &req, desktop).await?,
+        }
+        if req.has_token("connection", "close") {
+            return Ok(());
+        }
+    }
+}
+
+fn authorized(req: &Request, desktop: &DesktopSim) -> bool {
+    let Some(expected) = &desktop.credentials else { return true };
+    let Some(value) = req.header("authorization").and_then(|v| v.strip_prefix("Basic ")) else { return false };
+    base64::engine::general_purpose::STANDARD.decode(value.trim()).is_ok_and(|d| d == expected.as_bytes())
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>, desktop: &DesktopSim) -> std::io::Result<()> {
+    while let Some(Ok(msg)) = ws.next().await {
+        let reply = match msg {
+            Message::Text(t) if t.as_str() == "whoami" => Message::text(desktop.name.clone()),
+            Message::Text(_) | Message::Binary(_) => msg,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if ws.send(reply).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
+async fn page<S: AsyncWrite + Unpin>(stream: &mut S, req: &Request, desktop: &DesktopSim) -> std::io::Result<()> {
+    let html = format!(
+        r#"<!doctype html><meta charset="utf-8"><title>desktop {name}</title>
+<h1>desktop {name}</h1><p>path: <code>{path}</code></p><p id="ws">WebSocket: connecting...</p>
+<script>
+const url = new URL("websockify", location.href); url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+const ws = new WebSocket(url, ["binary"]); const out = document.getElementById("ws");
+ws.onopen = () => ws.send("whoami");
+ws.onmessage = (m) => {{ out.textContent = "WebSocket: echo from desktop " + m.data; }};
+ws.onclose = (e) => {{ if (!out.textContent.includes("echo")) out.textContent = "WebSocket closed, code " + e.code; }};
+</script>
+"#,
+        name = desktop.name,
+        path = req.target.replace('<', "&lt;"),
+    );
+    let body = if req.method == "HEAD" { Vec::new() } else { html.into_bytes() };
+    respond(stream, "200 OK", "text/html; charset=utf-8", &body, &[], desktop).await
+}
+
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, ctype: &str, body: &[u8], extra: &[(&str, &str)], desktop: &DesktopSim) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Desktop: {}\r\n", body.len(), desktop.name);
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await
+}
+
+/// Reads one request head; returns it, the bytes it used, and its Content-Length.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<Option<(Request, usize, usize)>> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let mut lines = text.split("\r\n");
+            let mut first = lines.next().unwrap_or_default().split(' ');
+            let method = first.next().unwrap_or_default().to_string();
+            let target = first.next().unwrap_or("/").to_string();
+            let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+            let req = Request { method, target, headers };
+            let body_len = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            return Ok(Some((req, end + 4, body_len)));
+        }
+        if buf.len() > 64 * 1024 {
+            return Ok(None);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -1,0 +1,83 @@
+//! `deskgate demo`: the whole path on one machine with nothing to write first. Generates
+//! certificates, starts a KasmVNC-like desktop on a loopback port, and routes to it the way
+//! the hub does (by path and by host).
+
+pub mod desktop;
+
+use crate::config::{self, Config, LoadOptions};
+use std::path::PathBuf;
+
+pub struct DemoOptions {
+    pub listen: String,
+    pub tls_listen: String,
+}
+
+pub struct Demo {
+    pub config: Config,
+    pub banner: String,
+    pub dir: PathBuf,
+}
+
+pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
+    let dir = std::env::temp_dir().join(format!("deskgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let (edge_cert, edge_key) = crate::tls::write_self_signed(&dir, "edge", &["localhost", "127.0.0.1", "*.localhost"])?;
+    let (desk_cert, desk_key) = crate::tls::write_self_signed(&dir, "desktop", &["kasm"])?;
+    let password = format!("demo-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let password_file = dir.join("vnc-password");
+    std::fs::write(&password_file, &password).map_err(|e| e.to_string())?;
+    let desktop = desktop::spawn(
+        desktop::DesktopSim { name: "demo".into(), credentials: Some(format!("kasm_user:{password}")) },
+        "127.0.0.1:0",
+        &desk_cert,
+        &desk_key,
+    )?;
+    let yaml = format!(
+        r#"# deskgate demo (generated)
+listeners:
+  - addr: "{listen}"
+    redirect_https: true
+  - addr: "{tls_listen}"
+    tls:
+      certs:
+        - {{ cert: "{edge_cert}", key: "{edge_key}" }}
+upstreams:
+  desktop-demo:
+    servers: ["{desktop}"]
+    tls: {{ verify: false, sni: kasm }}
+    basic_auth: {{ user: kasm_user, password_file: "{password_file}" }}
+routes:
+  - host: "desktop-{{name}}.localhost"
+    upstream: "desktop-{{name}}"
+  - path: "/desktop/{{name}}/"
+    strip_prefix: true
+    upstream: "desktop-{{name}}"
+    block: ["/api/"]
+  - path: "/"
+    upstream: desktop-demo
+timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
+"#,
+        listen = opts.listen,
+        tls_listen = opts.tls_listen,
+        edge_cert = edge_cert.display(),
+        edge_key = edge_key.display(),
+        password_file = password_file.display(),
+    );
+    std::fs::write(dir.join("deskgate.yaml"), &yaml).map_err(|e| e.to_string())?;
+    let config = config::load_str("<demo>", &yaml, LoadOptions::default())
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let port = opts.tls_listen.rsplit(':').next().unwrap_or("8443");
+    let banner = format!(
+        "deskgate demo\n\
+         \x20 desktop (KasmVNC-like, self-signed, Basic auth): https://{desktop}\n\
+         \x20 by path:  https://127.0.0.1:{port}/desktop/demo/\n\
+         \x20 by host:  https://desktop-demo.localhost:{port}/\n\
+         \x20 plain HTTP on http://{listen}/ redirects to HTTPS\n\
+         \x20 config:   {cfg}\n\
+         try:  curl -k https://127.0.0.1:{port}/desktop/demo/whoami\n\
+         (open the by-path URL in a browser to see the WebSocket echo; the certificate is self-signed)",
+        listen = opts.listen,
+        cfg = dir.join("deskgate.yaml").display(),
+    );
+    Ok(Demo { config, banner, dir })
+}

@@ -1,0 +1,85 @@
+//! deskgate command line: check a config, run it, or run the embedded demo.
+
+use clap::{Parser, Subcommand};
+use deskgate::config::{self, LoadOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "deskgate", version, about = "A YAML-routed Pingora edge for remote desktops (noVNC/KasmVNC over WSS)")]
+struct Cli {
+    /// Config file (YAML)
+    #[arg(short = 'c', long = "config", global = true)]
+    config: Option<PathBuf>,
+    /// Only check the config: prints `FILE: ok` or `FILE:LINE:COL: problem` lines
+    #[arg(short = 't', long = "test")]
+    test: bool,
+    /// With -t: do not read certificates or secret files (check syntax and references only)
+    #[arg(long)]
+    skip_files: bool,
+    /// Take over the listening sockets of a running deskgate (zero-downtime binary upgrade)
+    #[arg(short = 'u', long)]
+    upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run on an embedded demo: generated certificates, a KasmVNC-like desktop, routes to it
+    Demo {
+        /// Plain-HTTP listener (redirects to HTTPS)
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// TLS listener
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match &cli.command {
+        Some(Command::Demo { listen, tls_listen }) => {
+            match deskgate::demo::prepare(&deskgate::demo::DemoOptions { listen: listen.clone(), tls_listen: tls_listen.clone() }) {
+                Ok(demo) => {
+                    println!("{}", demo.banner);
+                    demo.config
+                }
+                Err(e) => {
+                    eprintln!("deskgate demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => {
+            let Some(path) = &cli.config else {
+                eprintln!("deskgate: give a config with -c FILE, or try `deskgate demo`");
+                return ExitCode::from(2);
+            };
+            match config::load_file(path, LoadOptions { skip_files: cli.skip_files }) {
+                Ok(c) if cli.test => {
+                    drop(c);
+                    println!("{}: ok", path.display());
+                    return ExitCode::SUCCESS;
+                }
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("{e}");
+                    }
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let opt = pingora::server::configuration::Opt { upgrade: cli.upgrade, ..Default::default() };
+    match deskgate::server::build(&config, opt) {
+        Ok(built) => built.server.run_forever(),
+        Err(e) => {
+            eprintln!("deskgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The Pingora `ProxyHttp` implementation. Each phase is a short table of contents; the work
+//! lives in the modules it calls.
+//!
+//! Request path: `request_filter` (redirect plain HTTP -> match route -> noVNC redirect ->
+//! block -> access check -> choose upstream -> strip prefix) -> `upstream_peer` (TLS, timeouts)
+//! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies, upgrades included.
+
+use crate::forwarding::{rewrite_upstream_request, Forwarding};
+use crate::gateway::{Gateway, Snapshot};
+use crate::respond;
+use crate::routes::{normalize_path, Route, RouteMatch, UpstreamRef};
+use crate::upstream::Upstream;
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+
+/// What a listener is for.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerRole {
+    pub tls: bool,
+    /// A plain-HTTP listener that only redirects to this HTTPS port.
+    pub redirect_https_port: Option<u16>,
+}
+
+pub struct EdgeProxy {
+    pub gateway: Arc<Gateway>,
+    pub role: ListenerRole,
+}
+
+#[derive(Default)]
+pub struct RequestCtx {
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<Arc<Route>>,
+    upstream: Option<Arc<Upstream>>,
+    original_host: String,
+    upgrade: bool,
+    connect_failures: u32,
+}
+
+impl RequestCtx {
+    fn route_label(&self) -> &str {
+        self.route.as_ref().map_or("-", |r| r.label.as_str())
+    }
+}
+
+/// Lowercase host without port, from `Host` or (HTTP/2) the URI authority.
+fn request_host(req: &RequestHeader) -> String {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let host = if raw.starts_with('[') { raw.split(']').next().map(|h| &raw[..h.len() + 1]).unwrap_or(raw) } else { raw.split(':').next().unwrap_or(raw) };
+    host.to_ascii_lowercase()
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let host = request_host(req);
+        ctx.original_host = req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(&host).to_string();
+        if let Some(port) = self.role.redirect_https_port {
+            let location = respond::https_location(&host, port, req.uri.path_and_query().map_or("/", |p| p.as_str()));
+            return respond::redirect(session, 308, &location).await;
+        }
+        ctx.upgrade = session.is_upgrade_req();
+        let snapshot = self.gateway.snapshot();
+        let path = normalize_path(req.uri.path()).into_owned();
+        let Some(found) = snapshot.routes.lookup(&host, &path) else {
+            return respond::text(session, 404, &format!("deskgate: no route for {host}{path}\n")).await;
+        };
+        let route = found.route.clone();
+        ctx.route = Some(route.clone());
+        ctx.snapshot = Some(snapshot.clone());
+        let rest = &path[found.prefix_len..];
+        let rest = if rest.is_empty() { "/" } else { rest };
+
+        if let Some(location) = crate::novnc::redirect_for(&route, &path, found.prefix_len, req.uri.query(), ctx.upgrade) {
+            return respond::redirect(session, 302, &location).await;
+        }
+        if route.block.iter().any(|b| crate::novnc::path_is_under(rest, b)) {
+            return respond::text(session, 403, &format!("deskgate: {rest} is blocked on route {}\n", route.label)).await;
+        }
+        if let Some(check) = &route.access {
+            if let Some(done) = check.enforce(session, &found.captures, &route.label).await? {
+                return Ok(done);
+            }
+        }
+        let upstream = match self.choose_upstream(session, &found, &snapshot).await? {
+            Ok(u) => u,
+            Err(responded) => return Ok(responded),
+        };
+        ctx.upstream = Some(upstream);
+        if let Some(activity) = &route.activity {
+            activity.touch();
+        }
+        if route.strip_prefix {
+            let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            let uri = format!("{rest}{query}").parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting path", e))?;
+            session.req_header_mut().set_uri(uri);
+        } else if path != session.req_header().uri.path() {
+            let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            if let Ok(uri) = format!("{path}{query}").parse::<http::Uri>() {
+                session.req_header_mut().set_uri(uri);
+            }
+        }
+        if ctx.upgrade {
+            // The downstream's HTTP read timeout (60 s in Pingora) would cut a quiet desktop;
+            // upgraded streams get their own idle limit (cloudflare/pingora#255).
+            session.set_read_timeout(Some(snapshot.timeouts.upgraded_idle));
+            session.set_write_timeout(Some(snapshot.timeouts.upgraded_idle));
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (Some(upstream), Some(snapshot)) = (&ctx.upstream, &ctx.snapshot) else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
+        };
+        Ok(upstream.peer(&snapshot.timeouts, ctx.upgrade))
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream_request: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let route = ctx.route.as_ref().expect("request_filter sets the route");
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        rewrite_upstream_request(
+            upstream_request,
+            &Forwarding {
+                client_ip,
+                downstream_tls: self.role.tls,
+                original_host: &ctx.original_host,
+                upgrade: ctx.upgrade,
+                authorization: ctx.upstream.as_ref().and_then(|u| u.authorization.as_ref()),
+                forward_cookies: route.forward_cookies,
+                drop_websocket_protocol: route.drop_websocket_protocol,
+            },
+        );
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        ctx.connect_failures += 1;
+        let retries = ctx.upstream.as_ref().map_or(0, |u| u.retries);
+        // Nothing reached the upstream yet, so any request may be retried (Apache's retry=).
+        if ctx.connect_failures <= retries {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let upstream = ctx.upstream.as_ref().map_or("-".to_string(), |u| u.name.clone());
+        let code = respond::status_for_error(e);
+        if code > 0 {
+            let what = if code == 504 { "timed out" } else { "failed" };
+            let body = format!("deskgate: upstream {upstream} for route {} {what}: {}\n", ctx.route_label(), e.etype().as_str());
+            let _ = respond::text(session, code, &body).await;
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+}
+
+impl EdgeProxy {
+    /// `Ok(Ok(upstream))`, or `Ok(Err(true))` when a response (404, redirect, 502) was sent.
+    async fn choose_upstream(&self, session: &mut Session, found: &RouteMatch, snapshot: &Snapshot) -> Result<std::result::Result<Arc<Upstream>, bool>> {
+        let route = &found.route;
+        match &route.upstream {
+            UpstreamRef::Fixed(u) => Ok(Ok(u.clone())),
+            UpstreamRef::Template(t) => {
+                let name = t.fill(&found.captures, |s| s.to_string()).unwrap_or_default();
+                match snapshot.upstreams.get(&name) {
+                    Some(u) => Ok(Ok(u.clone())),
+                    None => Ok(Err(respond::no_desktop(session, route, &name).await?)),
+                }
+            }
+            UpstreamRef::Resolver(r) => match r.resolve(&found.captures).await {
+                crate::resolver::Resolution::Found(u) => Ok(Ok(u)),
+                crate::resolver::Resolution::NoDesktop(name) => Ok(Err(respond::no_desktop(session, route, &name).await?)),
+                crate::resolver::Resolution::Failed { status, reason } => {
+                    let body = format!("deskgate: desktop lookup for route {} failed: {reason}\n", route.label);
+                    Ok(Err(respond::text(session, status, &body).await?))
+                }
+            },
+        }
+    }
+}

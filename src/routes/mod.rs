@@ -1,0 +1,357 @@
+//! Where a request goes: the route table and its matching rules.
+//!
+//! A [`RouteTable`] is an immutable snapshot (YAML routes plus the routes the hub registers
+//! at run time). It is rebuilt on every change and swapped atomically (`arc_swap`); the
+//! request path only reads it and never takes a lock.
+//!
+//! Matching, in order:
+//! 1. routes naming the request's exact host, then routes with a host pattern
+//!    (`desktop-{name}.hub...` before `*.hub...`), then routes for any host;
+//! 2. within that tier, the longest path prefix wins, on `/` boundaries
+//!    (`/desktop/alice/` matches `/desktop/alice` and `/desktop/alice/x`, never `/desktop/alicex`);
+//!    at equal length a literal prefix beats one with captures.
+//! Literal prefixes are hash lookups along the path's `/` boundaries, so 10,000 runtime routes
+//! cost about what 10 do (`bench/benches/route_lookup.rs`).
+
+pub mod pattern;
+
+use crate::access::AccessCheck;
+use crate::resolver::Resolver;
+use crate::upstream::Upstream;
+pub use pattern::{Captures, Template};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.hub.example.org`, stored as `.hub.example.org`.
+    Suffix(String),
+    Captures(Template),
+}
+
+impl HostPattern {
+    pub fn parse(raw: &str) -> Result<HostPattern, String> {
+        let host = raw.trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains('/') || host.contains(':') {
+            return Err(format!("expected a host name like `hub.example.org`, `*.hub.example.org` or `desktop-{{name}}.hub.example.org`, found `{raw}`"));
+        }
+        if let Some(suffix) = host.strip_prefix('*') {
+            if !suffix.starts_with('.') || suffix.contains('*') {
+                return Err(format!("a wildcard host must look like `*.example.org`, found `{raw}`"));
+            }
+            return Ok(HostPattern::Suffix(suffix.to_string()));
+        }
+        if host.contains('*') {
+            return Err(format!("`*` is only allowed as the first label of a host, found `{raw}`"));
+        }
+        let t = Template::parse(&host)?;
+        Ok(if t.has_captures() { HostPattern::Captures(t) } else { HostPattern::Exact(host) })
+    }
+
+    fn matches(&self, host: &str, caps: &mut Captures) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+            HostPattern::Captures(t) => t.matches(host, '.', caps),
+        }
+    }
+
+    pub fn as_string(&self) -> String {
+        match self {
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Suffix(s) => format!("*{s}"),
+            HostPattern::Captures(t) => t.to_string(),
+        }
+    }
+
+    /// Higher is more specific; ties keep config order.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            HostPattern::Exact(h) => (2, h.len()),
+            HostPattern::Captures(t) => (1, t.as_str().len()),
+            HostPattern::Suffix(s) => (0, s.len()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Segment {
+    Literal(String),
+    Pattern(Template),
+}
+
+/// A path prefix such as `/`, `/api/` or `/desktop/{name}/`; captures span one whole segment
+/// or part of one (`/desktop/{user}-{type}/`).
+#[derive(Clone, Debug)]
+pub struct PathPattern {
+    raw: String,
+    segments: Vec<Segment>,
+}
+
+impl PathPattern {
+    pub fn parse(raw: &str) -> Result<PathPattern, String> {
+        if !raw.starts_with('/') {
+            return Err(format!("a path prefix starts with `/`, found `{raw}`"));
+        }
+        if raw.contains(['?', '#']) {
+            return Err(format!("a path prefix has no query or fragment, found `{raw}`"));
+        }
+        let mut segments = Vec::new();
+        for s in raw.split('/').filter(|s| !s.is_empty()) {
+            let t = Template::parse(s)?;
+            segments.push(if t.has_captures() { Segment::Pattern(t) } else { Segment::Literal(s.to_string()) });
+        }
+        Ok(PathPattern { raw: raw.to_string(), segments })
+    }
+
+    pub fn root() -> PathPattern {
+        PathPattern { raw: "/".into(), segments: Vec::new() }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn capture_names(&self) -> Vec<String> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Pattern(t) => Some(t.capture_names().map(str::to_string).collect::<Vec<_>>()),
+                Segment::Literal(_) => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// The prefix as a literal key (`/desktop/alice/` -> `/desktop/alice`, `/` -> ``), or None
+    /// when it has captures.
+    fn literal_key(&self) -> Option<String> {
+        let mut key = String::new();
+        for s in &self.segments {
+            match s {
+                Segment::Literal(l) => {
+                    key.push('/');
+                    key.push_str(l);
+                }
+                Segment::Pattern(_) => return None,
+            }
+        }
+        Some(key)
+    }
+
+    /// Length in bytes of the prefix of `path` this pattern matches, on a segment boundary.
+    fn match_prefix(&self, path: &str, caps: &mut Captures) -> Option<usize> {
+        let mark_len = caps.len();
+        let mut consumed = 0;
+        for seg in &self.segments {
+            let rest = &path[consumed..];
+            let Some(rest) = rest.strip_prefix('/') else {
+                caps.truncate(mark_len);
+                return None;
+            };
+            let end = rest.find('/').unwrap_or(rest.len());
+            let text = &rest[..end];
+            let ok = match seg {
+                Segment::Literal(l) => l == text,
+                Segment::Pattern(t) => t.matches(text, '/', caps),
+            };
+            if !ok {
+                caps.truncate(mark_len);
+                return None;
+            }
+            consumed += 1 + end;
+        }
+        Some(consumed)
+    }
+}
+
+/// How a route finds its upstream.
+#[derive(Clone)]
+pub enum UpstreamRef {
+    Fixed(Arc<Upstream>),
+    /// A name filled from captures, looked up among configured upstreams (`desktop-{name}`).
+    Template(Template),
+    /// Asked of the hub per name (Apache RewriteMap / Kasm pattern).
+    Resolver(Arc<Resolver>),
+}
+
+/// One route; the same type serves YAML routes and runtime routes.
+pub struct Route {
+    /// How responses and logs name this route: `desktop-{name}.hub.example.org/` or `/desktop/{name}/`.
+    pub label: String,
+    pub host: Option<HostPattern>,
+    pub path: PathPattern,
+    pub upstream: UpstreamRef,
+    pub strip_prefix: bool,
+    pub block: Vec<String>,
+    pub novnc: bool,
+    pub access: Option<Arc<AccessCheck>>,
+    pub fallback_redirect: Option<String>,
+    pub drop_websocket_protocol: bool,
+    pub forward_cookies: bool,
+    /// Set for routes registered through the admin API: their activity clock.
+    pub activity: Option<Arc<crate::runtime_routes::Activity>>,
+}
+
+impl Route {
+    pub fn label_for(host: Option<&HostPattern>, path: &PathPattern) -> String {
+        match host {
+            Some(h) => format!("{}{}", h.as_string(), path.as_str()),
+            None => path.as_str().to_string(),
+        }
+    }
+}
+
+pub struct RouteMatch {
+    pub route: Arc<Route>,
+    pub captures: Captures,
+    /// Bytes of the request path covered by the route's prefix (what `strip_prefix` removes).
+    pub prefix_len: usize,
+}
+
+#[derive(Default)]
+struct Tier {
+    literals: HashMap<Box<str>, Arc<Route>>,
+    patterns: Vec<Arc<Route>>,
+}
+
+impl Tier {
+    fn insert(&mut self, route: Arc<Route>) {
+        match route.path.literal_key() {
+            // First one wins; config validation rejects duplicates, and runtime routes
+            // replace their own prefix before the table is rebuilt.
+            Some(key) => {
+                self.literals.entry(key.into_boxed_str()).or_insert(route);
+            }
+            None => self.patterns.push(route),
+        }
+    }
+
+    fn lookup(&self, path: &str, caps: &mut Captures) -> Option<(Arc<Route>, usize)> {
+        let mut best: Option<(Arc<Route>, usize)> = None;
+        if !self.literals.is_empty() {
+            let mut candidate = path.strip_suffix('/').unwrap_or(path);
+            loop {
+                if let Some(r) = self.literals.get(candidate) {
+                    best = Some((r.clone(), candidate.len()));
+                    break;
+                }
+                match candidate.rfind('/') {
+                    Some(i) => candidate = &candidate[..i],
+                    None => break,
+                }
+            }
+        }
+        for r in &self.patterns {
+            let mut found = Captures::default();
+            if let Some(len) = r.path.match_prefix(path, &mut found) {
+                if best.as_ref().is_none_or(|(_, b)| len > *b) {
+                    *caps = found;
+                    best = Some((r.clone(), len));
+                }
+            }
+        }
+        best
+    }
+}
+
+/// The immutable routing snapshot.
+#[derive(Default)]
+pub struct RouteTable {
+    exact_hosts: HashMap<String, Tier>,
+    host_patterns: Vec<(HostPattern, Tier)>,
+    any_host: Tier,
+    len: usize,
+}
+
+impl RouteTable {
+    pub fn build(routes: impl IntoIterator<Item = Arc<Route>>) -> RouteTable {
+        let mut t = RouteTable::default();
+        for r in routes {
+            t.len += 1;
+            match &r.host {
+                None => t.any_host.insert(r),
+                Some(HostPattern::Exact(h)) => t.exact_hosts.entry(h.clone()).or_default().insert(r),
+                Some(p) => {
+                    let key = p.as_string();
+                    match t.host_patterns.iter_mut().find(|(hp, _)| hp.as_string() == key) {
+                        Some((_, tier)) => tier.insert(r),
+                        None => {
+                            let mut tier = Tier::default();
+                            let hp = p.clone();
+                            tier.insert(r);
+                            t.host_patterns.push((hp, tier));
+                        }
+                    }
+                }
+            }
+        }
+        // Stable sort keeps config order among equally specific patterns.
+        t.host_patterns.sort_by(|a, b| b.0.rank().cmp(&a.0.rank()));
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `host` is lowercase without port; `path` has no query string.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<RouteMatch> {
+        let mut caps = Captures::default();
+        if let Some(tier) = self.exact_hosts.get(host) {
+            if let Some((route, prefix_len)) = tier.lookup(path, &mut caps) {
+                return Some(RouteMatch { route, captures: caps, prefix_len });
+            }
+        }
+        for (pattern, tier) in &self.host_patterns {
+            let mut host_caps = Captures::default();
+            if pattern.matches(host, &mut host_caps) {
+                let mut path_caps = Captures::default();
+                if let Some((route, prefix_len)) = tier.lookup(path, &mut path_caps) {
+                    host_caps.extend(path_caps);
+                    return Some(RouteMatch { route, captures: host_caps, prefix_len });
+                }
+            }
+        }
+        let (route, prefix_len) = self.any_host.lookup(path, &mut caps)?;
+        Some(RouteMatch { route, captures: caps, prefix_len })
+    }
+}
+
+/// Resolves `.` and `..` segments and empty segments, so `/desktop/alice/../bob/` cannot ride
+/// alice's route (and access check) to reach another prefix, and `//api/` cannot dodge `block`.
+pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let suspicious = path.contains("//") || path.contains("/.") || path.contains('%');
+    if !suspicious {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let decoded_dots = path.replace("%2e", ".").replace("%2E", ".");
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded_dots.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    let trailing = decoded_dots.ends_with('/') || decoded_dots.ends_with("/.") || decoded_dots.ends_with("/..");
+    if s.is_empty() || trailing {
+        s.push('/');
+    }
+    std::borrow::Cow::Owned(s)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! `{capture}` patterns shared by hosts (`desktop-{name}.hub.example.org`), path prefixes
+//! (`/desktop/{name}/`) and the templates filled from them (`desktop-{name}`, resolver URLs).
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    Capture(String),
+}
+
+/// Values captured by a match, in pattern order. Routes have one or two captures, so a
+/// small vector beats a map.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Captures(Vec<(String, String)>);
+
+impl Captures {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    pub fn push(&mut self, name: &str, value: &str) {
+        self.0.push((name.to_string(), value.to_string()));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len)
+    }
+    pub fn extend(&mut self, other: Captures) {
+        self.0.extend(other.0)
+    }
+}
+
+/// A string with `{name}` placeholders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    raw: String,
+    pieces: Vec<Piece>,
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl Template {
+    pub fn parse(raw: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut rest = raw;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Literal(rest[..open].to_string()));
+            }
+            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed `{{` in `{raw}`"))? + open;
+            let name = &rest[open + 1..close];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("capture names are letters, digits and `_`; found `{{{name}}}` in `{raw}`"));
+            }
+            if matches!(pieces.last(), Some(Piece::Capture(_))) {
+                return Err(format!("two captures must be separated by text in `{raw}`"));
+            }
+            pieces.push(Piece::Capture(name.to_string()));
+            rest = &rest[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("unmatched `}}` in `{raw}`"));
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Literal(rest.to_string()));
+        }
+        Ok(Template { raw: raw.to_string(), pieces })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn has_captures(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Capture(_)))
+    }
+
+    pub fn capture_names(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Capture(n) => Some(n.as_str()),
+            Piece::Literal(_) => None,
+        })
+    }
+
+    /// Matches the whole of `text`; captures never contain `forbidden` and are never empty.
+    pub fn matches(&self, text: &str, forbidden: char, captures: &mut Captures) -> bool {
+        let mark = captures.0.len();
+        if match_pieces(&self.pieces, text, forbidden, captures) {
+            true
+        } else {
+            captures.0.truncate(mark);
+            false
+        }
+    }
+
+    /// Fills the placeholders; `escape` is applied to each captured value.
+    pub fn fill(&self, captures: &Captures, escape: impl Fn(&str) -> String) -> Option<String> {
+        let mut out = String::with_capacity(self.raw.len() + 16);
+        for p in &self.pieces {
+            match p {
+                Piece::Literal(l) => out.push_str(l),
+                Piece::Capture(n) => out.push_str(&escape(captures.get(n)?)),
+            }
+        }
+        Some(out)
+    }
+}
+
+fn match_pieces(pieces: &[Piece], text: &str, forbidden: char, caps: &mut Captures) -> bool {
+    match pieces.split_first() {
+        None => text.is_empty(),
+        Some((Piece::Literal(l), rest)) => {
+            text.len() >= l.len()
+                && text.as_bytes()[..l.len()].eq_ignore_ascii_case(l.as_bytes())
+                && match_pieces(rest, &text[l.len()..], forbidden, caps)
+        }
+        Some((Piece::Capture(name), rest)) => {
+            let limit = text.find(forbidden).unwrap_or(text.len());
+            // Shortest capture first: with literals between captures this finds the match
+            // a reader expects (`{user}-{type}` on `alice-xfce-2` gives user=alice).
+            for end in (1..=limit).filter(|&e| text.is_char_boundary(e)) {
+                let mark = caps.0.len();
+                caps.push(name, &text[..end]);
+                if match_pieces(rest, &text[end..], forbidden, caps) {
+                    return true;
+                }
+                caps.0.truncate(mark);
+            }
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_capture() {
+        let t = Template::parse("desktop-{name}.hub.example.org").unwrap();
+        let mut c = Captures::default();
+        assert!(t.matches("desktop-alice.hub.example.org", '.', &mut c));
+        assert_eq!(c.get("name"), Some("alice"));
+        let mut c = Captures::default();
+        assert!(!t.matches("desktop-a.b.hub.example.org", '.', &mut c));
+        assert!(c.is_empty());
+        assert!(!t.matches("desktop-.hub.example.org", '.', &mut c));
+    }
+
+    #[test]
+    fn fill_and_errors() {
+        let t = Template::parse("desktop-{name}").unwrap();
+        let mut c = Captures::default();
+        c.push("name", "bob");
+        assert_eq!(t.fill(&c, |s| s.to_string()).unwrap(), "desktop-bob");
+        assert!(Template::parse("a{b").is_err());
+        assert!(Template::parse("{a}{b}").is_err());
+        assert!(Template::parse("{a b}").is_err());
+    }
+}

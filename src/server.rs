@@ -1,0 +1,67 @@
+//! Builds the Pingora server from a validated config: one proxy service per listener
+//! (TLS with SNI certificates and h2, or plain HTTP), sharing one `Gateway`.
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::proxy::{EdgeProxy, ListenerRole};
+use crate::tls::{CertResolver, CertSet};
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use std::sync::Arc;
+
+pub struct Built {
+    pub server: Server,
+    pub gateway: Arc<Gateway>,
+}
+
+pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
+    let mut conf = ServerConf::default();
+    conf.threads = config.threads;
+    if let Some(pid) = &config.pid_file {
+        conf.pid_file = pid.display().to_string();
+        conf.upgrade_sock = format!("{}.upgrade.sock", pid.display());
+    }
+    conf.grace_period_seconds = Some(1);
+    conf.graceful_shutdown_timeout_seconds = Some(5);
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let https_port = config
+        .listeners
+        .iter()
+        .find(|l| l.tls.is_some())
+        .and_then(|l| l.addr.parse::<std::net::SocketAddr>().ok())
+        .map_or(443, |a| a.port());
+
+    let mut resolvers = Vec::new();
+    let mut pending = Vec::new();
+    for l in &config.listeners {
+        let role = ListenerRole { tls: l.tls.is_some(), redirect_https_port: l.redirect_https.then_some(https_port) };
+        let tls = match &l.tls {
+            Some(certs) => {
+                let resolver = CertResolver::new(CertSet::from_config(certs));
+                resolvers.push(resolver.clone());
+                Some(resolver)
+            }
+            None => None,
+        };
+        pending.push((l.addr.clone(), role, tls));
+    }
+    let gateway = Arc::new(Gateway::new(config, resolvers));
+    for (addr, role, tls) in pending {
+        let proxy = EdgeProxy { gateway: gateway.clone(), role };
+        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, &format!("deskgate {addr}"));
+        match tls {
+            Some(resolver) => {
+                let mut settings = TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings for {addr}: {e}"))?;
+                settings.set_cert_resolver(resolver);
+                settings.enable_h2();
+                service.add_tls_with_settings(&addr, None, settings);
+            }
+            None => service.add_tcp(&addr),
+        }
+        server.add_service(service);
+    }
+    Ok(Built { server, gateway })
+}

@@ -1,0 +1,106 @@
+//! Downstream TLS: certificates chosen by SNI from a set that can be swapped on reload.
+//!
+//! Pingora's rustls listener takes a `ResolvesServerCert`; ours reads an `ArcSwap` snapshot,
+//! so a reload replaces certificates for new handshakes without touching open connections.
+
+use crate::config::Certificate;
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
+    let cert_pem = std::fs::read(cert).map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
+    let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate {} is not valid PEM: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("no certificate found in {}", cert.display()));
+    }
+    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("private key {} is not valid PEM: {e}", key.display()))?
+        .ok_or_else(|| format!("no private key found in {}", key.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| format!("unsupported private key in {}: {e}", key.display()))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match().map_err(|e| format!("certificate {} and key {} do not match: {e}", cert.display(), key.display()))?;
+    Ok(Arc::new(ck))
+}
+
+struct Entry {
+    /// Exact names and `.suffix` for `*.suffix`.
+    exact: Vec<String>,
+    suffixes: Vec<String>,
+    key: Arc<CertifiedKey>,
+}
+
+/// The certificates of one TLS listener; the first is the default for unknown or absent SNI.
+pub struct CertSet {
+    entries: Vec<Entry>,
+}
+
+impl CertSet {
+    pub fn from_config(certs: &[Certificate]) -> CertSet {
+        let entries = certs
+            .iter()
+            .filter_map(|c| {
+                let key = c.loaded.clone()?;
+                let (suffixes, exact) = c.hosts.iter().cloned().partition::<Vec<_>, _>(|h| h.starts_with("*."));
+                Some(Entry { exact, suffixes: suffixes.into_iter().map(|s| s[1..].to_string()).collect(), key })
+            })
+            .collect();
+        CertSet { entries }
+    }
+
+    fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = sni.map(|s| s.to_ascii_lowercase()) {
+            if let Some(e) = self.entries.iter().find(|e| e.exact.iter().any(|h| *h == name)) {
+                return Some(e.key.clone());
+            }
+            if let Some(e) = self.entries.iter().find(|e| e.suffixes.iter().any(|s| name.ends_with(s.as_str()) && name.len() > s.len())) {
+                return Some(e.key.clone());
+            }
+        }
+        self.entries.first().map(|e| e.key.clone())
+    }
+}
+
+/// Shared with the listener; `swap` on reload.
+pub struct CertResolver {
+    current: ArcSwap<CertSet>,
+}
+
+impl CertResolver {
+    pub fn new(set: CertSet) -> Arc<CertResolver> {
+        Arc::new(CertResolver { current: ArcSwap::from_pointee(set) })
+    }
+    pub fn swap(&self, set: CertSet) {
+        self.current.store(Arc::new(set));
+    }
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertResolver({} certificates)", self.current.load().entries.len())
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load().choose(hello.server_name())
+    }
+}
+
+/// A self-signed certificate for the demo and the tests, written as PEM files.
+pub fn write_self_signed(dir: &Path, stem: &str, names: &[&str]) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .map_err(|e| format!("cannot generate certificate: {e}"))?;
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert, ck.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    std::fs::write(&key, ck.key_pair.serialize_pem()).map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+    Ok((cert, key))
+}
