@@ -68,7 +68,13 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let host = request_host(req);
-        ctx.original_host = req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(&host).to_string();
+        ctx.original_host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or(&host)
+            .to_string();
         if let Some(port) = self.role.redirect_https_port {
             let location = respond::https_location(&host, port, req.uri.path_and_query().map_or("/", |p| p.as_str()));
             return respond::redirect(session, 308, &location).await;

@@ -23,6 +23,10 @@ pub struct DesktopSim {
     pub name: String,
     /// `user:password` expected in Basic auth; None accepts anyone.
     pub credentials: Option<String>,
+    /// Test-only "fastest possible upstream": answer `101` for this `Sec-WebSocket-Key` as soon
+    /// as TLS is up, before the request arrives. Makes cloudflare/pingora#946's race (101 read
+    /// before the request's empty body) happen on most connections instead of a few.
+    pub eager_upgrade_key: Option<String>,
 }
 
 struct Request {
@@ -42,7 +46,9 @@ impl Request {
 
 /// Binds `addr` (port 0 for any) and serves on a thread of its own; returns the bound address.
 pub fn spawn(desktop: DesktopSim, addr: &str, cert: &std::path::Path, key: &std::path::Path) -> Result<SocketAddr, String> {
-    let acceptor = acceptor(cert, key)?;
+    // TLS 1.2 lets the eager desktop's 101 ride in the same flight as the server's Finished,
+    // so it is already buffered when Pingora's connect returns.
+    let acceptor = acceptor(cert, key, desktop.eager_upgrade_key.is_some())?;
     let std_listener = std::net::TcpListener::bind(addr).map_err(|e| format!("demo desktop cannot bind {addr}: {e}"))?;
     std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
@@ -60,10 +66,11 @@ pub fn spawn(desktop: DesktopSim, addr: &str, cert: &std::path::Path, key: &std:
     Ok(bound)
 }
 
-pub fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
+pub fn acceptor(cert: &std::path::Path, key: &std::path::Path, tls12_only: bool) -> Result<TlsAcceptor, String> {
     let ck = crate::tls::load_certified_key(cert, key)?;
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only { &[&rustls::version::TLS12] } else { rustls::DEFAULT_VERSIONS };
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Fixed(ck)));
@@ -94,6 +101,18 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, desktop: Arc<De
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &DesktopSim) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4096);
+    if let Some(key) = &desktop.eager_upgrade_key {
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: binary\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.flush().await?;
+        let Some((_, consumed, _)) = read_head(&mut stream, &mut buf).await? else { return Ok(()) };
+        let rest = buf.split_off(consumed);
+        let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
+        return echo(ws, desktop).await;
+    }
     loop {
         let Some((req, consumed, body_len)) = read_head(&mut stream, &mut buf).await? else { return Ok(()) };
         // Bodies are read and dropped; the demo desktop has nothing to post to.

@@ -1,0 +1,282 @@
+//! Test harness: the real `deskgate` binary on loopback ports, real TLS peers, real clients.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream as TokioTcp;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TokioTcp>>;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_deskgate");
+pub const DESKTOP_USER: &str = "kasm_user";
+pub const DESKTOP_PASSWORD: &str = "vnc-secret-pw";
+/// The fixed `Sec-WebSocket-Key` clients send to an eager desktop.
+pub const EAGER_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Certificates and secrets for one test, in its own directory.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub edge_cert: PathBuf,
+    pub edge_key: PathBuf,
+    pub wild_cert: PathBuf,
+    pub wild_key: PathBuf,
+    pub desk_cert: PathBuf,
+    pub desk_key: PathBuf,
+    pub password_file: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (edge_cert, edge_key) = deskgate::tls::write_self_signed(dir.path(), "edge", &["hub.test", "localhost", "127.0.0.1"]).unwrap();
+        let (wild_cert, wild_key) = deskgate::tls::write_self_signed(dir.path(), "wild", &["*.hub.test"]).unwrap();
+        let (desk_cert, desk_key) = deskgate::tls::write_self_signed(dir.path(), "desktop", &["kasm"]).unwrap();
+        let password_file = dir.path().join("vnc-password");
+        std::fs::write(&password_file, format!("{DESKTOP_PASSWORD}\n")).unwrap();
+        Fixture { dir, edge_cert, edge_key, wild_cert, wild_key, desk_cert, desk_key, password_file }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A KasmVNC-like desktop (HTTPS + WSS, self-signed, Basic auth) on a loopback port.
+    pub fn desktop(&self, name: &str) -> SocketAddr {
+        deskgate::demo::desktop::spawn(
+            deskgate::demo::desktop::DesktopSim { name: name.into(), credentials: Some(format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}")), eager_upgrade_key: None },
+            "127.0.0.1:0",
+            &self.desk_cert,
+            &self.desk_key,
+        )
+        .unwrap()
+    }
+
+    /// A desktop that sends its 101 before the request arrives (see `DesktopSim::eager_upgrade_key`).
+    pub fn eager_desktop(&self, name: &str) -> SocketAddr {
+        deskgate::demo::desktop::spawn(
+            deskgate::demo::desktop::DesktopSim { name: name.into(), credentials: None, eager_upgrade_key: Some(EAGER_KEY.into()) },
+            "127.0.0.1:0",
+            &self.desk_cert,
+            &self.desk_key,
+        )
+        .unwrap()
+    }
+
+    /// YAML for an upstream that is such a desktop.
+    pub fn desktop_upstream(&self, name: &str, addr: SocketAddr) -> String {
+        format!(
+            "  {name}:\n    servers: [\"{addr}\"]\n    tls: {{ verify: false, sni: kasm }}\n    basic_auth: {{ user: {DESKTOP_USER}, password_file: \"{}\" }}\n",
+            self.password_file.display()
+        )
+    }
+
+    /// The standard TLS listener block with the default and the wildcard certificate.
+    pub fn tls_listener(&self, port: u16) -> String {
+        format!(
+            "  - addr: \"127.0.0.1:{port}\"\n    tls:\n      certs:\n        - {{ cert: \"{}\", key: \"{}\" }}\n        - {{ cert: \"{}\", key: \"{}\", hosts: [\"*.hub.test\"] }}\n",
+            self.edge_cert.display(),
+            self.edge_key.display(),
+            self.wild_cert.display(),
+            self.wild_key.display()
+        )
+    }
+}
+
+/// A running deskgate; killed on drop. Its log is kept in the fixture directory.
+pub struct Deskgate {
+    child: Child,
+    pub https_port: u16,
+    pub log: PathBuf,
+}
+
+impl Deskgate {
+    /// Starts `deskgate -c` on `yaml` and waits until `ready_port` accepts connections.
+    pub fn start(dir: &Path, name: &str, yaml: &str, ready_port: u16) -> Deskgate {
+        Self::start_with_env(dir, name, yaml, ready_port, &[])
+    }
+
+    pub fn start_with_env(dir: &Path, name: &str, yaml: &str, ready_port: u16, env: &[(&str, &str)]) -> Deskgate {
+        let conf = dir.join(format!("{name}.yaml"));
+        std::fs::write(&conf, yaml).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-c").arg(&conf).stdout(out.try_clone().unwrap()).stderr(out).env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut d = Deskgate { child, https_port: ready_port, log };
+        d.wait_ready(ready_port);
+        d
+    }
+
+    pub fn from_child(child: Child, https_port: u16, log: PathBuf) -> Deskgate {
+        let mut d = Deskgate { child, https_port, log };
+        d.wait_ready(https_port);
+        d
+    }
+
+    fn wait_ready(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("deskgate exited with {status} before listening:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "deskgate not listening on {port} after 30 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Deskgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct CurlResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl CurlResponse {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    }
+}
+
+/// curl against deskgate; `url` uses real test host names, resolved to 127.0.0.1.
+pub fn curl(url: &str, extra: &[&str]) -> CurlResponse {
+    let parsed = url::Url::parse(url).unwrap();
+    let host = parsed.host_str().unwrap().to_string();
+    let port = parsed.port_or_known_default().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("head");
+    let out = Command::new("curl")
+        .args(["-s", "-k", "--max-time", "20", "-D"])
+        .arg(&head)
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args(extra)
+        .arg(url)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("curl is installed");
+    let headers = std::fs::read_to_string(&head).unwrap_or_default();
+    let status = headers.lines().last_status();
+    CurlResponse { status, headers, body: String::from_utf8_lossy(&out.stdout).into_owned() }
+}
+
+trait LastStatus {
+    fn last_status(self) -> u16;
+}
+impl<'a, I: Iterator<Item = &'a str>> LastStatus for I {
+    fn last_status(self) -> u16 {
+        self.filter(|l| l.starts_with("HTTP/"))
+            .last()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Accepts any server certificate and remembers the last one it saw (to check SNI choice).
+#[derive(Debug, Default)]
+pub struct RecordingVerifier {
+    pub last_cert: Mutex<Vec<u8>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.last_cert.lock().unwrap() = end_entity.to_vec();
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &rustls::pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &rustls::pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn client_tls(verifier: Arc<RecordingVerifier>) -> Arc<rustls::ClientConfig> {
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+/// Opens `url` (wss://name:port/...) on 127.0.0.1 the way a browser running noVNC does:
+/// with `Origin` and `Sec-WebSocket-Protocol: binary`.
+pub async fn ws_connect(url: &str) -> Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
+    ws_connect_with(url, &[("Origin", "https://hub.test"), ("Sec-WebSocket-Protocol", "binary")], Arc::new(RecordingVerifier::default())).await
+}
+
+pub async fn ws_connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    verifier: Arc<RecordingVerifier>,
+) -> Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
+    let parsed = url::Url::parse(url).unwrap();
+    let port = parsed.port_or_known_default().unwrap();
+    let tcp = TokioTcp::connect(("127.0.0.1", port)).await.map_err(tokio_tungstenite::tungstenite::Error::Io)?;
+    tcp.set_nodelay(true).unwrap();
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    let connector = tokio_tungstenite::Connector::Rustls(client_tls(verifier));
+    tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector)).await
+}
+
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
