@@ -110,6 +110,12 @@ impl ProxyHttp for EdgeProxy {
         if let Some(activity) = &route.activity {
             activity.touch();
         }
+        if session.req_header().headers.get(http::header::HOST).is_none() && !ctx.original_host.is_empty() {
+            // HTTP/2 clients send :authority, not Host; the path rewrite below drops the
+            // authority, and HTTP/1 desktops need a Host.
+            let host = ctx.original_host.clone();
+            session.req_header_mut().insert_header(http::header::HOST, host)?;
+        }
         if route.strip_prefix {
             let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
             let uri = format!("{rest}{query}").parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting path", e))?;

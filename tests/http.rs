@@ -1,0 +1,146 @@
+//! Plain HTTP through deskgate: routing rules, rewriting, errors, redirects, with curl.
+
+mod common;
+use common::*;
+
+struct Edge {
+    fx: Fixture,
+    edge: Deskgate,
+    http_port: u16,
+}
+
+fn edge() -> Edge {
+    let fx = Fixture::new();
+    let (https_port, http_port) = (free_port(), free_port());
+    let hub = fx.desktop("hub");
+    let alice = fx.desktop("alice");
+    let special = fx.desktop("special");
+    // Accepts TCP but never answers TLS: deskgate must give up after `connect`, not hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::mem::forget(silent);
+    let yaml = format!(
+        r#"listeners:
+  - addr: "127.0.0.1:{http_port}"
+    redirect_https: true
+{tls}upstreams:
+{hub}{alice}{special}  desktop-down:
+    servers: ["127.0.0.1:{down}"]
+    tls: {{ verify: false }}
+    retries: 2
+  desktop-silent:
+    servers: ["{silent_addr}"]
+    tls: {{ verify: false }}
+routes:
+  - host: hub.test
+    upstream: hub
+  - path: "/desktop/{{name}}/"
+    strip_prefix: true
+    upstream: "desktop-{{name}}"
+    block: ["/api/"]
+  - path: "/desktop/special/"
+    upstream: desktop-special
+timeouts: {{ connect: 1s, read: 5s }}
+"#,
+        tls = fx.tls_listener(https_port),
+        hub = fx.desktop_upstream("hub", hub),
+        alice = fx.desktop_upstream("desktop-alice", alice),
+        special = fx.desktop_upstream("desktop-special", special),
+        down = free_port(),
+    );
+    let edge = Deskgate::start(fx.path(), "edge", &yaml, https_port);
+    Edge { fx, edge, http_port }
+}
+
+#[test]
+fn routes_by_host_path_and_longest_prefix() {
+    let e = edge();
+    let p = e.edge.https_port;
+    let r = curl(&format!("https://hub.test:{p}/whoami"), &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "hub\n"));
+
+    // strip_prefix: the desktop sees /whoami.
+    let r = curl(&format!("https://other.test:{p}/desktop/alice/whoami"), &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "alice\n"));
+
+    // The literal /desktop/special/ beats /desktop/{name}/ and keeps its prefix.
+    let r = curl(&format!("https://other.test:{p}/desktop/special/whoami"), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-desktop").as_deref(), Some("special"));
+    assert!(r.body.contains("path: <code>/desktop/special/whoami"), "{}", r.body);
+
+    // Query strings survive the rewrite; dot segments cannot climb out of a prefix.
+    let r = curl(&format!("https://other.test:{p}/desktop/alice/page?x=1&y=2"), &[]);
+    assert!(r.body.contains("path: <code>/page?x=1&amp;y=2") || r.body.contains("path: <code>/page?x=1&y=2"), "{}", r.body);
+    let r = curl(&format!("https://other.test:{p}/desktop/alice/%2e%2e/special/whoami"), &["--path-as-is"]);
+    assert_eq!(r.header("x-desktop").as_deref(), Some("special"), "{}", r.headers);
+}
+
+#[test]
+fn answers_404_403_502_504_with_short_bodies() {
+    let e = edge();
+    let p = e.edge.https_port;
+    let r = curl(&format!("https://other.test:{p}/nothing-here"), &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.body.starts_with("deskgate: no route for other.test/nothing-here"), "{}", r.body);
+
+    let r = curl(&format!("https://other.test:{p}/desktop/nobody/"), &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("no desktop desktop-nobody"), "{}", r.body);
+
+    let r = curl(&format!("https://other.test:{p}/desktop/alice/api/v1/users"), &[]);
+    assert_eq!(r.status, 403);
+    let r = curl(&format!("https://other.test:{p}/desktop/alice//api/x"), &["--path-as-is"]);
+    assert_eq!(r.status, 403, "a doubled slash must not dodge `block`");
+
+    let r = curl(&format!("https://other.test:{p}/desktop/down/"), &[]);
+    assert_eq!(r.status, 502);
+    assert!(r.body.contains("upstream desktop-down for route /desktop/{name}/"), "{}", r.body);
+
+    let started = std::time::Instant::now();
+    let r = curl(&format!("https://other.test:{p}/desktop/silent/"), &[]);
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(r.body.contains("timed out"), "{}", r.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "no hang");
+}
+
+#[test]
+fn basic_auth_reaches_desktop_and_forwarding_headers_are_set() {
+    let e = edge();
+    let p = e.edge.https_port;
+    let r = curl(&format!("https://other.test:{p}/desktop/alice/headers"), &["--http1.1", "-H", "Authorization: Bearer from-browser", "-H", "Connection: keep-alive, X-Hop", "-H", "X-Hop: 1"]);
+    assert_eq!(r.status, 200, "the desktop demands Basic auth; deskgate must inject it");
+    let expected = format!("authorization: Basic {}", base64_encode(&format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}")));
+    assert!(r.body.contains(&expected), "{}", r.body);
+    assert!(!r.body.contains("from-browser"));
+    assert!(!r.body.contains("x-hop"), "hop-by-hop header named in Connection must go: {}", r.body);
+    assert!(r.body.contains("x-forwarded-for: 127.0.0.1"), "{}", r.body);
+    assert!(r.body.contains("x-forwarded-proto: https"), "{}", r.body);
+    assert!(r.body.contains(&format!("x-forwarded-host: other.test:{p}")), "{}", r.body);
+
+    let r = curl(&format!("https://other.test:{p}/desktop/alice/headers"), &["--http2"]);
+    assert!(r.body.contains(&format!("host: other.test:{p}")), "HTTP/2 :authority becomes Host: {}", r.body);
+
+    let log = e.edge.log_text();
+    assert!(!log.contains(DESKTOP_PASSWORD), "password leaked into the log");
+    assert!(!log.contains(&base64_encode(&format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}"))));
+}
+
+#[test]
+fn http2_downstream_and_https_redirect() {
+    let e = edge();
+    let p = e.edge.https_port;
+    let r = curl(&format!("https://hub.test:{p}/whoami"), &["--http2"]);
+    assert!(r.headers.starts_with("HTTP/2 200"), "{}", r.headers);
+    assert_eq!(r.body, "hub\n");
+
+    let r = curl(&format!("http://hub.test:{}/x?y=1", e.http_port), &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location").as_deref(), Some(format!("https://hub.test:{p}/x?y=1").as_str()));
+    drop(e.fx);
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
