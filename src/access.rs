@@ -1,24 +1,111 @@
-//! Access checks (nginx auth_request / Traefik forwardAuth style).
+//! Access checks, nginx `auth_request` / Traefik `forwardAuth` style: before a request (or a
+//! WebSocket upgrade) reaches a desktop, the hub is asked `GET <url with {name}>` with the
+//! browser's `Cookie`/`Authorization`. 2xx lets it through (copying named headers such as
+//! `X-User` to the upstream request); 401/403 answer that status or redirect to the login
+//! page; anything else fails closed. Decisions are cached per (URL, credentials) for `cache`.
+
 use crate::config::raw::RawAuth;
 use crate::config::Timeouts;
+use crate::hub_client::{self, encode_segment};
+use crate::respond;
+use crate::routes::{Captures, Template};
+use crate::single_flight::SingleFlightCache;
+use http::{HeaderName, HeaderValue};
+use pingora::proxy::Session;
+use std::time::Duration;
 
 pub struct AccessCheck {
-    pub url: crate::routes::Template,
+    url: Template,
+    forward: Vec<HeaderName>,
+    copy: Vec<HeaderName>,
+    ttl: Duration,
+    deny_redirect: Option<String>,
+    timeout: Duration,
+    cache: SingleFlightCache<Decision>,
+}
+
+#[derive(Clone)]
+enum Decision {
+    Allow(Vec<(HeaderName, HeaderValue)>),
+    Deny(u16),
+    Unavailable(String),
 }
 
 impl AccessCheck {
-    pub fn new(raw: &RawAuth, captures: &[String], _t: &Timeouts) -> Result<AccessCheck, String> {
-        let url = crate::routes::Template::parse(&raw.url)?;
-        if let Some(m) = url.capture_names().find(|c| !captures.iter().any(|k| k == c)) {
-            return Err(format!("`{{{m}}}` in the auth URL is not captured by this route"));
+    /// `captures` are the names the route captures; for runtime routes (`dynamic:`) the
+    /// placeholders are filled from the route's data, so they are not checked here.
+    pub fn new(raw: &RawAuth, captures: Option<&[String]>, timeouts: &Timeouts) -> Result<AccessCheck, String> {
+        let url = Template::parse(&raw.url)?;
+        if let Some(captures) = captures {
+            if let Some(m) = url.capture_names().find(|c| !captures.iter().any(|k| k == c)) {
+                return Err(format!("`{{{m}}}` in the auth URL is not captured by this route's host or path"));
+            }
         }
-        Ok(AccessCheck { url })
+        hub_client::parse_url(&raw.url.replace(['{', '}'], ""))?;
+        let names = |list: &[String]| -> Result<Vec<HeaderName>, String> {
+            list.iter().map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("`{n}` is not a valid header name"))).collect()
+        };
+        Ok(AccessCheck {
+            url,
+            forward: names(&raw.forward)?,
+            copy: names(&raw.copy)?,
+            ttl: raw.cache.map_or(Duration::ZERO, |d| d.0),
+            deny_redirect: raw.deny_redirect.clone(),
+            timeout: timeouts.connect,
+            cache: SingleFlightCache::new(100_000),
+        })
     }
-}
 
-impl AccessCheck {
-    /// `Some(true)` when a denial was answered; `None` to let the request through.
-    pub async fn enforce(&self, _session: &mut pingora::proxy::Session, _caps: &crate::routes::Captures, _label: &str) -> pingora::Result<Option<bool>> {
-        Ok(None)
+    /// Runs the check. `Ok(Some(true))` when deskgate answered (denied); `Ok(None)` to go on.
+    pub async fn enforce(&self, session: &mut Session, captures: &Captures, label: &str) -> pingora::Result<Option<bool>> {
+        // Identity headers come only from the hub's answer, never from the browser.
+        for name in &self.copy {
+            session.req_header_mut().remove_header(name);
+        }
+        let Some(url) = self.url.fill(captures, encode_segment) else {
+            log::warn!("access check for route {label}: the route has no value for a placeholder in {}", self.url);
+            return respond::text(session, 403, "deskgate: access denied\n").await.map(Some);
+        };
+        let forwarded: Vec<(HeaderName, HeaderValue)> = self
+            .forward
+            .iter()
+            .flat_map(|n| session.req_header().headers.get_all(n).iter().map(move |v| (n.clone(), v.clone())))
+            .collect();
+        let mut key = url.clone();
+        for (n, v) in &forwarded {
+            key.push('\n');
+            key.push_str(n.as_str());
+            key.push(':');
+            key.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        }
+        let decision = self.cache.get_or_fetch(&key, || self.ask_hub(url.clone(), forwarded)).await;
+        match decision {
+            Decision::Allow(headers) => {
+                for (n, v) in headers {
+                    session.req_header_mut().insert_header(n, v)?;
+                }
+                Ok(None)
+            }
+            Decision::Deny(status) => match &self.deny_redirect {
+                Some(location) => respond::redirect(session, 302, location).await.map(Some),
+                None => respond::text(session, status, "deskgate: access denied\n").await.map(Some),
+            },
+            Decision::Unavailable(reason) => {
+                log::warn!("access check for route {label} failed closed: {reason}");
+                respond::text(session, 503, "deskgate: access check unavailable, request denied\n").await.map(Some)
+            }
+        }
+    }
+
+    async fn ask_hub(&self, url: String, forwarded: Vec<(HeaderName, HeaderValue)>) -> (Decision, Duration) {
+        match hub_client::get(&url, &forwarded, None, self.timeout).await {
+            Ok(r) if (200..300).contains(&r.status) => {
+                let copied = self.copy.iter().filter_map(|n| r.headers.get(n).map(|v| (n.clone(), v.clone()))).collect();
+                (Decision::Allow(copied), self.ttl)
+            }
+            Ok(r) if r.status == 401 || r.status == 403 => (Decision::Deny(r.status), self.ttl),
+            Ok(r) => (Decision::Unavailable(format!("{url} answered {}", r.status)), Duration::ZERO),
+            Err(e) => (Decision::Unavailable(format!("{url}: {}", e.reason())), Duration::ZERO),
+        }
     }
 }

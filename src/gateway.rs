@@ -1,4 +1,8 @@
 //! The state every listener shares: the current routing snapshot and what swaps it.
+//!
+//! Two sources feed the snapshot: the YAML config (replaced on reload) and the runtime routes
+//! (changed by the admin API). Either change rebuilds the table off to the side and swaps it
+//! in atomically; requests in flight keep the snapshot they started with.
 
 use crate::config::{Config, Timeouts};
 use crate::routes::{Route, RouteTable};
@@ -6,10 +10,10 @@ use crate::tls::CertResolver;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// Everything a request needs to be routed, frozen at one config generation. A request keeps
-/// the snapshot it started with, so a reload never changes a request (or a WebSocket) mid-way.
+/// Everything a request needs to be routed, frozen at one generation.
 pub struct Snapshot {
     pub routes: RouteTable,
     pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,
@@ -17,39 +21,64 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
+/// The YAML half of a snapshot.
+struct StaticPart {
+    routes: Vec<Arc<Route>>,
+    upstreams: Arc<HashMap<String, Arc<Upstream>>>,
+    timeouts: Timeouts,
+}
+
 pub struct Gateway {
     current: ArcSwap<Snapshot>,
-    /// YAML routes of the current config; runtime routes are merged in on each rebuild.
-    static_routes: ArcSwap<Vec<Arc<Route>>>,
+    static_part: ArcSwap<StaticPart>,
+    runtime_routes: ArcSwap<Vec<Arc<Route>>>,
+    rebuild_lock: Mutex<()>,
+    generation: AtomicU64,
     pub cert_resolvers: Vec<Arc<CertResolver>>,
 }
 
 impl Gateway {
     pub fn new(config: &Config, cert_resolvers: Vec<Arc<CertResolver>>) -> Gateway {
-        let snapshot = Snapshot {
-            routes: RouteTable::build(config.routes.iter().cloned()),
-            upstreams: config.upstreams.clone(),
-            timeouts: config.timeouts,
-            generation: 1,
+        let g = Gateway {
+            current: ArcSwap::from_pointee(Snapshot { routes: RouteTable::default(), upstreams: Arc::default(), timeouts: config.timeouts, generation: 0 }),
+            static_part: ArcSwap::from_pointee(StaticPart { routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }),
+            runtime_routes: ArcSwap::from_pointee(Vec::new()),
+            rebuild_lock: Mutex::new(()),
+            generation: AtomicU64::new(0),
+            cert_resolvers,
         };
-        Gateway { current: ArcSwap::from_pointee(snapshot), static_routes: ArcSwap::from_pointee(config.routes.clone()), cert_resolvers }
+        g.rebuild();
+        g
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
-    /// Rebuilds the table from the static routes plus `runtime` routes and swaps it in.
-    pub fn rebuild(&self, runtime: impl IntoIterator<Item = Arc<Route>>) {
-        let prev = self.current.load();
-        let statics = self.static_routes.load();
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    pub fn set_runtime_routes(&self, routes: Vec<Arc<Route>>) {
+        let _guard = self.rebuild_lock.lock().expect("rebuild lock");
+        self.runtime_routes.store(Arc::new(routes));
+        self.rebuild();
+    }
+
+    /// A reloaded config's routes, upstreams and timeouts (certificates are swapped by the
+    /// caller through `cert_resolvers`).
+    pub fn apply_config(&self, config: &Config) {
+        let _guard = self.rebuild_lock.lock().expect("rebuild lock");
+        self.static_part.store(Arc::new(StaticPart { routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }));
+        self.rebuild();
+    }
+
+    fn rebuild(&self) {
+        let statics = self.static_part.load();
+        let runtime = self.runtime_routes.load();
         // Runtime routes first: at equal host and path the hub's registration wins, as in CHP.
-        let routes: Vec<Arc<Route>> = runtime.into_iter().chain(statics.iter().cloned()).collect();
-        self.current.store(Arc::new(Snapshot {
-            routes: RouteTable::build(routes),
-            upstreams: prev.upstreams.clone(),
-            timeouts: prev.timeouts,
-            generation: prev.generation + 1,
-        }));
+        let routes = runtime.iter().cloned().chain(statics.routes.iter().cloned());
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.current.store(Arc::new(Snapshot { routes: RouteTable::build(routes), upstreams: statics.upstreams.clone(), timeouts: statics.timeouts, generation }));
     }
 }

@@ -11,10 +11,13 @@
 //! - `server`: wires it all into a Pingora server; `demo`: the embedded demo
 
 pub mod access;
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod forwarding;
 pub mod gateway;
+pub mod hub_client;
+pub mod metrics;
 pub mod novnc;
 pub mod proxy;
 pub mod resolver;
@@ -23,5 +26,6 @@ pub mod routes;
 pub mod runtime_routes;
 pub mod secret;
 pub mod server;
+pub mod single_flight;
 pub mod tls;
 pub mod upstream;

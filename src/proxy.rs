@@ -9,6 +9,7 @@ use crate::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::gateway::{Gateway, Snapshot};
 use crate::respond;
 use crate::routes::{normalize_path, Route, RouteMatch, UpstreamRef};
+use crate::metrics;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
@@ -37,6 +38,9 @@ pub struct RequestCtx {
     original_host: String,
     upgrade: bool,
     connect_failures: u32,
+    /// Set once the upstream answered 101: bytes now count as WebSocket traffic.
+    upgraded: bool,
+    last_activity_ms: u64,
 }
 
 impl RequestCtx {
@@ -98,7 +102,9 @@ impl ProxyHttp for EdgeProxy {
             return respond::text(session, 403, &format!("deskgate: {rest} is blocked on route {}\n", route.label)).await;
         }
         if let Some(check) = &route.access {
-            if let Some(done) = check.enforce(session, &found.captures, &route.label).await? {
+            let mut captures = route.data_captures.clone();
+            captures.extend(found.captures.clone());
+            if let Some(done) = check.enforce(session, &captures, &route.label).await? {
                 return Ok(done);
             }
         }
@@ -160,6 +166,39 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    async fn response_filter(&self, _session: &mut Session, resp: &mut pingora::http::ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if ctx.upgrade && resp.status.as_u16() == 101 {
+            ctx.upgraded = true;
+            metrics::WEBSOCKETS_OPEN.inc();
+            metrics::WEBSOCKETS_TOTAL.inc();
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, _end: bool, ctx: &mut RequestCtx) -> Result<()> {
+        if ctx.upgraded {
+            let n = body.as_ref().map_or(0, |b| b.len());
+            metrics::WEBSOCKET_BYTES_UP.add(n as u64);
+            note_activity(ctx);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, _end: bool, ctx: &mut RequestCtx) -> Result<Option<std::time::Duration>> {
+        if ctx.upgraded {
+            let n = body.as_ref().map_or(0, |b| b.len());
+            metrics::WEBSOCKET_BYTES_DOWN.add(n as u64);
+            note_activity(ctx);
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.upgraded {
+            metrics::WEBSOCKETS_OPEN.dec();
+        }
+    }
+
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
         ctx.connect_failures += 1;
         let retries = ctx.upstream.as_ref().map_or(0, |u| u.retries);
@@ -179,6 +218,17 @@ impl ProxyHttp for EdgeProxy {
             let _ = respond::text(session, code, &body).await;
         }
         FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+}
+
+/// Moves the route's `last_activity` while WebSocket bytes flow (at most once a second), so
+/// the hub's idle culler never stops a desktop in use.
+fn note_activity(ctx: &mut RequestCtx) {
+    let Some(activity) = ctx.route.as_ref().and_then(|r| r.activity.as_ref()) else { return };
+    let now = crate::runtime_routes::now_ms();
+    if now >= ctx.last_activity_ms + 1000 {
+        ctx.last_activity_ms = now;
+        activity.touch();
     }
 }
 

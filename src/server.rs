@@ -2,7 +2,10 @@
 //! (TLS with SNI certificates and h2, or plain HTTP), sharing one `Gateway`.
 
 use crate::config::Config;
+use crate::admin::AdminApi;
 use crate::gateway::Gateway;
+use crate::runtime_routes::RuntimeRoutes;
+use std::sync::atomic::{AtomicBool, Ordering};
 use crate::proxy::{EdgeProxy, ListenerRole};
 use crate::tls::{CertResolver, CertSet};
 use pingora::listeners::tls::TlsSettings;
@@ -13,6 +16,7 @@ use std::sync::Arc;
 pub struct Built {
     pub server: Server,
     pub gateway: Arc<Gateway>,
+    pub runtime_routes: Arc<RuntimeRoutes>,
 }
 
 pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
@@ -49,6 +53,14 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         pending.push((l.addr.clone(), role, tls));
     }
     let gateway = Arc::new(Gateway::new(config, resolvers));
+    let runtime_routes = RuntimeRoutes::new(gateway.clone(), config.dynamic.clone(), config.state_file.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(admin) = &config.admin {
+        let api = AdminApi { token: admin.token.clone(), routes: runtime_routes.clone(), ready: ready.clone() };
+        let mut service = pingora::services::listening::Service::new("deskgate admin".to_string(), api);
+        service.add_tcp(&admin.addr);
+        server.add_service(service);
+    }
     for (addr, role, tls) in pending {
         let proxy = EdgeProxy { gateway: gateway.clone(), role };
         let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, &format!("deskgate {addr}"));
@@ -63,5 +75,8 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         }
         server.add_service(service);
     }
-    Ok(Built { server, gateway })
+    // Pingora binds listeners before it runs services; by the time requests can reach
+    // /readyz, config is loaded and listeners are bound.
+    ready.store(true, Ordering::Release);
+    Ok(Built { server, gateway, runtime_routes })
 }

@@ -82,6 +82,7 @@ pub struct DynamicSettings {
     pub block: Vec<String>,
     pub access: Option<Arc<AccessCheck>>,
     pub novnc: bool,
+    pub strip_prefix: bool,
 }
 
 pub struct Config {
@@ -368,7 +369,7 @@ impl Validator {
             }
         }
         let access = match r.auth.as_ref() {
-            Some(a) => Some(Arc::new(self.access(&format!("{at}.auth"), a, &captures, timeouts)?)),
+            Some(a) => Some(Arc::new(self.access(&format!("{at}.auth"), a, Some(&captures), timeouts)?)),
             None => None,
         };
         if r.novnc && path.capture_names().is_empty() && path.as_str() == "/" {
@@ -388,10 +389,11 @@ impl Validator {
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
             activity: None,
+            data_captures: Default::default(),
         })
     }
 
-    fn access(&mut self, at: &str, a: &RawAuth, captures: &[String], timeouts: &Timeouts) -> Option<AccessCheck> {
+    fn access(&mut self, at: &str, a: &RawAuth, captures: Option<&[String]>, timeouts: &Timeouts) -> Option<AccessCheck> {
         match AccessCheck::new(a, captures, timeouts) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -416,8 +418,8 @@ impl Validator {
 
     fn dynamic(&mut self, d: RawDynamic, timeouts: &Timeouts) -> DynamicSettings {
         let authorization = d.basic_auth.as_ref().and_then(|b| self.basic_auth("dynamic", b));
-        let access = d.auth.as_ref().and_then(|a| self.access("dynamic.auth", a, &[], timeouts)).map(Arc::new);
-        DynamicSettings { tls: d.tls.as_ref().map(|t| self.upstream_tls(t)), authorization, block: d.block, access, novnc: d.novnc }
+        let access = d.auth.as_ref().and_then(|a| self.access("dynamic.auth", a, None, timeouts)).map(Arc::new);
+        DynamicSettings { tls: d.tls.as_ref().map(|t| self.upstream_tls(t)), authorization, block: d.block, access, novnc: d.novnc, strip_prefix: d.strip_prefix }
     }
 }
 

@@ -178,6 +178,8 @@ pub struct RawDynamic {
     pub auth: Option<RawAuth>,
     #[serde(default)]
     pub novnc: bool,
+    #[serde(default)]
+    pub strip_prefix: bool,
 }
 
 #[derive(Deserialize)]

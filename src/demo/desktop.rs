@@ -27,6 +27,14 @@ pub struct DesktopSim {
     /// as TLS is up, before the request arrives. Makes cloudflare/pingora#946's race (101 read
     /// before the request's empty body) happen on most connections instead of a few.
     pub eager_upgrade_key: Option<String>,
+    /// WebSocket upgrades this desktop accepted (tests check a denied upgrade never arrives).
+    pub upgrades: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DesktopSim {
+    pub fn new(name: &str, credentials: Option<String>) -> DesktopSim {
+        DesktopSim { name: name.to_string(), credentials, eager_upgrade_key: None, upgrades: Default::default() }
+    }
 }
 
 struct Request {
@@ -136,6 +144,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &
             let protocol = req.header("sec-websocket-protocol").and_then(|p| p.split(',').next()).map(|p| p.trim().to_string());
             match (req.header("origin"), protocol, req.header("sec-websocket-key")) {
                 (Some(_), Some(protocol), Some(key)) => {
+                    desktop.upgrades.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let accept = derive_accept_key(key.as_bytes());
                     let head = format!(
                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"

@@ -27,7 +27,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
     let password_file = dir.join("vnc-password");
     std::fs::write(&password_file, &password).map_err(|e| e.to_string())?;
     let desktop = desktop::spawn(
-        desktop::DesktopSim { name: "demo".into(), credentials: Some(format!("kasm_user:{password}")), eager_upgrade_key: None },
+        desktop::DesktopSim::new("demo", Some(format!("kasm_user:{password}"))),
         "127.0.0.1:0",
         &desk_cert,
         &desk_key,

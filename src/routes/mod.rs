@@ -105,6 +105,12 @@ impl PathPattern {
         Ok(PathPattern { raw: raw.to_string(), segments })
     }
 
+    /// A literal prefix as the admin API gives it; braces are not captures here.
+    pub fn literal(raw: &str) -> PathPattern {
+        let segments = raw.split('/').filter(|s| !s.is_empty()).map(|s| Segment::Literal(s.to_string())).collect();
+        PathPattern { raw: if raw.ends_with('/') { raw.to_string() } else { format!("{raw}/") }, segments }
+    }
+
     pub fn root() -> PathPattern {
         PathPattern { raw: "/".into(), segments: Vec::new() }
     }
@@ -192,6 +198,8 @@ pub struct Route {
     pub forward_cookies: bool,
     /// Set for routes registered through the admin API: their activity clock.
     pub activity: Option<Arc<crate::runtime_routes::Activity>>,
+    /// Placeholder values from a runtime route's data (`{name}` in `dynamic.auth.url`).
+    pub data_captures: Captures,
 }
 
 impl Route {

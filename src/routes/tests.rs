@@ -17,6 +17,7 @@ fn route(host: Option<&str>, path: &str, name: &str) -> Arc<Route> {
         drop_websocket_protocol: false,
         forward_cookies: true,
         activity: None,
+        data_captures: Captures::default(),
     })
 }
 

@@ -53,19 +53,20 @@ impl Fixture {
 
     /// A KasmVNC-like desktop (HTTPS + WSS, self-signed, Basic auth) on a loopback port.
     pub fn desktop(&self, name: &str) -> SocketAddr {
-        deskgate::demo::desktop::spawn(
-            deskgate::demo::desktop::DesktopSim { name: name.into(), credentials: Some(format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}")), eager_upgrade_key: None },
-            "127.0.0.1:0",
-            &self.desk_cert,
-            &self.desk_key,
-        )
-        .unwrap()
+        self.desktop_counted(name).0
+    }
+
+    /// A desktop, and the count of WebSocket upgrades it accepted.
+    pub fn desktop_counted(&self, name: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let sim = deskgate::demo::desktop::DesktopSim::new(name, Some(format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}")));
+        let upgrades = sim.upgrades.clone();
+        (deskgate::demo::desktop::spawn(sim, "127.0.0.1:0", &self.desk_cert, &self.desk_key).unwrap(), upgrades)
     }
 
     /// A desktop that sends its 101 before the request arrives (see `DesktopSim::eager_upgrade_key`).
     pub fn eager_desktop(&self, name: &str) -> SocketAddr {
         deskgate::demo::desktop::spawn(
-            deskgate::demo::desktop::DesktopSim { name: name.into(), credentials: None, eager_upgrade_key: Some(EAGER_KEY.into()) },
+            deskgate::demo::desktop::DesktopSim { eager_upgrade_key: Some(EAGER_KEY.into()), ..deskgate::demo::desktop::DesktopSim::new(name, None) },
             "127.0.0.1:0",
             &self.desk_cert,
             &self.desk_key,
@@ -279,4 +280,22 @@ pub fn read_all(mut r: impl Read) -> String {
     let mut s = String::new();
     let _ = r.read_to_string(&mut s);
     s
+}
+
+pub mod hub;
+
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+/// Calls deskgate's admin API with curl; `token: None` sends no Authorization.
+pub fn admin(port: u16, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> CurlResponse {
+    let mut args: Vec<String> = vec!["-X".into(), method.into()];
+    if let Some(t) = token {
+        args.push("-H".into());
+        args.push(format!("Authorization: token {t}"));
+    }
+    if let Some(b) = body {
+        args.extend(["-H".into(), "Content-Type: application/json".into(), "--data-binary".into(), b.into()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&format!("http://127.0.0.1:{port}{path}"), &refs)
 }

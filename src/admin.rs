@@ -1,0 +1,160 @@
+//! The admin listener: the runtime routes API (configurable-http-proxy compatible, so
+//! JupyterHub's `ConfigurableHTTPProxy` can drive it), and health endpoints.
+//!
+//! - `GET /api/routes[?inactive_since=ISO8601]`, `GET|POST|DELETE /api/routes/<prefix>`:
+//!   need `Authorization: token <t>` (403 otherwise; compared in constant time).
+//! - `GET /healthz` (alive), `GET /readyz` (config loaded, listeners bound), `GET /metrics`.
+
+use crate::metrics;
+use crate::runtime_routes::{parse_iso8601, RouteError, RuntimeRoutes};
+use crate::secret::{constant_time_eq, Secret};
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Route bodies are small JSON objects; refuse anything larger.
+const MAX_BODY: usize = 64 * 1024;
+
+pub struct AdminApi {
+    pub token: Option<Secret>,
+    pub routes: Arc<RuntimeRoutes>,
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+fn json(status: StatusCode, value: &Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+    json(status, &serde_json::json!({ "status": status.as_u16(), "message": message }))
+}
+
+impl AdminApi {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else { return false };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("token ").or_else(|| v.strip_prefix("Bearer ")))
+            .unwrap_or("");
+        constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
+    }
+
+    async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "route body too large"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}"))),
+            }
+        }
+    }
+
+    async fn routes_api(&self, session: &mut ServerSession, prefix: Option<String>) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        match (method.as_str(), prefix) {
+            ("GET", None) => {
+                let since = session
+                    .req_header()
+                    .uri
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("inactive_since=")))
+                    .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned());
+                let since_ms = match since {
+                    Some(s) => match parse_iso8601(&s) {
+                        Some(ms) => Some(ms),
+                        None => return error(StatusCode::BAD_REQUEST, &format!("inactive_since: `{s}` is not an ISO 8601 time")),
+                    },
+                    None => None,
+                };
+                json(StatusCode::OK, &Value::Object(self.routes.list(since_ms)))
+            }
+            ("GET", Some(p)) => match self.routes.get(&p) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
+            },
+            ("POST", Some(p)) => {
+                let body = match Self::read_body(session).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                let data: Map<String, Value> = match serde_json::from_slice(&body) {
+                    Ok(Value::Object(m)) => m,
+                    Ok(_) => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {e}")),
+                };
+                match self.routes.add(&p, data) {
+                    Ok(()) => {
+                        metrics::ROUTE_CHANGES.inc();
+                        reply(StatusCode::CREATED, "application/json", Vec::new())
+                    }
+                    Err(RouteError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, &m),
+                    Err(RouteError::Storage(m)) => {
+                        log::error!("admin: {m}");
+                        error(StatusCode::SERVICE_UNAVAILABLE, &m)
+                    }
+                }
+            }
+            ("DELETE", Some(p)) => match self.routes.remove(&p) {
+                Ok(true) => {
+                    metrics::ROUTE_CHANGES.inc();
+                    reply(StatusCode::NO_CONTENT, "application/json", Vec::new())
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
+                Err(RouteError::Storage(m)) | Err(RouteError::BadRequest(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
+            },
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, POST or DELETE"),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/healthz" => return reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => {
+                return if self.ready.load(std::sync::atomic::Ordering::Acquire) {
+                    reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                } else {
+                    reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"starting\n".to_vec())
+                }
+            }
+            "/metrics" => return reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render(self.routes.len()).into_bytes()),
+            _ => {}
+        }
+        let prefix = if path == "/api/routes" || path == "/api/routes/" {
+            None
+        } else if let Some(p) = path.strip_prefix("/api/routes/") {
+            Some(format!("/{p}"))
+        } else {
+            return error(StatusCode::NOT_FOUND, "not found");
+        };
+        if !self.authorized(session) {
+            return error(StatusCode::FORBIDDEN, "missing or wrong `Authorization: token ...`");
+        }
+        self.routes_api(session, prefix).await
+    }
+}
