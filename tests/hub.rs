@@ -92,14 +92,6 @@ fn start(fx: &Fixture, yaml: &str, https_port: u16, admin_port: u16) -> Deskgate
     edge
 }
 
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} not listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn routes_json(s: &Setup) -> serde_json::Value {
     let r = admin(s.admin_port, "GET", "/api/routes", None, Some(ADMIN_TOKEN));
     assert_eq!(r.status, 200, "{}", r.body);

@@ -284,6 +284,15 @@ pub fn read_all(mut r: impl Read) -> String {
 
 pub mod hub;
 
+/// Waits (bounded) until something listens on `port`.
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on port {port} after 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
 /// Calls deskgate's admin API with curl; `token: None` sends no Authorization.
