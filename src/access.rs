@@ -86,11 +86,15 @@ impl AccessCheck {
                 }
                 Ok(None)
             }
-            Decision::Deny(status) => match &self.deny_redirect {
+            Decision::Deny(status) => {
+                crate::metrics::ACCESS_DENIED.inc();
+                match &self.deny_redirect {
                 Some(location) => respond::redirect(session, 302, location).await.map(Some),
                 None => respond::text(session, status, "deskgate: access denied\n").await.map(Some),
-            },
+                }
+            }
             Decision::Unavailable(reason) => {
+                crate::metrics::ACCESS_DENIED.inc();
                 log::warn!("access check for route {label} failed closed: {reason}");
                 respond::text(session, 503, "deskgate: access check unavailable, request denied\n").await.map(Some)
             }

@@ -21,6 +21,9 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct AdminApi {
     pub token: Option<Secret>,
     pub routes: Arc<RuntimeRoutes>,
+    pub gateway: Arc<crate::gateway::Gateway>,
+    /// Some(up) when a shared route store is configured.
+    pub route_store_up: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -142,7 +145,15 @@ impl ServeHttp for AdminApi {
                     reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"starting\n".to_vec())
                 }
             }
-            "/metrics" => return reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render(self.routes.len()).into_bytes()),
+            "/metrics" => {
+                let gauges = metrics::Gauges {
+                    runtime_routes: self.routes.len(),
+                    generation: self.gateway.generation(),
+                    routes: self.gateway.route_stats(),
+                    route_store: self.route_store_up.as_ref().map(|u| u.load(std::sync::atomic::Ordering::Relaxed)),
+                };
+                return reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render(&gauges).into_bytes());
+            }
             _ => {}
         }
         let prefix = if path == "/api/routes" || path == "/api/routes/" {

@@ -34,11 +34,12 @@ pub struct Gateway {
     runtime_routes: ArcSwap<Vec<Arc<Route>>>,
     rebuild_lock: Mutex<()>,
     generation: AtomicU64,
-    pub cert_resolvers: Vec<Arc<CertResolver>>,
+    /// Each TLS listener's certificates, by listening address.
+    pub cert_resolvers: Vec<(String, Arc<CertResolver>)>,
 }
 
 impl Gateway {
-    pub fn new(config: &Config, cert_resolvers: Vec<Arc<CertResolver>>) -> Gateway {
+    pub fn new(config: &Config, cert_resolvers: Vec<(String, Arc<CertResolver>)>) -> Gateway {
         let g = Gateway {
             current: ArcSwap::from_pointee(Snapshot { routes: RouteTable::default(), upstreams: Arc::default(), timeouts: config.timeouts, generation: 0 }),
             static_part: ArcSwap::from_pointee(StaticPart { routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }),
@@ -71,6 +72,11 @@ impl Gateway {
         let _guard = self.rebuild_lock.lock().expect("rebuild lock");
         self.static_part.store(Arc::new(StaticPart { routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }));
         self.rebuild();
+    }
+
+    /// The YAML routes' labels and counters, for `/metrics`.
+    pub fn route_stats(&self) -> Vec<(String, Arc<crate::metrics::RouteStats>)> {
+        self.static_part.load().routes.iter().map(|r| (r.label.clone(), r.stats.clone())).collect()
     }
 
     fn rebuild(&self) {

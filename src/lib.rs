@@ -11,6 +11,7 @@
 //! - `server`: wires it all into a Pingora server; `demo`: the embedded demo
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
@@ -20,6 +21,7 @@ pub mod hub_client;
 pub mod metrics;
 pub mod novnc;
 pub mod proxy;
+pub mod reload;
 pub mod resolver;
 pub mod respond;
 pub mod routes;

@@ -26,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Re-read the config of a running deskgate (sends SIGHUP via its pid file)
+    Reload,
     /// Run on an embedded demo: generated certificates, a KasmVNC-like desktop, routes to it
     Demo {
         /// Plain-HTTP listener (redirects to HTTPS)
@@ -39,8 +41,24 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Some(Command::Reload) = &cli.command {
+        let Some(path) = &cli.config else {
+            eprintln!("deskgate reload: give the running config with -c FILE");
+            return ExitCode::from(2);
+        };
+        return match deskgate::reload::signal_running(path) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("deskgate reload: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match &cli.command {
+        Some(Command::Reload) => unreachable!("handled above"),
         Some(Command::Demo { listen, tls_listen }) => {
             match deskgate::demo::prepare(&deskgate::demo::DemoOptions { listen: listen.clone(), tls_listen: tls_listen.clone() }) {
                 Ok(demo) => {
@@ -74,9 +92,26 @@ fn main() -> ExitCode {
             }
         }
     };
+    let level = config.log_level.clone().unwrap_or_else(|| "info".into());
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let opt = pingora::server::configuration::Opt { upgrade: cli.upgrade, ..Default::default() };
     match deskgate::server::build(&config, opt) {
-        Ok(built) => built.server.run_forever(),
+        Ok(built) => {
+            // Demo configs live in memory; only file configs can be reloaded.
+            if let (Some(path), None) = (&cli.config, &cli.command) {
+                let reloader = std::sync::Arc::new(deskgate::reload::Reloader {
+                    path: path.clone(),
+                    gateway: built.gateway.clone(),
+                    runtime_routes: built.runtime_routes.clone(),
+                    listener_addrs: config.listeners.iter().map(|l| l.addr.clone()).collect(),
+                });
+                if let Err(e) = reloader.listen_for_sighup() {
+                    eprintln!("deskgate: cannot handle SIGHUP: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            built.server.run_forever()
+        }
         Err(e) => {
             eprintln!("deskgate: {e}");
             ExitCode::FAILURE

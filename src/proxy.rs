@@ -41,6 +41,12 @@ pub struct RequestCtx {
     /// Set once the upstream answered 101: bytes now count as WebSocket traffic.
     upgraded: bool,
     last_activity_ms: u64,
+    ws_bytes_up: u64,
+    ws_bytes_down: u64,
+    started: Option<std::time::Instant>,
+    /// The request target as the client sent it (kept only when the access log is on).
+    original_uri: Option<String>,
+    upstream_started: Option<std::time::Instant>,
 }
 
 impl RequestCtx {
@@ -86,7 +92,12 @@ impl ProxyHttp for EdgeProxy {
         ctx.upgrade = session.is_upgrade_req();
         let snapshot = self.gateway.snapshot();
         let path = normalize_path(req.uri.path()).into_owned();
+        ctx.started = Some(std::time::Instant::now());
+        if crate::access_log::enabled() {
+            ctx.original_uri = Some(String::from_utf8_lossy(req.raw_path()).into_owned());
+        }
         let Some(found) = snapshot.routes.lookup(&host, &path) else {
+            metrics::NO_ROUTE.inc();
             return respond::text(session, 404, &format!("deskgate: no route for {host}{path}\n")).await;
         };
         let route = found.route.clone();
@@ -145,6 +156,7 @@ impl ProxyHttp for EdgeProxy {
         let (Some(upstream), Some(snapshot)) = (&ctx.upstream, &ctx.snapshot) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
+        ctx.upstream_started = Some(std::time::Instant::now());
         Ok(upstream.peer(&snapshot.timeouts, ctx.upgrade))
     }
 
@@ -166,6 +178,13 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(&self, _session: &mut Session, _resp: &mut pingora::http::ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if let Some(t) = ctx.upstream_started {
+            metrics::UPSTREAM_LATENCY.observe(t.elapsed());
+        }
+        Ok(())
+    }
+
     async fn response_filter(&self, _session: &mut Session, resp: &mut pingora::http::ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
@@ -177,8 +196,9 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, _end: bool, ctx: &mut RequestCtx) -> Result<()> {
         if ctx.upgraded {
-            let n = body.as_ref().map_or(0, |b| b.len());
-            metrics::WEBSOCKET_BYTES_UP.add(n as u64);
+            let n = body.as_ref().map_or(0, |b| b.len()) as u64;
+            ctx.ws_bytes_up += n;
+            metrics::WEBSOCKET_BYTES_UP.add(n);
             note_activity(ctx);
         }
         Ok(())
@@ -186,24 +206,34 @@ impl ProxyHttp for EdgeProxy {
 
     fn response_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, _end: bool, ctx: &mut RequestCtx) -> Result<Option<std::time::Duration>> {
         if ctx.upgraded {
-            let n = body.as_ref().map_or(0, |b| b.len());
-            metrics::WEBSOCKET_BYTES_DOWN.add(n as u64);
+            let n = body.as_ref().map_or(0, |b| b.len()) as u64;
+            ctx.ws_bytes_down += n;
+            metrics::WEBSOCKET_BYTES_DOWN.add(n);
             note_activity(ctx);
         }
         Ok(None)
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.upgraded {
             metrics::WEBSOCKETS_OPEN.dec();
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(route) = &ctx.route {
+            route.stats.record(status);
+        }
+        if crate::access_log::enabled() {
+            crate::access_log::record(&access_entry(session, e, ctx, status));
         }
     }
 
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
         ctx.connect_failures += 1;
+        metrics::UPSTREAM_CONNECT_ERRORS.inc();
         let retries = ctx.upstream.as_ref().map_or(0, |u| u.retries);
         // Nothing reached the upstream yet, so any request may be retried (Apache's retry=).
         if ctx.connect_failures <= retries {
+            metrics::UPSTREAM_RETRIES.inc();
             e.set_retry(true);
         }
         e
@@ -218,6 +248,37 @@ impl ProxyHttp for EdgeProxy {
             let _ = respond::text(session, code, &body).await;
         }
         FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+}
+
+fn access_entry<'a>(session: &'a Session, e: Option<&'a Error>, ctx: &'a RequestCtx, status: u16) -> crate::access_log::Entry<'a> {
+    let req = session.req_header();
+    let header = |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let client = session.client_addr().and_then(|a| a.as_inet()).map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+    let websocket = ctx.upgraded.then(|| {
+        let reason = match e {
+            None => "closed",
+            Some(e) => e.etype().as_str(),
+        };
+        (ctx.ws_bytes_up, ctx.ws_bytes_down, reason)
+    });
+    crate::access_log::Entry {
+        client,
+        method: req.method.as_str(),
+        uri: ctx.original_uri.as_deref().unwrap_or("-"),
+        version: match req.version {
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        status,
+        bytes_sent: session.body_bytes_sent(),
+        referer: header(http::header::REFERER),
+        user_agent: header(http::header::USER_AGENT),
+        duration_ms: ctx.started.map_or(0, |t| t.elapsed().as_millis()),
+        route: ctx.route_label(),
+        upstream: ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+        websocket,
     }
 }
 

@@ -160,6 +160,7 @@ impl RuntimeRoutes {
             forward_cookies: flag("forward_cookies", dynamic.access.is_none()),
             activity: Some(activity.clone()),
             data_captures: captures_from(prefix, &data),
+            stats: crate::metrics::RUNTIME_ROUTE_STATS.clone(),
         };
         Ok(Entry { target, data, activity, route: Arc::new(route) })
     }

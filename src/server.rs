@@ -22,12 +22,18 @@ pub struct Built {
 pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     let mut conf = ServerConf::default();
     conf.threads = config.threads;
-    if let Some(pid) = &config.pid_file {
-        conf.pid_file = pid.display().to_string();
-        conf.upgrade_sock = format!("{}.upgrade.sock", pid.display());
+    // Per-instance pid file and upgrade socket, so several deskgates (and their zero-downtime
+    // upgrades) can share a machine.
+    let pid_file = crate::reload::pid_file_for(config);
+    conf.pid_file = pid_file.display().to_string();
+    conf.upgrade_sock = format!("{}.upgrade.sock", pid_file.display());
+    // After SIGTERM/SIGQUIT: stop accepting at once, then give open desktops the drain time.
+    conf.grace_period_seconds = Some(0);
+    conf.graceful_shutdown_timeout_seconds = Some(config.timeouts.drain.as_secs());
+    if let Some((format, path)) = &config.access_log {
+        crate::access_log::init(*format, path)?;
     }
-    conf.grace_period_seconds = Some(1);
-    conf.graceful_shutdown_timeout_seconds = Some(5);
+    pingora::proxy::set_client_header_timeout(Some(config.timeouts.client_header).filter(|d| !d.is_zero()));
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
@@ -45,7 +51,7 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         let tls = match &l.tls {
             Some(certs) => {
                 let resolver = CertResolver::new(CertSet::from_config(certs));
-                resolvers.push(resolver.clone());
+                resolvers.push((l.addr.clone(), resolver.clone()));
                 Some(resolver)
             }
             None => None,
@@ -56,7 +62,7 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     let runtime_routes = RuntimeRoutes::new(gateway.clone(), config.dynamic.clone(), config.state_file.clone());
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(admin) = &config.admin {
-        let api = AdminApi { token: admin.token.clone(), routes: runtime_routes.clone(), ready: ready.clone() };
+        let api = AdminApi { token: admin.token.clone(), routes: runtime_routes.clone(), gateway: gateway.clone(), route_store_up: None, ready: ready.clone() };
         let mut service = pingora::services::listening::Service::new("deskgate admin".to_string(), api);
         service.add_tcp(&admin.addr);
         server.add_service(service);
@@ -78,5 +84,6 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     // Pingora binds listeners before it runs services; by the time requests can reach
     // /readyz, config is loaded and listeners are bound.
     ready.store(true, Ordering::Release);
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| format!("cannot write pid file {}: {e}", pid_file.display()))?;
     Ok(Built { server, gateway, runtime_routes })
 }

@@ -41,6 +41,8 @@ pub struct Timeouts {
     pub read: Duration,
     pub upgraded_idle: Duration,
     pub client_header: Duration,
+    /// How long open connections (desktops) may drain after SIGTERM or an upgrade hand-over.
+    pub drain: Duration,
 }
 
 impl Default for Timeouts {
@@ -50,6 +52,7 @@ impl Default for Timeouts {
             read: Duration::from_secs(60),
             upgraded_idle: Duration::from_secs(3600),
             client_header: Duration::from_secs(10),
+            drain: Duration::from_secs(60),
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     pub threads: usize,
     pub pid_file: Option<PathBuf>,
+    pub access_log: Option<(crate::access_log::Format, String)>,
+    pub log_level: Option<String>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -169,6 +174,7 @@ impl Validator {
             read: t.read.map_or(d.read, |x| x.0),
             upgraded_idle: t.upgraded_idle.map_or(d.upgraded_idle, |x| x.0),
             client_header: t.client_header.map_or(d.client_header, |x| x.0),
+            drain: t.drain.map_or(d.drain, |x| x.0),
         };
         let mut seen = HashSet::new();
         let mut routes = Vec::new();
@@ -197,6 +203,14 @@ impl Validator {
             state_file: raw.state_file,
             threads: threads.max(1),
             pid_file: raw.pid_file,
+            access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
+                let format = match a.format {
+                    RawLogFormat::Combined => crate::access_log::Format::Combined,
+                    RawLogFormat::Json => crate::access_log::Format::Json,
+                };
+                (format, a.path.clone())
+            }),
+            log_level: raw.log.and_then(|l| l.level),
         }
     }
 
@@ -390,6 +404,7 @@ impl Validator {
             forward_cookies,
             activity: None,
             data_captures: Default::default(),
+            stats: Default::default(),
         })
     }
 

@@ -152,11 +152,12 @@ pub struct RawTimeouts {
     pub read: Option<HumanDuration>,
     pub upgraded_idle: Option<HumanDuration>,
     pub client_header: Option<HumanDuration>,
+    pub drain: Option<HumanDuration>,
 }
 
 impl Default for RawTimeouts {
     fn default() -> Self {
-        RawTimeouts { connect: None, read: None, upgraded_idle: None, client_header: None }
+        RawTimeouts { connect: None, read: None, upgraded_idle: None, client_header: None, drain: None }
     }
 }
 
@@ -186,4 +187,29 @@ pub struct RawDynamic {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub level: Option<String>,
+    pub access: Option<RawAccessLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    #[serde(default = "combined")]
+    pub format: RawLogFormat,
+    #[serde(default = "stdout")]
+    pub path: String,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    Combined,
+    Json,
+}
+
+fn combined() -> RawLogFormat {
+    RawLogFormat::Combined
+}
+
+fn stdout() -> String {
+    "stdout".into()
 }

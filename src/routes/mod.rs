@@ -200,6 +200,8 @@ pub struct Route {
     pub activity: Option<Arc<crate::runtime_routes::Activity>>,
     /// Placeholder values from a runtime route's data (`{name}` in `dynamic.auth.url`).
     pub data_captures: Captures,
+    /// Requests by status class, for `/metrics` (runtime routes share one).
+    pub stats: Arc<crate::metrics::RouteStats>,
 }
 
 impl Route {

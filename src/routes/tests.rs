@@ -18,6 +18,7 @@ fn route(host: Option<&str>, path: &str, name: &str) -> Arc<Route> {
         forward_cookies: true,
         activity: None,
         data_captures: Captures::default(),
+        stats: Default::default(),
     })
 }
 

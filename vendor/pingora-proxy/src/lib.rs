@@ -329,9 +329,21 @@ where
     {
         // phase 1 read request header
 
+        // deskgate patch (cloudflare/pingora#506): a whole-header deadline on a connection's
+        // first request, so a client trickling header bytes (slowloris) cannot hold it open;
+        // reused connections are bounded by their keepalive timeout instead.
+        let header_deadline = client_header_timeout().filter(|_| downstream_session.get_keepalive().is_none());
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
+            res = async {
+                match header_deadline {
+                    Some(d) => match tokio::time::timeout(d, downstream_session.read_request()).await {
+                        Ok(r) => r,
+                        Err(_) => Error::e_explain(ReadTimedout, format!("request header not received within {d:?}")),
+                    },
+                    None => downstream_session.read_request().await,
+                }
+            } => { res }
             _ = self.await_shutdown() => {
                 // service shutting down, dropping the connection to stop more req from coming in
                 return None;
@@ -352,12 +364,18 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // deskgate patch: oversized or too many header fields are 431 (RFC 6585).
+                    let text = e.to_string();
+                    let status = if text.contains("larger than") || text.contains("TooManyHeaders") { 431 } else { 400 };
                     downstream_session
-                        .respond_error(400)
+                        .respond_error(status)
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");
                         });
+                } else if matches!(e.etype, ReadTimedout) {
+                    // deskgate patch: a slow client is routine, not an error of ours.
+                    warn!("closing slow client: {e}");
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(
@@ -1670,6 +1688,23 @@ where
 /// Create a [Service] from the user implemented [ProxyHttp].
 ///
 /// The returned [Service] can be hosted by a [pingora_core::server::Server] directly.
+/// deskgate patch: the whole-header deadline for a connection's first request (0 = none).
+static CLIENT_HEADER_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// deskgate patch: sets the deadline by which a new connection must have sent its first
+/// request header (cloudflare/pingora#506). `None` turns it off.
+pub fn set_client_header_timeout(timeout: Option<Duration>) {
+    let ms = timeout.map_or(0, |d| d.as_millis().max(1) as u64);
+    CLIENT_HEADER_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+fn client_header_timeout() -> Option<Duration> {
+    match CLIENT_HEADER_TIMEOUT_MS.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
+}
+
 pub fn http_proxy_service<SV>(conf: &Arc<ServerConf>, inner: SV) -> Service<HttpProxy<SV, ()>>
 where
     SV: ProxyHttp,

@@ -1,0 +1,156 @@
+//! Access log: one line per request, and one per WebSocket when it closes, in `combined` or
+//! `json`. Lines go through a channel to a writer thread, so the request path never blocks on
+//! the disk. Secrets stay out: no Authorization or Cookie, and query values of keys that look
+//! like credentials (noVNC's `password=`) are replaced by `***`.
+
+use once_cell::sync::OnceCell;
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Combined,
+    Json,
+}
+
+pub struct AccessLog {
+    format: Format,
+    tx: SyncSender<String>,
+}
+
+static LOG: OnceCell<AccessLog> = OnceCell::new();
+
+/// Starts the writer; `path` is `stdout`, `stderr` or a file (appended). Only the first call
+/// counts: the log destination is fixed for the life of the process.
+pub fn init(format: Format, path: &str) -> Result<(), String> {
+    let mut out: Box<dyn Write + Send> = match path {
+        "stdout" | "-" => Box::new(std::io::stdout()),
+        "stderr" => Box::new(std::io::stderr()),
+        file => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(|e| format!("cannot open access log {file}: {e}"))?),
+    };
+    let (tx, rx) = sync_channel::<String>(65_536);
+    std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || {
+            let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
+            while let Ok(line) = rx.recv() {
+                let _ = buf.write_all(line.as_bytes());
+                // Drain what is queued, then flush once: batches under load, prompt when idle.
+                while let Ok(more) = rx.try_recv() {
+                    let _ = buf.write_all(more.as_bytes());
+                }
+                let _ = buf.flush();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let _ = LOG.set(AccessLog { format, tx });
+    Ok(())
+}
+
+pub fn enabled() -> bool {
+    LOG.get().is_some()
+}
+
+pub struct Entry<'a> {
+    pub client: String,
+    pub method: &'a str,
+    pub uri: &'a str,
+    pub version: &'a str,
+    pub status: u16,
+    pub bytes_sent: usize,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
+    pub duration_ms: u128,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    /// Set for WebSockets: bytes client->desktop, desktop->client, and why it ended.
+    pub websocket: Option<(u64, u64, &'a str)>,
+}
+
+pub fn record(e: &Entry<'_>) {
+    let Some(log) = LOG.get() else { return };
+    let line = match log.format {
+        Format::Combined => combined(e),
+        Format::Json => json(e),
+    };
+    // A full queue drops the line rather than slowing requests down.
+    if let Err(TrySendError::Full(_)) = log.tx.try_send(line) {
+        crate::metrics::ACCESS_LOG_DROPPED.inc();
+    }
+}
+
+fn combined(e: &Entry<'_>) -> String {
+    let now = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S %z");
+    let mut line = format!(
+        "{} - - [{now}] \"{} {} {}\" {} {} \"{}\" \"{}\" {}ms route=\"{}\" upstream=\"{}\"",
+        e.client,
+        e.method,
+        redact_query(e.uri),
+        e.version,
+        e.status,
+        e.bytes_sent,
+        quote_safe(e.referer),
+        quote_safe(e.user_agent),
+        e.duration_ms,
+        e.route,
+        e.upstream
+    );
+    if let Some((up, down, reason)) = e.websocket {
+        line.push_str(&format!(" ws_bytes_up={up} ws_bytes_down={down} ws_close=\"{reason}\""));
+    }
+    line.push('\n');
+    line
+}
+
+fn json(e: &Entry<'_>) -> String {
+    let mut v = serde_json::json!({
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "client": e.client,
+        "method": e.method,
+        "uri": redact_query(e.uri),
+        "version": e.version,
+        "status": e.status,
+        "bytes_sent": e.bytes_sent,
+        "referer": e.referer,
+        "user_agent": e.user_agent,
+        "duration_ms": e.duration_ms as u64,
+        "route": e.route,
+        "upstream": e.upstream,
+    });
+    if let Some((up, down, reason)) = e.websocket {
+        v["websocket"] = serde_json::json!({ "bytes_up": up, "bytes_down": down, "close": reason });
+    }
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+fn quote_safe(s: &str) -> String {
+    s.replace(['"', '\n', '\r'], "_")
+}
+
+const SECRET_KEYS: [&str; 8] = ["password", "passwd", "pass", "token", "secret", "key", "api_key", "auth"];
+
+/// `?password=x&path=y` -> `?password=***&path=y`.
+pub fn redact_query(uri: &str) -> String {
+    let Some((path, query)) = uri.split_once('?') else { return quote_safe(uri) };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if SECRET_KEYS.iter().any(|s| k.to_ascii_lowercase().contains(s)) => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    quote_safe(&format!("{path}?{}", parts.join("&")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_query;
+    #[test]
+    fn redacts_credentials_in_queries() {
+        assert_eq!(redact_query("/vnc.html?autoconnect=1&password=hunter2&path=x"), "/vnc.html?autoconnect=1&password=***&path=x");
+        assert_eq!(redact_query("/a?X-API-Key=1"), "/a?X-API-Key=***");
+        assert_eq!(redact_query("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,94 @@
+//! Reload on SIGHUP (or `deskgate reload -c FILE`): re-read the config and certificates and
+//! swap routes, upstreams and certificates atomically. In-flight requests and open WebSockets
+//! keep what they started with. A bad config is logged with FILE:LINE:COL, counted in
+//! `deskgate_reload_failures_total`, and the old config keeps serving.
+//!
+//! Listening addresses, the admin listener and the access log are fixed at start; changing
+//! them takes a restart or a zero-downtime binary upgrade (`-u`).
+
+use crate::config::{self, ConfigError, LoadOptions};
+use crate::gateway::Gateway;
+use crate::metrics;
+use crate::runtime_routes::RuntimeRoutes;
+use crate::tls::CertSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct Reloader {
+    pub path: PathBuf,
+    pub gateway: Arc<Gateway>,
+    pub runtime_routes: Arc<RuntimeRoutes>,
+    pub listener_addrs: Vec<String>,
+}
+
+impl Reloader {
+    pub fn reload(&self) -> Result<u64, Vec<ConfigError>> {
+        let config = config::load_file(&self.path, LoadOptions::default())?;
+        let addrs: Vec<String> = config.listeners.iter().map(|l| l.addr.clone()).collect();
+        if addrs != self.listener_addrs {
+            log::warn!("reload: listener changes ({:?} -> {addrs:?}) take effect after a restart or upgrade; routes and certificates are reloaded now", self.listener_addrs);
+        }
+        for l in &config.listeners {
+            if let (Some(certs), Some((_, resolver))) = (&l.tls, self.gateway.cert_resolvers.iter().find(|(a, _)| *a == l.addr)) {
+                resolver.swap(CertSet::from_config(certs));
+            }
+        }
+        self.gateway.apply_config(&config);
+        self.runtime_routes.set_dynamic(config.dynamic.clone());
+        Ok(self.gateway.generation())
+    }
+
+    fn reload_and_log(&self) {
+        match self.reload() {
+            Ok(generation) => {
+                metrics::RELOADS_OK.inc();
+                log::info!("reload: {} applied (generation {generation})", self.path.display());
+            }
+            Err(errors) => {
+                metrics::RELOADS_FAILED.inc();
+                for e in &errors {
+                    log::error!("reload rejected, old config keeps serving: {e}");
+                }
+            }
+        }
+    }
+
+    /// Handles SIGHUP on a thread of its own from now on.
+    pub fn listen_for_sighup(self: Arc<Self>) -> std::io::Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+        std::thread::Builder::new().name("reload".into()).spawn(move || {
+            for _ in signals.forever() {
+                self.reload_and_log();
+            }
+        })?;
+        Ok(())
+    }
+}
+
+/// `deskgate reload -c FILE`: checks FILE, then signals the process in its pid file.
+pub fn signal_running(config_path: &Path) -> Result<String, String> {
+    let config = config::load_file(config_path, LoadOptions::default())
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let pid_file = pid_file_for(&config);
+    let text = std::fs::read_to_string(&pid_file).map_err(|e| format!("cannot read pid file {}: {e} (is deskgate running?)", pid_file.display()))?;
+    let pid: i32 = text.trim().parse().map_err(|_| format!("pid file {} does not hold a pid", pid_file.display()))?;
+    // SAFETY: kill(2) with a pid read from our own pid file and a valid signal number.
+    let rc = unsafe { libc_kill(pid, signal_hook::consts::SIGHUP) };
+    if rc != 0 {
+        return Err(format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(format!("sent SIGHUP to deskgate (pid {pid})"))
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The pid file: `pid_file:` from the config, else one per first listener in the temp dir.
+pub fn pid_file_for(config: &config::Config) -> PathBuf {
+    config.pid_file.clone().unwrap_or_else(|| {
+        let port = config.listeners.first().and_then(|l| l.addr.rsplit(':').next()).unwrap_or("0");
+        std::env::temp_dir().join(format!("deskgate-{port}.pid"))
+    })
+}
