@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 /// Everything a request needs to be routed, frozen at one generation.
 pub struct Snapshot {
     pub routes: RouteTable,
+    pub max_header_bytes: usize,
     pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,
     pub timeouts: Timeouts,
     pub generation: u64,
@@ -23,6 +24,7 @@ pub struct Snapshot {
 
 /// The YAML half of a snapshot.
 struct StaticPart {
+    max_header_bytes: usize,
     routes: Vec<Arc<Route>>,
     upstreams: Arc<HashMap<String, Arc<Upstream>>>,
     timeouts: Timeouts,
@@ -41,8 +43,8 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: &Config, cert_resolvers: Vec<(String, Arc<CertResolver>)>) -> Gateway {
         let g = Gateway {
-            current: ArcSwap::from_pointee(Snapshot { routes: RouteTable::default(), upstreams: Arc::default(), timeouts: config.timeouts, generation: 0 }),
-            static_part: ArcSwap::from_pointee(StaticPart { routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }),
+            current: ArcSwap::from_pointee(Snapshot { routes: RouteTable::default(), max_header_bytes: config.max_header_bytes, upstreams: Arc::default(), timeouts: config.timeouts, generation: 0 }),
+            static_part: ArcSwap::from_pointee(StaticPart { max_header_bytes: config.max_header_bytes, routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }),
             runtime_routes: ArcSwap::from_pointee(Vec::new()),
             rebuild_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -70,7 +72,7 @@ impl Gateway {
     /// caller through `cert_resolvers`).
     pub fn apply_config(&self, config: &Config) {
         let _guard = self.rebuild_lock.lock().expect("rebuild lock");
-        self.static_part.store(Arc::new(StaticPart { routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }));
+        self.static_part.store(Arc::new(StaticPart { max_header_bytes: config.max_header_bytes, routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }));
         self.rebuild();
     }
 
@@ -85,6 +87,6 @@ impl Gateway {
         // Runtime routes first: at equal host and path the hub's registration wins, as in CHP.
         let routes = runtime.iter().cloned().chain(statics.routes.iter().cloned());
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.current.store(Arc::new(Snapshot { routes: RouteTable::build(routes), upstreams: statics.upstreams.clone(), timeouts: statics.timeouts, generation }));
+        self.current.store(Arc::new(Snapshot { routes: RouteTable::build(routes), max_header_bytes: statics.max_header_bytes, upstreams: statics.upstreams.clone(), timeouts: statics.timeouts, generation }));
     }
 }

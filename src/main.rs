@@ -28,6 +28,22 @@ struct Cli {
 enum Command {
     /// Re-read the config of a running deskgate (sends SIGHUP via its pid file)
     Reload,
+    /// Run only the demo's KasmVNC-like desktop (HTTPS + WSS, self-signed, optional Basic auth):
+    /// an upstream to try deskgate, its tests and benchmarks against
+    DesktopSim {
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        listen: String,
+        #[arg(long, default_value = "demo")]
+        name: String,
+        /// `user:password` to demand in Basic auth (default: none)
+        #[arg(long)]
+        credentials: Option<String>,
+        /// Certificate and key (PEM); generated when not given
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+    },
     /// Run on an embedded demo: generated certificates, a KasmVNC-like desktop, routes to it
     Demo {
         /// Plain-HTTP listener (redirects to HTTPS)
@@ -57,8 +73,11 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::DesktopSim { listen, name, credentials, cert, key }) = &cli.command {
+        return run_desktop_sim(listen, name, credentials.clone(), cert.clone().zip(key.clone()));
+    }
     let config = match &cli.command {
-        Some(Command::Reload) => unreachable!("handled above"),
+        Some(Command::Reload | Command::DesktopSim { .. }) => unreachable!("handled above"),
         Some(Command::Demo { listen, tls_listen }) => {
             match deskgate::demo::prepare(&deskgate::demo::DemoOptions { listen: listen.clone(), tls_listen: tls_listen.clone() }) {
                 Ok(demo) => {
@@ -114,6 +133,35 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("deskgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_desktop_sim(listen: &str, name: &str, credentials: Option<String>, files: Option<(PathBuf, PathBuf)>) -> ExitCode {
+    let (cert, key) = match files {
+        Some(f) => f,
+        None => {
+            let dir = std::env::temp_dir().join(format!("deskgate-desktop-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            match deskgate::tls::write_self_signed(&dir, "desktop", &["kasm", "localhost"]) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("deskgate desktop-sim: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    match deskgate::demo::desktop::spawn(deskgate::demo::desktop::DesktopSim::new(name, credentials), listen, &cert, &key) {
+        Ok(addr) => {
+            println!("desktop {name} listening on https://{addr}");
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            eprintln!("deskgate desktop-sim: {e}");
             ExitCode::FAILURE
         }
     }

@@ -28,6 +28,7 @@ pub struct ListenerRole {
 pub struct EdgeProxy {
     pub gateway: Arc<Gateway>,
     pub role: ListenerRole,
+    pub limits: Arc<crate::limits::ConnectionLimits>,
 }
 
 #[derive(Default)]
@@ -44,6 +45,10 @@ pub struct RequestCtx {
     ws_bytes_up: u64,
     ws_bytes_down: u64,
     started: Option<std::time::Instant>,
+    /// This request's place under the listener's connection limits.
+    _slot: Option<crate::limits::Slot>,
+    /// Frames from the desktop, to close the browser's side properly if the desktop dies.
+    frames: crate::websocket::FrameTracker,
     /// The request target as the client sent it (kept only when the access log is on).
     original_uri: Option<String>,
     upstream_started: Option<std::time::Instant>,
@@ -91,6 +96,18 @@ impl ProxyHttp for EdgeProxy {
         }
         ctx.upgrade = session.is_upgrade_req();
         let snapshot = self.gateway.snapshot();
+        let header_bytes: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + req.raw_path().len();
+        if header_bytes > snapshot.max_header_bytes {
+            return respond::text(session, 431, "deskgate: request header fields too large\n").await;
+        }
+        if !self.limits.is_unlimited() {
+            let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            match self.limits.acquire(client) {
+                Some(slot) => ctx._slot = Some(slot),
+                None => return respond::text(session, 503, "deskgate: too many connections, try again shortly\n").await,
+            }
+        }
+        let req = session.req_header();
         let path = normalize_path(req.uri.path()).into_owned();
         ctx.started = Some(std::time::Instant::now());
         if crate::access_log::enabled() {
@@ -204,8 +221,18 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    fn response_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, _end: bool, ctx: &mut RequestCtx) -> Result<Option<std::time::Duration>> {
+    fn response_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, end: bool, ctx: &mut RequestCtx) -> Result<Option<std::time::Duration>> {
         if ctx.upgraded {
+            if let Some(b) = body.as_ref() {
+                ctx.frames.feed(b);
+            }
+            if end && ctx.frames.needs_close() {
+                // The desktop ended without a close frame: send one, not a bare EOF (1006).
+                let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
+                out.extend_from_slice(&crate::websocket::CLOSE_BAD_GATEWAY);
+                ctx.frames.saw_close = true;
+                *body = Some(bytes::Bytes::from(out));
+            }
             let n = body.as_ref().map_or(0, |b| b.len()) as u64;
             ctx.ws_bytes_down += n;
             metrics::WEBSOCKET_BYTES_DOWN.add(n);
@@ -241,6 +268,13 @@ impl ProxyHttp for EdgeProxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let upstream = ctx.upstream.as_ref().map_or("-".to_string(), |u| u.name.clone());
+        if ctx.upgraded {
+            // The 101 is out: an error page cannot be sent, but a close frame can.
+            if ctx.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
+                let _ = session.write_response_body(Some(bytes::Bytes::from_static(&crate::websocket::CLOSE_BAD_GATEWAY)), true).await;
+            }
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
         let code = respond::status_for_error(e);
         if code > 0 {
             let what = if code == 504 { "timed out" } else { "failed" };

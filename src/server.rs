@@ -56,7 +56,8 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
             }
             None => None,
         };
-        pending.push((l.addr.clone(), role, tls));
+        let limits = crate::limits::ConnectionLimits::new(l.max_connections, l.max_connections_per_client);
+        pending.push((l.addr.clone(), role, tls, limits));
     }
     let gateway = Arc::new(Gateway::new(config, resolvers));
     let runtime_routes = RuntimeRoutes::new(gateway.clone(), config.dynamic.clone(), config.state_file.clone());
@@ -67,8 +68,8 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         service.add_tcp(&admin.addr);
         server.add_service(service);
     }
-    for (addr, role, tls) in pending {
-        let proxy = EdgeProxy { gateway: gateway.clone(), role };
+    for (addr, role, tls, limits) in pending {
+        let proxy = EdgeProxy { gateway: gateway.clone(), role, limits };
         let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, &format!("deskgate {addr}"));
         match tls {
             Some(resolver) => {

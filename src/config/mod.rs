@@ -69,6 +69,8 @@ pub struct Certificate {
 pub struct Listener {
     pub addr: String,
     pub redirect_https: bool,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
     pub tls: Option<Vec<Certificate>>,
 }
 
@@ -101,6 +103,7 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     pub access_log: Option<(crate::access_log::Format, String)>,
     pub log_level: Option<String>,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -211,6 +214,7 @@ impl Validator {
                 (format, a.path.clone())
             }),
             log_level: raw.log.and_then(|l| l.level),
+            max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024),
         }
     }
 
@@ -228,7 +232,7 @@ impl Validator {
         if l.redirect_https && tls.is_some() {
             self.error(&format!("{at}.redirect_https"), "`redirect_https` belongs on a plain-HTTP listener, this one has `tls:`");
         }
-        Listener { addr: l.addr, redirect_https: l.redirect_https, tls }
+        Listener { addr: l.addr, redirect_https: l.redirect_https, max_connections: l.max_connections, max_connections_per_client: l.max_connections_per_client, tls }
     }
 
     fn certificate(&mut self, at: &str, c: RawCert) -> Certificate {

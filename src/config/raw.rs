@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub log: Option<RawLog>,
     pub threads: Option<usize>,
     pub pid_file: Option<PathBuf>,
+    /// Largest request header section accepted (bytes); larger gets 431. Default 64 KiB.
+    pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -31,6 +33,8 @@ pub struct RawListener {
     pub addr: String,
     #[serde(default)]
     pub redirect_https: bool,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
     pub tls: Option<RawListenerTls>,
 }
 

@@ -4,8 +4,11 @@
 //! The demo serves it in-process; the tests use it as their upstream.
 //!
 //! - `GET /whoami` -> the desktop's name; `GET /headers` -> the request headers it received;
-//!   any other GET -> a small page that opens the WebSocket and shows the echo.
-//! - WebSocket: echoes every message; the text `whoami` is answered with the name.
+//!   `GET /bytes/N` -> N bytes (benchmarks); any other GET -> a small page that opens the
+//!   WebSocket and shows the echo.
+//! - WebSocket: echoes every message; the text `whoami` is answered with the name, and
+//!   `stream COUNT SIZE` with COUNT binary frames of SIZE bytes (a desktop sending screen
+//!   updates).
 
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
@@ -163,6 +166,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &
         }
         match req.target.split('?').next().unwrap_or("/") {
             "/whoami" => respond(&mut stream, "200 OK", "text/plain", format!("{}\n", desktop.name).as_bytes(), &[], desktop).await?,
+            p if p.starts_with("/bytes/") => {
+                let n = p["/bytes/".len()..].parse::<usize>().unwrap_or(0).min(64 << 20);
+                respond(&mut stream, "200 OK", "application/octet-stream", &vec![b'x'; n], &[], desktop).await?
+            }
             "/headers" => {
                 let text: String = req.headers.iter().map(|(k, v)| format!("{}: {v}\n", k.to_ascii_lowercase())).collect();
                 respond(&mut stream, "200 OK", "text/plain", text.as_bytes(), &[], desktop).await?
@@ -185,6 +192,20 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>, des
     while let Some(Ok(msg)) = ws.next().await {
         let reply = match msg {
             Message::Text(t) if t.as_str() == "whoami" => Message::text(desktop.name.clone()),
+            Message::Text(t) if t.as_str().starts_with("stream ") => {
+                let mut it = t.as_str().split_whitespace().skip(1).map(|n| n.parse::<usize>().unwrap_or(0));
+                let (count, size) = (it.next().unwrap_or(0).min(1 << 20), it.next().unwrap_or(0).min(1 << 20));
+                let frame = bytes::Bytes::from(vec![0x5a; size]);
+                for _ in 0..count {
+                    if ws.feed(Message::Binary(frame.clone())).await.is_err() {
+                        break;
+                    }
+                }
+                if ws.flush().await.is_err() {
+                    break;
+                }
+                continue;
+            }
             Message::Text(_) | Message::Binary(_) => msg,
             Message::Close(_) => break,
             _ => continue,

@@ -308,3 +308,59 @@ pub fn admin(port: u16, method: &str, path: &str, body: Option<&str>, token: Opt
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     curl(&format!("http://127.0.0.1:{port}{path}"), &refs)
 }
+
+/// A desktop in its own process (`deskgate desktop-sim`), so a test can kill it.
+pub struct DesktopProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl DesktopProcess {
+    pub fn start(fx: &Fixture, name: &str, port: u16) -> DesktopProcess {
+        let child = Command::new(BIN)
+            .args(["desktop-sim", "--listen", &format!("127.0.0.1:{port}"), "--name", name, "--credentials", &format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}"), "--cert"])
+            .arg(&fx.desk_cert)
+            .arg("--key")
+            .arg(&fx.desk_key)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port);
+        DesktopProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DesktopProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Value of an unlabelled metric from deskgate's /metrics.
+pub fn metric(admin_port: u16, name: &str) -> u64 {
+    let r = curl(&format!("http://127.0.0.1:{admin_port}/metrics"), &[]);
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Polls `cond` every 20 ms for up to `limit`; panics with `what` if it never holds.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -329,10 +329,11 @@ where
     {
         // phase 1 read request header
 
-        // deskgate patch (cloudflare/pingora#506): a whole-header deadline on a connection's
-        // first request, so a client trickling header bytes (slowloris) cannot hold it open;
-        // reused connections are bounded by their keepalive timeout instead.
-        let header_deadline = client_header_timeout().filter(|_| downstream_session.get_keepalive().is_none());
+        // deskgate patch (cloudflare/pingora#506): a whole-header deadline, so a client
+        // trickling header bytes (slowloris) cannot hold a connection open. Pingora's own
+        // timeouts apply per read. The deadline also bounds how long an idle keep-alive
+        // connection waits for its next request (Apache's KeepAliveTimeout does the same).
+        let header_deadline = client_header_timeout();
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
             res = async {
@@ -374,8 +375,8 @@ where
                             error!("failed to send error response to downstream: {e}");
                         });
                 } else if matches!(e.etype, ReadTimedout) {
-                    // deskgate patch: a slow client is routine, not an error of ours.
-                    warn!("closing slow client: {e}");
+                    // deskgate patch: a slow or idle client is routine, not an error of ours.
+                    debug!("closing slow or idle client: {e}");
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(
