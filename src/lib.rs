@@ -13,10 +13,12 @@
 pub mod access;
 pub mod access_log;
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod forwarding;
 pub mod gateway;
+pub mod health;
 pub mod hub_client;
 pub mod limits;
 pub mod metrics;

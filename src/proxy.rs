@@ -36,6 +36,10 @@ pub struct RequestCtx {
     snapshot: Option<Arc<Snapshot>>,
     route: Option<Arc<Route>>,
     upstream: Option<Arc<Upstream>>,
+    /// Servers of a multi-server upstream already tried for this request.
+    tried: Vec<std::net::SocketAddr>,
+    server: Option<String>,
+    _in_flight: Option<crate::balance::InFlight>,
     original_host: String,
     upgrade: bool,
     connect_failures: u32,
@@ -169,12 +173,19 @@ impl ProxyHttp for EdgeProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let (Some(upstream), Some(snapshot)) = (&ctx.upstream, &ctx.snapshot) else {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (Some(upstream), Some(snapshot)) = (ctx.upstream.clone(), ctx.snapshot.clone()) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
         ctx.upstream_started = Some(std::time::Instant::now());
-        Ok(upstream.peer(&snapshot.timeouts, ctx.upgrade))
+        let key = balance_key(session, &upstream);
+        let Some((server, in_flight)) = upstream.choose(&key, &ctx.tried) else {
+            return Error::e_explain(ErrorType::HTTPStatus(502), format!("no healthy server in upstream {}", upstream.name));
+        };
+        let peer = upstream.peer(&server, &snapshot.timeouts, ctx.upgrade);
+        ctx.server = Some(server);
+        ctx._in_flight = in_flight;
+        Ok(peer)
     }
 
     async fn upstream_request_filter(&self, session: &mut Session, upstream_request: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
@@ -257,7 +268,13 @@ impl ProxyHttp for EdgeProxy {
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
         ctx.connect_failures += 1;
         metrics::UPSTREAM_CONNECT_ERRORS.inc();
-        let retries = ctx.upstream.as_ref().map_or(0, |u| u.retries);
+        let mut retries = ctx.upstream.as_ref().map_or(0, |u| u.retries);
+        if let (Some(pool), Some(server)) = (ctx.upstream.as_ref().and_then(|u| u.pool.as_ref()), ctx.server.as_ref().and_then(|s| s.parse().ok())) {
+            // Skip it for a while, and try the next healthy server.
+            pool.mark_down(server);
+            ctx.tried.push(server);
+            retries = retries.max(ctx.upstream.as_ref().map_or(0, |u| u.servers.len() as u32 - 1));
+        }
         // Nothing reached the upstream yet, so any request may be retried (Apache's retry=).
         if ctx.connect_failures <= retries {
             metrics::UPSTREAM_RETRIES.inc();
@@ -282,6 +299,26 @@ impl ProxyHttp for EdgeProxy {
             let _ = respond::text(session, code, &body).await;
         }
         FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+}
+
+/// What `balance: hash` hashes: the client address, a header, or a cookie.
+fn balance_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
+    use crate::balance::{HashKey, Policy};
+    let Some(Policy::Hash(key)) = upstream.pool.as_ref().map(|p| p.policy()) else { return Vec::new() };
+    match key {
+        HashKey::ClientAddr => session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string().into_bytes()).unwrap_or_default(),
+        HashKey::Header(name) => session.req_header().headers.get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_default(),
+        HashKey::Cookie(name) => session
+            .req_header()
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|kv| kv.trim().strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('=')))
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
     }
 }
 

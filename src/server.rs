@@ -82,6 +82,7 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         }
         server.add_service(service);
     }
+    server.add_service(pingora::services::background::background_service("health checks", crate::health::HealthChecks { gateway: gateway.clone() }));
     // Pingora binds listeners before it runs services; by the time requests can reach
     // /readyz, config is loaded and listeners are bound.
     ready.store(true, Ordering::Release);

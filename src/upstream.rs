@@ -5,7 +5,6 @@ use crate::config::Timeouts;
 use base64::Engine;
 use http::HeaderValue;
 use pingora_core::upstreams::peer::HttpPeer;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -14,7 +13,6 @@ pub struct UpstreamTls {
     pub sni: String,
 }
 
-#[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub servers: Vec<String>,
@@ -22,12 +20,19 @@ pub struct Upstream {
     /// Precomputed `Basic ...` value; marked sensitive so it is never logged.
     pub authorization: Option<HeaderValue>,
     pub retries: u32,
-    next_server: AtomicUsize,
+    /// Several servers: selection, health and marking-down (`balance`).
+    pub pool: Option<crate::balance::Pool>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({} -> {})", self.name, self.describe())
+    }
 }
 
 impl Upstream {
     pub fn new(name: &str, servers: Vec<String>, tls: Option<UpstreamTls>, authorization: Option<HeaderValue>, retries: u32) -> Upstream {
-        Upstream { name: name.to_string(), servers, tls, authorization, retries, next_server: AtomicUsize::new(0) }
+        Upstream { name: name.to_string(), servers, tls, authorization, retries, pool: None }
     }
 
     pub fn plain(name: &str, server: &str) -> Upstream {
@@ -59,11 +64,19 @@ impl Upstream {
         format!("{}://{}", if self.tls.is_some() { "https" } else { "http" }, self.servers.join(","))
     }
 
+    /// The server for one attempt: the only one, or the pool's choice among healthy servers not
+    /// yet `tried` (`key` feeds `balance: hash`).
+    pub fn choose(&self, key: &[u8], tried: &[std::net::SocketAddr]) -> Option<(String, Option<crate::balance::InFlight>)> {
+        match &self.pool {
+            None => Some((self.servers[0].clone(), None)),
+            Some(pool) => pool.pick(key, tried).map(|(addr, guard)| (addr.to_string(), Some(guard))),
+        }
+    }
+
     /// The peer for one attempt; `upgrade` requests get the idle limit instead of the HTTP read
     /// timeout (cloudflare/pingora#255: the read timeout would cut quiet desktops).
-    pub fn peer(&self, timeouts: &Timeouts, upgrade: bool) -> Box<HttpPeer> {
-        let i = if self.servers.len() > 1 { self.next_server.fetch_add(1, Ordering::Relaxed) % self.servers.len() } else { 0 };
-        let addr = self.servers[i].as_str();
+    pub fn peer(&self, server: &str, timeouts: &Timeouts, upgrade: bool) -> Box<HttpPeer> {
+        let addr = server;
         let (tls, sni) = match &self.tls {
             Some(t) => (true, t.sni.clone()),
             None => (false, String::new()),

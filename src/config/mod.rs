@@ -301,7 +301,31 @@ impl Validator {
             Some(b) => Some(self.basic_auth(&at, b)?),
             None => None,
         };
-        Some(Upstream::new(name, servers, tls, authorization, u.retries))
+        let mut upstream = Upstream::new(name, servers, tls, authorization, u.retries);
+        if upstream.servers.len() > 1 || u.health.is_some() || u.balance.is_some() {
+            let policy = match crate::balance::Policy::parse(u.balance.as_deref(), u.hash_key.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.error(&format!("{at}.balance"), e);
+                    return None;
+                }
+            };
+            let health = u.health.as_ref().map(|h| crate::balance::HealthSpec {
+                probe: match &h.http {
+                    Some(path) => crate::balance::HealthProbe::Http { path: path.clone() },
+                    None => crate::balance::HealthProbe::Tcp,
+                },
+                interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
+            });
+            match crate::balance::Pool::new(&upstream.servers, policy, health, upstream.tls.as_ref(), upstream.authorization.as_ref()) {
+                Ok(pool) => upstream.pool = Some(pool),
+                Err(e) => {
+                    self.error(&format!("{at}.servers"), e);
+                    return None;
+                }
+            }
+        }
+        Some(upstream)
     }
 
     fn route(&mut self, i: usize, r: RawRoute, upstreams: &HashMap<String, Arc<Upstream>>, timeouts: &Timeouts) -> Option<Route> {

@@ -61,6 +61,21 @@ pub struct RawUpstream {
     pub basic_auth: Option<RawBasicAuth>,
     #[serde(default)]
     pub retries: u32,
+    /// round_robin (default), least_conn or hash
+    pub balance: Option<String>,
+    /// For `balance: hash`: client_addr (default), `header:NAME` or `cookie:NAME`
+    pub hash_key: Option<String>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Path for an HTTP check (2xx = healthy); without it, a TCP (and TLS) connect check.
+    pub http: Option<String>,
+    #[serde(default)]
+    pub tcp: bool,
+    pub interval: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Clone)]
