@@ -22,8 +22,8 @@ pub struct AdminApi {
     pub token: Option<Secret>,
     pub routes: Arc<RuntimeRoutes>,
     pub gateway: Arc<crate::gateway::Gateway>,
-    /// Some(up) when a shared route store is configured.
-    pub route_store_up: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The shared route store (Redis), when several edges share runtime routes.
+    pub store: Option<Arc<crate::route_store::RouteStore>>,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -107,6 +107,18 @@ impl AdminApi {
                     Ok(_) => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
                     Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {e}")),
                 };
+                if let Some(store) = &self.store {
+                    if let Err(RouteError::BadRequest(m)) = self.routes.check(&p, data.clone()) {
+                        return error(StatusCode::BAD_REQUEST, &m);
+                    }
+                    return match store.add(&p, data).await {
+                        Ok(()) => {
+                            metrics::ROUTE_CHANGES.inc();
+                            reply(StatusCode::CREATED, "application/json", Vec::new())
+                        }
+                        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("route store unavailable: {}", e.0)),
+                    };
+                }
                 match self.routes.add(&p, data) {
                     Ok(()) => {
                         metrics::ROUTE_CHANGES.inc();
@@ -119,6 +131,14 @@ impl AdminApi {
                     }
                 }
             }
+            ("DELETE", Some(p)) if self.store.is_some() => match self.store.as_ref().expect("checked").remove(&p).await {
+                Ok(true) => {
+                    metrics::ROUTE_CHANGES.inc();
+                    reply(StatusCode::NO_CONTENT, "application/json", Vec::new())
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("route store unavailable: {}", e.0)),
+            },
             ("DELETE", Some(p)) => match self.routes.remove(&p) {
                 Ok(true) => {
                     metrics::ROUTE_CHANGES.inc();
@@ -150,7 +170,7 @@ impl ServeHttp for AdminApi {
                     runtime_routes: self.routes.len(),
                     generation: self.gateway.generation(),
                     routes: self.gateway.route_stats(),
-                    route_store: self.route_store_up.as_ref().map(|u| u.load(std::sync::atomic::Ordering::Relaxed)),
+                    route_store: self.store.as_ref().map(|s| s.up.load(std::sync::atomic::Ordering::Relaxed)),
                 };
                 return reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render(&gauges).into_bytes());
             }

@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod reload;
 pub mod resolver;
 pub mod respond;
+pub mod route_store;
 pub mod routes;
 pub mod runtime_routes;
 pub mod secret;

@@ -165,6 +165,11 @@ impl RuntimeRoutes {
         Ok(Entry { target, data, activity, route: Arc::new(route) })
     }
 
+    /// Checks a route body without adding it (before it is written to the shared store).
+    pub fn check(&self, raw_prefix: &str, body: Map<String, Value>) -> Result<(), RouteError> {
+        self.build_entry(&normalize_prefix(raw_prefix), body, Arc::new(Activity::default())).map(|_| ())
+    }
+
     pub fn add(&self, raw_prefix: &str, body: Map<String, Value>) -> Result<(), RouteError> {
         let prefix = normalize_prefix(raw_prefix);
         let mut entries = self.entries.lock().expect("routes lock");
@@ -208,6 +213,40 @@ impl RuntimeRoutes {
             .filter(|(_, e)| inactive_since_ms.is_none_or(|since| e.activity.last_ms() < since))
             .map(|(p, e)| (p.clone(), describe(e)))
             .collect()
+    }
+
+    /// Makes the local routes exactly `routes` (a resync from the shared store); activity
+    /// clocks of routes that stay are kept.
+    pub fn replace_all(&self, routes: Vec<(String, Map<String, Value>)>) {
+        let mut entries = self.entries.lock().expect("routes lock");
+        let mut next = BTreeMap::new();
+        for (raw, data) in routes {
+            let prefix = normalize_prefix(&raw);
+            let activity = entries.get(&prefix).map_or_else(|| Arc::new(Activity::at(now_ms())), |e| e.activity.clone());
+            match self.build_entry(&prefix, data, activity) {
+                Ok(e) => {
+                    next.insert(prefix, e);
+                }
+                Err(e) => log::warn!("route store: skipping route {prefix}: {e:?}"),
+            }
+        }
+        *entries = next;
+        if let Err(e) = self.persist(&entries) {
+            log::warn!("{e}");
+        }
+        self.publish_locked(&entries);
+    }
+
+    /// (prefix, last activity ms) of every route.
+    pub fn activities(&self) -> Vec<(String, u64)> {
+        self.entries.lock().expect("routes lock").iter().map(|(p, e)| (p.clone(), e.activity.last_ms())).collect()
+    }
+
+    /// Activity seen elsewhere: keep the later time.
+    pub fn merge_activity(&self, prefix: &str, ms: u64) {
+        if let Some(e) = self.entries.lock().expect("routes lock").get(prefix) {
+            e.activity.merge(ms);
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -62,8 +62,16 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     let gateway = Arc::new(Gateway::new(config, resolvers));
     let runtime_routes = RuntimeRoutes::new(gateway.clone(), config.dynamic.clone(), config.state_file.clone());
     let ready = Arc::new(AtomicBool::new(false));
+    let store = match &config.route_store {
+        Some((url, prefix)) => {
+            let store = crate::route_store::RouteStore::new(url, prefix, runtime_routes.clone())?;
+            server.add_service(pingora::services::background::background_service("route store", crate::route_store::RouteStoreService(store.clone())));
+            Some(store)
+        }
+        None => None,
+    };
     if let Some(admin) = &config.admin {
-        let api = AdminApi { token: admin.token.clone(), routes: runtime_routes.clone(), gateway: gateway.clone(), route_store_up: None, ready: ready.clone() };
+        let api = AdminApi { token: admin.token.clone(), routes: runtime_routes.clone(), gateway: gateway.clone(), store, ready: ready.clone() };
         let mut service = pingora::services::listening::Service::new("deskgate admin".to_string(), api);
         service.add_tcp(&admin.addr);
         server.add_service(service);

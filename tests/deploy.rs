@@ -28,15 +28,17 @@ fn systemd_unit_verifies() {
 }
 
 #[test]
-fn compose_config_passes_check() {
-    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/deskgate.compose.yaml");
-    let out = Command::new(BIN)
-        .args(["-t", "--skip-files", "-c", conf])
-        .env("CONFIGPROXY_AUTH_TOKEN", "t")
-        .env("HUB_API_KEY", "k")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+fn compose_configs_pass_check() {
+    for name in ["deskgate.compose.yaml", "deskgate.edges.yaml"] {
+        let conf = format!("{}/deploy/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(BIN)
+            .args(["-t", "--skip-files", "-c", &conf])
+            .env("CONFIGPROXY_AUTH_TOKEN", "t")
+            .env("HUB_API_KEY", "k")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]

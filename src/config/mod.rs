@@ -99,6 +99,8 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     pub dynamic: DynamicSettings,
     pub state_file: Option<PathBuf>,
+    /// Redis URL and key prefix shared by several edges.
+    pub route_store: Option<(String, String)>,
     pub threads: usize,
     pub pid_file: Option<PathBuf>,
     pub access_log: Option<(crate::access_log::Format, String)>,
@@ -204,6 +206,7 @@ impl Validator {
             admin,
             dynamic,
             state_file: raw.state_file,
+            route_store: raw.route_store.map(|r| (r.redis, r.key_prefix.unwrap_or_else(|| "deskgate:".into()))),
             threads: threads.max(1),
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {

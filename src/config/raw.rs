@@ -20,11 +20,19 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub dynamic: Option<RawDynamic>,
     pub state_file: Option<PathBuf>,
+    pub route_store: Option<RawRouteStore>,
     pub log: Option<RawLog>,
     pub threads: Option<usize>,
     pub pid_file: Option<PathBuf>,
     /// Largest request header section accepted (bytes); larger gets 431. Default 64 KiB.
     pub max_header_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteStore {
+    pub redis: String,
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
