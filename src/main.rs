@@ -5,6 +5,9 @@ use deskgate::config::{self, LoadOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "deskgate", version, about = "A YAML-routed Pingora edge for remote desktops (noVNC/KasmVNC over WSS)")]
 struct Cli {

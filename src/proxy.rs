@@ -265,6 +265,12 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // A browser closing its tab (often without a TLS close_notify) is routine, not an
+        // error; logging one ERROR line per closed desktop would bury real problems.
+        e.esource() == &ErrorSource::Downstream && matches!(e.etype(), ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed)
+    }
+
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
         ctx.connect_failures += 1;
         metrics::UPSTREAM_CONNECT_ERRORS.inc();

@@ -1,0 +1,326 @@
+//! wsload: WebSocket load for deskgate's benchmarks. Every mode is bounded in count and time
+//! and only connects to loopback addresses. Prints one JSON object with the results.
+//!
+//! - `rtt`: N sockets each send 64-byte messages and wait for the echo (round-trip times).
+//! - `stream`: one socket asks the desktop for `stream COUNT SIZE` frames (MB/s).
+//! - `handshake`: new TLS connection + upgrade + one echo + close, repeatedly (per second).
+//! - `hold`: N idle sockets opened, then (optionally) one message each every PERIOD for
+//!   DURATION: counts drops and lost messages. Pauses after opening so RSS can be read.
+
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+#[derive(Parser)]
+struct Cli {
+    /// Target, e.g. 127.0.0.1:8443 (loopback only)
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Path of the WebSocket
+    #[arg(long, default_value = "/websockify")]
+    path: String,
+    /// Host name for SNI and Host
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    Rtt {
+        #[arg(long, default_value_t = 100)]
+        sockets: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    Stream {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16384)]
+        frame: usize,
+    },
+    Handshake {
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    Hold {
+        #[arg(long, default_value_t = 10000)]
+        sockets: usize,
+        /// Seconds to keep them open after all are connected
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Each socket sends one message every PERIOD seconds (0: stay idle)
+        #[arg(long, default_value_t = 5.0)]
+        period: f64,
+        /// File created once all sockets are open (the caller reads RSS then)
+        #[arg(long)]
+        ready_file: Option<String>,
+        /// Wait for this file before the message phase
+        #[arg(long)]
+        go_file: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+struct AnyCert;
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(&self, _: &rustls::pki_types::CertificateDer<'_>, _: &[rustls::pki_types::CertificateDer<'_>], _: &rustls::pki_types::ServerName<'_>, _: &[u8], _: rustls::pki_types::UnixTime) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &rustls::pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &rustls::pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+struct Target {
+    addr: SocketAddr,
+    url: String,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Target {
+    /// Connect + TLS + upgrade, bounded to 15 s (a proxy out of workers must not hang us).
+    async fn connect(&self) -> Result<Ws, String> {
+        tokio::time::timeout(Duration::from_secs(15), self.connect_unbounded()).await.map_err(|_| "connect timed out".to_string())?
+    }
+
+    async fn connect_unbounded(&self) -> Result<Ws, String> {
+        let tcp = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut req = self.url.as_str().into_client_request().map_err(|e| e.to_string())?;
+        req.headers_mut().insert("Origin", HeaderValue::from_static("https://localhost"));
+        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector)).await.map_err(|e| format!("upgrade: {e}"))?;
+        Ok(ws)
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn next_data(ws: &mut Ws) -> Result<Message, String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(m @ (Message::Binary(_) | Message::Text(_))))) => return Ok(m),
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) => return Err("closed".into()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Err(_) => return Err("no answer in 30 s".into()),
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    let loopback = match cli.addr.ip() {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback(),
+    };
+    assert!(loopback, "wsload only targets loopback addresses");
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let target = Arc::new(Target { addr: cli.addr, url: format!("wss://{}:{}{}", cli.host, cli.addr.port(), cli.path), tls: Arc::new(tls) });
+    let out = match cli.mode {
+        Mode::Rtt { sockets, seconds } => rtt(target, sockets, seconds).await,
+        Mode::Stream { seconds, frame } => stream(target, seconds, frame).await,
+        Mode::Handshake { concurrency, seconds } => handshake(target, concurrency, seconds).await,
+        Mode::Hold { sockets, seconds, period, ready_file, go_file } => hold(target, sockets, seconds, period, ready_file, go_file).await,
+    };
+    println!("{out}");
+}
+
+async fn rtt(target: Arc<Target>, sockets: usize, seconds: f64) -> serde_json::Value {
+    let mut conns = Vec::new();
+    let mut connect_failed = 0u64;
+    for _ in 0..sockets {
+        match target.connect().await {
+            Ok(ws) => conns.push(ws),
+            Err(_) => connect_failed += 1,
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for mut ws in conns {
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let payload = vec![7u8; 64];
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if ws.send(Message::binary(payload.clone())).await.is_err() || next_data(&mut ws).await.is_err() {
+                    return (samples, 1u64);
+                }
+                samples.push(t.elapsed().as_micros() as u64);
+            }
+            let _ = ws.close(None).await;
+            (samples, 0)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (s, e) = t.await.unwrap();
+        all.extend(s);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(seconds);
+    all.sort_unstable();
+    serde_json::json!({ "messages": all.len(), "messages_per_s": all.len() as f64 / elapsed, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "errors": errors + connect_failed })
+}
+
+async fn stream(target: Arc<Target>, seconds: f64, frame: usize) -> serde_json::Value {
+    let Ok(mut ws) = target.connect().await else { return serde_json::json!({ "bytes": 0, "mb_per_s": 0.0, "error": "connect failed" }) };
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    let batch = 256;
+    'outer: while Instant::now() < deadline {
+        if ws.send(Message::text(format!("stream {batch} {frame}"))).await.is_err() {
+            break;
+        }
+        for _ in 0..batch {
+            match next_data(&mut ws).await {
+                Ok(m) => bytes += m.len() as u64,
+                Err(_) => break 'outer,
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = ws.close(None).await;
+    serde_json::json!({ "bytes": bytes, "mb_per_s": bytes as f64 / 1e6 / secs })
+}
+
+async fn handshake(target: Arc<Target>, concurrency: usize, seconds: f64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (target, done, failed) = (target.clone(), done.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let ok = async {
+                    let mut ws = target.connect().await?;
+                    ws.send(Message::binary(vec![1u8; 32])).await.map_err(|e| e.to_string())?;
+                    next_data(&mut ws).await?;
+                    ws.close(None).await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(())
+                }
+                .await;
+                if ok.is_ok() { done.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    serde_json::json!({ "handshakes": n, "per_s": n as f64 / secs, "failed": failed.load(Ordering::Relaxed) })
+}
+
+async fn hold(target: Arc<Target>, sockets: usize, seconds: f64, period: f64, ready_file: Option<String>, go_file: Option<String>) -> serde_json::Value {
+    let mut conns = Vec::with_capacity(sockets);
+    let mut connect_failed = 0u64;
+    // Open in small concurrent batches: bounded, and fast enough for 10,000.
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    let mut opened = 0;
+    while opened < sockets || !pending.is_empty() {
+        while opened < sockets && pending.len() < 64 {
+            let t = target.clone();
+            pending.push(async move { t.connect().await });
+            opened += 1;
+        }
+        match pending.next().await {
+            Some(Ok(ws)) => conns.push(ws),
+            Some(Err(_)) => connect_failed += 1,
+            None => break,
+        }
+    }
+    drop(pending);
+    if let Some(f) = &ready_file {
+        std::fs::write(f, conns.len().to_string()).expect("ready file");
+    }
+    if let Some(f) = &go_file {
+        let until = Instant::now() + Duration::from_secs(300);
+        while !std::path::Path::new(f).exists() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let open = conns.len();
+    let sent = Arc::new(AtomicU64::new(0));
+    let echoed = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::with_capacity(open);
+    for (i, mut ws) in conns.into_iter().enumerate() {
+        let (sent, echoed, dropped, stop) = (sent.clone(), echoed.clone(), dropped.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            // Spread the sockets over the period so messages do not all go at once.
+            let offset = if period > 0.0 { Duration::from_secs_f64(period * (i as f64 / open.max(1) as f64)) } else { Duration::ZERO };
+            tokio::time::sleep(offset.min(deadline.saturating_duration_since(Instant::now()))).await;
+            loop {
+                if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if period > 0.0 {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if ws.send(Message::binary(vec![3u8; 64])).await.is_err() || next_data(&mut ws).await.is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    echoed.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs_f64(period).min(deadline.saturating_duration_since(Instant::now()))).await;
+                } else {
+                    // Idle: notice a drop as soon as it happens.
+                    match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next()).await {
+                        Err(_) => break,
+                        Ok(Some(Ok(_))) => continue,
+                        Ok(_) => {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let s = sent.load(Ordering::Relaxed);
+    let e = echoed.load(Ordering::Relaxed);
+    serde_json::json!({ "opened": open, "connect_failed": connect_failed, "dropped": dropped.load(Ordering::Relaxed), "sent": s, "echoed": e, "lost": s - e })
+}
