@@ -9,22 +9,7 @@ use std::sync::Arc;
 
 fn route(host: Option<&str>, path: PathPattern) -> Arc<Route> {
     let host = host.map(|h| HostPattern::parse(h).unwrap());
-    Arc::new(Route {
-        label: Route::label_for(host.as_ref(), &path),
-        host,
-        path,
-        upstream: UpstreamRef::Fixed(Arc::new(Upstream::plain("u", "127.0.0.1:1"))),
-        strip_prefix: true,
-        block: vec![],
-        novnc: false,
-        access: None,
-        fallback_redirect: None,
-        drop_websocket_protocol: false,
-        forward_cookies: true,
-        activity: None,
-        data_captures: Default::default(),
-        stats: Default::default(),
-    })
+    Arc::new(Route { strip_prefix: true, ..Route::new(host, path, UpstreamRef::Fixed(Arc::new(Upstream::plain("u", "127.0.0.1:1")))) })
 }
 
 /// The hub's YAML routes plus `n` runtime routes `/user/u<i>` (as JupyterHub registers them).

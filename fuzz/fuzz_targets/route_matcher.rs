@@ -12,24 +12,9 @@ fuzz_target!(|data: &[u8]| {
     let (Some(host_pat), Some(path_pat), Some(host), Some(path)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return };
     let host_pattern = if host_pat.is_empty() { None } else { HostPattern::parse(host_pat).ok() };
     let Ok(path_pattern) = PathPattern::parse(path_pat) else { return };
-    let upstream = Arc::new(Upstream::plain("u", "127.0.0.1:1"));
-    let route = Arc::new(Route {
-        label: Route::label_for(host_pattern.as_ref(), &path_pattern),
-        host: host_pattern,
-        path: path_pattern,
-        upstream: UpstreamRef::Fixed(upstream.clone()),
-        strip_prefix: true,
-        block: vec![],
-        novnc: true,
-        access: None,
-        fallback_redirect: None,
-        drop_websocket_protocol: false,
-        forward_cookies: true,
-        activity: None,
-        data_captures: Default::default(),
-        stats: Default::default(),
-    });
-    let literal = Arc::new(Route { label: "/lit/".into(), path: PathPattern::literal("/lit/x"), host: None, upstream: UpstreamRef::Fixed(upstream), strip_prefix: false, block: vec![], novnc: false, access: None, fallback_redirect: None, drop_websocket_protocol: false, forward_cookies: true, activity: None, data_captures: Default::default(), stats: Default::default() });
+    let upstream = UpstreamRef::Fixed(Arc::new(Upstream::plain("u", "127.0.0.1:1")));
+    let route = Arc::new(Route { strip_prefix: true, novnc: true, ..Route::new(host_pattern, path_pattern, upstream.clone()) });
+    let literal = Arc::new(Route::new(None, PathPattern::literal("/lit/x"), upstream));
     let table = RouteTable::build([route, literal]);
     let path = normalize_path(path);
     if let Some(m) = table.lookup(&host.to_ascii_lowercase(), &path) {

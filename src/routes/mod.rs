@@ -205,6 +205,27 @@ pub struct Route {
 }
 
 impl Route {
+    /// A route with default settings (no stripping, blocking, access check...); set the rest
+    /// with struct update syntax.
+    pub fn new(host: Option<HostPattern>, path: PathPattern, upstream: UpstreamRef) -> Route {
+        Route {
+            label: Route::label_for(host.as_ref(), &path),
+            host,
+            path,
+            upstream,
+            strip_prefix: false,
+            block: Vec::new(),
+            novnc: false,
+            access: None,
+            fallback_redirect: None,
+            drop_websocket_protocol: false,
+            forward_cookies: true,
+            activity: None,
+            data_captures: Captures::default(),
+            stats: Default::default(),
+        }
+    }
+
     pub fn label_for(host: Option<&HostPattern>, path: &PathPattern) -> String {
         match host {
             Some(h) => format!("{}{}", h.as_string(), path.as_str()),

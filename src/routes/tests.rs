@@ -3,23 +3,8 @@ use crate::upstream::Upstream;
 
 fn route(host: Option<&str>, path: &str, name: &str) -> Arc<Route> {
     let host = host.map(|h| HostPattern::parse(h).unwrap());
-    let path = PathPattern::parse(path).unwrap();
-    Arc::new(Route {
-        label: Route::label_for(host.as_ref(), &path),
-        host,
-        path,
-        upstream: UpstreamRef::Fixed(Arc::new(Upstream::plain(name, "127.0.0.1:1"))),
-        strip_prefix: false,
-        block: vec![],
-        novnc: false,
-        access: None,
-        fallback_redirect: None,
-        drop_websocket_protocol: false,
-        forward_cookies: true,
-        activity: None,
-        data_captures: Captures::default(),
-        stats: Default::default(),
-    })
+    let upstream = UpstreamRef::Fixed(Arc::new(Upstream::plain(name, "127.0.0.1:1")));
+    Arc::new(Route::new(host, PathPattern::parse(path).unwrap(), upstream))
 }
 
 fn upstream_name(m: &RouteMatch) -> &str {

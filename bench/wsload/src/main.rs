@@ -252,11 +252,12 @@ async fn handshake(target: Arc<Target>, concurrency: usize, seconds: f64) -> ser
 async fn hold(target: Arc<Target>, sockets: usize, seconds: f64, period: f64, ready_file: Option<String>, go_file: Option<String>) -> serde_json::Value {
     let mut conns = Vec::with_capacity(sockets);
     let mut connect_failed = 0u64;
-    // Open in small concurrent batches: bounded, and fast enough for 10,000.
+    // Open in small concurrent batches: bounded, and fast enough for 10,000. A proxy that
+    // cannot take more (out of workers) is given up on after 200 failed connections.
     let mut pending = futures_util::stream::FuturesUnordered::new();
     let mut opened = 0;
     while opened < sockets || !pending.is_empty() {
-        while opened < sockets && pending.len() < 64 {
+        while opened < sockets && pending.len() < 64 && connect_failed < 200 {
             let t = target.clone();
             pending.push(async move { t.connect().await });
             opened += 1;
