@@ -21,6 +21,27 @@ pub struct Forwarding<'a> {
 
 const HOP_BY_HOP: [&str; 7] = ["keep-alive", "proxy-connection", "te", "trailer", "proxy-authorization", "proxy-authenticate", "upgrade"];
 
+/// The request target the upstream sees: the normalized path, minus the route's prefix when
+/// it strips it, with the query kept. `None` when nothing changes.
+pub fn upstream_target(original: &http::Uri, normalized_path: &str, prefix_len: usize, strip_prefix: bool) -> Option<http::Uri> {
+    let path = if strip_prefix {
+        match &normalized_path[prefix_len..] {
+            "" => "/",
+            rest => rest,
+        }
+    } else {
+        normalized_path
+    };
+    if path == original.path() {
+        return None;
+    }
+    let target = match original.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    target.parse().ok()
+}
+
 pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
     // Headers named in `Connection` are hop-by-hop too (RFC 9110 7.6.1).
     let named: Vec<String> = req
@@ -75,6 +96,17 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_targets() {
+        let uri: http::Uri = "/desktop/alice/vnc.html?a=1".parse().unwrap();
+        assert_eq!(upstream_target(&uri, "/desktop/alice/vnc.html", 14, true).unwrap(), "/vnc.html?a=1");
+        assert_eq!(upstream_target(&uri, "/desktop/alice/vnc.html", 14, false), None);
+        let uri: http::Uri = "/desktop/alice".parse().unwrap();
+        assert_eq!(upstream_target(&uri, "/desktop/alice", 14, true).unwrap(), "/");
+        let uri: http::Uri = "/a/../b".parse().unwrap();
+        assert_eq!(upstream_target(&uri, "/b", 0, false).unwrap(), "/b");
+    }
 
     #[test]
     fn keeps_websocket_headers_and_strips_hop_by_hop() {

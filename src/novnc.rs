@@ -38,12 +38,3 @@ pub fn redirect_for(route: &Route, path: &str, prefix_len: usize, query: Option<
     }
     Some(format!("{prefix}{page}?{q}"))
 }
-
-/// `rest` is `prefix` or below it (`/api` and `/api/x` are under `/api/`).
-pub fn path_is_under(rest: &str, prefix: &str) -> bool {
-    let p = prefix.trim_end_matches('/');
-    if p.is_empty() {
-        return true;
-    }
-    rest == p || (rest.starts_with(p) && rest.as_bytes().get(p.len()) == Some(&b'/'))
-}

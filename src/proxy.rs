@@ -130,7 +130,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(location) = crate::novnc::redirect_for(&route, &path, found.prefix_len, req.uri.query(), ctx.upgrade) {
             return respond::redirect(session, 302, &location).await;
         }
-        if route.block.iter().any(|b| crate::novnc::path_is_under(rest, b)) {
+        if route.block.iter().any(|b| crate::routes::is_under(rest, b)) {
             return respond::text(session, 403, &format!("deskgate: {rest} is blocked on route {}\n", route.label)).await;
         }
         if let Some(check) = &route.access {
@@ -154,15 +154,8 @@ impl ProxyHttp for EdgeProxy {
             let host = ctx.original_host.clone();
             session.req_header_mut().insert_header(http::header::HOST, host)?;
         }
-        if route.strip_prefix {
-            let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-            let uri = format!("{rest}{query}").parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting path", e))?;
+        if let Some(uri) = crate::forwarding::upstream_target(&session.req_header().uri, &path, found.prefix_len, route.strip_prefix) {
             session.req_header_mut().set_uri(uri);
-        } else if path != session.req_header().uri.path() {
-            let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-            if let Ok(uri) = format!("{path}{query}").parse::<http::Uri>() {
-                session.req_header_mut().set_uri(uri);
-            }
         }
         if ctx.upgrade {
             // The downstream's HTTP read timeout (60 s in Pingora) would cut a quiet desktop;

@@ -354,6 +354,15 @@ impl RouteTable {
     }
 }
 
+/// `path` is `prefix` or below it, on a segment boundary (`/api` and `/api/x` are under `/api/`).
+pub fn is_under(path: &str, prefix: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    if p.is_empty() {
+        return true;
+    }
+    path == p || (path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/'))
+}
+
 /// Resolves `.` and `..` segments and empty segments, so `/desktop/alice/../bob/` cannot ride
 /// alice's route (and access check) to reach another prefix, and `//api/` cannot dodge `block`.
 pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
