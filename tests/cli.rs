@@ -57,7 +57,9 @@ fn shipped_config_passes_check() {
         .replace("/etc/deskgate/hub.key", fx.edge_key.to_str().unwrap())
         .replace("/etc/deskgate/wild.pem", fx.wild_cert.to_str().unwrap())
         .replace("/etc/deskgate/wild.key", fx.wild_key.to_str().unwrap())
-        .replace("/run/secrets/vnc", fx.password_file.to_str().unwrap());
+        .replace("/run/secrets/vnc", fx.password_file.to_str().unwrap())
+        .replace("/run/secrets/hub-api-key", fx.password_file.to_str().unwrap())
+        .replace("/etc/deskgate/admin-token", fx.password_file.to_str().unwrap());
     let (code, out) = check(fx.path(), "deskgate.yaml", &yaml);
     assert_eq!(code, 0, "{out}");
 }
