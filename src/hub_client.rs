@@ -70,7 +70,8 @@ pub fn parse_url(url: &str) -> Result<HubUrl, String> {
 pub async fn get(url: &str, headers: &[(HeaderName, HeaderValue)], tls: Option<&UpstreamTls>, timeout: Duration) -> Result<HubResponse, HubError> {
     let target = parse_url(url).map_err(HubError::Unreachable)?;
     let host = target.authority.rsplit_once(':').map_or(target.authority.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string();
-    let mut peer = HttpPeer::new(target.authority.as_str(), target.tls, tls.map_or(host.clone(), |t| if t.sni.is_empty() { host.clone() } else { t.sni.clone() }));
+    let addr = crate::upstream::resolve(&target.authority).await.map_err(HubError::Unreachable)?;
+    let mut peer = HttpPeer::new(addr, target.tls, tls.map_or(host.clone(), |t| if t.sni.is_empty() { host.clone() } else { t.sni.clone() }));
     peer.options.connection_timeout = Some(timeout);
     peer.options.total_connection_timeout = Some(timeout);
     peer.options.read_timeout = Some(timeout);

@@ -175,7 +175,10 @@ impl ProxyHttp for EdgeProxy {
         let Some((server, in_flight)) = upstream.choose(&key, &ctx.tried) else {
             return Error::e_explain(ErrorType::HTTPStatus(502), format!("no healthy server in upstream {}", upstream.name));
         };
-        let peer = upstream.peer(&server, &snapshot.timeouts, ctx.upgrade);
+        let peer = upstream
+            .peer(&server, &snapshot.timeouts, ctx.upgrade)
+            .await
+            .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e).into_up())?;
         ctx.server = Some(server);
         ctx._in_flight = in_flight;
         Ok(peer)

@@ -75,8 +75,8 @@ impl Upstream {
 
     /// The peer for one attempt; `upgrade` requests get the idle limit instead of the HTTP read
     /// timeout (cloudflare/pingora#255: the read timeout would cut quiet desktops).
-    pub fn peer(&self, server: &str, timeouts: &Timeouts, upgrade: bool) -> Box<HttpPeer> {
-        let addr = server;
+    pub async fn peer(&self, server: &str, timeouts: &Timeouts, upgrade: bool) -> Result<Box<HttpPeer>, String> {
+        let addr = resolve(server).await?;
         let (tls, sni) = match &self.tls {
             Some(t) => (true, t.sni.clone()),
             None => (false, String::new()),
@@ -92,8 +92,21 @@ impl Upstream {
             o.verify_cert = t.verify;
             o.verify_hostname = t.verify;
         }
-        peer
+        Ok(peer)
     }
+}
+
+/// `ip:port` directly, or a `host:port` (compose service names) through the async resolver:
+/// Pingora's `HttpPeer::new(&str)` would resolve on the worker thread and panic on failure.
+pub async fn resolve(server: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = server.parse() {
+        return Ok(addr);
+    }
+    tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| format!("cannot resolve {server}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{server} resolves to no address"))
 }
 
 pub fn basic_authorization(user: &str, password: &str) -> HeaderValue {

@@ -31,6 +31,9 @@ fn edge() -> Edge {
   desktop-silent:
     servers: ["{silent_addr}"]
     tls: {{ verify: false }}
+  desktop-nxdomain:
+    servers: ["no-such-desktop.invalid:7001"]
+    tls: {{ verify: false }}
 routes:
   - host: hub.test
     upstream: hub
@@ -96,6 +99,11 @@ fn answers_404_403_502_504_with_short_bodies() {
     let r = curl(&format!("https://other.test:{p}/desktop/down/"), &[]);
     assert_eq!(r.status, 502);
     assert!(r.body.contains("upstream desktop-down for route /desktop/{name}/"), "{}", r.body);
+
+    // A name that does not resolve is a 502 for that request, not a crash.
+    let r = curl(&format!("https://other.test:{p}/desktop/nxdomain/"), &[]);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(curl(&format!("https://hub.test:{p}/whoami"), &[]).status, 200);
 
     let started = std::time::Instant::now();
     let r = curl(&format!("https://other.test:{p}/desktop/silent/"), &[]);
