@@ -72,8 +72,28 @@ fn request_host(req: &RequestHeader) -> String {
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let host = if raw.starts_with('[') { raw.split(']').next().map(|h| &raw[..h.len() + 1]).unwrap_or(raw) } else { raw.split(':').next().unwrap_or(raw) };
-    host.to_ascii_lowercase()
+    host_without_port(raw).to_ascii_lowercase()
+}
+
+/// `hub.test:8443` -> `hub.test`, `[::1]:8443` -> `[::1]`; malformed input is returned as is.
+fn host_without_port(raw: &str) -> &str {
+    if raw.starts_with('[') {
+        raw.find(']').map_or(raw, |i| &raw[..=i])
+    } else {
+        raw.split(':').next().unwrap_or(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_without_port;
+    #[test]
+    fn hosts_without_ports() {
+        assert_eq!(host_without_port("hub.test:8443"), "hub.test");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+        assert_eq!(host_without_port("[abc"), "[abc");
+        assert_eq!(host_without_port(""), "");
+    }
 }
 
 #[async_trait]

@@ -218,6 +218,8 @@ async fn bad_input_gets_the_right_answer_and_hurts_no_one_else() {
         String::from_utf8_lossy(&out).into_owned()
     };
     assert!(raw(b"THIS IS NOT HTTP\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let odd_host = raw(b"GET / HTTP/1.1\r\nHost: [unclosed\r\nConnection: close\r\n\r\n");
+    assert!(odd_host.starts_with("HTTP/1.1 4"), "a malformed Host gets a 4xx, not a dropped connection: {odd_host:?}");
 
     // An Upgrade the desktop refuses (no Origin: KasmVNC-style 200 page) passes through as HTTP.
     let r = curl(
