@@ -34,16 +34,30 @@ enum Decision {
 impl AccessCheck {
     /// `captures` are the names the route captures; for runtime routes (`dynamic:`) the
     /// placeholders are filled from the route's data, so they are not checked here.
-    pub fn new(raw: &RawAuth, captures: Option<&[String]>, timeouts: &Timeouts) -> Result<AccessCheck, String> {
+    pub fn new(
+        raw: &RawAuth,
+        captures: Option<&[String]>,
+        timeouts: &Timeouts,
+    ) -> Result<AccessCheck, String> {
         let url = Template::parse(&raw.url)?;
         if let Some(captures) = captures {
-            if let Some(m) = url.capture_names().find(|c| !captures.iter().any(|k| k == c)) {
-                return Err(format!("`{{{m}}}` in the auth URL is not captured by this route's host or path"));
+            if let Some(m) = url
+                .capture_names()
+                .find(|c| !captures.iter().any(|k| k == c))
+            {
+                return Err(format!(
+                    "`{{{m}}}` in the auth URL is not captured by this route's host or path"
+                ));
             }
         }
         hub_client::parse_url(&raw.url.replace(['{', '}'], ""))?;
         let names = |list: &[String]| -> Result<Vec<HeaderName>, String> {
-            list.iter().map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("`{n}` is not a valid header name"))).collect()
+            list.iter()
+                .map(|n| {
+                    HeaderName::from_bytes(n.as_bytes())
+                        .map_err(|_| format!("`{n}` is not a valid header name"))
+                })
+                .collect()
         };
         Ok(AccessCheck {
             url,
@@ -57,19 +71,36 @@ impl AccessCheck {
     }
 
     /// Runs the check. `Ok(Some(true))` when deskgate answered (denied); `Ok(None)` to go on.
-    pub async fn enforce(&self, session: &mut Session, captures: &Captures, label: &str) -> pingora::Result<Option<bool>> {
+    pub async fn enforce(
+        &self,
+        session: &mut Session,
+        captures: &Captures,
+        label: &str,
+    ) -> pingora::Result<Option<bool>> {
         // Identity headers come only from the hub's answer, never from the browser.
         for name in &self.copy {
             session.req_header_mut().remove_header(name);
         }
         let Some(url) = self.url.fill(captures, encode_segment) else {
-            log::warn!("access check for route {label}: the route has no value for a placeholder in {}", self.url);
-            return respond::text(session, 403, "deskgate: access denied\n").await.map(Some);
+            log::warn!(
+                "access check for route {label}: the route has no value for a placeholder in {}",
+                self.url
+            );
+            return respond::text(session, 403, "deskgate: access denied\n")
+                .await
+                .map(Some);
         };
         let forwarded: Vec<(HeaderName, HeaderValue)> = self
             .forward
             .iter()
-            .flat_map(|n| session.req_header().headers.get_all(n).iter().map(move |v| (n.clone(), v.clone())))
+            .flat_map(|n| {
+                session
+                    .req_header()
+                    .headers
+                    .get_all(n)
+                    .iter()
+                    .map(move |v| (n.clone(), v.clone()))
+            })
             .collect();
         let mut key = url.clone();
         for (n, v) in &forwarded {
@@ -78,7 +109,10 @@ impl AccessCheck {
             key.push(':');
             key.push_str(&String::from_utf8_lossy(v.as_bytes()));
         }
-        let decision = self.cache.get_or_fetch(&key, || self.ask_hub(url.clone(), forwarded)).await;
+        let decision = self
+            .cache
+            .get_or_fetch(&key, || self.ask_hub(url.clone(), forwarded))
+            .await;
         match decision {
             Decision::Allow(headers) => {
                 for (n, v) in headers {
@@ -89,27 +123,49 @@ impl AccessCheck {
             Decision::Deny(status) => {
                 crate::metrics::ACCESS_DENIED.inc();
                 match &self.deny_redirect {
-                Some(location) => respond::redirect(session, 302, location).await.map(Some),
-                None => respond::text(session, status, "deskgate: access denied\n").await.map(Some),
+                    Some(location) => respond::redirect(session, 302, location).await.map(Some),
+                    None => respond::text(session, status, "deskgate: access denied\n")
+                        .await
+                        .map(Some),
                 }
             }
             Decision::Unavailable(reason) => {
                 crate::metrics::ACCESS_DENIED.inc();
                 log::warn!("access check for route {label} failed closed: {reason}");
-                respond::text(session, 503, "deskgate: access check unavailable, request denied\n").await.map(Some)
+                respond::text(
+                    session,
+                    503,
+                    "deskgate: access check unavailable, request denied\n",
+                )
+                .await
+                .map(Some)
             }
         }
     }
 
-    async fn ask_hub(&self, url: String, forwarded: Vec<(HeaderName, HeaderValue)>) -> (Decision, Duration) {
+    async fn ask_hub(
+        &self,
+        url: String,
+        forwarded: Vec<(HeaderName, HeaderValue)>,
+    ) -> (Decision, Duration) {
         match hub_client::get(&url, &forwarded, None, self.timeout).await {
             Ok(r) if (200..300).contains(&r.status) => {
-                let copied = self.copy.iter().filter_map(|n| r.headers.get(n).map(|v| (n.clone(), v.clone()))).collect();
+                let copied = self
+                    .copy
+                    .iter()
+                    .filter_map(|n| r.headers.get(n).map(|v| (n.clone(), v.clone())))
+                    .collect();
                 (Decision::Allow(copied), self.ttl)
             }
             Ok(r) if r.status == 401 || r.status == 403 => (Decision::Deny(r.status), self.ttl),
-            Ok(r) => (Decision::Unavailable(format!("{url} answered {}", r.status)), Duration::ZERO),
-            Err(e) => (Decision::Unavailable(format!("{url}: {}", e.reason())), Duration::ZERO),
+            Ok(r) => (
+                Decision::Unavailable(format!("{url} answered {}", r.status)),
+                Duration::ZERO,
+            ),
+            Err(e) => (
+                Decision::Unavailable(format!("{url}: {}", e.reason())),
+                Duration::ZERO,
+            ),
         }
     }
 }

@@ -26,7 +26,13 @@ pub fn init(format: Format, path: &str) -> Result<(), String> {
     let mut out: Box<dyn Write + Send> = match path {
         "stdout" | "-" => Box::new(std::io::stdout()),
         "stderr" => Box::new(std::io::stderr()),
-        file => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(|e| format!("cannot open access log {file}: {e}"))?),
+        file => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .map_err(|e| format!("cannot open access log {file}: {e}"))?,
+        ),
     };
     let (tx, rx) = sync_channel::<String>(65_536);
     std::thread::Builder::new()
@@ -96,7 +102,9 @@ fn combined(e: &Entry<'_>) -> String {
         e.upstream
     );
     if let Some((up, down, reason)) = e.websocket {
-        line.push_str(&format!(" ws_bytes_up={up} ws_bytes_down={down} ws_close=\"{reason}\""));
+        line.push_str(&format!(
+            " ws_bytes_up={up} ws_bytes_down={down} ws_close=\"{reason}\""
+        ));
     }
     line.push('\n');
     line
@@ -129,15 +137,25 @@ fn quote_safe(s: &str) -> String {
     s.replace(['"', '\n', '\r'], "_")
 }
 
-const SECRET_KEYS: [&str; 8] = ["password", "passwd", "pass", "token", "secret", "key", "api_key", "auth"];
+const SECRET_KEYS: [&str; 8] = [
+    "password", "passwd", "pass", "token", "secret", "key", "api_key", "auth",
+];
 
 /// `?password=x&path=y` -> `?password=***&path=y`.
 pub fn redact_query(uri: &str) -> String {
-    let Some((path, query)) = uri.split_once('?') else { return quote_safe(uri) };
+    let Some((path, query)) = uri.split_once('?') else {
+        return quote_safe(uri);
+    };
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if SECRET_KEYS.iter().any(|s| k.to_ascii_lowercase().contains(s)) => format!("{k}=***"),
+            Some((k, _))
+                if SECRET_KEYS
+                    .iter()
+                    .any(|s| k.to_ascii_lowercase().contains(s)) =>
+            {
+                format!("{k}=***")
+            }
             _ => kv.to_string(),
         })
         .collect();
@@ -149,7 +167,10 @@ mod tests {
     use super::redact_query;
     #[test]
     fn redacts_credentials_in_queries() {
-        assert_eq!(redact_query("/vnc.html?autoconnect=1&password=hunter2&path=x"), "/vnc.html?autoconnect=1&password=***&path=x");
+        assert_eq!(
+            redact_query("/vnc.html?autoconnect=1&password=hunter2&path=x"),
+            "/vnc.html?autoconnect=1&password=***&path=x"
+        );
         assert_eq!(redact_query("/a?X-API-Key=1"), "/a?X-API-Key=***");
         assert_eq!(redact_query("/plain"), "/plain");
     }

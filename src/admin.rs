@@ -38,22 +38,34 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
 }
 
 fn json(status: StatusCode, value: &Value) -> Response<Vec<u8>> {
-    reply(status, "application/json", serde_json::to_vec(value).unwrap_or_default())
+    reply(
+        status,
+        "application/json",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
-    json(status, &serde_json::json!({ "status": status.as_u16(), "message": message }))
+    json(
+        status,
+        &serde_json::json!({ "status": status.as_u16(), "message": message }),
+    )
 }
 
 impl AdminApi {
     fn authorized(&self, session: &ServerSession) -> bool {
-        let Some(token) = &self.token else { return false };
+        let Some(token) = &self.token else {
+            return false;
+        };
         let given = session
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("token ").or_else(|| v.strip_prefix("Bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("token ")
+                    .or_else(|| v.strip_prefix("Bearer "))
+            })
             .unwrap_or("");
         constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
     }
@@ -69,12 +81,21 @@ impl AdminApi {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(body),
-                Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}"))),
+                Err(e) => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cannot read body: {e}"),
+                    ))
+                }
             }
         }
     }
 
-    async fn routes_api(&self, session: &mut ServerSession, prefix: Option<String>) -> Response<Vec<u8>> {
+    async fn routes_api(
+        &self,
+        session: &mut ServerSession,
+        prefix: Option<String>,
+    ) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         match (method.as_str(), prefix) {
             ("GET", None) => {
@@ -82,12 +103,24 @@ impl AdminApi {
                     .req_header()
                     .uri
                     .query()
-                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("inactive_since=")))
-                    .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned());
+                    .and_then(|q| {
+                        q.split('&')
+                            .find_map(|kv| kv.strip_prefix("inactive_since="))
+                    })
+                    .map(|v| {
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    });
                 let since_ms = match since {
                     Some(s) => match parse_iso8601(&s) {
                         Some(ms) => Some(ms),
-                        None => return error(StatusCode::BAD_REQUEST, &format!("inactive_since: `{s}` is not an ISO 8601 time")),
+                        None => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                &format!("inactive_since: `{s}` is not an ISO 8601 time"),
+                            )
+                        }
                     },
                     None => None,
                 };
@@ -104,8 +137,15 @@ impl AdminApi {
                 };
                 let data: Map<String, Value> = match serde_json::from_slice(&body) {
                     Ok(Value::Object(m)) => m,
-                    Ok(_) => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {e}")),
+                    Ok(_) => {
+                        return error(StatusCode::BAD_REQUEST, "the body must be a JSON object")
+                    }
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("the body is not JSON: {e}"),
+                        )
+                    }
                 };
                 if let Some(store) = &self.store {
                     if let Err(RouteError::BadRequest(m)) = self.routes.check(&p, data.clone()) {
@@ -116,7 +156,10 @@ impl AdminApi {
                             metrics::ROUTE_CHANGES.inc();
                             reply(StatusCode::CREATED, "application/json", Vec::new())
                         }
-                        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("route store unavailable: {}", e.0)),
+                        Err(e) => error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &format!("route store unavailable: {}", e.0),
+                        ),
                     };
                 }
                 match self.routes.add(&p, data) {
@@ -131,21 +174,28 @@ impl AdminApi {
                     }
                 }
             }
-            ("DELETE", Some(p)) if self.store.is_some() => match self.store.as_ref().expect("checked").remove(&p).await {
-                Ok(true) => {
-                    metrics::ROUTE_CHANGES.inc();
-                    reply(StatusCode::NO_CONTENT, "application/json", Vec::new())
+            ("DELETE", Some(p)) if self.store.is_some() => {
+                match self.store.as_ref().expect("checked").remove(&p).await {
+                    Ok(true) => {
+                        metrics::ROUTE_CHANGES.inc();
+                        reply(StatusCode::NO_CONTENT, "application/json", Vec::new())
+                    }
+                    Ok(false) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
+                    Err(e) => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("route store unavailable: {}", e.0),
+                    ),
                 }
-                Ok(false) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
-                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("route store unavailable: {}", e.0)),
-            },
+            }
             ("DELETE", Some(p)) => match self.routes.remove(&p) {
                 Ok(true) => {
                     metrics::ROUTE_CHANGES.inc();
                     reply(StatusCode::NO_CONTENT, "application/json", Vec::new())
                 }
                 Ok(false) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
-                Err(RouteError::Storage(m)) | Err(RouteError::BadRequest(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
+                Err(RouteError::Storage(m)) | Err(RouteError::BadRequest(m)) => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, &m)
+                }
             },
             _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, POST or DELETE"),
         }
@@ -162,7 +212,11 @@ impl ServeHttp for AdminApi {
                 return if self.ready.load(std::sync::atomic::Ordering::Acquire) {
                     reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
                 } else {
-                    reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"starting\n".to_vec())
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        b"starting\n".to_vec(),
+                    )
                 }
             }
             "/metrics" => {
@@ -170,9 +224,16 @@ impl ServeHttp for AdminApi {
                     runtime_routes: self.routes.len(),
                     generation: self.gateway.generation(),
                     routes: self.gateway.route_stats(),
-                    route_store: self.store.as_ref().map(|s| s.up.load(std::sync::atomic::Ordering::Relaxed)),
+                    route_store: self
+                        .store
+                        .as_ref()
+                        .map(|s| s.up.load(std::sync::atomic::Ordering::Relaxed)),
                 };
-                return reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render(&gauges).into_bytes());
+                return reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    metrics::render(&gauges).into_bytes(),
+                );
             }
             _ => {}
         }
@@ -184,7 +245,10 @@ impl ServeHttp for AdminApi {
             return error(StatusCode::NOT_FOUND, "not found");
         };
         if !self.authorized(session) {
-            return error(StatusCode::FORBIDDEN, "missing or wrong `Authorization: token ...`");
+            return error(
+                StatusCode::FORBIDDEN,
+                "missing or wrong `Authorization: token ...`",
+            );
         }
         self.routes_api(session, prefix).await
     }

@@ -42,13 +42,22 @@ impl Policy {
             "hash" => {
                 let key = match hash_key.unwrap_or("client_addr") {
                     "client_addr" => HashKey::ClientAddr,
-                    k if k.starts_with("header:") => HashKey::Header(HeaderName::from_bytes(k[7..].trim().as_bytes()).map_err(|_| format!("`{}` is not a header name", &k[7..]))?),
+                    k if k.starts_with("header:") => HashKey::Header(
+                        HeaderName::from_bytes(k[7..].trim().as_bytes())
+                            .map_err(|_| format!("`{}` is not a header name", &k[7..]))?,
+                    ),
                     k if k.starts_with("cookie:") => HashKey::Cookie(k[7..].trim().to_string()),
-                    k => return Err(format!("hash_key is `client_addr`, `header:NAME` or `cookie:NAME`, found `{k}`")),
+                    k => {
+                        return Err(format!(
+                        "hash_key is `client_addr`, `header:NAME` or `cookie:NAME`, found `{k}`"
+                    ))
+                    }
                 };
                 Ok(Policy::Hash(key))
             }
-            other => Err(format!("balance is round_robin, least_conn or hash, found `{other}`")),
+            other => Err(format!(
+                "balance is round_robin, least_conn or hash, found `{other}`"
+            )),
         }
     }
 }
@@ -92,21 +101,51 @@ fn inet(b: &Backend) -> Option<SocketAddr> {
 }
 
 impl Pool {
-    pub fn new(servers: &[String], policy: Policy, health: Option<HealthSpec>, tls: Option<&UpstreamTls>, authorization: Option<&HeaderValue>) -> Result<Pool, String> {
-        let round_robin = LoadBalancer::<RoundRobin>::try_from_iter(servers.iter().map(String::as_str)).map_err(|e| format!("cannot resolve servers: {e}"))?;
+    pub fn new(
+        servers: &[String],
+        policy: Policy,
+        health: Option<HealthSpec>,
+        tls: Option<&UpstreamTls>,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Pool, String> {
+        let round_robin =
+            LoadBalancer::<RoundRobin>::try_from_iter(servers.iter().map(String::as_str))
+                .map_err(|e| format!("cannot resolve servers: {e}"))?;
         let consistent = match policy {
-            Policy::Hash(_) => Some(LoadBalancer::<Consistent>::try_from_iter(servers.iter().map(String::as_str)).map_err(|e| format!("cannot resolve servers: {e}"))?),
+            Policy::Hash(_) => Some(
+                LoadBalancer::<Consistent>::try_from_iter(servers.iter().map(String::as_str))
+                    .map_err(|e| format!("cannot resolve servers: {e}"))?,
+            ),
             _ => None,
         };
-        let in_flight = round_robin.backends().get_backend().iter().filter_map(inet).map(|a| (a, Arc::new(AtomicUsize::new(0)))).collect();
-        let mut pool = Pool { policy, round_robin, consistent, in_flight, passive_down: Mutex::new(HashMap::new()), health: health.clone(), last_check: Mutex::new(None) };
+        let in_flight = round_robin
+            .backends()
+            .get_backend()
+            .iter()
+            .filter_map(inet)
+            .map(|a| (a, Arc::new(AtomicUsize::new(0))))
+            .collect();
+        let mut pool = Pool {
+            policy,
+            round_robin,
+            consistent,
+            in_flight,
+            passive_down: Mutex::new(HashMap::new()),
+            health: health.clone(),
+            last_check: Mutex::new(None),
+        };
         if let Some(h) = &health {
             pool.install_health_check(&h.probe, tls, authorization);
         }
         Ok(pool)
     }
 
-    fn install_health_check(&mut self, probe: &HealthProbe, tls: Option<&UpstreamTls>, authorization: Option<&HeaderValue>) {
+    fn install_health_check(
+        &mut self,
+        probe: &HealthProbe,
+        tls: Option<&UpstreamTls>,
+        authorization: Option<&HeaderValue>,
+    ) {
         let make = || -> Box<dyn pingora::lb::health_check::HealthCheck + Send + Sync> {
             match probe {
                 HealthProbe::Tcp => match tls {
@@ -127,7 +166,9 @@ impl Pool {
                     }
                     hc.peer_template.options.connection_timeout = Some(Duration::from_secs(2));
                     hc.peer_template.options.read_timeout = Some(Duration::from_secs(2));
-                    let _ = hc.req.set_uri(path.parse().unwrap_or_else(|_| http::Uri::from_static("/")));
+                    let _ = hc
+                        .req
+                        .set_uri(path.parse().unwrap_or_else(|_| http::Uri::from_static("/")));
                     if let Some(a) = authorization {
                         let _ = hc.req.insert_header(http::header::AUTHORIZATION, a.clone());
                     }
@@ -158,31 +199,57 @@ impl Pool {
     }
 
     pub fn mark_down(&self, server: SocketAddr) {
-        self.passive_down.lock().expect("passive lock").insert(server, Instant::now() + PASSIVE_DOWN);
+        self.passive_down
+            .lock()
+            .expect("passive lock")
+            .insert(server, Instant::now() + PASSIVE_DOWN);
     }
 
-    fn usable(&self, addr: SocketAddr, healthy: bool, tried: &[SocketAddr], down: &HashMap<SocketAddr, Instant>) -> bool {
-        healthy && !tried.contains(&addr) && down.get(&addr).is_none_or(|until| Instant::now() >= *until)
+    fn usable(
+        &self,
+        addr: SocketAddr,
+        healthy: bool,
+        tried: &[SocketAddr],
+        down: &HashMap<SocketAddr, Instant>,
+    ) -> bool {
+        healthy
+            && !tried.contains(&addr)
+            && down.get(&addr).is_none_or(|until| Instant::now() >= *until)
     }
 
     /// A healthy server not tried yet for this request; `key` is the hash input.
     pub fn pick(&self, key: &[u8], tried: &[SocketAddr]) -> Option<(SocketAddr, InFlight)> {
         let down = self.passive_down.lock().expect("passive lock").clone();
         let chosen = match &self.policy {
-            Policy::RoundRobin => self.round_robin.select_with(b"", MAX_ITERATIONS, |b, healthy| inet(b).is_some_and(|a| self.usable(a, healthy, tried, &down))).and_then(|b| inet(&b)),
+            Policy::RoundRobin => self
+                .round_robin
+                .select_with(b"", MAX_ITERATIONS, |b, healthy| {
+                    inet(b).is_some_and(|a| self.usable(a, healthy, tried, &down))
+                })
+                .and_then(|b| inet(&b)),
             Policy::Hash(_) => self
                 .consistent
                 .as_ref()
-                .and_then(|c| c.select_with(key, MAX_ITERATIONS, |b, healthy| inet(b).is_some_and(|a| self.usable(a, healthy, tried, &down))))
+                .and_then(|c| {
+                    c.select_with(key, MAX_ITERATIONS, |b, healthy| {
+                        inet(b).is_some_and(|a| self.usable(a, healthy, tried, &down))
+                    })
+                })
                 .and_then(|b| inet(&b)),
             Policy::LeastConn => {
                 let backends = self.round_robin.backends();
                 backends
                     .get_backend()
                     .iter()
-                    .filter(|b| inet(b).is_some_and(|a| self.usable(a, backends.ready(b), tried, &down)))
+                    .filter(|b| {
+                        inet(b).is_some_and(|a| self.usable(a, backends.ready(b), tried, &down))
+                    })
                     .filter_map(inet)
-                    .min_by_key(|a| self.in_flight.get(a).map_or(0, |c| c.load(Ordering::Relaxed)))
+                    .min_by_key(|a| {
+                        self.in_flight
+                            .get(a)
+                            .map_or(0, |c| c.load(Ordering::Relaxed))
+                    })
             }
         }?;
         let counter = self.in_flight.get(&chosen).cloned().unwrap_or_default();

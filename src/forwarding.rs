@@ -19,11 +19,24 @@ pub struct Forwarding<'a> {
     pub drop_websocket_protocol: bool,
 }
 
-const HOP_BY_HOP: [&str; 7] = ["keep-alive", "proxy-connection", "te", "trailer", "proxy-authorization", "proxy-authenticate", "upgrade"];
+const HOP_BY_HOP: [&str; 7] = [
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "upgrade",
+];
 
 /// The request target the upstream sees: the normalized path, minus the route's prefix when
 /// it strips it, with the query kept. `None` when nothing changes.
-pub fn upstream_target(original: &http::Uri, normalized_path: &str, prefix_len: usize, strip_prefix: bool) -> Option<http::Uri> {
+pub fn upstream_target(
+    original: &http::Uri,
+    normalized_path: &str,
+    prefix_len: usize,
+    strip_prefix: bool,
+) -> Option<http::Uri> {
     let path = if strip_prefix {
         match &normalized_path[prefix_len..] {
             "" => "/",
@@ -72,13 +85,20 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
         let _ = req.insert_header(http::header::HOST, f.original_host);
     }
     if let Some(ip) = &f.client_ip {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
             _ => ip.clone(),
         };
         let _ = req.insert_header("x-forwarded-for", xff);
     }
-    let _ = req.insert_header("x-forwarded-proto", if f.downstream_tls { "https" } else { "http" });
+    let _ = req.insert_header(
+        "x-forwarded-proto",
+        if f.downstream_tls { "https" } else { "http" },
+    );
     if !f.original_host.is_empty() {
         let _ = req.insert_header("x-forwarded-host", f.original_host);
     }
@@ -100,10 +120,19 @@ mod tests {
     #[test]
     fn upstream_targets() {
         let uri: http::Uri = "/desktop/alice/vnc.html?a=1".parse().unwrap();
-        assert_eq!(upstream_target(&uri, "/desktop/alice/vnc.html", 14, true).unwrap(), "/vnc.html?a=1");
-        assert_eq!(upstream_target(&uri, "/desktop/alice/vnc.html", 14, false), None);
+        assert_eq!(
+            upstream_target(&uri, "/desktop/alice/vnc.html", 14, true).unwrap(),
+            "/vnc.html?a=1"
+        );
+        assert_eq!(
+            upstream_target(&uri, "/desktop/alice/vnc.html", 14, false),
+            None
+        );
         let uri: http::Uri = "/desktop/alice".parse().unwrap();
-        assert_eq!(upstream_target(&uri, "/desktop/alice", 14, true).unwrap(), "/");
+        assert_eq!(
+            upstream_target(&uri, "/desktop/alice", 14, true).unwrap(),
+            "/"
+        );
         let uri: http::Uri = "/a/../b".parse().unwrap();
         assert_eq!(upstream_target(&uri, "/b", 0, false).unwrap(), "/b");
     }

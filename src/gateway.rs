@@ -43,8 +43,19 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: &Config, cert_resolvers: Vec<(String, Arc<CertResolver>)>) -> Gateway {
         let g = Gateway {
-            current: ArcSwap::from_pointee(Snapshot { routes: RouteTable::default(), max_header_bytes: config.max_header_bytes, upstreams: Arc::default(), timeouts: config.timeouts, generation: 0 }),
-            static_part: ArcSwap::from_pointee(StaticPart { max_header_bytes: config.max_header_bytes, routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }),
+            current: ArcSwap::from_pointee(Snapshot {
+                routes: RouteTable::default(),
+                max_header_bytes: config.max_header_bytes,
+                upstreams: Arc::default(),
+                timeouts: config.timeouts,
+                generation: 0,
+            }),
+            static_part: ArcSwap::from_pointee(StaticPart {
+                max_header_bytes: config.max_header_bytes,
+                routes: config.routes.clone(),
+                upstreams: config.upstreams.clone(),
+                timeouts: config.timeouts,
+            }),
             runtime_routes: ArcSwap::from_pointee(Vec::new()),
             rebuild_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -72,21 +83,40 @@ impl Gateway {
     /// caller through `cert_resolvers`).
     pub fn apply_config(&self, config: &Config) {
         let _guard = self.rebuild_lock.lock().expect("rebuild lock");
-        self.static_part.store(Arc::new(StaticPart { max_header_bytes: config.max_header_bytes, routes: config.routes.clone(), upstreams: config.upstreams.clone(), timeouts: config.timeouts }));
+        self.static_part.store(Arc::new(StaticPart {
+            max_header_bytes: config.max_header_bytes,
+            routes: config.routes.clone(),
+            upstreams: config.upstreams.clone(),
+            timeouts: config.timeouts,
+        }));
         self.rebuild();
     }
 
     /// The YAML routes' labels and counters, for `/metrics`.
     pub fn route_stats(&self) -> Vec<(String, Arc<crate::metrics::RouteStats>)> {
-        self.static_part.load().routes.iter().map(|r| (r.label.clone(), r.stats.clone())).collect()
+        self.static_part
+            .load()
+            .routes
+            .iter()
+            .map(|r| (r.label.clone(), r.stats.clone()))
+            .collect()
     }
 
     fn rebuild(&self) {
         let statics = self.static_part.load();
         let runtime = self.runtime_routes.load();
         // Runtime routes first: at equal host and path the hub's registration wins, as in CHP.
-        let routes = runtime.iter().cloned().chain(statics.routes.iter().cloned());
+        let routes = runtime
+            .iter()
+            .cloned()
+            .chain(statics.routes.iter().cloned());
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.current.store(Arc::new(Snapshot { routes: RouteTable::build(routes), max_header_bytes: statics.max_header_bytes, upstreams: statics.upstreams.clone(), timeouts: statics.timeouts, generation }));
+        self.current.store(Arc::new(Snapshot {
+            routes: RouteTable::build(routes),
+            max_header_bytes: statics.max_header_bytes,
+            upstreams: statics.upstreams.clone(),
+            timeouts: statics.timeouts,
+            generation,
+        }));
     }
 }

@@ -57,21 +57,49 @@ pub fn parse_url(url: &str) -> Result<HubUrl, String> {
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(format!("expected an http:// or https:// URL, found `{url}`"));
+        return Err(format!(
+            "expected an http:// or https:// URL, found `{url}`"
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let authority = crate::upstream::with_default_port(authority, if tls { 443 } else { 80 })?;
-    Ok(HubUrl { tls, authority, path_and_query: path.to_string() })
+    Ok(HubUrl {
+        tls,
+        authority,
+        path_and_query: path.to_string(),
+    })
 }
 
-pub async fn get(url: &str, headers: &[(HeaderName, HeaderValue)], tls: Option<&UpstreamTls>, timeout: Duration) -> Result<HubResponse, HubError> {
+pub async fn get(
+    url: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    tls: Option<&UpstreamTls>,
+    timeout: Duration,
+) -> Result<HubResponse, HubError> {
     let target = parse_url(url).map_err(HubError::Unreachable)?;
-    let host = target.authority.rsplit_once(':').map_or(target.authority.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string();
-    let addr = crate::upstream::resolve(&target.authority).await.map_err(HubError::Unreachable)?;
-    let mut peer = HttpPeer::new(addr, target.tls, tls.map_or(host.clone(), |t| if t.sni.is_empty() { host.clone() } else { t.sni.clone() }));
+    let host = target
+        .authority
+        .rsplit_once(':')
+        .map_or(target.authority.as_str(), |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_string();
+    let addr = crate::upstream::resolve(&target.authority)
+        .await
+        .map_err(HubError::Unreachable)?;
+    let mut peer = HttpPeer::new(
+        addr,
+        target.tls,
+        tls.map_or(host.clone(), |t| {
+            if t.sni.is_empty() {
+                host.clone()
+            } else {
+                t.sni.clone()
+            }
+        }),
+    );
     peer.options.connection_timeout = Some(timeout);
     peer.options.total_connection_timeout = Some(timeout);
     peer.options.read_timeout = Some(timeout);
@@ -82,28 +110,57 @@ pub async fn get(url: &str, headers: &[(HeaderName, HeaderValue)], tls: Option<&
         peer.options.verify_hostname = t.verify;
     }
     let work = async {
-        let (mut session, _reused) = CONNECTOR.get_http_session(&peer).await.map_err(|e| map_err(&e))?;
-        let mut req = RequestHeader::build("GET", target.path_and_query.as_bytes(), Some(headers.len() + 2)).map_err(|e| HubError::Unreachable(e.to_string()))?;
+        let (mut session, _reused) = CONNECTOR
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| map_err(&e))?;
+        let mut req = RequestHeader::build(
+            "GET",
+            target.path_and_query.as_bytes(),
+            Some(headers.len() + 2),
+        )
+        .map_err(|e| HubError::Unreachable(e.to_string()))?;
         let _ = req.insert_header(http::header::HOST, target.authority.as_str());
         for (k, v) in headers {
             let _ = req.append_header(k.clone(), v.clone());
         }
-        session.write_request_header(Box::new(req)).await.map_err(|e| map_err(&e))?;
-        session.finish_request_body().await.map_err(|e| map_err(&e))?;
-        session.read_response_header().await.map_err(|e| map_err(&e))?;
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(|e| map_err(&e))?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| map_err(&e))?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| map_err(&e))?;
         let (status, resp_headers) = match session.response_header() {
             Some(h) => (h.status.as_u16(), h.headers.clone()),
             None => return Err(HubError::Unreachable("no response".into())),
         };
         let mut body = BytesMut::new();
-        while let Some(chunk) = session.read_response_body().await.map_err(|e| map_err(&e))? {
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(|e| map_err(&e))?
+        {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(HubError::Unreachable(format!("answer larger than {MAX_BODY} bytes")));
+                return Err(HubError::Unreachable(format!(
+                    "answer larger than {MAX_BODY} bytes"
+                )));
             }
             body.extend_from_slice(&chunk);
         }
-        CONNECTOR.release_http_session(session, &peer, Some(Duration::from_secs(30))).await;
-        Ok(HubResponse { status, headers: resp_headers, body })
+        CONNECTOR
+            .release_http_session(session, &peer, Some(Duration::from_secs(30)))
+            .await;
+        Ok(HubResponse {
+            status,
+            headers: resp_headers,
+            body,
+        })
     };
     // Connect and answer each get `timeout`; the whole call is bounded by twice that.
     match tokio::time::timeout(timeout * 2, work).await {
@@ -122,6 +179,10 @@ fn map_err(e: &pingora::Error) -> HubError {
 
 /// Percent-encodes a captured value for use inside a URL path segment.
 pub fn encode_segment(s: &str) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }

@@ -24,7 +24,11 @@ pub struct Slot {
 
 impl ConnectionLimits {
     pub fn new(per_listener: Option<usize>, per_client: Option<usize>) -> Arc<ConnectionLimits> {
-        Arc::new(ConnectionLimits { per_listener, per_client, ..Default::default() })
+        Arc::new(ConnectionLimits {
+            per_listener,
+            per_client,
+            ..Default::default()
+        })
     }
 
     pub fn is_unlimited(&self) -> bool {
@@ -48,7 +52,10 @@ impl ConnectionLimits {
             }
             *n += 1;
         }
-        Some(Slot { limits: self.clone(), client: client.filter(|_| self.per_client.is_some()) })
+        Some(Slot {
+            limits: self.clone(),
+            client: client.filter(|_| self.per_client.is_some()),
+        })
     }
 }
 

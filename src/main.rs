@@ -9,7 +9,11 @@ use std::process::ExitCode;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
-#[command(name = "deskgate", version, about = "A YAML-routed Pingora edge for remote desktops (noVNC/KasmVNC over WSS)")]
+#[command(
+    name = "deskgate",
+    version,
+    about = "A YAML-routed Pingora edge for remote desktops (noVNC/KasmVNC over WSS)"
+)]
 struct Cli {
     /// Config file (YAML)
     #[arg(short = 'c', long = "config", global = true)]
@@ -76,13 +80,28 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::DesktopSim { listen, name, credentials, cert, key }) = &cli.command {
-        return run_desktop_sim(listen, name, credentials.clone(), cert.clone().zip(key.clone()));
+    if let Some(Command::DesktopSim {
+        listen,
+        name,
+        credentials,
+        cert,
+        key,
+    }) = &cli.command
+    {
+        return run_desktop_sim(
+            listen,
+            name,
+            credentials.clone(),
+            cert.clone().zip(key.clone()),
+        );
     }
     let config = match &cli.command {
         Some(Command::Reload | Command::DesktopSim { .. }) => unreachable!("handled above"),
         Some(Command::Demo { listen, tls_listen }) => {
-            match deskgate::demo::prepare(&deskgate::demo::DemoOptions { listen: listen.clone(), tls_listen: tls_listen.clone() }) {
+            match deskgate::demo::prepare(&deskgate::demo::DemoOptions {
+                listen: listen.clone(),
+                tls_listen: tls_listen.clone(),
+            }) {
                 Ok(demo) => {
                     println!("{}", demo.banner);
                     demo.config
@@ -98,7 +117,12 @@ fn main() -> ExitCode {
                 eprintln!("deskgate: give a config with -c FILE, or try `deskgate demo`");
                 return ExitCode::from(2);
             };
-            match config::load_file(path, LoadOptions { skip_files: cli.skip_files }) {
+            match config::load_file(
+                path,
+                LoadOptions {
+                    skip_files: cli.skip_files,
+                },
+            ) {
                 Ok(c) if cli.test => {
                     drop(c);
                     println!("{}: ok", path.display());
@@ -116,7 +140,10 @@ fn main() -> ExitCode {
     };
     let level = config.log_level.clone().unwrap_or_else(|| "info".into());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-    let opt = pingora::server::configuration::Opt { upgrade: cli.upgrade, ..Default::default() };
+    let opt = pingora::server::configuration::Opt {
+        upgrade: cli.upgrade,
+        ..Default::default()
+    };
     match deskgate::server::build(&config, opt) {
         Ok(built) => {
             // Demo configs live in memory; only file configs can be reloaded.
@@ -141,7 +168,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_desktop_sim(listen: &str, name: &str, credentials: Option<String>, files: Option<(PathBuf, PathBuf)>) -> ExitCode {
+fn run_desktop_sim(
+    listen: &str,
+    name: &str,
+    credentials: Option<String>,
+    files: Option<(PathBuf, PathBuf)>,
+) -> ExitCode {
     let (cert, key) = match files {
         Some(f) => f,
         None => {
@@ -156,7 +188,12 @@ fn run_desktop_sim(listen: &str, name: &str, credentials: Option<String>, files:
             }
         }
     };
-    match deskgate::demo::desktop::spawn(deskgate::demo::desktop::DesktopSim::new(name, credentials), listen, &cert, &key) {
+    match deskgate::demo::desktop::spawn(
+        deskgate::demo::desktop::DesktopSim::new(name, credentials),
+        listen,
+        &cert,
+        &key,
+    ) {
         Ok(addr) => {
             println!("desktop {name} listening on https://{addr}");
             loop {

@@ -40,7 +40,9 @@ impl RouteStats {
     }
 }
 
-const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 pub struct Histogram {
     buckets: [Counter; 12],
@@ -52,7 +54,11 @@ impl Histogram {
     const fn new() -> Histogram {
         #[allow(clippy::declare_interior_mutable_const)]
         const Z: Counter = Counter::new();
-        Histogram { buckets: [Z; 12], count: Counter::new(), sum_us: Counter::new() }
+        Histogram {
+            buckets: [Z; 12],
+            count: Counter::new(),
+            sum_us: Counter::new(),
+        }
     }
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
@@ -65,7 +71,8 @@ impl Histogram {
 }
 
 pub static ROUTE_CHANGES: Counter = Counter::new();
-pub static RUNTIME_ROUTE_STATS: once_cell::sync::Lazy<std::sync::Arc<RouteStats>> = once_cell::sync::Lazy::new(Default::default);
+pub static RUNTIME_ROUTE_STATS: once_cell::sync::Lazy<std::sync::Arc<RouteStats>> =
+    once_cell::sync::Lazy::new(Default::default);
 pub static NO_ROUTE: Counter = Counter::new();
 pub static ACCESS_DENIED: Counter = Counter::new();
 pub static ACCESS_LOG_DROPPED: Counter = Counter::new();
@@ -87,45 +94,159 @@ pub struct Gauges {
 }
 
 fn line(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub fn render(g: &Gauges) -> String {
     let mut out = String::with_capacity(4096);
     let _ = writeln!(out, "# HELP deskgate_requests_total Requests answered, by route and status class.\n# TYPE deskgate_requests_total counter");
-    for (label, stats) in g.routes.iter().map(|(l, s)| (l.as_str(), s)).chain([("(runtime)", &*RUNTIME_ROUTE_STATS)]) {
+    for (label, stats) in g
+        .routes
+        .iter()
+        .map(|(l, s)| (l.as_str(), s))
+        .chain([("(runtime)", &*RUNTIME_ROUTE_STATS)])
+    {
         for (i, c) in stats.by_class.iter().enumerate() {
-            let _ = writeln!(out, "deskgate_requests_total{{route=\"{}\",class=\"{}xx\"}} {}", escape(label), i + 1, c.get());
+            let _ = writeln!(
+                out,
+                "deskgate_requests_total{{route=\"{}\",class=\"{}xx\"}} {}",
+                escape(label),
+                i + 1,
+                c.get()
+            );
         }
     }
-    let _ = writeln!(out, "deskgate_requests_total{{route=\"(none)\",class=\"4xx\"}} {}", NO_ROUTE.get());
+    let _ = writeln!(
+        out,
+        "deskgate_requests_total{{route=\"(none)\",class=\"4xx\"}} {}",
+        NO_ROUTE.get()
+    );
     let _ = writeln!(out, "# HELP deskgate_upstream_response_seconds Time from choosing an upstream to its response header.\n# TYPE deskgate_upstream_response_seconds histogram");
     let mut cumulative = 0;
     for (b, c) in LATENCY_BUCKETS.iter().zip(&UPSTREAM_LATENCY.buckets) {
         cumulative += c.get();
-        let _ = writeln!(out, "deskgate_upstream_response_seconds_bucket{{le=\"{b}\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "deskgate_upstream_response_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+        );
     }
-    let _ = writeln!(out, "deskgate_upstream_response_seconds_bucket{{le=\"+Inf\"}} {}", UPSTREAM_LATENCY.count.get());
-    let _ = writeln!(out, "deskgate_upstream_response_seconds_sum {}", UPSTREAM_LATENCY.sum_us.get() as f64 / 1e6);
-    let _ = writeln!(out, "deskgate_upstream_response_seconds_count {}", UPSTREAM_LATENCY.count.get());
-    line(&mut out, "deskgate_websockets_open", "Upgraded connections open now.", "gauge", WEBSOCKETS_OPEN.get());
-    line(&mut out, "deskgate_websockets_total", "Upgraded connections since start.", "counter", WEBSOCKETS_TOTAL.get());
-    line(&mut out, "deskgate_websocket_bytes_up_total", "Bytes from clients to desktops on upgraded connections.", "counter", WEBSOCKET_BYTES_UP.get());
-    line(&mut out, "deskgate_websocket_bytes_down_total", "Bytes from desktops to clients on upgraded connections.", "counter", WEBSOCKET_BYTES_DOWN.get());
-    line(&mut out, "deskgate_upstream_connect_errors_total", "Failed connections to upstreams.", "counter", UPSTREAM_CONNECT_ERRORS.get());
-    line(&mut out, "deskgate_upstream_retries_total", "Requests retried after a failed upstream connection.", "counter", UPSTREAM_RETRIES.get());
-    line(&mut out, "deskgate_access_denied_total", "Requests denied by an access check.", "counter", ACCESS_DENIED.get());
-    line(&mut out, "deskgate_runtime_routes", "Routes registered through the admin API.", "gauge", g.runtime_routes as u64);
-    line(&mut out, "deskgate_route_changes_total", "Runtime route additions and deletions.", "counter", ROUTE_CHANGES.get());
-    line(&mut out, "deskgate_reloads_total", "Config reloads applied.", "counter", RELOADS_OK.get());
-    line(&mut out, "deskgate_reload_failures_total", "Config reloads rejected (the old config kept serving).", "counter", RELOADS_FAILED.get());
-    line(&mut out, "deskgate_config_generation", "Routing snapshot generation (moves on reloads and route changes).", "gauge", g.generation);
+    let _ = writeln!(
+        out,
+        "deskgate_upstream_response_seconds_bucket{{le=\"+Inf\"}} {}",
+        UPSTREAM_LATENCY.count.get()
+    );
+    let _ = writeln!(
+        out,
+        "deskgate_upstream_response_seconds_sum {}",
+        UPSTREAM_LATENCY.sum_us.get() as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "deskgate_upstream_response_seconds_count {}",
+        UPSTREAM_LATENCY.count.get()
+    );
+    line(
+        &mut out,
+        "deskgate_websockets_open",
+        "Upgraded connections open now.",
+        "gauge",
+        WEBSOCKETS_OPEN.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_websockets_total",
+        "Upgraded connections since start.",
+        "counter",
+        WEBSOCKETS_TOTAL.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_websocket_bytes_up_total",
+        "Bytes from clients to desktops on upgraded connections.",
+        "counter",
+        WEBSOCKET_BYTES_UP.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_websocket_bytes_down_total",
+        "Bytes from desktops to clients on upgraded connections.",
+        "counter",
+        WEBSOCKET_BYTES_DOWN.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_upstream_connect_errors_total",
+        "Failed connections to upstreams.",
+        "counter",
+        UPSTREAM_CONNECT_ERRORS.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_upstream_retries_total",
+        "Requests retried after a failed upstream connection.",
+        "counter",
+        UPSTREAM_RETRIES.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_access_denied_total",
+        "Requests denied by an access check.",
+        "counter",
+        ACCESS_DENIED.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_runtime_routes",
+        "Routes registered through the admin API.",
+        "gauge",
+        g.runtime_routes as u64,
+    );
+    line(
+        &mut out,
+        "deskgate_route_changes_total",
+        "Runtime route additions and deletions.",
+        "counter",
+        ROUTE_CHANGES.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_reloads_total",
+        "Config reloads applied.",
+        "counter",
+        RELOADS_OK.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_reload_failures_total",
+        "Config reloads rejected (the old config kept serving).",
+        "counter",
+        RELOADS_FAILED.get(),
+    );
+    line(
+        &mut out,
+        "deskgate_config_generation",
+        "Routing snapshot generation (moves on reloads and route changes).",
+        "gauge",
+        g.generation,
+    );
     if let Some(up) = g.route_store {
-        line(&mut out, "deskgate_route_store_up", "1 when the shared route store (Redis) is reachable.", "gauge", u64::from(up));
+        line(
+            &mut out,
+            "deskgate_route_store_up",
+            "1 when the shared route store (Redis) is reachable.",
+            "gauge",
+            u64::from(up),
+        );
     }
     out
 }

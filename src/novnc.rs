@@ -10,7 +10,13 @@ use crate::routes::Route;
 /// Pages noVNC is started from; other assets keep their URLs.
 const PAGES: [&str; 5] = ["", "/", "/vnc.html", "/vnc_lite.html", "/index.html"];
 
-pub fn redirect_for(route: &Route, path: &str, prefix_len: usize, query: Option<&str>, upgrade: bool) -> Option<String> {
+pub fn redirect_for(
+    route: &Route,
+    path: &str,
+    prefix_len: usize,
+    query: Option<&str>,
+    upgrade: bool,
+) -> Option<String> {
     if !route.novnc || upgrade {
         return None;
     }
@@ -19,7 +25,10 @@ pub fn redirect_for(route: &Route, path: &str, prefix_len: usize, query: Option<
     if !PAGES.contains(&rest) {
         return None;
     }
-    let has_path_param = query.is_some_and(|q| q.split('&').any(|kv| kv == "path" || kv.starts_with("path=")));
+    let has_path_param = query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "path" || kv.starts_with("path="))
+    });
     if has_path_param && !rest.is_empty() {
         return None;
     }

@@ -7,9 +7,9 @@
 
 use crate::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::gateway::{Gateway, Snapshot};
+use crate::metrics;
 use crate::respond;
 use crate::routes::{normalize_path, Route, RouteMatch, UpstreamRef};
-use crate::metrics;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
@@ -115,20 +115,40 @@ impl ProxyHttp for EdgeProxy {
             .unwrap_or(&host)
             .to_string();
         if let Some(port) = self.role.redirect_https_port {
-            let location = respond::https_location(&host, port, req.uri.path_and_query().map_or("/", |p| p.as_str()));
+            let location = respond::https_location(
+                &host,
+                port,
+                req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            );
             return respond::redirect(session, 308, &location).await;
         }
         ctx.upgrade = session.is_upgrade_req();
         let snapshot = self.gateway.snapshot();
-        let header_bytes: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + req.raw_path().len();
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.raw_path().len();
         if header_bytes > snapshot.max_header_bytes {
-            return respond::text(session, 431, "deskgate: request header fields too large\n").await;
+            return respond::text(session, 431, "deskgate: request header fields too large\n")
+                .await;
         }
         if !self.limits.is_unlimited() {
-            let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
             match self.limits.acquire(client) {
                 Some(slot) => ctx._slot = Some(slot),
-                None => return respond::text(session, 503, "deskgate: too many connections, try again shortly\n").await,
+                None => {
+                    return respond::text(
+                        session,
+                        503,
+                        "deskgate: too many connections, try again shortly\n",
+                    )
+                    .await
+                }
             }
         }
         let req = session.req_header();
@@ -139,7 +159,12 @@ impl ProxyHttp for EdgeProxy {
         }
         let Some(found) = snapshot.routes.lookup(&host, &path) else {
             metrics::NO_ROUTE.inc();
-            return respond::text(session, 404, &format!("deskgate: no route for {host}{path}\n")).await;
+            return respond::text(
+                session,
+                404,
+                &format!("deskgate: no route for {host}{path}\n"),
+            )
+            .await;
         };
         let route = found.route.clone();
         ctx.route = Some(route.clone());
@@ -147,11 +172,22 @@ impl ProxyHttp for EdgeProxy {
         let rest = &path[found.prefix_len..];
         let rest = if rest.is_empty() { "/" } else { rest };
 
-        if let Some(location) = crate::novnc::redirect_for(&route, &path, found.prefix_len, req.uri.query(), ctx.upgrade) {
+        if let Some(location) = crate::novnc::redirect_for(
+            &route,
+            &path,
+            found.prefix_len,
+            req.uri.query(),
+            ctx.upgrade,
+        ) {
             return respond::redirect(session, 302, &location).await;
         }
         if route.block.iter().any(|b| crate::routes::is_under(rest, b)) {
-            return respond::text(session, 403, &format!("deskgate: {rest} is blocked on route {}\n", route.label)).await;
+            return respond::text(
+                session,
+                403,
+                &format!("deskgate: {rest} is blocked on route {}\n", route.label),
+            )
+            .await;
         }
         if let Some(check) = &route.access {
             let mut captures = route.data_captures.clone();
@@ -168,13 +204,26 @@ impl ProxyHttp for EdgeProxy {
         if let Some(activity) = &route.activity {
             activity.touch();
         }
-        if session.req_header().headers.get(http::header::HOST).is_none() && !ctx.original_host.is_empty() {
+        if session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .is_none()
+            && !ctx.original_host.is_empty()
+        {
             // HTTP/2 clients send :authority, not Host; the path rewrite below drops the
             // authority, and HTTP/1 desktops need a Host.
             let host = ctx.original_host.clone();
-            session.req_header_mut().insert_header(http::header::HOST, host)?;
+            session
+                .req_header_mut()
+                .insert_header(http::header::HOST, host)?;
         }
-        if let Some(uri) = crate::forwarding::upstream_target(&session.req_header().uri, &path, found.prefix_len, route.strip_prefix) {
+        if let Some(uri) = crate::forwarding::upstream_target(
+            &session.req_header().uri,
+            &path,
+            found.prefix_len,
+            route.strip_prefix,
+        ) {
             session.req_header_mut().set_uri(uri);
         }
         if ctx.upgrade {
@@ -186,14 +235,21 @@ impl ProxyHttp for EdgeProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (Some(upstream), Some(snapshot)) = (ctx.upstream.clone(), ctx.snapshot.clone()) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
         ctx.upstream_started = Some(std::time::Instant::now());
         let key = balance_key(session, &upstream);
         let Some((server, in_flight)) = upstream.choose(&key, &ctx.tried) else {
-            return Error::e_explain(ErrorType::HTTPStatus(502), format!("no healthy server in upstream {}", upstream.name));
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                format!("no healthy server in upstream {}", upstream.name),
+            );
         };
         let peer = upstream
             .peer(&server, &snapshot.timeouts, ctx.upgrade)
@@ -204,9 +260,17 @@ impl ProxyHttp for EdgeProxy {
         Ok(peer)
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream_request: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let route = ctx.route.as_ref().expect("request_filter sets the route");
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
         rewrite_upstream_request(
             upstream_request,
             &Forwarding {
@@ -222,14 +286,24 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, _session: &mut Session, _resp: &mut pingora::http::ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if let Some(t) = ctx.upstream_started {
             metrics::UPSTREAM_LATENCY.observe(t.elapsed());
         }
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut pingora::http::ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             metrics::WEBSOCKETS_OPEN.inc();
@@ -238,7 +312,13 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, _end: bool, ctx: &mut RequestCtx) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if ctx.upgraded {
             let n = body.as_ref().map_or(0, |b| b.len()) as u64;
             ctx.ws_bytes_up += n;
@@ -248,7 +328,13 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    fn response_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, end: bool, ctx: &mut RequestCtx) -> Result<Option<std::time::Duration>> {
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
         if ctx.upgraded {
             if let Some(b) = body.as_ref() {
                 ctx.frames.feed(b);
@@ -284,18 +370,35 @@ impl ProxyHttp for EdgeProxy {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         // A browser closing its tab (often without a TLS close_notify) is routine, not an
         // error; logging one ERROR line per closed desktop would bury real problems.
-        e.esource() == &ErrorSource::Downstream && matches!(e.etype(), ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed)
+        e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+            )
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         ctx.connect_failures += 1;
         metrics::UPSTREAM_CONNECT_ERRORS.inc();
         let mut retries = ctx.upstream.as_ref().map_or(0, |u| u.retries);
-        if let (Some(pool), Some(server)) = (ctx.upstream.as_ref().and_then(|u| u.pool.as_ref()), ctx.server.as_ref().and_then(|s| s.parse().ok())) {
+        if let (Some(pool), Some(server)) = (
+            ctx.upstream.as_ref().and_then(|u| u.pool.as_ref()),
+            ctx.server.as_ref().and_then(|s| s.parse().ok()),
+        ) {
             // Skip it for a while, and try the next healthy server.
             pool.mark_down(server);
             ctx.tried.push(server);
-            retries = retries.max(ctx.upstream.as_ref().map_or(0, |u| u.servers.len() as u32 - 1));
+            retries = retries.max(
+                ctx.upstream
+                    .as_ref()
+                    .map_or(0, |u| u.servers.len() as u32 - 1),
+            );
         }
         // Nothing reached the upstream yet, so any request may be retried (Apache's retry=).
         if ctx.connect_failures <= retries {
@@ -305,32 +408,68 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let upstream = ctx.upstream.as_ref().map_or("-".to_string(), |u| u.name.clone());
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let upstream = ctx
+            .upstream
+            .as_ref()
+            .map_or("-".to_string(), |u| u.name.clone());
         if ctx.upgraded {
             // The 101 is out: an error page cannot be sent, but a close frame can.
             if ctx.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
-                let _ = session.write_response_body(Some(bytes::Bytes::from_static(&crate::websocket::CLOSE_BAD_GATEWAY)), true).await;
+                let _ = session
+                    .write_response_body(
+                        Some(bytes::Bytes::from_static(
+                            &crate::websocket::CLOSE_BAD_GATEWAY,
+                        )),
+                        true,
+                    )
+                    .await;
             }
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         }
         let code = respond::status_for_error(e);
         if code > 0 {
             let what = if code == 504 { "timed out" } else { "failed" };
-            let body = format!("deskgate: upstream {upstream} for route {} {what}: {}\n", ctx.route_label(), e.etype().as_str());
+            let body = format!(
+                "deskgate: upstream {upstream} for route {} {what}: {}\n",
+                ctx.route_label(),
+                e.etype().as_str()
+            );
             let _ = respond::text(session, code, &body).await;
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 }
 
 /// What `balance: hash` hashes: the client address, a header, or a cookie.
 fn balance_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
     use crate::balance::{HashKey, Policy};
-    let Some(Policy::Hash(key)) = upstream.pool.as_ref().map(|p| p.policy()) else { return Vec::new() };
+    let Some(Policy::Hash(key)) = upstream.pool.as_ref().map(|p| p.policy()) else {
+        return Vec::new();
+    };
     match key {
-        HashKey::ClientAddr => session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string().into_bytes()).unwrap_or_default(),
-        HashKey::Header(name) => session.req_header().headers.get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_default(),
+        HashKey::ClientAddr => session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string().into_bytes())
+            .unwrap_or_default(),
+        HashKey::Header(name) => session
+            .req_header()
+            .headers
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
         HashKey::Cookie(name) => session
             .req_header()
             .headers
@@ -338,16 +477,33 @@ fn balance_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .find_map(|kv| kv.trim().strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('=')))
+            .find_map(|kv| {
+                kv.trim()
+                    .strip_prefix(name.as_str())
+                    .and_then(|r| r.strip_prefix('='))
+            })
             .map(|v| v.as_bytes().to_vec())
             .unwrap_or_default(),
     }
 }
 
-fn access_entry<'a>(session: &'a Session, e: Option<&'a Error>, ctx: &'a RequestCtx, status: u16) -> crate::access_log::Entry<'a> {
+fn access_entry<'a>(
+    session: &'a Session,
+    e: Option<&'a Error>,
+    ctx: &'a RequestCtx,
+    status: u16,
+) -> crate::access_log::Entry<'a> {
     let req = session.req_header();
-    let header = |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let client = session.client_addr().and_then(|a| a.as_inet()).map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+    let header = |name: http::header::HeaderName| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    };
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
     let websocket = ctx.upgraded.then(|| {
         let reason = match e {
             None => "closed",
@@ -378,7 +534,9 @@ fn access_entry<'a>(session: &'a Session, e: Option<&'a Error>, ctx: &'a Request
 /// Moves the route's `last_activity` while WebSocket bytes flow (at most once a second), so
 /// the hub's idle culler never stops a desktop in use.
 fn note_activity(ctx: &mut RequestCtx) {
-    let Some(activity) = ctx.route.as_ref().and_then(|r| r.activity.as_ref()) else { return };
+    let Some(activity) = ctx.route.as_ref().and_then(|r| r.activity.as_ref()) else {
+        return;
+    };
     let now = crate::runtime_routes::now_ms();
     if now >= ctx.last_activity_ms + 1000 {
         ctx.last_activity_ms = now;
@@ -388,12 +546,19 @@ fn note_activity(ctx: &mut RequestCtx) {
 
 impl EdgeProxy {
     /// `Ok(Ok(upstream))`, or `Ok(Err(true))` when a response (404, redirect, 502) was sent.
-    async fn choose_upstream(&self, session: &mut Session, found: &RouteMatch, snapshot: &Snapshot) -> Result<std::result::Result<Arc<Upstream>, bool>> {
+    async fn choose_upstream(
+        &self,
+        session: &mut Session,
+        found: &RouteMatch,
+        snapshot: &Snapshot,
+    ) -> Result<std::result::Result<Arc<Upstream>, bool>> {
         let route = &found.route;
         match &route.upstream {
             UpstreamRef::Fixed(u) => Ok(Ok(u.clone())),
             UpstreamRef::Template(t) => {
-                let name = t.fill(&found.captures, |s| s.to_string()).unwrap_or_default();
+                let name = t
+                    .fill(&found.captures, |s| s.to_string())
+                    .unwrap_or_default();
                 match snapshot.upstreams.get(&name) {
                     Some(u) => Ok(Ok(u.clone())),
                     None => Ok(Err(respond::no_desktop(session, route, &name).await?)),
@@ -401,9 +566,14 @@ impl EdgeProxy {
             }
             UpstreamRef::Resolver(r) => match r.resolve(&found.captures).await {
                 crate::resolver::Resolution::Found(u) => Ok(Ok(u)),
-                crate::resolver::Resolution::NoDesktop(name) => Ok(Err(respond::no_desktop(session, route, &name).await?)),
+                crate::resolver::Resolution::NoDesktop(name) => {
+                    Ok(Err(respond::no_desktop(session, route, &name).await?))
+                }
                 crate::resolver::Resolution::Failed { status, reason } => {
-                    let body = format!("deskgate: desktop lookup for route {} failed: {reason}\n", route.label);
+                    let body = format!(
+                        "deskgate: desktop lookup for route {} failed: {reason}\n",
+                        route.label
+                    );
                     Ok(Err(respond::text(session, status, &body).await?))
                 }
             },

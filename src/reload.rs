@@ -29,7 +29,13 @@ impl Reloader {
             log::warn!("reload: listener changes ({:?} -> {addrs:?}) take effect after a restart or upgrade; routes and certificates are reloaded now", self.listener_addrs);
         }
         for l in &config.listeners {
-            if let (Some(certs), Some((_, resolver))) = (&l.tls, self.gateway.cert_resolvers.iter().find(|(a, _)| *a == l.addr)) {
+            if let (Some(certs), Some((_, resolver))) = (
+                &l.tls,
+                self.gateway
+                    .cert_resolvers
+                    .iter()
+                    .find(|(a, _)| *a == l.addr),
+            ) {
                 resolver.swap(CertSet::from_config(certs));
             }
         }
@@ -42,7 +48,10 @@ impl Reloader {
         match self.reload() {
             Ok(generation) => {
                 metrics::RELOADS_OK.inc();
-                log::info!("reload: {} applied (generation {generation})", self.path.display());
+                log::info!(
+                    "reload: {} applied (generation {generation})",
+                    self.path.display()
+                );
             }
             Err(errors) => {
                 metrics::RELOADS_FAILED.inc();
@@ -56,26 +65,43 @@ impl Reloader {
     /// Handles SIGHUP on a thread of its own from now on.
     pub fn listen_for_sighup(self: Arc<Self>) -> std::io::Result<()> {
         let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-        std::thread::Builder::new().name("reload".into()).spawn(move || {
-            for _ in signals.forever() {
-                self.reload_and_log();
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    self.reload_and_log();
+                }
+            })?;
         Ok(())
     }
 }
 
 /// `deskgate reload -c FILE`: checks FILE, then signals the process in its pid file.
 pub fn signal_running(config_path: &Path) -> Result<String, String> {
-    let config = config::load_file(config_path, LoadOptions::default())
-        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let config = config::load_file(config_path, LoadOptions::default()).map_err(|errs| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     let pid_file = pid_file_for(&config);
-    let text = std::fs::read_to_string(&pid_file).map_err(|e| format!("cannot read pid file {}: {e} (is deskgate running?)", pid_file.display()))?;
-    let pid: i32 = text.trim().parse().map_err(|_| format!("pid file {} does not hold a pid", pid_file.display()))?;
+    let text = std::fs::read_to_string(&pid_file).map_err(|e| {
+        format!(
+            "cannot read pid file {}: {e} (is deskgate running?)",
+            pid_file.display()
+        )
+    })?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("pid file {} does not hold a pid", pid_file.display()))?;
     // SAFETY: kill(2) with a pid read from our own pid file and a valid signal number.
     let rc = unsafe { libc_kill(pid, signal_hook::consts::SIGHUP) };
     if rc != 0 {
-        return Err(format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(format!("sent SIGHUP to deskgate (pid {pid})"))
 }
@@ -88,7 +114,11 @@ extern "C" {
 /// The pid file: `pid_file:` from the config, else one per first listener in the temp dir.
 pub fn pid_file_for(config: &config::Config) -> PathBuf {
     config.pid_file.clone().unwrap_or_else(|| {
-        let port = config.listeners.first().and_then(|l| l.addr.rsplit(':').next()).unwrap_or("0");
+        let port = config
+            .listeners
+            .first()
+            .and_then(|l| l.addr.rsplit(':').next())
+            .unwrap_or("0");
         std::env::temp_dir().join(format!("deskgate-{port}.pid"))
     })
 }

@@ -36,16 +36,30 @@ pub enum Resolution {
 }
 
 impl Resolver {
-    pub fn new(raw: &RawResolver, headers: Vec<(String, Secret)>, tls: Option<UpstreamTls>, authorization: Option<HeaderValue>, captures: &[String], timeouts: &Timeouts) -> Result<Resolver, String> {
+    pub fn new(
+        raw: &RawResolver,
+        headers: Vec<(String, Secret)>,
+        tls: Option<UpstreamTls>,
+        authorization: Option<HeaderValue>,
+        captures: &[String],
+        timeouts: &Timeouts,
+    ) -> Result<Resolver, String> {
         let url = Template::parse(&raw.resolve)?;
-        if let Some(m) = url.capture_names().find(|c| !captures.iter().any(|k| k == c)) {
-            return Err(format!("`{{{m}}}` in the resolver URL is not captured by this route's host or path"));
+        if let Some(m) = url
+            .capture_names()
+            .find(|c| !captures.iter().any(|k| k == c))
+        {
+            return Err(format!(
+                "`{{{m}}}` in the resolver URL is not captured by this route's host or path"
+            ));
         }
         hub_client::parse_url(&raw.resolve.replace(['{', '}'], ""))?;
         let mut header_values = Vec::new();
         for (name, secret) in headers {
-            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("`{name}` is not a valid header name"))?;
-            let mut v = HeaderValue::from_str(secret.expose()).map_err(|_| format!("the value of header {name} is not a valid header value"))?;
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`{name}` is not a valid header name"))?;
+            let mut v = HeaderValue::from_str(secret.expose())
+                .map_err(|_| format!("the value of header {name} is not a valid header value"))?;
             v.set_sensitive(true);
             header_values.push((n, v));
         }
@@ -62,39 +76,76 @@ impl Resolver {
 
     pub async fn resolve(&self, captures: &Captures) -> Resolution {
         let Some(url) = self.url.fill(captures, encode_segment) else {
-            return Resolution::Failed { status: 500, reason: "the route did not capture what the resolver URL needs".into() };
+            return Resolution::Failed {
+                status: 500,
+                reason: "the route did not capture what the resolver URL needs".into(),
+            };
         };
         let name = captures.get("name").unwrap_or(url.as_str()).to_string();
-        self.cache.get_or_fetch(&url, || self.ask_hub(url.clone(), name)).await
+        self.cache
+            .get_or_fetch(&url, || self.ask_hub(url.clone(), name))
+            .await
     }
 
     async fn ask_hub(&self, url: String, name: String) -> (Resolution, Duration) {
         match hub_client::get(&url, &self.headers, None, self.timeout).await {
             Err(e) => {
                 log::warn!("resolver: {url}: {}", e.reason());
-                (Resolution::Failed { status: e.status(), reason: e.reason() }, Duration::ZERO)
+                (
+                    Resolution::Failed {
+                        status: e.status(),
+                        reason: e.reason(),
+                    },
+                    Duration::ZERO,
+                )
             }
             Ok(r) if r.status == 404 => (Resolution::NoDesktop(name), MISS_TTL.min(self.ttl)),
             Ok(r) if r.status == 200 => match parse_target(&r.body) {
                 Ok(None) => (Resolution::NoDesktop(name), MISS_TTL.min(self.ttl)),
-                Ok(Some(target)) => match Upstream::from_target(&name, &target, self.desktop_tls.clone(), self.authorization.clone()) {
+                Ok(Some(target)) => match Upstream::from_target(
+                    &name,
+                    &target,
+                    self.desktop_tls.clone(),
+                    self.authorization.clone(),
+                ) {
                     Ok(u) => (Resolution::Found(Arc::new(u)), self.ttl),
-                    Err(e) => (Resolution::Failed { status: 502, reason: format!("the hub's target `{target}` is unusable: {e}") }, Duration::ZERO),
+                    Err(e) => (
+                        Resolution::Failed {
+                            status: 502,
+                            reason: format!("the hub's target `{target}` is unusable: {e}"),
+                        },
+                        Duration::ZERO,
+                    ),
                 },
-                Err(e) => (Resolution::Failed { status: 502, reason: e }, Duration::ZERO),
+                Err(e) => (
+                    Resolution::Failed {
+                        status: 502,
+                        reason: e,
+                    },
+                    Duration::ZERO,
+                ),
             },
-            Ok(r) => (Resolution::Failed { status: 502, reason: format!("the hub answered {}", r.status) }, Duration::ZERO),
+            Ok(r) => (
+                Resolution::Failed {
+                    status: 502,
+                    reason: format!("the hub answered {}", r.status),
+                },
+                Duration::ZERO,
+            ),
         }
     }
 }
 
 /// `{"target":"ip:port"}` -> Some; `null`, `{}`, `{"target": null}` or `NULL` -> None.
 fn parse_target(body: &[u8]) -> Result<Option<String>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "the hub's answer is not UTF-8".to_string())?.trim();
+    let text = std::str::from_utf8(body)
+        .map_err(|_| "the hub's answer is not UTF-8".to_string())?
+        .trim();
     if text.is_empty() || text.eq_ignore_ascii_case("null") {
         return Ok(None);
     }
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("the hub's answer is not JSON: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("the hub's answer is not JSON: {e}"))?;
     match value.get("target") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(t)) if t.is_empty() => Ok(None),
@@ -108,7 +159,12 @@ mod tests {
     use super::parse_target;
     #[test]
     fn hub_answers() {
-        assert_eq!(parse_target(br#"{"target":"10.0.0.5:7001"}"#).unwrap().as_deref(), Some("10.0.0.5:7001"));
+        assert_eq!(
+            parse_target(br#"{"target":"10.0.0.5:7001"}"#)
+                .unwrap()
+                .as_deref(),
+            Some("10.0.0.5:7001")
+        );
         assert_eq!(parse_target(b"NULL").unwrap(), None);
         assert_eq!(parse_target(b"null").unwrap(), None);
         assert_eq!(parse_target(b"{}").unwrap(), None);

@@ -13,7 +13,9 @@ pub async fn text(session: &mut Session, status: u16, body: &str) -> Result<bool
     resp.insert_header("cache-control", "no-store")?;
     session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true).await?;
+    session
+        .write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true)
+        .await?;
     Ok(true)
 }
 
@@ -30,7 +32,14 @@ pub async fn redirect(session: &mut Session, status: u16, location: &str) -> Res
 pub async fn no_desktop(session: &mut Session, route: &Route, name: &str) -> Result<bool> {
     match &route.fallback_redirect {
         Some(location) => redirect(session, 302, location).await,
-        None => text(session, 404, &format!("deskgate: no desktop {name} for route {}\n", route.label)).await,
+        None => {
+            text(
+                session,
+                404,
+                &format!("deskgate: no desktop {name} for route {}\n", route.label),
+            )
+            .await
+        }
     }
 }
 
@@ -49,7 +58,11 @@ pub fn status_for_error(e: &Error) -> u16 {
     match e.etype() {
         HTTPStatus(code) => *code,
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
-            if e.esource() == &ErrorSource::Downstream { 0 } else { 504 }
+            if e.esource() == &ErrorSource::Downstream {
+                0
+            } else {
+                504
+            }
         }
         _ => match e.esource() {
             ErrorSource::Upstream => 502,

@@ -43,7 +43,11 @@ pub struct RouteStore {
 pub struct StoreDown(pub String);
 
 impl RouteStore {
-    pub fn new(url: &str, key_prefix: &str, local: Arc<RuntimeRoutes>) -> Result<Arc<RouteStore>, String> {
+    pub fn new(
+        url: &str,
+        key_prefix: &str,
+        local: Arc<RuntimeRoutes>,
+    ) -> Result<Arc<RouteStore>, String> {
         let client = Client::open(url).map_err(|e| format!("route_store: bad Redis URL: {e}"))?;
         Ok(Arc::new(RouteStore {
             client,
@@ -57,7 +61,9 @@ impl RouteStore {
     }
 
     fn config() -> AsyncConnectionConfig {
-        AsyncConnectionConfig::new().set_connection_timeout(TIMEOUT).set_response_timeout(TIMEOUT)
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT)
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, StoreDown> {
@@ -65,7 +71,11 @@ impl RouteStore {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        match self.client.get_multiplexed_async_connection_with_config(&Self::config()).await {
+        match self
+            .client
+            .get_multiplexed_async_connection_with_config(&Self::config())
+            .await
+        {
             Ok(c) => {
                 *slot = Some(c.clone());
                 Ok(c)
@@ -150,7 +160,11 @@ impl RouteStore {
         Ok(n)
     }
 
-    async fn apply_event(&self, conn: &mut MultiplexedConnection, event: &str) -> redis::RedisResult<()> {
+    async fn apply_event(
+        &self,
+        conn: &mut MultiplexedConnection,
+        event: &str,
+    ) -> redis::RedisResult<()> {
         match event.split_once(' ') {
             Some(("set", prefix)) => {
                 let json: Option<String> = conn.hget(&self.routes_key, prefix).await?;
@@ -177,7 +191,12 @@ impl RouteStore {
     async fn sync_activity(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         let script = redis::Script::new(MERGE_ACTIVITY);
         for (prefix, ms) in self.local.activities() {
-            let _: i64 = script.key(&self.activity_key).arg(&prefix).arg(ms).invoke_async(conn).await?;
+            let _: i64 = script
+                .key(&self.activity_key)
+                .arg(&prefix)
+                .arg(ms)
+                .invoke_async(conn)
+                .await?;
         }
         let all: Vec<(String, u64)> = conn.hgetall(&self.activity_key).await?;
         for (prefix, ms) in all {

@@ -23,12 +23,16 @@ pub struct Activity {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Activity {
     pub fn at(ms: u64) -> Activity {
-        Activity { last_ms: AtomicU64::new(ms) }
+        Activity {
+            last_ms: AtomicU64::new(ms),
+        }
     }
     pub fn touch(&self) {
         self.last_ms.store(now_ms(), Ordering::Relaxed);
@@ -89,26 +93,49 @@ fn split_host(prefix: &str) -> (Option<String>, String) {
 }
 
 impl RuntimeRoutes {
-    pub fn new(gateway: Arc<Gateway>, dynamic: DynamicSettings, state_file: Option<PathBuf>) -> Arc<RuntimeRoutes> {
-        let rr = Arc::new(RuntimeRoutes { entries: Mutex::new(BTreeMap::new()), gateway, dynamic: Mutex::new(dynamic), state_file });
+    pub fn new(
+        gateway: Arc<Gateway>,
+        dynamic: DynamicSettings,
+        state_file: Option<PathBuf>,
+    ) -> Arc<RuntimeRoutes> {
+        let rr = Arc::new(RuntimeRoutes {
+            entries: Mutex::new(BTreeMap::new()),
+            gateway,
+            dynamic: Mutex::new(dynamic),
+            state_file,
+        });
         if let Some(path) = &rr.state_file {
             match load_state(path) {
                 Ok(saved) => {
                     let mut entries = rr.entries.lock().expect("routes lock");
                     for (prefix, data) in saved {
-                        let last = data.get("last_activity").and_then(Value::as_str).and_then(parse_iso8601).unwrap_or_else(now_ms);
+                        let last = data
+                            .get("last_activity")
+                            .and_then(Value::as_str)
+                            .and_then(parse_iso8601)
+                            .unwrap_or_else(now_ms);
                         match rr.build_entry(&prefix, data, Arc::new(Activity::at(last))) {
                             Ok(e) => {
                                 entries.insert(prefix, e);
                             }
-                            Err(e) => log::warn!("state file {}: skipping route {prefix}: {e:?}", path.display()),
+                            Err(e) => log::warn!(
+                                "state file {}: skipping route {prefix}: {e:?}",
+                                path.display()
+                            ),
                         }
                     }
-                    log::info!("loaded {} runtime routes from {}", entries.len(), path.display());
+                    log::info!(
+                        "loaded {} runtime routes from {}",
+                        entries.len(),
+                        path.display()
+                    );
                     drop(entries);
                     rr.publish_locked(&rr.entries.lock().expect("routes lock"));
                 }
-                Err(e) => log::warn!("state file {}: {e}; starting with no runtime routes", path.display()),
+                Err(e) => log::warn!(
+                    "state file {}: {e}; starting with no runtime routes",
+                    path.display()
+                ),
             }
         }
         rr
@@ -134,18 +161,34 @@ impl RuntimeRoutes {
         self.publish_locked(&entries);
     }
 
-    fn build_entry(&self, prefix: &str, mut data: Map<String, Value>, activity: Arc<Activity>) -> Result<Entry, RouteError> {
+    fn build_entry(
+        &self,
+        prefix: &str,
+        mut data: Map<String, Value>,
+        activity: Arc<Activity>,
+    ) -> Result<Entry, RouteError> {
         let target = match data.remove("target") {
             Some(Value::String(t)) if !t.is_empty() => t,
-            _ => return Err(RouteError::BadRequest("the body needs \"target\": \"https://host:port\"".into())),
+            _ => {
+                return Err(RouteError::BadRequest(
+                    "the body needs \"target\": \"https://host:port\"".into(),
+                ))
+            }
         };
         data.remove("last_activity");
         let dynamic = self.dynamic.lock().expect("dynamic lock").clone();
-        let upstream = Upstream::from_target(prefix, &target, dynamic.tls.clone(), dynamic.authorization.clone()).map_err(RouteError::BadRequest)?;
+        let upstream = Upstream::from_target(
+            prefix,
+            &target,
+            dynamic.tls.clone(),
+            dynamic.authorization.clone(),
+        )
+        .map_err(RouteError::BadRequest)?;
         let (host, path) = split_host(prefix);
         let host = host.map(HostPattern::Exact);
         let path = PathPattern::literal(&path);
-        let flag = |key: &str, default: bool| data.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let flag =
+            |key: &str, default: bool| data.get(key).and_then(Value::as_bool).unwrap_or(default);
         let route = Route {
             label: prefix.to_string(),
             host,
@@ -162,18 +205,30 @@ impl RuntimeRoutes {
             data_captures: captures_from(prefix, &data),
             stats: crate::metrics::RUNTIME_ROUTE_STATS.clone(),
         };
-        Ok(Entry { target, data, activity, route: Arc::new(route) })
+        Ok(Entry {
+            target,
+            data,
+            activity,
+            route: Arc::new(route),
+        })
     }
 
     /// Checks a route body without adding it (before it is written to the shared store).
     pub fn check(&self, raw_prefix: &str, body: Map<String, Value>) -> Result<(), RouteError> {
-        self.build_entry(&normalize_prefix(raw_prefix), body, Arc::new(Activity::default())).map(|_| ())
+        self.build_entry(
+            &normalize_prefix(raw_prefix),
+            body,
+            Arc::new(Activity::default()),
+        )
+        .map(|_| ())
     }
 
     pub fn add(&self, raw_prefix: &str, body: Map<String, Value>) -> Result<(), RouteError> {
         let prefix = normalize_prefix(raw_prefix);
         let mut entries = self.entries.lock().expect("routes lock");
-        let activity = entries.get(&prefix).map_or_else(|| Arc::new(Activity::at(now_ms())), |e| e.activity.clone());
+        let activity = entries
+            .get(&prefix)
+            .map_or_else(|| Arc::new(Activity::at(now_ms())), |e| e.activity.clone());
         let entry = self.build_entry(&prefix, body, activity)?;
         let previous = entries.insert(prefix.clone(), entry);
         if let Err(e) = self.persist(&entries) {
@@ -191,7 +246,9 @@ impl RuntimeRoutes {
     pub fn remove(&self, raw_prefix: &str) -> Result<bool, RouteError> {
         let prefix = normalize_prefix(raw_prefix);
         let mut entries = self.entries.lock().expect("routes lock");
-        let Some(old) = entries.remove(&prefix) else { return Ok(false) };
+        let Some(old) = entries.remove(&prefix) else {
+            return Ok(false);
+        };
         if let Err(e) = self.persist(&entries) {
             entries.insert(prefix, old);
             return Err(RouteError::Storage(e));
@@ -202,7 +259,11 @@ impl RuntimeRoutes {
 
     pub fn get(&self, raw_prefix: &str) -> Option<Value> {
         let prefix = normalize_prefix(raw_prefix);
-        self.entries.lock().expect("routes lock").get(&prefix).map(describe)
+        self.entries
+            .lock()
+            .expect("routes lock")
+            .get(&prefix)
+            .map(describe)
     }
 
     /// All routes, or those idle since before `inactive_since_ms`.
@@ -222,7 +283,9 @@ impl RuntimeRoutes {
         let mut next = BTreeMap::new();
         for (raw, data) in routes {
             let prefix = normalize_prefix(&raw);
-            let activity = entries.get(&prefix).map_or_else(|| Arc::new(Activity::at(now_ms())), |e| e.activity.clone());
+            let activity = entries
+                .get(&prefix)
+                .map_or_else(|| Arc::new(Activity::at(now_ms())), |e| e.activity.clone());
             match self.build_entry(&prefix, data, activity) {
                 Ok(e) => {
                     next.insert(prefix, e);
@@ -239,7 +302,12 @@ impl RuntimeRoutes {
 
     /// (prefix, last activity ms) of every route.
     pub fn activities(&self) -> Vec<(String, u64)> {
-        self.entries.lock().expect("routes lock").iter().map(|(p, e)| (p.clone(), e.activity.last_ms())).collect()
+        self.entries
+            .lock()
+            .expect("routes lock")
+            .iter()
+            .map(|(p, e)| (p.clone(), e.activity.last_ms()))
+            .collect()
     }
 
     /// Activity seen elsewhere: keep the later time.
@@ -258,14 +326,21 @@ impl RuntimeRoutes {
     }
 
     fn publish_locked(&self, entries: &BTreeMap<String, Entry>) {
-        self.gateway.set_runtime_routes(entries.values().map(|e| e.route.clone()).collect());
+        self.gateway
+            .set_runtime_routes(entries.values().map(|e| e.route.clone()).collect());
     }
 
     fn persist(&self, entries: &BTreeMap<String, Entry>) -> Result<(), String> {
-        let Some(path) = &self.state_file else { return Ok(()) };
-        let state: Map<String, Value> = entries.iter().map(|(p, e)| (p.clone(), describe(e))).collect();
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let state: Map<String, Value> = entries
+            .iter()
+            .map(|(p, e)| (p.clone(), describe(e)))
+            .collect();
         let text = serde_json::to_vec_pretty(&Value::Object(state)).map_err(|e| e.to_string())?;
-        write_atomically(path, &text).map_err(|e| format!("cannot write state file {}: {e}", path.display()))
+        write_atomically(path, &text)
+            .map_err(|e| format!("cannot write state file {}: {e}", path.display()))
     }
 
     /// Writes the state file with current activity times (called periodically and at exit).
@@ -290,7 +365,10 @@ fn captures_from(prefix: &str, data: &Map<String, Value>) -> Captures {
 fn describe(e: &Entry) -> Value {
     let mut m = e.data.clone();
     m.insert("target".into(), Value::String(e.target.clone()));
-    m.insert("last_activity".into(), Value::String(format_iso8601(e.activity.last_ms())));
+    m.insert(
+        "last_activity".into(),
+        Value::String(format_iso8601(e.activity.last_ms())),
+    );
     Value::Object(m)
 }
 
@@ -301,17 +379,27 @@ fn load_state(path: &Path) -> Result<Vec<(String, Map<String, Value>)>, String> 
         Err(e) => return Err(e.to_string()),
     };
     match serde_json::from_slice::<Value>(&text).map_err(|e| format!("not valid JSON: {e}"))? {
-        Value::Object(m) => Ok(m.into_iter().filter_map(|(k, v)| match v {
-            Value::Object(d) => Some((normalize_prefix(&k), d)),
-            _ => None,
-        }).collect()),
+        Value::Object(m) => Ok(m
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Value::Object(d) => Some((normalize_prefix(&k), d)),
+                _ => None,
+            })
+            .collect()),
         _ => Err("expected a JSON object of prefix -> route".into()),
     }
 }
 
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("state"), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -334,7 +422,11 @@ pub fn parse_iso8601(s: &str) -> Option<u64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return u64::try_from(t.timestamp_millis()).ok();
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
             return u64::try_from(t.and_utc().timestamp_millis()).ok();
         }
@@ -350,15 +442,24 @@ mod tests {
         assert_eq!(normalize_prefix("/user/alice/"), "/user/alice");
         assert_eq!(normalize_prefix("user%2Falice"), "/user/alice");
         assert_eq!(normalize_prefix("/"), "/");
-        assert_eq!(split_host("/desktop-alice.hub.example.org/x"), (Some("desktop-alice.hub.example.org".into()), "/x".into()));
-        assert_eq!(split_host("/desktop-alice.hub.example.org"), (Some("desktop-alice.hub.example.org".into()), "/".into()));
+        assert_eq!(
+            split_host("/desktop-alice.hub.example.org/x"),
+            (Some("desktop-alice.hub.example.org".into()), "/x".into())
+        );
+        assert_eq!(
+            split_host("/desktop-alice.hub.example.org"),
+            (Some("desktop-alice.hub.example.org".into()), "/".into())
+        );
         assert_eq!(split_host("/user/alice"), (None, "/user/alice".into()));
     }
     #[test]
     fn iso8601_round_trip() {
         let ms = 1_795_000_000_123;
         assert_eq!(parse_iso8601(&format_iso8601(ms)), Some(ms));
-        assert_eq!(parse_iso8601("2026-11-24T10:00:00+01:00"), parse_iso8601("2026-11-24T09:00:00Z"));
+        assert_eq!(
+            parse_iso8601("2026-11-24T10:00:00+01:00"),
+            parse_iso8601("2026-11-24T09:00:00Z")
+        );
         assert!(parse_iso8601("yesterday").is_none());
     }
 }

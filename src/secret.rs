@@ -20,7 +20,8 @@ impl fmt::Debug for Secret {
 }
 
 pub fn from_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
     // Secret files written by `echo` or editors end in a newline that is not part of the secret.
     let value = text.trim_end_matches(['\n', '\r']).to_string();
     if value.is_empty() {
@@ -42,7 +43,9 @@ pub fn load(file: Option<&Path>, env: Option<&str>, what: &str) -> Result<Secret
     match (file, env) {
         (Some(f), None) => from_file(f),
         (None, Some(e)) => from_env(e),
-        (Some(_), Some(_)) => Err(format!("{what}: give a file or an environment variable, not both")),
+        (Some(_), Some(_)) => Err(format!(
+            "{what}: give a file or an environment variable, not both"
+        )),
         (None, None) => Err(format!("{what}: name a file or an environment variable")),
     }
 }

@@ -1,16 +1,16 @@
 //! Builds the Pingora server from a validated config: one proxy service per listener
 //! (TLS with SNI certificates and h2, or plain HTTP), sharing one `Gateway`.
 
-use crate::config::Config;
 use crate::admin::AdminApi;
+use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::runtime_routes::RuntimeRoutes;
-use std::sync::atomic::{AtomicBool, Ordering};
 use crate::proxy::{EdgeProxy, ListenerRole};
+use crate::runtime_routes::RuntimeRoutes;
 use crate::tls::{CertResolver, CertSet};
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub struct Built {
@@ -33,7 +33,9 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     if let Some((format, path)) = &config.access_log {
         crate::access_log::init(*format, path)?;
     }
-    pingora::proxy::set_client_header_timeout(Some(config.timeouts.client_header).filter(|d| !d.is_zero()));
+    pingora::proxy::set_client_header_timeout(
+        Some(config.timeouts.client_header).filter(|d| !d.is_zero()),
+    );
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
@@ -47,7 +49,10 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     let mut resolvers = Vec::new();
     let mut pending = Vec::new();
     for l in &config.listeners {
-        let role = ListenerRole { tls: l.tls.is_some(), redirect_https_port: l.redirect_https.then_some(https_port) };
+        let role = ListenerRole {
+            tls: l.tls.is_some(),
+            redirect_https_port: l.redirect_https.then_some(https_port),
+        };
         let tls = match &l.tls {
             Some(certs) => {
                 let resolver = CertResolver::new(CertSet::from_config(certs));
@@ -56,32 +61,56 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
             }
             None => None,
         };
-        let limits = crate::limits::ConnectionLimits::new(l.max_connections, l.max_connections_per_client);
+        let limits =
+            crate::limits::ConnectionLimits::new(l.max_connections, l.max_connections_per_client);
         pending.push((l.addr.clone(), role, tls, limits));
     }
     let gateway = Arc::new(Gateway::new(config, resolvers));
-    let runtime_routes = RuntimeRoutes::new(gateway.clone(), config.dynamic.clone(), config.state_file.clone());
+    let runtime_routes = RuntimeRoutes::new(
+        gateway.clone(),
+        config.dynamic.clone(),
+        config.state_file.clone(),
+    );
     let ready = Arc::new(AtomicBool::new(false));
     let store = match &config.route_store {
         Some((url, prefix)) => {
             let store = crate::route_store::RouteStore::new(url, prefix, runtime_routes.clone())?;
-            server.add_service(pingora::services::background::background_service("route store", crate::route_store::RouteStoreService(store.clone())));
+            server.add_service(pingora::services::background::background_service(
+                "route store",
+                crate::route_store::RouteStoreService(store.clone()),
+            ));
             Some(store)
         }
         None => None,
     };
     if let Some(admin) = &config.admin {
-        let api = AdminApi { token: admin.token.clone(), routes: runtime_routes.clone(), gateway: gateway.clone(), store, ready: ready.clone() };
-        let mut service = pingora::services::listening::Service::new("deskgate admin".to_string(), api);
+        let api = AdminApi {
+            token: admin.token.clone(),
+            routes: runtime_routes.clone(),
+            gateway: gateway.clone(),
+            store,
+            ready: ready.clone(),
+        };
+        let mut service =
+            pingora::services::listening::Service::new("deskgate admin".to_string(), api);
         service.add_tcp(&admin.addr);
         server.add_service(service);
     }
     for (addr, role, tls, limits) in pending {
-        let proxy = EdgeProxy { gateway: gateway.clone(), role, limits };
-        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, &format!("deskgate {addr}"));
+        let proxy = EdgeProxy {
+            gateway: gateway.clone(),
+            role,
+            limits,
+        };
+        let mut service = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            proxy,
+            &format!("deskgate {addr}"),
+        );
         match tls {
             Some(resolver) => {
-                let mut settings = TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings for {addr}: {e}"))?;
+                let mut settings = TlsSettings::intermediate("", "")
+                    .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
                 settings.set_cert_resolver(resolver);
                 settings.enable_h2();
                 service.add_tls_with_settings(&addr, None, settings);
@@ -90,10 +119,20 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         }
         server.add_service(service);
     }
-    server.add_service(pingora::services::background::background_service("health checks", crate::health::HealthChecks { gateway: gateway.clone() }));
+    server.add_service(pingora::services::background::background_service(
+        "health checks",
+        crate::health::HealthChecks {
+            gateway: gateway.clone(),
+        },
+    ));
     // Pingora binds listeners before it runs services; by the time requests can reach
     // /readyz, config is loaded and listeners are bound.
     ready.store(true, Ordering::Release);
-    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| format!("cannot write pid file {}: {e}", pid_file.display()))?;
-    Ok(Built { server, gateway, runtime_routes })
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("cannot write pid file {}: {e}", pid_file.display()))?;
+    Ok(Built {
+        server,
+        gateway,
+        runtime_routes,
+    })
 }

@@ -16,7 +16,10 @@ pub struct SingleFlightCache<V> {
 
 impl<V: Clone> SingleFlightCache<V> {
     pub fn new(max_entries: usize) -> Self {
-        SingleFlightCache { entries: Mutex::new(HashMap::new()), max_entries }
+        SingleFlightCache {
+            entries: Mutex::new(HashMap::new()),
+            max_entries,
+        }
     }
 
     /// `fetch` returns the value and how long to keep it (zero: do not cache, e.g. errors).
@@ -27,12 +30,16 @@ impl<V: Clone> SingleFlightCache<V> {
     {
         let slot = {
             let mut map = self.entries.lock().expect("cache lock");
-            let fresh = map.get(key).filter(|(born, slot)| slot.get().is_none_or(|(_, ttl)| born.elapsed() < *ttl));
+            let fresh = map
+                .get(key)
+                .filter(|(born, slot)| slot.get().is_none_or(|(_, ttl)| born.elapsed() < *ttl));
             match fresh {
                 Some((_, slot)) => slot.clone(),
                 None => {
                     if map.len() >= self.max_entries {
-                        map.retain(|_, (born, slot)| slot.get().is_none_or(|(_, ttl)| born.elapsed() < *ttl));
+                        map.retain(|_, (born, slot)| {
+                            slot.get().is_none_or(|(_, ttl)| born.elapsed() < *ttl)
+                        });
                         if map.len() >= self.max_entries {
                             map.clear();
                         }
@@ -85,7 +92,17 @@ mod tests {
     #[tokio::test]
     async fn zero_ttl_is_not_kept() {
         let cache = SingleFlightCache::<u32>::new(100);
-        assert_eq!(cache.get_or_fetch("k", || async { (1, Duration::ZERO) }).await, 1);
-        assert_eq!(cache.get_or_fetch("k", || async { (2, Duration::ZERO) }).await, 2);
+        assert_eq!(
+            cache
+                .get_or_fetch("k", || async { (1, Duration::ZERO) })
+                .await,
+            1
+        );
+        assert_eq!(
+            cache
+                .get_or_fetch("k", || async { (2, Duration::ZERO) })
+                .await,
+            2
+        );
     }
 }

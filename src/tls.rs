@@ -12,21 +12,29 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let cert_pem = std::fs::read(cert).map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
+    let cert_pem = std::fs::read(cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
     let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("certificate {} is not valid PEM: {e}", cert.display()))?;
     if chain.is_empty() {
         return Err(format!("no certificate found in {}", cert.display()));
     }
-    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let key_pem = std::fs::read(key)
+        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
     let der = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| format!("private key {} is not valid PEM: {e}", key.display()))?
         .ok_or_else(|| format!("no private key found in {}", key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| format!("unsupported private key in {}: {e}", key.display()))?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| format!("certificate {} and key {} do not match: {e}", cert.display(), key.display()))?;
+    ck.keys_match().map_err(|e| {
+        format!(
+            "certificate {} and key {} do not match: {e}",
+            cert.display(),
+            key.display()
+        )
+    })?;
     Ok(Arc::new(ck))
 }
 
@@ -48,8 +56,16 @@ impl CertSet {
             .iter()
             .filter_map(|c| {
                 let key = c.loaded.clone()?;
-                let (suffixes, exact) = c.hosts.iter().cloned().partition::<Vec<_>, _>(|h| h.starts_with("*."));
-                Some(Entry { exact, suffixes: suffixes.into_iter().map(|s| s[1..].to_string()).collect(), key })
+                let (suffixes, exact) = c
+                    .hosts
+                    .iter()
+                    .cloned()
+                    .partition::<Vec<_>, _>(|h| h.starts_with("*."));
+                Some(Entry {
+                    exact,
+                    suffixes: suffixes.into_iter().map(|s| s[1..].to_string()).collect(),
+                    key,
+                })
             })
             .collect();
         CertSet { entries }
@@ -57,10 +73,18 @@ impl CertSet {
 
     fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = sni.map(|s| s.to_ascii_lowercase()) {
-            if let Some(e) = self.entries.iter().find(|e| e.exact.iter().any(|h| *h == name)) {
+            if let Some(e) = self
+                .entries
+                .iter()
+                .find(|e| e.exact.iter().any(|h| *h == name))
+            {
                 return Some(e.key.clone());
             }
-            if let Some(e) = self.entries.iter().find(|e| e.suffixes.iter().any(|s| name.ends_with(s.as_str()) && name.len() > s.len())) {
+            if let Some(e) = self.entries.iter().find(|e| {
+                e.suffixes
+                    .iter()
+                    .any(|s| name.ends_with(s.as_str()) && name.len() > s.len())
+            }) {
                 return Some(e.key.clone());
             }
         }
@@ -75,7 +99,9 @@ pub struct CertResolver {
 
 impl CertResolver {
     pub fn new(set: CertSet) -> Arc<CertResolver> {
-        Arc::new(CertResolver { current: ArcSwap::from_pointee(set) })
+        Arc::new(CertResolver {
+            current: ArcSwap::from_pointee(set),
+        })
     }
     pub fn swap(&self, set: CertSet) {
         self.current.store(Arc::new(set));
@@ -84,7 +110,11 @@ impl CertResolver {
 
 impl fmt::Debug for CertResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CertResolver({} certificates)", self.current.load().entries.len())
+        write!(
+            f,
+            "CertResolver({} certificates)",
+            self.current.load().entries.len()
+        )
     }
 }
 
@@ -95,12 +125,19 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// A self-signed certificate for the demo and the tests, written as PEM files.
-pub fn write_self_signed(dir: &Path, stem: &str, names: &[&str]) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
-    let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .map_err(|e| format!("cannot generate certificate: {e}"))?;
+pub fn write_self_signed(
+    dir: &Path,
+    stem: &str,
+    names: &[&str],
+) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .map_err(|e| format!("cannot generate certificate: {e}"))?;
     let cert = dir.join(format!("{stem}.pem"));
     let key = dir.join(format!("{stem}.key"));
-    std::fs::write(&cert, ck.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
-    std::fs::write(&key, ck.key_pair.serialize_pem()).map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+    std::fs::write(&cert, ck.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    std::fs::write(&key, ck.key_pair.serialize_pem())
+        .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
     Ok((cert, key))
 }

@@ -31,8 +31,21 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(name: &str, servers: Vec<String>, tls: Option<UpstreamTls>, authorization: Option<HeaderValue>, retries: u32) -> Upstream {
-        Upstream { name: name.to_string(), servers, tls, authorization, retries, pool: None }
+    pub fn new(
+        name: &str,
+        servers: Vec<String>,
+        tls: Option<UpstreamTls>,
+        authorization: Option<HeaderValue>,
+        retries: u32,
+    ) -> Upstream {
+        Upstream {
+            name: name.to_string(),
+            servers,
+            tls,
+            authorization,
+            retries,
+            pool: None,
+        }
     }
 
     pub fn plain(name: &str, server: &str) -> Upstream {
@@ -41,10 +54,27 @@ impl Upstream {
 
     /// An upstream for a target URL (`https://127.0.0.1:7001`, `http://hub:5020`, or bare
     /// `ip:port` meaning `tls_default`), as runtime and resolver routes give them.
-    pub fn from_target(name: &str, target: &str, tls_default: Option<UpstreamTls>, authorization: Option<HeaderValue>) -> Result<Upstream, String> {
-        let (tls, rest) = if let Some(r) = target.strip_prefix("https://").or_else(|| target.strip_prefix("wss://")) {
-            (Some(tls_default.unwrap_or(UpstreamTls { verify: true, sni: String::new() })), r)
-        } else if let Some(r) = target.strip_prefix("http://").or_else(|| target.strip_prefix("ws://")) {
+    pub fn from_target(
+        name: &str,
+        target: &str,
+        tls_default: Option<UpstreamTls>,
+        authorization: Option<HeaderValue>,
+    ) -> Result<Upstream, String> {
+        let (tls, rest) = if let Some(r) = target
+            .strip_prefix("https://")
+            .or_else(|| target.strip_prefix("wss://"))
+        {
+            (
+                Some(tls_default.unwrap_or(UpstreamTls {
+                    verify: true,
+                    sni: String::new(),
+                })),
+                r,
+            )
+        } else if let Some(r) = target
+            .strip_prefix("http://")
+            .or_else(|| target.strip_prefix("ws://"))
+        {
             (None, r)
         } else {
             (tls_default, target)
@@ -61,21 +91,36 @@ impl Upstream {
     }
 
     pub fn describe(&self) -> String {
-        format!("{}://{}", if self.tls.is_some() { "https" } else { "http" }, self.servers.join(","))
+        format!(
+            "{}://{}",
+            if self.tls.is_some() { "https" } else { "http" },
+            self.servers.join(",")
+        )
     }
 
     /// The server for one attempt: the only one, or the pool's choice among healthy servers not
     /// yet `tried` (`key` feeds `balance: hash`).
-    pub fn choose(&self, key: &[u8], tried: &[std::net::SocketAddr]) -> Option<(String, Option<crate::balance::InFlight>)> {
+    pub fn choose(
+        &self,
+        key: &[u8],
+        tried: &[std::net::SocketAddr],
+    ) -> Option<(String, Option<crate::balance::InFlight>)> {
         match &self.pool {
             None => Some((self.servers[0].clone(), None)),
-            Some(pool) => pool.pick(key, tried).map(|(addr, guard)| (addr.to_string(), Some(guard))),
+            Some(pool) => pool
+                .pick(key, tried)
+                .map(|(addr, guard)| (addr.to_string(), Some(guard))),
         }
     }
 
     /// The peer for one attempt; `upgrade` requests get the idle limit instead of the HTTP read
     /// timeout (cloudflare/pingora#255: the read timeout would cut quiet desktops).
-    pub async fn peer(&self, server: &str, timeouts: &Timeouts, upgrade: bool) -> Result<Box<HttpPeer>, String> {
+    pub async fn peer(
+        &self,
+        server: &str,
+        timeouts: &Timeouts,
+        upgrade: bool,
+    ) -> Result<Box<HttpPeer>, String> {
         let addr = resolve(server).await?;
         let (tls, sni) = match &self.tls {
             Some(t) => (true, t.sni.clone()),
@@ -85,8 +130,16 @@ impl Upstream {
         let o = &mut peer.options;
         o.connection_timeout = Some(timeouts.connect);
         o.total_connection_timeout = Some(timeouts.connect);
-        o.read_timeout = Some(if upgrade { timeouts.upgraded_idle } else { timeouts.read });
-        o.write_timeout = Some(if upgrade { timeouts.upgraded_idle } else { timeouts.read });
+        o.read_timeout = Some(if upgrade {
+            timeouts.upgraded_idle
+        } else {
+            timeouts.read
+        });
+        o.write_timeout = Some(if upgrade {
+            timeouts.upgraded_idle
+        } else {
+            timeouts.read
+        });
         o.idle_timeout = Some(Duration::from_secs(60));
         if let Some(t) = &self.tls {
             o.verify_cert = t.verify;
@@ -111,7 +164,8 @@ pub async fn resolve(server: &str) -> Result<std::net::SocketAddr, String> {
 
 pub fn basic_authorization(user: &str, password: &str) -> HeaderValue {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut v = HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header value");
+    let mut v =
+        HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header value");
     v.set_sensitive(true);
     v
 }
@@ -128,10 +182,19 @@ pub fn with_default_port(authority: &str, default_port: u16) -> Result<String, S
     if authority.is_empty() {
         return Err("expected `host:port`, found nothing".into());
     }
-    let has_port = if authority.starts_with('[') { authority.contains("]:") } else { authority.contains(':') };
-    let full = if has_port { authority.to_string() } else { format!("{authority}:{default_port}") };
+    let has_port = if authority.starts_with('[') {
+        authority.contains("]:")
+    } else {
+        authority.contains(':')
+    };
+    let full = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    };
     let port = full.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
-    port.parse::<u16>().map_err(|_| format!("expected `host:port` with a numeric port, found `{authority}`"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("expected `host:port` with a numeric port, found `{authority}`"))?;
     if host_of(&full).is_empty() {
         return Err(format!("expected `host:port`, found `{authority}`"));
     }

@@ -21,25 +21,55 @@ impl Drop for Killed {
 }
 
 fn require(tool: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
-    assert!(found, "{tool} is missing: run the tests with `./dev test`, which installs it");
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is missing: run the tests with `./dev test`, which installs it"
+    );
 }
 
 fn free_display() -> u32 {
-    (40..200).find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists()).expect("a free X display")
+    (40..200)
+        .find(|n| {
+            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        })
+        .expect("a free X display")
 }
 
 /// Xvnc on a free display with a VNC password, its root window painted ROOT_COLOUR.
 fn start_xvnc(dir: &Path) -> (Killed, u16) {
     let passwd = dir.join("vncpasswd");
-    let out = Command::new("sh").arg("-c").arg(format!("printf '%s\\n' '{VNC_PASSWORD}' | vncpasswd -f > '{}'", passwd.display())).output().unwrap();
-    assert!(out.status.success(), "vncpasswd: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '%s\\n' '{VNC_PASSWORD}' | vncpasswd -f > '{}'",
+            passwd.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vncpasswd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let display = free_display();
     let rfb_port = free_port();
     let log = std::fs::File::create(dir.join("xvnc.log")).unwrap();
     let xvnc = Command::new("Xvnc")
         .arg(format!(":{display}"))
-        .args(["-rfbport", &rfb_port.to_string(), "-localhost", "-SecurityTypes", "VncAuth", "-PasswordFile"])
+        .args([
+            "-rfbport",
+            &rfb_port.to_string(),
+            "-localhost",
+            "-SecurityTypes",
+            "VncAuth",
+            "-PasswordFile",
+        ])
         .arg(&passwd)
         .args(["-geometry", "640x480", "-depth", "24", "-nolisten", "tcp"])
         .stdout(log.try_clone().unwrap())
@@ -50,11 +80,18 @@ fn start_xvnc(dir: &Path) -> (Killed, u16) {
     wait_port(rfb_port);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let ok = Command::new("xsetroot").args(["-solid", ROOT_COLOUR.0]).env("DISPLAY", format!(":{display}")).status().is_ok_and(|s| s.success());
+        let ok = Command::new("xsetroot")
+            .args(["-solid", ROOT_COLOUR.0])
+            .env("DISPLAY", format!(":{display}"))
+            .status()
+            .is_ok_and(|s| s.success());
         if ok {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "xsetroot never reached :{display}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "xsetroot never reached :{display}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     (xvnc, rfb_port)
@@ -69,7 +106,14 @@ fn start_websockify(fx: &Fixture, rfb_port: u16) -> (Killed, u16) {
         .arg(&fx.desk_cert)
         .arg("--key")
         .arg(&fx.desk_key)
-        .args(["--ssl-only", "--web", "/usr/share/novnc", "--auth-plugin", "BasicHTTPAuth", "--auth-source"])
+        .args([
+            "--ssl-only",
+            "--web",
+            "/usr/share/novnc",
+            "--auth-plugin",
+            "BasicHTTPAuth",
+            "--auth-source",
+        ])
         .arg(format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}"))
         .arg(format!("127.0.0.1:{port}"))
         .arg(format!("127.0.0.1:{rfb_port}"))
@@ -90,7 +134,12 @@ struct BrowserResult {
 
 fn open_novnc(url: &str, screenshot: &Path) -> BrowserResult {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/novnc.mjs");
-    let rgb = ROOT_COLOUR.1.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let rgb = ROOT_COLOUR
+        .1
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let out = Command::new("node")
         .arg(script)
         .arg(url)
@@ -102,10 +151,13 @@ fn open_novnc(url: &str, screenshot: &Path) -> BrowserResult {
         .output()
         .expect("node");
     let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v: serde_json::Value = serde_json::from_str(raw.lines().last().unwrap_or("{}")).unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(raw.lines().last().unwrap_or("{}")).unwrap_or_default();
     BrowserResult {
         state: v["state"].as_str().unwrap_or("no result").to_string(),
-        pixel: v["pixel"].as_array().map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0) as u8).collect()),
+        pixel: v["pixel"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0) as u8).collect()),
         raw,
     }
 }
@@ -118,10 +170,24 @@ fn output_dir() -> PathBuf {
 
 #[test]
 fn novnc_in_chromium_shows_the_desktop_through_deskgate() {
-    for tool in ["Xvnc", "vncpasswd", "xsetroot", "websockify", "chromium", "node"] {
+    for tool in [
+        "Xvnc",
+        "vncpasswd",
+        "xsetroot",
+        "websockify",
+        "chromium",
+        "node",
+    ] {
         require(tool);
     }
-    assert!(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/node_modules/playwright-core")).exists(), "run `./dev test` (npm ci in tests/e2e)");
+    assert!(
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/node_modules/playwright-core"
+        ))
+        .exists(),
+        "run `./dev test` (npm ci in tests/e2e)"
+    );
     let fx = Fixture::new();
     let (_xvnc, rfb_port) = start_xvnc(fx.path());
     let (_websockify, ws_port) = start_websockify(&fx, rfb_port);
@@ -157,20 +223,43 @@ routes:
 
     // Path shape: deskgate's novnc redirect adds path=desktop/alice/websockify.
     let shot = out.join("novnc-by-path.png");
-    let r = open_novnc(&format!("https://hub.test:{https_port}/desktop/alice/vnc.html?{query}"), &shot);
+    let r = open_novnc(
+        &format!("https://hub.test:{https_port}/desktop/alice/vnc.html?{query}"),
+        &shot,
+    );
     assert_eq!(r.state, "connected", "by path: {}", r.raw);
-    assert_eq!(r.pixel.as_deref(), Some(&ROOT_COLOUR.1[..]), "by path, canvas colour: {}", r.raw);
+    assert_eq!(
+        r.pixel.as_deref(),
+        Some(&ROOT_COLOUR.1[..]),
+        "by path, canvas colour: {}",
+        r.raw
+    );
     assert!(r.raw.contains("/desktop/alice/websockify"), "{}", r.raw);
 
     // Host shape: the bare /websockify is routed by host.
     let shot = out.join("novnc-by-host.png");
-    let r = open_novnc(&format!("https://desktop-alice.hub.test:{https_port}/vnc.html?{query}"), &shot);
+    let r = open_novnc(
+        &format!("https://desktop-alice.hub.test:{https_port}/vnc.html?{query}"),
+        &shot,
+    );
     assert_eq!(r.state, "connected", "by host: {}", r.raw);
-    assert_eq!(r.pixel.as_deref(), Some(&ROOT_COLOUR.1[..]), "by host, canvas colour: {}", r.raw);
+    assert_eq!(
+        r.pixel.as_deref(),
+        Some(&ROOT_COLOUR.1[..]),
+        "by host, canvas colour: {}",
+        r.raw
+    );
 
     // The hub's failure: the same page through a relay that drops Sec-WebSocket-Protocol.
     let shot = out.join("novnc-broken-relay.png");
-    let r = open_novnc(&format!("https://hub.test:{https_port}/broken/alice/vnc.html?{query}"), &shot);
-    assert_eq!(r.state, "failed", "dropping the subprotocol must break noVNC: {}", r.raw);
+    let r = open_novnc(
+        &format!("https://hub.test:{https_port}/broken/alice/vnc.html?{query}"),
+        &shot,
+    );
+    assert_eq!(
+        r.state, "failed",
+        "dropping the subprotocol must break noVNC: {}",
+        r.raw
+    );
     println!("screenshots in {}", out.display());
 }

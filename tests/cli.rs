@@ -9,9 +9,18 @@ use tokio_tungstenite::tungstenite::Message;
 fn check(dir: &std::path::Path, name: &str, yaml: &str) -> (i32, String) {
     let path = dir.join(name);
     std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(BIN).arg("-t").arg("-c").arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text.replace(&format!("{}/", dir.display()), ""))
+    let out = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code().unwrap_or(-1),
+        text.replace(&format!("{}/", dir.display()), ""),
+    )
 }
 
 const HEAD: &str = "listeners:\n  - addr: \"127.0.0.1:8080\"\nupstreams:\n  hub:\n    servers: [\"127.0.0.1:5020\"]\n";
@@ -35,16 +44,26 @@ fn broken_configs_name_file_line_column() {
         let (code, out) = check(dir.path(), name, &yaml);
         assert_eq!(code, 1, "{name}: {out}");
         let first = out.lines().next().unwrap_or_default();
-        assert!(first.starts_with(position), "{name}: expected {position}..., got {out}");
-        assert!(first.contains(message), "{name}: expected `{message}`, got {out}");
+        assert!(
+            first.starts_with(position),
+            "{name}: expected {position}..., got {out}"
+        );
+        assert!(
+            first.contains(message),
+            "{name}: expected `{message}`, got {out}"
+        );
     }
 }
 
 #[test]
 fn shipped_config_passes_check() {
     let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/deskgate.yaml");
-    let out = Command::new(BIN).args(["-t", "--skip-files", "-c", conf]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(BIN)
+        .args(["-t", "--skip-files", "-c", conf])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.trim(), format!("{conf}: ok"));
 
@@ -58,8 +77,14 @@ fn shipped_config_passes_check() {
         .replace("/etc/deskgate/wild.pem", fx.wild_cert.to_str().unwrap())
         .replace("/etc/deskgate/wild.key", fx.wild_key.to_str().unwrap())
         .replace("/run/secrets/vnc", fx.password_file.to_str().unwrap())
-        .replace("/run/secrets/hub-api-key", fx.password_file.to_str().unwrap())
-        .replace("/etc/deskgate/admin-token", fx.password_file.to_str().unwrap());
+        .replace(
+            "/run/secrets/hub-api-key",
+            fx.password_file.to_str().unwrap(),
+        )
+        .replace(
+            "/etc/deskgate/admin-token",
+            fx.password_file.to_str().unwrap(),
+        );
     let (code, out) = check(fx.path(), "deskgate.yaml", &yaml);
     assert_eq!(code, 0, "{out}");
 }
@@ -78,21 +103,37 @@ async fn demo_serves_its_page_and_echoes_a_websocket_frame() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("demo.log");
     let child = Command::new(BIN)
-        .args(["demo", "--listen", &format!("127.0.0.1:{http_port}"), "--tls-listen", &format!("127.0.0.1:{https_port}")])
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{http_port}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{https_port}"),
+        ])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(dir.path().join("demo.err")).unwrap())
         .spawn()
         .unwrap();
     let demo = Deskgate::from_child(child, https_port, log.clone());
     let banner = std::fs::read_to_string(&log).unwrap();
-    assert!(banner.contains(&format!("https://127.0.0.1:{https_port}/desktop/demo/")), "{banner}");
+    assert!(
+        banner.contains(&format!("https://127.0.0.1:{https_port}/desktop/demo/")),
+        "{banner}"
+    );
     assert!(banner.contains("try:  curl -k"), "{banner}");
 
-    let r = curl(&format!("https://localhost:{https_port}/desktop/demo/"), &[]);
+    let r = curl(
+        &format!("https://localhost:{https_port}/desktop/demo/"),
+        &[],
+    );
     assert_eq!(r.status, 200);
     assert!(r.body.contains("<h1>desktop demo</h1>"), "{}", r.body);
 
-    let (mut ws, _) = ws_connect(&format!("wss://localhost:{https_port}/desktop/demo/websockify")).await.unwrap();
+    let (mut ws, _) = ws_connect(&format!(
+        "wss://localhost:{https_port}/desktop/demo/websockify"
+    ))
+    .await
+    .unwrap();
     ws.send(Message::text("hello desktop")).await.unwrap();
     let back = ws.next().await.unwrap().unwrap();
     assert_eq!(back.into_text().unwrap().as_str(), "hello desktop");

@@ -6,7 +6,10 @@ use common::*;
 use std::process::Command;
 
 fn available(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success())
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -16,13 +19,25 @@ fn systemd_unit_verifies() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/deskgate.service")).unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/deskgate.service"
+    ))
+    .unwrap();
     // Point ExecStart at the binary under test (the unit names /usr/local/bin/deskgate).
     let path = dir.path().join("deskgate.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/deskgate", BIN)).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && !text.contains("deskgate.service:"), "systemd-analyze verify: {text}");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("deskgate.service:"),
+        "systemd-analyze verify: {text}"
+    );
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
     assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
 }
@@ -37,7 +52,11 @@ fn compose_configs_pass_check() {
             .env("HUB_API_KEY", "k")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -48,6 +67,22 @@ fn dockerfile_builds_where_docker_runs() {
         return;
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("docker").args(["build", "-q", "-f", "deploy/Dockerfile", "-t", "deskgate:test", "."]).current_dir(root).output().unwrap();
-    assert!(out.status.success(), "docker build: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args([
+            "build",
+            "-q",
+            "-f",
+            "deploy/Dockerfile",
+            "-t",
+            "deskgate:test",
+            ".",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

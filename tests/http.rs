@@ -52,7 +52,11 @@ timeouts: {{ connect: 1s, read: 5s }}
         down = free_port(),
     );
     let edge = Deskgate::start(fx.path(), "edge", &yaml, https_port);
-    Edge { fx, edge, http_port }
+    Edge {
+        fx,
+        edge,
+        http_port,
+    }
 }
 
 #[test]
@@ -67,16 +71,39 @@ fn routes_by_host_path_and_longest_prefix() {
     assert_eq!((r.status, r.body.as_str()), (200, "alice\n"));
 
     // The literal /desktop/special/ beats /desktop/{name}/ and keeps its prefix.
-    let r = curl(&format!("https://other.test:{p}/desktop/special/whoami"), &[]);
+    let r = curl(
+        &format!("https://other.test:{p}/desktop/special/whoami"),
+        &[],
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-desktop").as_deref(), Some("special"));
-    assert!(r.body.contains("path: <code>/desktop/special/whoami"), "{}", r.body);
+    assert!(
+        r.body.contains("path: <code>/desktop/special/whoami"),
+        "{}",
+        r.body
+    );
 
     // Query strings survive the rewrite; dot segments cannot climb out of a prefix.
-    let r = curl(&format!("https://other.test:{p}/desktop/alice/page?x=1&y=2"), &[]);
-    assert!(r.body.contains("path: <code>/page?x=1&amp;y=2") || r.body.contains("path: <code>/page?x=1&y=2"), "{}", r.body);
-    let r = curl(&format!("https://other.test:{p}/desktop/alice/%2e%2e/special/whoami"), &["--path-as-is"]);
-    assert_eq!(r.header("x-desktop").as_deref(), Some("special"), "{}", r.headers);
+    let r = curl(
+        &format!("https://other.test:{p}/desktop/alice/page?x=1&y=2"),
+        &[],
+    );
+    assert!(
+        r.body.contains("path: <code>/page?x=1&amp;y=2")
+            || r.body.contains("path: <code>/page?x=1&y=2"),
+        "{}",
+        r.body
+    );
+    let r = curl(
+        &format!("https://other.test:{p}/desktop/alice/%2e%2e/special/whoami"),
+        &["--path-as-is"],
+    );
+    assert_eq!(
+        r.header("x-desktop").as_deref(),
+        Some("special"),
+        "{}",
+        r.headers
+    );
 }
 
 #[test]
@@ -85,53 +112,113 @@ fn answers_404_403_502_504_with_short_bodies() {
     let p = e.edge.https_port;
     let r = curl(&format!("https://other.test:{p}/nothing-here"), &[]);
     assert_eq!(r.status, 404);
-    assert!(r.body.starts_with("deskgate: no route for other.test/nothing-here"), "{}", r.body);
+    assert!(
+        r.body
+            .starts_with("deskgate: no route for other.test/nothing-here"),
+        "{}",
+        r.body
+    );
 
     let r = curl(&format!("https://other.test:{p}/desktop/nobody/"), &[]);
     assert_eq!(r.status, 404);
     assert!(r.body.contains("no desktop desktop-nobody"), "{}", r.body);
 
-    let r = curl(&format!("https://other.test:{p}/desktop/alice/api/v1/users"), &[]);
+    let r = curl(
+        &format!("https://other.test:{p}/desktop/alice/api/v1/users"),
+        &[],
+    );
     assert_eq!(r.status, 403);
-    let r = curl(&format!("https://other.test:{p}/desktop/alice//api/x"), &["--path-as-is"]);
+    let r = curl(
+        &format!("https://other.test:{p}/desktop/alice//api/x"),
+        &["--path-as-is"],
+    );
     assert_eq!(r.status, 403, "a doubled slash must not dodge `block`");
 
     let r = curl(&format!("https://other.test:{p}/desktop/down/"), &[]);
     assert_eq!(r.status, 502);
-    assert!(r.body.contains("upstream desktop-down for route /desktop/{name}/"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("upstream desktop-down for route /desktop/{name}/"),
+        "{}",
+        r.body
+    );
 
     // A name that does not resolve is a 502 for that request, not a crash.
     let r = curl(&format!("https://other.test:{p}/desktop/nxdomain/"), &[]);
     assert_eq!(r.status, 502, "{}", r.body);
-    assert_eq!(curl(&format!("https://hub.test:{p}/whoami"), &[]).status, 200);
+    assert_eq!(
+        curl(&format!("https://hub.test:{p}/whoami"), &[]).status,
+        200
+    );
 
     let started = std::time::Instant::now();
     let r = curl(&format!("https://other.test:{p}/desktop/silent/"), &[]);
     assert_eq!(r.status, 504, "{}", r.body);
     assert!(r.body.contains("timed out"), "{}", r.body);
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "no hang");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "no hang"
+    );
 }
 
 #[test]
 fn basic_auth_reaches_desktop_and_forwarding_headers_are_set() {
     let e = edge();
     let p = e.edge.https_port;
-    let r = curl(&format!("https://other.test:{p}/desktop/alice/headers"), &["--http1.1", "-H", "Authorization: Bearer from-browser", "-H", "Connection: keep-alive, X-Hop", "-H", "X-Hop: 1"]);
-    assert_eq!(r.status, 200, "the desktop demands Basic auth; deskgate must inject it");
-    let expected = format!("authorization: Basic {}", base64_encode(&format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}")));
+    let r = curl(
+        &format!("https://other.test:{p}/desktop/alice/headers"),
+        &[
+            "--http1.1",
+            "-H",
+            "Authorization: Bearer from-browser",
+            "-H",
+            "Connection: keep-alive, X-Hop",
+            "-H",
+            "X-Hop: 1",
+        ],
+    );
+    assert_eq!(
+        r.status, 200,
+        "the desktop demands Basic auth; deskgate must inject it"
+    );
+    let expected = format!(
+        "authorization: Basic {}",
+        base64_encode(&format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}"))
+    );
     assert!(r.body.contains(&expected), "{}", r.body);
     assert!(!r.body.contains("from-browser"));
-    assert!(!r.body.contains("x-hop"), "hop-by-hop header named in Connection must go: {}", r.body);
+    assert!(
+        !r.body.contains("x-hop"),
+        "hop-by-hop header named in Connection must go: {}",
+        r.body
+    );
     assert!(r.body.contains("x-forwarded-for: 127.0.0.1"), "{}", r.body);
     assert!(r.body.contains("x-forwarded-proto: https"), "{}", r.body);
-    assert!(r.body.contains(&format!("x-forwarded-host: other.test:{p}")), "{}", r.body);
+    assert!(
+        r.body
+            .contains(&format!("x-forwarded-host: other.test:{p}")),
+        "{}",
+        r.body
+    );
 
-    let r = curl(&format!("https://other.test:{p}/desktop/alice/headers"), &["--http2"]);
-    assert!(r.body.contains(&format!("host: other.test:{p}")), "HTTP/2 :authority becomes Host: {}", r.body);
+    let r = curl(
+        &format!("https://other.test:{p}/desktop/alice/headers"),
+        &["--http2"],
+    );
+    assert!(
+        r.body.contains(&format!("host: other.test:{p}")),
+        "HTTP/2 :authority becomes Host: {}",
+        r.body
+    );
 
     let log = e.edge.log_text();
-    assert!(!log.contains(DESKTOP_PASSWORD), "password leaked into the log");
-    assert!(!log.contains(&base64_encode(&format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}"))));
+    assert!(
+        !log.contains(DESKTOP_PASSWORD),
+        "password leaked into the log"
+    );
+    assert!(!log.contains(&base64_encode(&format!(
+        "{DESKTOP_USER}:{DESKTOP_PASSWORD}"
+    ))));
 }
 
 #[test]
@@ -144,7 +231,10 @@ fn http2_downstream_and_https_redirect() {
 
     let r = curl(&format!("http://hub.test:{}/x?y=1", e.http_port), &[]);
     assert_eq!(r.status, 308);
-    assert_eq!(r.header("location").as_deref(), Some(format!("https://hub.test:{p}/x?y=1").as_str()));
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some(format!("https://hub.test:{p}/x?y=1").as_str())
+    );
     drop(e.fx);
 }
 

@@ -7,8 +7,18 @@ use std::process::Command;
 
 fn jupyterhub(api: &str, args: &[&str]) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jupyterhub_client.py");
-    let out = Command::new("python3").arg(script).arg(api).arg(ADMIN_TOKEN).args(args).output().expect("python3");
-    assert!(out.status.success(), "jupyterhub client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(api)
+        .arg(ADMIN_TOKEN)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "jupyterhub client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -22,12 +32,29 @@ fn jupyterhub_proxy_client_adds_lists_and_deletes_routes() {
         fx.tls_listener(https_port),
         fx.password_file.display()
     );
-    let _edge = Deskgate::start_with_env(fx.path(), "edge", &yaml, https_port, &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)]);
+    let _edge = Deskgate::start_with_env(
+        fx.path(),
+        "edge",
+        &yaml,
+        https_port,
+        &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
+    );
     let api = format!("http://127.0.0.1:{admin_port}");
     wait_port(admin_port);
 
-    jupyterhub(&api, &["add", "/desktop/alice/", &format!("https://{alice}"), r#"{"user": "alice"}"#]);
-    let r = curl(&format!("https://hub.test:{https_port}/desktop/alice/whoami"), &[]);
+    jupyterhub(
+        &api,
+        &[
+            "add",
+            "/desktop/alice/",
+            &format!("https://{alice}"),
+            r#"{"user": "alice"}"#,
+        ],
+    );
+    let r = curl(
+        &format!("https://hub.test:{https_port}/desktop/alice/whoami"),
+        &[],
+    );
     assert_eq!((r.status, r.body.as_str()), (200, "alice\n"));
 
     let routes = jupyterhub(&api, &["get_all"]);
@@ -38,5 +65,12 @@ fn jupyterhub_proxy_client_adds_lists_and_deletes_routes() {
 
     jupyterhub(&api, &["delete", "/desktop/alice/"]);
     assert_eq!(jupyterhub(&api, &["get_all"]), serde_json::json!({}));
-    assert_eq!(curl(&format!("https://hub.test:{https_port}/desktop/alice/whoami"), &[]).status, 404);
+    assert_eq!(
+        curl(
+            &format!("https://hub.test:{https_port}/desktop/alice/whoami"),
+            &[]
+        )
+        .status,
+        404
+    );
 }

@@ -11,7 +11,14 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-fn config(fx: &Fixture, https_port: u16, admin_port: u16, desktops: &[(&str, std::net::SocketAddr)], extra_routes: &str, extra: &str) -> String {
+fn config(
+    fx: &Fixture,
+    https_port: u16,
+    admin_port: u16,
+    desktops: &[(&str, std::net::SocketAddr)],
+    extra_routes: &str,
+    extra: &str,
+) -> String {
     let mut upstreams = String::new();
     for (name, addr) in desktops {
         upstreams.push_str(&fx.desktop_upstream(&format!("desktop-{name}"), *addr));
@@ -23,7 +30,13 @@ fn config(fx: &Fixture, https_port: u16, admin_port: u16, desktops: &[(&str, std
 }
 
 fn start(fx: &Fixture, yaml: &str, https_port: u16, admin_port: u16) -> Deskgate {
-    let d = Deskgate::start_with_env(fx.path(), "edge", yaml, https_port, &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)]);
+    let d = Deskgate::start_with_env(
+        fx.path(),
+        "edge",
+        yaml,
+        https_port,
+        &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
+    );
     wait_port(admin_port);
     d
 }
@@ -37,9 +50,18 @@ async fn reload_under_load_drops_no_websocket_and_loses_no_byte() {
     let yaml = |gen: usize| {
         let mut routes = String::new();
         for g in 1..=gen {
-            routes.push_str(&format!("  - path: \"/gen{g}/\"\n    strip_prefix: true\n    upstream: desktop-alice\n"));
+            routes.push_str(&format!(
+                "  - path: \"/gen{g}/\"\n    strip_prefix: true\n    upstream: desktop-alice\n"
+            ));
         }
-        config(&fx, https_port, admin_port, &[("alice", alice)], &routes, "")
+        config(
+            &fx,
+            https_port,
+            admin_port,
+            &[("alice", alice)],
+            &routes,
+            "",
+        )
     };
     let edge = start(&fx, &yaml(0), https_port, admin_port);
 
@@ -51,25 +73,37 @@ async fn reload_under_load_drops_no_websocket_and_loses_no_byte() {
         let (stop, bytes) = (stop.clone(), bytes.clone());
         let url = format!("wss://hub.test:{https_port}/desktop/alice/websockify");
         clients.push(tokio::spawn(async move {
-            let (mut ws, _) = ws_connect(&url).await.map_err(|e| format!("client {c}: connect: {e}"))?;
+            let (mut ws, _) = ws_connect(&url)
+                .await
+                .map_err(|e| format!("client {c}: connect: {e}"))?;
             let mut seq = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let mut payload = vec![(c % 251) as u8; 1024];
                 payload[..4].copy_from_slice(&seq.to_be_bytes());
-                ws.send(Message::binary(payload.clone())).await.map_err(|e| format!("client {c}: send {seq}: {e}"))?;
+                ws.send(Message::binary(payload.clone()))
+                    .await
+                    .map_err(|e| format!("client {c}: send {seq}: {e}"))?;
                 match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
                     Ok(Some(Ok(Message::Binary(b)))) if b.as_ref() == payload.as_slice() => {}
-                    other => return Err(format!("client {c}: message {seq} not echoed intact: {other:?}")),
+                    other => {
+                        return Err(format!(
+                            "client {c}: message {seq} not echoed intact: {other:?}"
+                        ))
+                    }
                 }
                 bytes.fetch_add(1024, Ordering::Relaxed);
                 seq += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            ws.close(None).await.map_err(|e| format!("client {c}: close: {e}"))?;
+            ws.close(None)
+                .await
+                .map_err(|e| format!("client {c}: close: {e}"))?;
             Ok::<u32, String>(seq)
         }));
     }
-    wait_until(Duration::from_secs(60), "200 WebSockets open", || metric(admin_port, "deskgate_websockets_open") >= 200);
+    wait_until(Duration::from_secs(60), "200 WebSockets open", || {
+        metric(admin_port, "deskgate_websockets_open") >= 200
+    });
 
     // 20 reloads, every fourth one broken; each good one adds a route that must be served.
     let (mut good, mut bad, mut generation) = (0, 0, 0);
@@ -78,21 +112,40 @@ async fn reload_under_load_drops_no_websocket_and_loses_no_byte() {
             std::fs::write(&conf_path, "listeners:\n  - addr: [not, an, address]\n").unwrap();
             signal(edge.pid(), "HUP");
             bad += 1;
-            wait_until(Duration::from_secs(20), "the bad reload to be rejected", || metric(admin_port, "deskgate_reload_failures_total") == bad);
+            wait_until(
+                Duration::from_secs(20),
+                "the bad reload to be rejected",
+                || metric(admin_port, "deskgate_reload_failures_total") == bad,
+            );
         } else {
             generation += 1;
             std::fs::write(&conf_path, yaml(generation)).unwrap();
             signal(edge.pid(), "HUP");
             good += 1;
-            wait_until(Duration::from_secs(20), "the reload to apply", || metric(admin_port, "deskgate_reloads_total") == good);
-            let r = curl(&format!("https://hub.test:{https_port}/gen{generation}/whoami"), &[]);
-            assert_eq!((r.status, r.body.as_str()), (200, "alice\n"), "route of reload {i}");
+            wait_until(Duration::from_secs(20), "the reload to apply", || {
+                metric(admin_port, "deskgate_reloads_total") == good
+            });
+            let r = curl(
+                &format!("https://hub.test:{https_port}/gen{generation}/whoami"),
+                &[],
+            );
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (200, "alice\n"),
+                "route of reload {i}"
+            );
         }
         // The routes of the last good config keep serving after a bad one.
-        let r = curl(&format!("https://hub.test:{https_port}/desktop/alice/whoami"), &[]);
+        let r = curl(
+            &format!("https://hub.test:{https_port}/desktop/alice/whoami"),
+            &[],
+        );
         assert_eq!(r.status, 200, "after reload {i}");
     }
-    assert!(edge.log_text().contains("edge.yaml:2:"), "a rejected reload names FILE:LINE:COL in the log");
+    assert!(
+        edge.log_text().contains("edge.yaml:2:"),
+        "a rejected reload names FILE:LINE:COL in the log"
+    );
 
     stop.store(true, Ordering::Relaxed);
     let mut messages = 0;
@@ -110,11 +163,25 @@ fn binary_upgrade_refuses_no_connection_and_drains_open_websockets() {
     let (https_port, admin_port) = (free_port(), free_port());
     let alice = fx.desktop("alice");
     let pid_file = fx.path().join("deskgate.pid");
-    let yaml = config(&fx, https_port, admin_port, &[("alice", alice)], "", &format!("pid_file: \"{}\"\ntimeouts: {{ drain: 20s }}\n", pid_file.display()));
+    let yaml = config(
+        &fx,
+        https_port,
+        admin_port,
+        &[("alice", alice)],
+        "",
+        &format!(
+            "pid_file: \"{}\"\ntimeouts: {{ drain: 20s }}\n",
+            pid_file.display()
+        ),
+    );
     let old = start(&fx, &yaml, https_port, admin_port);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (mut ws, _) = rt.block_on(ws_connect(&format!("wss://hub.test:{https_port}/desktop/alice/websockify"))).unwrap();
+    let (mut ws, _) = rt
+        .block_on(ws_connect(&format!(
+            "wss://hub.test:{https_port}/desktop/alice/websockify"
+        )))
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let looper = {
@@ -122,8 +189,15 @@ fn binary_upgrade_refuses_no_connection_and_drains_open_websockets() {
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0, Vec::new());
             while !stop.load(Ordering::Relaxed) {
-                let r = curl(&format!("https://hub.test:{https_port}/desktop/alice/whoami"), &[]);
-                if r.status == 200 { ok += 1 } else { failed.push(r.status) }
+                let r = curl(
+                    &format!("https://hub.test:{https_port}/desktop/alice/whoami"),
+                    &[],
+                );
+                if r.status == 200 {
+                    ok += 1
+                } else {
+                    failed.push(r.status)
+                }
             }
             (ok, failed)
         })
@@ -140,16 +214,31 @@ fn binary_upgrade_refuses_no_connection_and_drains_open_websockets() {
         .spawn()
         .unwrap();
     let upgrade_sock = format!("{}.upgrade.sock", pid_file.display());
-    wait_until(Duration::from_secs(30), "the new process to wait on the upgrade socket", || std::path::Path::new(&upgrade_sock).exists());
+    wait_until(
+        Duration::from_secs(30),
+        "the new process to wait on the upgrade socket",
+        || std::path::Path::new(&upgrade_sock).exists(),
+    );
     signal(old.pid(), "QUIT");
     let new = Deskgate::from_child(child, https_port, fx.path().join("new.err"));
-    wait_until(Duration::from_secs(10), "the pid file to name the new process", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == new.pid().to_string())
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the pid file to name the new process",
+        || std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == new.pid().to_string()),
+    );
     // The WebSocket opened on the old process still works while it drains.
     rt.block_on(async {
         ws.send(Message::text("whoami")).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "alice");
+        assert_eq!(
+            ws.next()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_text()
+                .unwrap()
+                .as_str(),
+            "alice"
+        );
     });
     let served_before = Instant::now();
     while served_before.elapsed() < Duration::from_secs(1) {
@@ -157,7 +246,11 @@ fn binary_upgrade_refuses_no_connection_and_drains_open_websockets() {
     }
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = looper.join().unwrap();
-    assert!(failed.is_empty(), "{} requests failed during the upgrade (statuses {failed:?}), {ok} ok", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during the upgrade (statuses {failed:?}), {ok} ok",
+        failed.len()
+    );
     assert!(ok > 0);
     drop(old);
 }
@@ -167,13 +260,26 @@ fn slow_header_client_is_cut_while_others_are_served() {
     let fx = Fixture::new();
     let (https_port, admin_port, plain_port) = (free_port(), free_port(), free_port());
     let alice = fx.desktop("alice");
-    let yaml = config(&fx, https_port, admin_port, &[("alice", alice)], "", "timeouts: { client_header: 2s }\n")
-        .replacen("listeners:\n", &format!("listeners:\n  - addr: \"127.0.0.1:{plain_port}\"\n"), 1);
+    let yaml = config(
+        &fx,
+        https_port,
+        admin_port,
+        &[("alice", alice)],
+        "",
+        "timeouts: { client_header: 2s }\n",
+    )
+    .replacen(
+        "listeners:\n",
+        &format!("listeners:\n  - addr: \"127.0.0.1:{plain_port}\"\n"),
+        1,
+    );
     let _edge = start(&fx, &yaml, https_port, admin_port);
 
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", plain_port)).unwrap();
-    slow.write_all(b"GET /desktop/alice/whoami HTTP/1.1\r\nHost: hub.test\r\n").unwrap();
-    slow.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    slow.write_all(b"GET /desktop/alice/whoami HTTP/1.1\r\nHost: hub.test\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let started = Instant::now();
     let closed_after = loop {
         // One header byte every 300 ms: each read is quick, the header never completes.
@@ -184,14 +290,28 @@ fn slow_header_client_is_cut_while_others_are_served() {
         match slow.read(&mut buf) {
             Ok(0) => break started.elapsed(),
             Ok(_) => break started.elapsed(),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => break started.elapsed(),
         }
-        let r = curl(&format!("http://hub.test:{plain_port}/desktop/alice/whoami"), &[]);
-        assert_eq!(r.status, 200, "others are served while a slow client trickles");
-        assert!(started.elapsed() < Duration::from_secs(15), "slow client never cut");
+        let r = curl(
+            &format!("http://hub.test:{plain_port}/desktop/alice/whoami"),
+            &[],
+        );
+        assert_eq!(
+            r.status, 200,
+            "others are served while a slow client trickles"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "slow client never cut"
+        );
     };
-    assert!(closed_after >= Duration::from_millis(1500), "cut after {closed_after:?}, before client_header (2 s)");
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "cut after {closed_after:?}, before client_header (2 s)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,14 +319,24 @@ async fn bad_input_gets_the_right_answer_and_hurts_no_one_else() {
     let fx = Fixture::new();
     let (https_port, admin_port, plain_port) = (free_port(), free_port(), free_port());
     let alice = fx.desktop("alice");
-    let yaml = config(&fx, https_port, admin_port, &[("alice", alice)], "", "")
-        .replacen("listeners:\n", &format!("listeners:\n  - addr: \"127.0.0.1:{plain_port}\"\n"), 1);
+    let yaml = config(&fx, https_port, admin_port, &[("alice", alice)], "", "").replacen(
+        "listeners:\n",
+        &format!("listeners:\n  - addr: \"127.0.0.1:{plain_port}\"\n"),
+        1,
+    );
     let _edge = start(&fx, &yaml, https_port, admin_port);
     // A desktop session that must survive everything below.
-    let (mut ws, _) = ws_connect(&format!("wss://hub.test:{https_port}/desktop/alice/websockify")).await.unwrap();
+    let (mut ws, _) = ws_connect(&format!(
+        "wss://hub.test:{https_port}/desktop/alice/websockify"
+    ))
+    .await
+    .unwrap();
 
     let big = format!("X-Big: {}", "a".repeat(100_000));
-    let r = curl(&format!("https://hub.test:{https_port}/desktop/alice/whoami"), &["--http1.1", "-H", &big]);
+    let r = curl(
+        &format!("https://hub.test:{https_port}/desktop/alice/whoami"),
+        &["--http1.1", "-H", &big],
+    );
     assert_eq!(r.status, 431);
 
     let raw = |bytes: &[u8]| {
@@ -219,12 +349,25 @@ async fn bad_input_gets_the_right_answer_and_hurts_no_one_else() {
     };
     assert!(raw(b"THIS IS NOT HTTP\r\n\r\n").starts_with("HTTP/1.1 400"));
     let odd_host = raw(b"GET / HTTP/1.1\r\nHost: [unclosed\r\nConnection: close\r\n\r\n");
-    assert!(odd_host.starts_with("HTTP/1.1 4"), "a malformed Host gets a 4xx, not a dropped connection: {odd_host:?}");
+    assert!(
+        odd_host.starts_with("HTTP/1.1 4"),
+        "a malformed Host gets a 4xx, not a dropped connection: {odd_host:?}"
+    );
 
     // An Upgrade the desktop refuses (no Origin: KasmVNC-style 200 page) passes through as HTTP.
     let r = curl(
         &format!("https://hub.test:{https_port}/desktop/alice/websockify"),
-        &["--http1.1", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="],
+        &[
+            "--http1.1",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ],
     );
     assert_eq!(r.status, 200);
     assert!(r.body.contains("<h1>desktop alice</h1>"));
@@ -237,7 +380,17 @@ async fn bad_input_gets_the_right_answer_and_hurts_no_one_else() {
     let _ = s.read_to_end(&mut out);
 
     ws.send(Message::text("whoami")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "alice", "the desktop session survived");
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "alice",
+        "the desktop session survived"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,16 +406,42 @@ async fn connection_limits_refuse_politely_and_keep_open_desktops() {
     let (mut b, _) = ws_connect(&url).await.unwrap();
     match ws_connect(&url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
-        other => panic!("third desktop from one client must get 503, got {:?}", other.map(|(_, r)| r.status())),
+        other => panic!(
+            "third desktop from one client must get 503, got {:?}",
+            other.map(|(_, r)| r.status())
+        ),
     }
-    assert_eq!(curl(&format!("https://hub.test:{https_port}/desktop/alice/whoami"), &[]).status, 503);
+    assert_eq!(
+        curl(
+            &format!("https://hub.test:{https_port}/desktop/alice/whoami"),
+            &[]
+        )
+        .status,
+        503
+    );
     for ws in [&mut a, &mut b] {
         ws.send(Message::text("whoami")).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "alice");
+        assert_eq!(
+            ws.next()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_text()
+                .unwrap()
+                .as_str(),
+            "alice"
+        );
     }
     a.close(None).await.unwrap();
     while a.next().await.is_some() {}
-    wait_until(Duration::from_secs(10), "a freed slot", || curl(&format!("https://hub.test:{https_port}/desktop/alice/whoami"), &[]).status == 200);
+    wait_until(Duration::from_secs(10), "a freed slot", || {
+        curl(
+            &format!("https://hub.test:{https_port}/desktop/alice/whoami"),
+            &[],
+        )
+        .status
+            == 200
+    });
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -271,26 +450,76 @@ async fn a_killed_desktop_closes_its_websockets_properly_and_comes_back() {
     let (https_port, admin_port, doomed_port) = (free_port(), free_port(), free_port());
     let mut doomed = DesktopProcess::start(&fx, "doomed", doomed_port);
     let alice = fx.desktop("alice");
-    let yaml = config(&fx, https_port, admin_port, &[("alice", alice), ("doomed", doomed.addr)], "", "");
+    let yaml = config(
+        &fx,
+        https_port,
+        admin_port,
+        &[("alice", alice), ("doomed", doomed.addr)],
+        "",
+        "",
+    );
     let _edge = start(&fx, &yaml, https_port, admin_port);
-    let (mut d, _) = ws_connect(&format!("wss://hub.test:{https_port}/desktop/doomed/websockify")).await.unwrap();
-    let (mut a, _) = ws_connect(&format!("wss://hub.test:{https_port}/desktop/alice/websockify")).await.unwrap();
+    let (mut d, _) = ws_connect(&format!(
+        "wss://hub.test:{https_port}/desktop/doomed/websockify"
+    ))
+    .await
+    .unwrap();
+    let (mut a, _) = ws_connect(&format!(
+        "wss://hub.test:{https_port}/desktop/alice/websockify"
+    ))
+    .await
+    .unwrap();
     d.send(Message::text("whoami")).await.unwrap();
-    assert_eq!(d.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "doomed");
+    assert_eq!(
+        d.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "doomed"
+    );
 
     doomed.kill();
-    let end = tokio::time::timeout(Duration::from_secs(20), d.next()).await.expect("the browser learns within 20 s");
+    let end = tokio::time::timeout(Duration::from_secs(20), d.next())
+        .await
+        .expect("the browser learns within 20 s");
     match end {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Error),
         other => panic!("expected a close frame with 1011, got {other:?}"),
     }
 
     a.send(Message::text("whoami")).await.unwrap();
-    assert_eq!(a.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "alice", "other desktops unaffected");
+    assert_eq!(
+        a.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "alice",
+        "other desktops unaffected"
+    );
     let _back = DesktopProcess::start(&fx, "doomed", doomed_port);
-    let (mut d2, _) = ws_connect(&format!("wss://hub.test:{https_port}/desktop/doomed/websockify")).await.unwrap();
+    let (mut d2, _) = ws_connect(&format!(
+        "wss://hub.test:{https_port}/desktop/doomed/websockify"
+    ))
+    .await
+    .unwrap();
     d2.send(Message::text("whoami")).await.unwrap();
-    assert_eq!(d2.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "doomed", "back without restarting deskgate");
+    assert_eq!(
+        d2.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "doomed",
+        "back without restarting deskgate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -299,23 +528,67 @@ async fn metrics_health_and_access_log_without_secrets() {
     let (https_port, admin_port) = (free_port(), free_port());
     let alice = fx.desktop("alice");
     let access = fx.path().join("access.log");
-    let yaml = config(&fx, https_port, admin_port, &[("alice", alice)], "", &format!("log: {{ access: {{ format: json, path: \"{}\" }} }}\n", access.display()));
+    let yaml = config(
+        &fx,
+        https_port,
+        admin_port,
+        &[("alice", alice)],
+        "",
+        &format!(
+            "log: {{ access: {{ format: json, path: \"{}\" }} }}\n",
+            access.display()
+        ),
+    );
     let _edge = start(&fx, &yaml, https_port, admin_port);
 
-    assert_eq!(curl(&format!("http://127.0.0.1:{admin_port}/healthz"), &[]).status, 200);
-    assert_eq!(curl(&format!("http://127.0.0.1:{admin_port}/readyz"), &[]).status, 200);
-    let r = curl(&format!("https://hub.test:{https_port}/desktop/alice/vnc.html?autoconnect=1&password=hunter2"), &["-H", "Authorization: Bearer sekrit-token", "-H", "Cookie: hub_session=abc"]);
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{admin_port}/healthz"), &[]).status,
+        200
+    );
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{admin_port}/readyz"), &[]).status,
+        200
+    );
+    let r = curl(
+        &format!(
+            "https://hub.test:{https_port}/desktop/alice/vnc.html?autoconnect=1&password=hunter2"
+        ),
+        &[
+            "-H",
+            "Authorization: Bearer sekrit-token",
+            "-H",
+            "Cookie: hub_session=abc",
+        ],
+    );
     assert_eq!(r.status, 200);
-    let (mut ws, _) = ws_connect(&format!("wss://hub.test:{https_port}/desktop/alice/websockify")).await.unwrap();
+    let (mut ws, _) = ws_connect(&format!(
+        "wss://hub.test:{https_port}/desktop/alice/websockify"
+    ))
+    .await
+    .unwrap();
     ws.send(Message::binary(vec![1u8; 1000])).await.unwrap();
     ws.next().await.unwrap().unwrap();
     ws.close(None).await.unwrap();
     while ws.next().await.is_some() {}
 
-    wait_until(Duration::from_secs(10), "the WebSocket's access log line", || std::fs::read_to_string(&access).unwrap_or_default().contains("\"websocket\""));
+    wait_until(
+        Duration::from_secs(10),
+        "the WebSocket's access log line",
+        || {
+            std::fs::read_to_string(&access)
+                .unwrap_or_default()
+                .contains("\"websocket\"")
+        },
+    );
     let log = std::fs::read_to_string(&access).unwrap();
-    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let page = lines.iter().find(|l| l["uri"].as_str().unwrap_or("").contains("vnc.html")).expect("a line for the page");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let page = lines
+        .iter()
+        .find(|l| l["uri"].as_str().unwrap_or("").contains("vnc.html"))
+        .expect("a line for the page");
     assert_eq!(page["status"], 200);
     assert_eq!(page["route"], "/desktop/{name}/");
     let ws_line = lines.iter().find(|l| l.get("websocket").is_some()).unwrap();

@@ -16,16 +16,34 @@ struct Redis {
 impl Redis {
     fn start(dir: &std::path::Path, port: u16) -> Redis {
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+            ])
             .arg(dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed by ./dev test");
         wait_port(port);
-        Redis { child, port, dir: dir.to_path_buf() }
+        Redis {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
     }
     fn stop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -49,24 +67,42 @@ fn start_edge(fx: &Fixture, name: &str, redis_port: u16) -> Edge {
         fx.tls_listener(https_port),
         fx.password_file.display()
     );
-    let d = Deskgate::start_with_env(fx.path(), name, &yaml, https_port, &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)]);
+    let d = Deskgate::start_with_env(
+        fx.path(),
+        name,
+        &yaml,
+        https_port,
+        &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
+    );
     wait_port(admin);
     Edge { d, admin }
 }
 
 fn served(e: &Edge, prefix: &str) -> Option<String> {
-    let r = curl(&format!("https://hub.test:{}{prefix}/whoami", e.d.https_port), &[]);
+    let r = curl(
+        &format!("https://hub.test:{}{prefix}/whoami", e.d.https_port),
+        &[],
+    );
     (r.status == 200).then(|| r.body.trim().to_string())
 }
 
 fn post(e: &Edge, prefix: &str, target: &str) -> u16 {
-    admin(e.admin, "POST", &format!("/api/routes{prefix}"), Some(&format!(r#"{{"target": "https://{target}"}}"#)), Some(ADMIN_TOKEN)).status
+    admin(
+        e.admin,
+        "POST",
+        &format!("/api/routes{prefix}"),
+        Some(&format!(r#"{{"target": "https://{target}"}}"#)),
+        Some(ADMIN_TOKEN),
+    )
+    .status
 }
 
 /// Waits until `cond` holds on every edge; returns how long that took.
 fn propagate(edges: &[&Edge], what: &str, cond: impl Fn(&Edge) -> bool) -> Duration {
     let started = Instant::now();
-    wait_until(Duration::from_secs(15), what, || edges.iter().all(|e| cond(e)));
+    wait_until(Duration::from_secs(15), what, || {
+        edges.iter().all(|e| cond(e))
+    });
     started.elapsed()
 }
 
@@ -82,52 +118,101 @@ async fn three_edges_share_routes_through_redis_and_survive_its_outage() {
     let e2 = start_edge(&fx, "edge2", redis.port);
     let e3 = start_edge(&fx, "edge3", redis.port);
     let all = [&e1, &e2, &e3];
-    propagate(&all, "all edges in sync with Redis", |e| metric(e.admin, "deskgate_route_store_up") == 1);
+    propagate(&all, "all edges in sync with Redis", |e| {
+        metric(e.admin, "deskgate_route_store_up") == 1
+    });
 
     // Added via 1, served by 2 and 3.
     assert_eq!(post(&e1, "/desktop/alice", &alice.to_string()), 201);
-    let t_add = propagate(&[&e2, &e3], "the route on edges 2 and 3", |e| served(e, "/desktop/alice").as_deref() == Some("alice"));
+    let t_add = propagate(&[&e2, &e3], "the route on edges 2 and 3", |e| {
+        served(e, "/desktop/alice").as_deref() == Some("alice")
+    });
     // Deleted via 3, gone on 1 and 2.
     assert_eq!(post(&e3, "/desktop/bob", &bob.to_string()), 201);
-    propagate(&all, "bob everywhere", |e| served(e, "/desktop/bob").is_some());
-    assert_eq!(admin(e3.admin, "DELETE", "/api/routes/desktop/bob", None, Some(ADMIN_TOKEN)).status, 204);
-    let t_del = propagate(&[&e1, &e2], "bob gone on edges 1 and 2", |e| served(e, "/desktop/bob").is_none());
+    propagate(&all, "bob everywhere", |e| {
+        served(e, "/desktop/bob").is_some()
+    });
+    assert_eq!(
+        admin(
+            e3.admin,
+            "DELETE",
+            "/api/routes/desktop/bob",
+            None,
+            Some(ADMIN_TOKEN)
+        )
+        .status,
+        204
+    );
+    let t_del = propagate(&[&e1, &e2], "bob gone on edges 1 and 2", |e| {
+        served(e, "/desktop/bob").is_none()
+    });
     println!("propagation through Redis: add {t_add:?}, delete {t_del:?}");
 
     // WebSocket frames through edge 2 move last_activity as seen through edge 1.
     let last = |e: &Edge| {
-        let r = admin(e.admin, "GET", "/api/routes/desktop/alice", None, Some(ADMIN_TOKEN));
+        let r = admin(
+            e.admin,
+            "GET",
+            "/api/routes/desktop/alice",
+            None,
+            Some(ADMIN_TOKEN),
+        );
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         deskgate::runtime_routes::parse_iso8601(v["last_activity"].as_str().unwrap()).unwrap()
     };
     let before = last(&e1);
-    let (mut ws, _) = ws_connect(&format!("wss://hub.test:{}/desktop/alice/websockify", e2.d.https_port)).await.unwrap();
+    let (mut ws, _) = ws_connect(&format!(
+        "wss://hub.test:{}/desktop/alice/websockify",
+        e2.d.https_port
+    ))
+    .await
+    .unwrap();
     let frames_from = deskgate::runtime_routes::now_ms();
     for i in 0..5u8 {
         ws.send(Message::binary(vec![i; 32])).await.unwrap();
         ws.next().await.unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    wait_until(Duration::from_secs(15), "edge 1 to see edge 2's WebSocket activity", || last(&e1) >= frames_from + 1000);
+    wait_until(
+        Duration::from_secs(15),
+        "edge 1 to see edge 2's WebSocket activity",
+        || last(&e1) >= frames_from + 1000,
+    );
     assert!(last(&e1) > before);
 
     // Redis down: every edge keeps serving what it has, writes get 503.
     redis.stop();
-    propagate(&all, "all edges to notice the outage", |e| metric(e.admin, "deskgate_route_store_up") == 0);
+    propagate(&all, "all edges to notice the outage", |e| {
+        metric(e.admin, "deskgate_route_store_up") == 0
+    });
     for e in all {
         assert_eq!(served(e, "/desktop/alice").as_deref(), Some("alice"));
         assert_eq!(post(e, "/desktop/carol", &bob.to_string()), 503);
-        assert_eq!(admin(e.admin, "DELETE", "/api/routes/desktop/alice", None, Some(ADMIN_TOKEN)).status, 503);
+        assert_eq!(
+            admin(
+                e.admin,
+                "DELETE",
+                "/api/routes/desktop/alice",
+                None,
+                Some(ADMIN_TOKEN)
+            )
+            .status,
+            503
+        );
     }
 
     // Redis back with its data: everything written before is still served everywhere, and a
     // new route propagates to all three.
     let _redis = Redis::start(&redis.dir, redis.port);
-    propagate(&all, "all edges to resync", |e| metric(e.admin, "deskgate_route_store_up") == 1);
+    propagate(&all, "all edges to resync", |e| {
+        metric(e.admin, "deskgate_route_store_up") == 1
+    });
     for e in all {
         assert_eq!(served(e, "/desktop/alice").as_deref(), Some("alice"));
         assert!(served(e, "/desktop/bob").is_none());
     }
     assert_eq!(post(&e2, "/desktop/dave", &bob.to_string()), 201);
-    propagate(&all, "dave everywhere", |e| served(e, "/desktop/dave").as_deref() == Some("bob"));
+    propagate(&all, "dave everywhere", |e| {
+        served(e, "/desktop/dave").as_deref() == Some("bob")
+    });
 }

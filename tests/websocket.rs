@@ -17,7 +17,11 @@ fn hub_with(timeouts: &str, desktops: &[&str]) -> Hub {
     let port = free_port();
     let mut upstreams = String::new();
     for name in desktops {
-        let addr = if *name == "eager" { fx.eager_desktop(name) } else { fx.desktop(name) };
+        let addr = if *name == "eager" {
+            fx.eager_desktop(name)
+        } else {
+            fx.desktop(name)
+        };
         upstreams.push_str(&fx.desktop_upstream(&format!("desktop-{name}"), addr));
     }
     let yaml = format!(
@@ -31,7 +35,10 @@ fn hub_with(timeouts: &str, desktops: &[&str]) -> Hub {
 async fn echo_once(ws: &mut Ws, msg: Message) -> Message {
     ws.send(msg).await.unwrap();
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("echo within 10 s") {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("echo within 10 s")
+        {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(m)) => return m,
             other => panic!("no echo: {other:?}"),
@@ -42,10 +49,16 @@ async fn echo_once(ws: &mut Ws, msg: Message) -> Message {
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_reaches_wss_desktop_through_tls_edge() {
     let hub = hub_with("{ read: 60s }", &["alice"]);
-    let url = format!("wss://hub.test:{}/desktop/alice/websockify", hub.edge.https_port);
+    let url = format!(
+        "wss://hub.test:{}/desktop/alice/websockify",
+        hub.edge.https_port
+    );
     let (mut ws, resp) = ws_connect(&url).await.expect("upgrade through deskgate");
     assert_eq!(resp.status(), 101);
-    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "binary");
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "binary"
+    );
 
     // 4 MiB of frames of mixed sizes, each checked byte for byte.
     let sizes = [1usize, 7, 125, 126, 1000, 65535, 65536, 100_000, 300_000];
@@ -53,9 +66,15 @@ async fn websocket_reaches_wss_desktop_through_tls_edge() {
     let mut i = 0usize;
     while sent < 4 * 1024 * 1024 {
         let n = sizes[i % sizes.len()];
-        let payload: Vec<u8> = (0..n).map(|b| (b as u8).wrapping_mul(31).wrapping_add(i as u8)).collect();
+        let payload: Vec<u8> = (0..n)
+            .map(|b| (b as u8).wrapping_mul(31).wrapping_add(i as u8))
+            .collect();
         let back = echo_once(&mut ws, Message::binary(payload.clone())).await;
-        assert_eq!(back.into_data().as_ref(), payload.as_slice(), "frame {i} of {n} bytes");
+        assert_eq!(
+            back.into_data().as_ref(),
+            payload.as_slice(),
+            "frame {i} of {n} bytes"
+        );
         sent += n;
         i += 1;
     }
@@ -71,18 +90,44 @@ async fn hub_shapes_reach_the_right_desktops() {
     let verifier = std::sync::Arc::new(RecordingVerifier::default());
     let (mut ws, _) = ws_connect_with(
         &format!("wss://desktop-alice.hub.test:{port}/websockify"),
-        &[("Origin", "https://desktop-alice.hub.test"), ("Sec-WebSocket-Protocol", "binary")],
+        &[
+            ("Origin", "https://desktop-alice.hub.test"),
+            ("Sec-WebSocket-Protocol", "binary"),
+        ],
         verifier.clone(),
     )
     .await
     .unwrap();
-    assert_eq!(echo_once(&mut ws, Message::text("whoami")).await.into_text().unwrap().as_str(), "alice");
-    let wild_der = rustls_pemfile::certs(&mut std::fs::read(&hub.fx.wild_cert).unwrap().as_slice()).next().unwrap().unwrap();
-    assert_eq!(*verifier.last_cert.lock().unwrap(), wild_der.to_vec(), "SNI desktop-alice.hub.test gets the *.hub.test certificate");
+    assert_eq!(
+        echo_once(&mut ws, Message::text("whoami"))
+            .await
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "alice"
+    );
+    let wild_der = rustls_pemfile::certs(&mut std::fs::read(&hub.fx.wild_cert).unwrap().as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        *verifier.last_cert.lock().unwrap(),
+        wild_der.to_vec(),
+        "SNI desktop-alice.hub.test gets the *.hub.test certificate"
+    );
 
     // Path routing with the prefix stripped.
-    let (mut ws, _) = ws_connect(&format!("wss://hub.test:{port}/desktop/bob/websockify")).await.unwrap();
-    assert_eq!(echo_once(&mut ws, Message::text("whoami")).await.into_text().unwrap().as_str(), "bob");
+    let (mut ws, _) = ws_connect(&format!("wss://hub.test:{port}/desktop/bob/websockify"))
+        .await
+        .unwrap();
+    assert_eq!(
+        echo_once(&mut ws, Message::text("whoami"))
+            .await
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "bob"
+    );
 }
 
 /// cloudflare/pingora#946: a fast WSS upstream's 101 raced the request's empty body and the
@@ -92,13 +137,24 @@ async fn hub_shapes_reach_the_right_desktops() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_survives_fast_wss_upstream_2000_times() {
     let hub = hub_with("{ read: 60s }", &["eager"]);
-    let url = format!("wss://hub.test:{}/desktop/eager/websockify", hub.edge.https_port);
-    let headers = [("Origin", "https://hub.test"), ("Sec-WebSocket-Protocol", "binary"), ("Sec-WebSocket-Key", EAGER_KEY)];
+    let url = format!(
+        "wss://hub.test:{}/desktop/eager/websockify",
+        hub.edge.https_port
+    );
+    let headers = [
+        ("Origin", "https://hub.test"),
+        ("Sec-WebSocket-Protocol", "binary"),
+        ("Sec-WebSocket-Key", EAGER_KEY),
+    ];
     let mut failures = Vec::new();
     for i in 0..2000 {
         let result = async {
-            let (mut ws, _) = ws_connect_with(&url, &headers, Default::default()).await.map_err(|e| format!("connect: {e}"))?;
-            ws.send(Message::binary(vec![i as u8; 32])).await.map_err(|e| format!("send: {e}"))?;
+            let (mut ws, _) = ws_connect_with(&url, &headers, Default::default())
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            ws.send(Message::binary(vec![i as u8; 32]))
+                .await
+                .map_err(|e| format!("send: {e}"))?;
             match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
                 Ok(Some(Ok(Message::Binary(b)))) if b.len() == 32 => {}
                 other => return Err(format!("no echo: {other:?}")),
@@ -111,7 +167,12 @@ async fn upgrade_survives_fast_wss_upstream_2000_times() {
             failures.push(format!("#{i}: {e}"));
         }
     }
-    assert!(failures.is_empty(), "{} of 2000 upgrades failed; first: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of 2000 upgrades failed; first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 }
 
 /// cloudflare/pingora#255: the HTTP read timeout (1 s here) must not cut an idle desktop;
@@ -119,11 +180,21 @@ async fn upgrade_survives_fast_wss_upstream_2000_times() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_websocket_outlives_read_timeout_until_upgraded_idle() {
     let hub = hub_with("{ read: 1s, upgraded_idle: 5s }", &["idle"]);
-    let url = format!("wss://hub.test:{}/desktop/idle/websockify", hub.edge.https_port);
+    let url = format!(
+        "wss://hub.test:{}/desktop/idle/websockify",
+        hub.edge.https_port
+    );
 
     let (mut ws, _) = ws_connect(&url).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await; // the idle period under test
-    assert_eq!(echo_once(&mut ws, Message::text("still here")).await.into_text().unwrap().as_str(), "still here");
+    assert_eq!(
+        echo_once(&mut ws, Message::text("still here"))
+            .await
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "still here"
+    );
 
     let (mut ws, _) = ws_connect(&url).await.unwrap();
     let started = Instant::now();
@@ -136,7 +207,13 @@ async fn idle_websocket_outlives_read_timeout_until_upgraded_idle() {
         }
     })
     .await;
-    assert!(end.is_ok(), "an idle WebSocket must be closed after upgraded_idle");
+    assert!(
+        end.is_ok(),
+        "an idle WebSocket must be closed after upgraded_idle"
+    );
     let idle = started.elapsed();
-    assert!(idle >= Duration::from_secs(4), "closed after {idle:?}, before upgraded_idle (5 s)");
+    assert!(
+        idle >= Duration::from_secs(4),
+        "closed after {idle:?}, before upgraded_idle (5 s)"
+    );
 }

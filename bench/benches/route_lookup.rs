@@ -9,7 +9,14 @@ use std::sync::Arc;
 
 fn route(host: Option<&str>, path: PathPattern) -> Arc<Route> {
     let host = host.map(|h| HostPattern::parse(h).unwrap());
-    Arc::new(Route { strip_prefix: true, ..Route::new(host, path, UpstreamRef::Fixed(Arc::new(Upstream::plain("u", "127.0.0.1:1")))) })
+    Arc::new(Route {
+        strip_prefix: true,
+        ..Route::new(
+            host,
+            path,
+            UpstreamRef::Fixed(Arc::new(Upstream::plain("u", "127.0.0.1:1"))),
+        )
+    })
 }
 
 /// The hub's YAML routes plus `n` runtime routes `/user/u<i>` (as JupyterHub registers them).
@@ -28,9 +35,30 @@ fn lookups(c: &mut Criterion) {
     for n in [10usize, 10_000] {
         let t = table(n);
         let runtime_path = format!("/user/u{}/lab/tree/notebook.ipynb", n / 2);
-        g.bench_with_input(BenchmarkId::new("runtime_route", n), &t, |b, t| b.iter(|| t.lookup(black_box("hub.example.org"), black_box(&runtime_path)).unwrap()));
-        g.bench_with_input(BenchmarkId::new("desktop_path", n), &t, |b, t| b.iter(|| t.lookup(black_box("hub.example.org"), black_box("/desktop/alice/websockify")).unwrap()));
-        g.bench_with_input(BenchmarkId::new("desktop_host", n), &t, |b, t| b.iter(|| t.lookup(black_box("desktop-alice.hub.example.org"), black_box("/websockify")).unwrap()));
+        g.bench_with_input(BenchmarkId::new("runtime_route", n), &t, |b, t| {
+            b.iter(|| {
+                t.lookup(black_box("hub.example.org"), black_box(&runtime_path))
+                    .unwrap()
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("desktop_path", n), &t, |b, t| {
+            b.iter(|| {
+                t.lookup(
+                    black_box("hub.example.org"),
+                    black_box("/desktop/alice/websockify"),
+                )
+                .unwrap()
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("desktop_host", n), &t, |b, t| {
+            b.iter(|| {
+                t.lookup(
+                    black_box("desktop-alice.hub.example.org"),
+                    black_box("/websockify"),
+                )
+                .unwrap()
+            })
+        });
     }
     g.finish();
 }

@@ -7,13 +7,29 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut parts = text.split('\n');
-    let (Some(host_pat), Some(path_pat), Some(host), Some(path)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return };
-    let host_pattern = if host_pat.is_empty() { None } else { HostPattern::parse(host_pat).ok() };
-    let Ok(path_pattern) = PathPattern::parse(path_pat) else { return };
+    let (Some(host_pat), Some(path_pat), Some(host), Some(path)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    let host_pattern = if host_pat.is_empty() {
+        None
+    } else {
+        HostPattern::parse(host_pat).ok()
+    };
+    let Ok(path_pattern) = PathPattern::parse(path_pat) else {
+        return;
+    };
     let upstream = UpstreamRef::Fixed(Arc::new(Upstream::plain("u", "127.0.0.1:1")));
-    let route = Arc::new(Route { strip_prefix: true, novnc: true, ..Route::new(host_pattern, path_pattern, upstream.clone()) });
+    let route = Arc::new(Route {
+        strip_prefix: true,
+        novnc: true,
+        ..Route::new(host_pattern, path_pattern, upstream.clone())
+    });
     let literal = Arc::new(Route::new(None, PathPattern::literal("/lit/x"), upstream));
     let table = RouteTable::build([route, literal]);
     let path = normalize_path(path);

@@ -8,7 +8,9 @@ pub struct HumanDuration(pub Duration);
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
@@ -19,7 +21,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"
+            ))
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("duration `{text}` is out of range"));
@@ -35,9 +41,13 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Seconds(u64),
             Text(String),
         }
-        match Form::deserialize(d).map_err(|_| de::Error::custom("expected a duration like `3s`, `5m` or `1h`"))? {
+        match Form::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a duration like `3s`, `5m` or `1h`"))?
+        {
             Form::Seconds(s) => Ok(HumanDuration(Duration::from_secs(s))),
-            Form::Text(t) => parse_duration(&t).map(HumanDuration).map_err(de::Error::custom),
+            Form::Text(t) => parse_duration(&t)
+                .map(HumanDuration)
+                .map_err(de::Error::custom),
         }
     }
 }

@@ -31,7 +31,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -116,8 +120,14 @@ pub struct LoadOptions {
 
 pub fn load_file(path: &Path, opts: LoadOptions) -> Result<Config, Vec<ConfigError>> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![ConfigError { file: file.clone(), line: 1, column: 1, message: format!("cannot read config: {e}") }])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read config: {e}"),
+        }]
+    })?;
     load_str(&file, &text, opts)
 }
 
@@ -125,11 +135,24 @@ pub fn load_str(file: &str, text: &str, opts: LoadOptions) -> Result<Config, Vec
     let raw: RawConfig = match serde_yaml::from_str::<Option<RawConfig>>(text) {
         Ok(r) => r.unwrap_or_default(),
         Err(e) => {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-            return Err(vec![ConfigError { file: file.to_string(), line, column, message: serde_message(&e) }]);
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            return Err(vec![ConfigError {
+                file: file.to_string(),
+                line,
+                column,
+                message: serde_message(&e),
+            }]);
         }
     };
-    let mut v = Validator { file: file.to_string(), spans: SpanIndex::parse(text), errors: Vec::new(), opts };
+    let mut v = Validator {
+        file: file.to_string(),
+        spans: SpanIndex::parse(text),
+        errors: Vec::new(),
+        opts,
+    };
     let config = v.config(raw);
     if v.errors.is_empty() {
         Ok(config)
@@ -158,11 +181,21 @@ struct Validator {
 impl Validator {
     fn error(&mut self, path: &str, message: impl Into<String>) {
         let pos = self.spans.find(path);
-        self.errors.push(ConfigError { file: self.file.clone(), line: pos.line, column: pos.column, message: message.into() });
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: pos.line,
+            column: pos.column,
+            message: message.into(),
+        });
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
-        let listeners = raw.listeners.into_iter().enumerate().map(|(i, l)| self.listener(i, l)).collect::<Vec<_>>();
+        let listeners = raw
+            .listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| self.listener(i, l))
+            .collect::<Vec<_>>();
         if listeners.is_empty() {
             self.error("", "no `listeners:`; add at least one, for example `- addr: \"0.0.0.0:443\"` with `tls:`");
         }
@@ -186,13 +219,22 @@ impl Validator {
         for (i, r) in raw.routes.into_iter().enumerate() {
             if let Some(route) = self.route(i, r, &upstreams, &timeouts) {
                 if !seen.insert(route.label.clone()) {
-                    self.error(&format!("routes[{i}]"), format!("duplicate route `{}`: an earlier route has the same host and path", route.label));
+                    self.error(
+                        &format!("routes[{i}]"),
+                        format!(
+                            "duplicate route `{}`: an earlier route has the same host and path",
+                            route.label
+                        ),
+                    );
                 }
                 routes.push(Arc::new(route));
             }
         }
         let admin = raw.admin.map(|a| self.admin(a));
-        let dynamic = raw.dynamic.map(|d| self.dynamic(d, &timeouts)).unwrap_or_default();
+        let dynamic = raw
+            .dynamic
+            .map(|d| self.dynamic(d, &timeouts))
+            .unwrap_or_default();
         let threads = raw.threads.unwrap_or(1);
         if threads == 0 {
             self.error("threads", "`threads` must be at least 1");
@@ -206,7 +248,9 @@ impl Validator {
             admin,
             dynamic,
             state_file: raw.state_file,
-            route_store: raw.route_store.map(|r| (r.redis, r.key_prefix.unwrap_or_else(|| "deskgate:".into()))),
+            route_store: raw
+                .route_store
+                .map(|r| (r.redis, r.key_prefix.unwrap_or_else(|| "deskgate:".into()))),
             threads: threads.max(1),
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
@@ -224,18 +268,40 @@ impl Validator {
     fn listener(&mut self, i: usize, l: RawListener) -> Listener {
         let at = format!("listeners[{i}]");
         if l.addr.parse::<std::net::SocketAddr>().is_err() {
-            self.error(&format!("{at}.addr"), format!("expected `ip:port` such as `0.0.0.0:443`, found `{}`", l.addr));
+            self.error(
+                &format!("{at}.addr"),
+                format!(
+                    "expected `ip:port` such as `0.0.0.0:443`, found `{}`",
+                    l.addr
+                ),
+            );
         }
         let tls = l.tls.map(|t| {
             if t.certs.is_empty() {
-                self.error(&format!("{at}.tls.certs"), "a TLS listener needs at least one certificate");
+                self.error(
+                    &format!("{at}.tls.certs"),
+                    "a TLS listener needs at least one certificate",
+                );
             }
-            t.certs.into_iter().enumerate().map(|(j, c)| self.certificate(&format!("{at}.tls.certs[{j}]"), c)).collect()
+            t.certs
+                .into_iter()
+                .enumerate()
+                .map(|(j, c)| self.certificate(&format!("{at}.tls.certs[{j}]"), c))
+                .collect()
         });
         if l.redirect_https && tls.is_some() {
-            self.error(&format!("{at}.redirect_https"), "`redirect_https` belongs on a plain-HTTP listener, this one has `tls:`");
+            self.error(
+                &format!("{at}.redirect_https"),
+                "`redirect_https` belongs on a plain-HTTP listener, this one has `tls:`",
+            );
         }
-        Listener { addr: l.addr, redirect_https: l.redirect_https, max_connections: l.max_connections, max_connections_per_client: l.max_connections_per_client, tls }
+        Listener {
+            addr: l.addr,
+            redirect_https: l.redirect_https,
+            max_connections: l.max_connections,
+            max_connections_per_client: l.max_connections_per_client,
+            tls,
+        }
     }
 
     fn certificate(&mut self, at: &str, c: RawCert) -> Certificate {
@@ -255,10 +321,21 @@ impl Validator {
                 }
             }
         };
-        Certificate { cert: c.cert, key: c.key, hosts: c.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(), loaded }
+        Certificate {
+            cert: c.cert,
+            key: c.key,
+            hosts: c.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            loaded,
+        }
     }
 
-    fn secret(&mut self, at: &str, file: Option<&Path>, env: Option<&str>, what: &str) -> Option<Secret> {
+    fn secret(
+        &mut self,
+        at: &str,
+        file: Option<&Path>,
+        env: Option<&str>,
+        what: &str,
+    ) -> Option<Secret> {
         if self.opts.skip_files && file.is_some() && env.is_none() {
             return Some(Secret::placeholder());
         }
@@ -272,18 +349,29 @@ impl Validator {
     }
 
     fn basic_auth(&mut self, at: &str, b: &RawBasicAuth) -> Option<HeaderValue> {
-        let password = self.secret(&format!("{at}.basic_auth"), b.password_file.as_deref(), b.password_env.as_deref(), "basic_auth password")?;
+        let password = self.secret(
+            &format!("{at}.basic_auth"),
+            b.password_file.as_deref(),
+            b.password_env.as_deref(),
+            "basic_auth password",
+        )?;
         Some(basic_authorization(&b.user, password.expose()))
     }
 
     fn upstream_tls(&mut self, t: &RawUpstreamTls) -> UpstreamTls {
-        UpstreamTls { verify: t.verify, sni: t.sni.clone().unwrap_or_default() }
+        UpstreamTls {
+            verify: t.verify,
+            sni: t.sni.clone().unwrap_or_default(),
+        }
     }
 
     fn upstream(&mut self, name: &str, u: RawUpstream) -> Option<Upstream> {
         let at = format!("upstreams.{name}");
         if u.servers.is_empty() {
-            self.error(&format!("{at}.servers"), "an upstream needs at least one server (`host:port`)");
+            self.error(
+                &format!("{at}.servers"),
+                "an upstream needs at least one server (`host:port`)",
+            );
         }
         let default_port = if u.tls.is_some() { 443 } else { 80 };
         let mut servers = Vec::new();
@@ -296,7 +384,15 @@ impl Validator {
         let tls = u.tls.as_ref().map(|t| {
             let mut tls = self.upstream_tls(t);
             if tls.sni.is_empty() {
-                tls.sni = servers.first().map(|s| s.rsplit_once(':').map_or(s.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string()).unwrap_or_default();
+                tls.sni = servers
+                    .first()
+                    .map(|s| {
+                        s.rsplit_once(':')
+                            .map_or(s.as_str(), |(h, _)| h)
+                            .trim_matches(['[', ']'])
+                            .to_string()
+                    })
+                    .unwrap_or_default();
             }
             tls
         });
@@ -306,13 +402,14 @@ impl Validator {
         };
         let mut upstream = Upstream::new(name, servers, tls, authorization, u.retries);
         if upstream.servers.len() > 1 || u.health.is_some() || u.balance.is_some() {
-            let policy = match crate::balance::Policy::parse(u.balance.as_deref(), u.hash_key.as_deref()) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.error(&format!("{at}.balance"), e);
-                    return None;
-                }
-            };
+            let policy =
+                match crate::balance::Policy::parse(u.balance.as_deref(), u.hash_key.as_deref()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.error(&format!("{at}.balance"), e);
+                        return None;
+                    }
+                };
             let health = u.health.as_ref().map(|h| crate::balance::HealthSpec {
                 probe: match &h.http {
                     Some(path) => crate::balance::HealthProbe::Http { path: path.clone() },
@@ -320,7 +417,13 @@ impl Validator {
                 },
                 interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
             });
-            match crate::balance::Pool::new(&upstream.servers, policy, health, upstream.tls.as_ref(), upstream.authorization.as_ref()) {
+            match crate::balance::Pool::new(
+                &upstream.servers,
+                policy,
+                health,
+                upstream.tls.as_ref(),
+                upstream.authorization.as_ref(),
+            ) {
                 Ok(pool) => upstream.pool = Some(pool),
                 Err(e) => {
                     self.error(&format!("{at}.servers"), e);
@@ -331,7 +434,13 @@ impl Validator {
         Some(upstream)
     }
 
-    fn route(&mut self, i: usize, r: RawRoute, upstreams: &HashMap<String, Arc<Upstream>>, timeouts: &Timeouts) -> Option<Route> {
+    fn route(
+        &mut self,
+        i: usize,
+        r: RawRoute,
+        upstreams: &HashMap<String, Arc<Upstream>>,
+        timeouts: &Timeouts,
+    ) -> Option<Route> {
         let at = format!("routes[{i}]");
         let host = match r.host.as_deref().map(HostPattern::parse) {
             Some(Ok(h)) => Some(h),
@@ -371,7 +480,9 @@ impl Validator {
                     }
                 };
                 if t.has_captures() {
-                    if let Some(missing) = t.capture_names().find(|c| !captures.iter().any(|k| k == c)) {
+                    if let Some(missing) =
+                        t.capture_names().find(|c| !captures.iter().any(|k| k == c))
+                    {
                         self.error(&format!("{at}.upstream"), format!("`{{{missing}}}` in upstream `{name}` is not captured by this route's host or path"));
                         return None;
                     }
@@ -380,7 +491,8 @@ impl Validator {
                     match upstreams.get(&name) {
                         Some(u) => UpstreamRef::Fixed(u.clone()),
                         None => {
-                            let mut known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                            let mut known: Vec<&str> =
+                                upstreams.keys().map(String::as_str).collect();
                             known.sort();
                             self.error(&format!("{at}.upstream"), format!("route names upstream `{name}`, which is not defined under `upstreams:` (defined: {})", known.join(", ")));
                             return None;
@@ -395,7 +507,12 @@ impl Validator {
                 };
                 let mut headers = Vec::new();
                 for (name, s) in &res.headers {
-                    let secret = self.secret(&format!("{at}.upstream.headers.{name}"), s.file.as_deref(), s.env.as_deref(), &format!("header {name}"))?;
+                    let secret = self.secret(
+                        &format!("{at}.upstream.headers.{name}"),
+                        s.file.as_deref(),
+                        s.env.as_deref(),
+                        &format!("header {name}"),
+                    )?;
                     headers.push((name.clone(), secret));
                 }
                 let tls = res.tls.as_ref().map(|t| self.upstream_tls(t));
@@ -410,15 +527,26 @@ impl Validator {
         };
         for (k, b) in r.block.iter().enumerate() {
             if !b.starts_with('/') {
-                self.error(&format!("{at}.block[{k}]"), format!("a blocked path starts with `/`, found `{b}`"));
+                self.error(
+                    &format!("{at}.block[{k}]"),
+                    format!("a blocked path starts with `/`, found `{b}`"),
+                );
             }
         }
         let access = match r.auth.as_ref() {
-            Some(a) => Some(Arc::new(self.access(&format!("{at}.auth"), a, Some(&captures), timeouts)?)),
+            Some(a) => Some(Arc::new(self.access(
+                &format!("{at}.auth"),
+                a,
+                Some(&captures),
+                timeouts,
+            )?)),
             None => None,
         };
         if r.novnc && path.capture_names().is_empty() && path.as_str() == "/" {
-            self.error(&format!("{at}.novnc"), "`novnc: true` needs a path prefix such as `/desktop/{name}/`");
+            self.error(
+                &format!("{at}.novnc"),
+                "`novnc: true` needs a path prefix such as `/desktop/{name}/`",
+            );
         }
         let forward_cookies = r.forward_cookies.unwrap_or(access.is_none());
         Some(Route {
@@ -439,7 +567,13 @@ impl Validator {
         })
     }
 
-    fn access(&mut self, at: &str, a: &RawAuth, captures: Option<&[String]>, timeouts: &Timeouts) -> Option<AccessCheck> {
+    fn access(
+        &mut self,
+        at: &str,
+        a: &RawAuth,
+        captures: Option<&[String]>,
+        timeouts: &Timeouts,
+    ) -> Option<AccessCheck> {
         match AccessCheck::new(a, captures, timeouts) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -451,21 +585,49 @@ impl Validator {
 
     fn admin(&mut self, a: RawAdmin) -> AdminSettings {
         if a.addr.parse::<std::net::SocketAddr>().is_err() {
-            self.error("admin.addr", format!("expected `ip:port` such as `127.0.0.1:8001`, found `{}`", a.addr));
+            self.error(
+                "admin.addr",
+                format!(
+                    "expected `ip:port` such as `127.0.0.1:8001`, found `{}`",
+                    a.addr
+                ),
+            );
         }
         let token = if a.token_env.is_none() && a.token_file.is_none() {
             self.error("admin", "the admin API needs `token_env:` or `token_file:` (configurable-http-proxy's CONFIGPROXY_AUTH_TOKEN)");
             None
         } else {
-            self.secret("admin", a.token_file.as_deref(), a.token_env.as_deref(), "admin token")
+            self.secret(
+                "admin",
+                a.token_file.as_deref(),
+                a.token_env.as_deref(),
+                "admin token",
+            )
         };
-        AdminSettings { addr: a.addr, token }
+        AdminSettings {
+            addr: a.addr,
+            token,
+        }
     }
 
     fn dynamic(&mut self, d: RawDynamic, timeouts: &Timeouts) -> DynamicSettings {
-        let authorization = d.basic_auth.as_ref().and_then(|b| self.basic_auth("dynamic", b));
-        let access = d.auth.as_ref().and_then(|a| self.access("dynamic.auth", a, None, timeouts)).map(Arc::new);
-        DynamicSettings { tls: d.tls.as_ref().map(|t| self.upstream_tls(t)), authorization, block: d.block, access, novnc: d.novnc, strip_prefix: d.strip_prefix }
+        let authorization = d
+            .basic_auth
+            .as_ref()
+            .and_then(|b| self.basic_auth("dynamic", b));
+        let access = d
+            .auth
+            .as_ref()
+            .and_then(|a| self.access("dynamic.auth", a, None, timeouts))
+            .map(Arc::new);
+        DynamicSettings {
+            tls: d.tls.as_ref().map(|t| self.upstream_tls(t)),
+            authorization,
+            block: d.block,
+            access,
+            novnc: d.novnc,
+            strip_prefix: d.strip_prefix,
+        }
     }
 }
 

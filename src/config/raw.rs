@@ -184,7 +184,13 @@ pub struct RawTimeouts {
 
 impl Default for RawTimeouts {
     fn default() -> Self {
-        RawTimeouts { connect: None, read: None, upgraded_idle: None, client_header: None, drain: None }
+        RawTimeouts {
+            connect: None,
+            read: None,
+            upgraded_idle: None,
+            client_header: None,
+            drain: None,
+        }
     }
 }
 

@@ -24,7 +24,9 @@ impl SpanIndex {
         // Syntax errors are reported by serde_yaml with their own position; here a failed
         // parse only means fewer known positions.
         let _ = Parser::new_from_str(text).load(&mut builder, false);
-        SpanIndex { positions: builder.positions }
+        SpanIndex {
+            positions: builder.positions,
+        }
     }
 
     /// Position of the node at `path`, or of its closest known ancestor.
@@ -36,15 +38,27 @@ impl SpanIndex {
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => return self.positions.get("").copied().unwrap_or(Position { line: 1, column: 1 }),
+                None => {
+                    return self
+                        .positions
+                        .get("")
+                        .copied()
+                        .unwrap_or(Position { line: 1, column: 1 })
+                }
             }
         }
     }
 }
 
 enum Frame {
-    Map { path: String, pending_key: Option<String> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        pending_key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -63,7 +77,11 @@ impl Builder {
                     *pending_key = Some(scalar.unwrap_or("?").to_string());
                     None
                 }
-                Some(key) => Some(if path.is_empty() { key } else { format!("{path}.{key}") }),
+                Some(key) => Some(if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                }),
             },
             Some(Frame::Seq { path, next }) => {
                 let p = format!("{path}[{next}]");
@@ -74,7 +92,10 @@ impl Builder {
     }
 
     fn record(&mut self, path: &str, mark: Marker) {
-        self.positions.entry(path.to_string()).or_insert(Position { line: mark.line(), column: mark.col() + 1 });
+        self.positions.entry(path.to_string()).or_insert(Position {
+            line: mark.line(),
+            column: mark.col() + 1,
+        });
     }
 }
 
@@ -82,20 +103,36 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::Scalar(value, ..) => {
-                let is_key = matches!(self.stack.last(), Some(Frame::Map { pending_key: None, .. }));
+                let is_key = matches!(
+                    self.stack.last(),
+                    Some(Frame::Map {
+                        pending_key: None,
+                        ..
+                    })
+                );
                 if is_key {
                     // A mapping is pointed at by its first key; a key with a non-scalar value
                     // (a nested block) is pointed at by the key itself.
                     if let Some(Frame::Map { path, .. }) = self.stack.last() {
                         let map_path = path.clone();
-                        let key_path = if map_path.is_empty() { value.clone() } else { format!("{map_path}.{value}") };
+                        let key_path = if map_path.is_empty() {
+                            value.clone()
+                        } else {
+                            format!("{map_path}.{value}")
+                        };
                         self.record(&map_path, mark);
                         self.record(&key_path, mark);
                     }
                     self.next_node_path(Some(&value));
                 } else if let Some(p) = self.next_node_path(Some(&value)) {
                     // Scalar values are pointed at exactly.
-                    self.positions.insert(p, Position { line: mark.line(), column: mark.col() + 1 });
+                    self.positions.insert(
+                        p,
+                        Position {
+                            line: mark.line(),
+                            column: mark.col() + 1,
+                        },
+                    );
                 }
             }
             Event::Alias(_) => {
@@ -105,7 +142,10 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) => {
                 let p = self.next_node_path(None).unwrap_or_default();
-                self.stack.push(Frame::Map { path: p, pending_key: None });
+                self.stack.push(Frame::Map {
+                    path: p,
+                    pending_key: None,
+                });
             }
             Event::SequenceStart(..) => {
                 let p = self.next_node_path(None).unwrap_or_default();
@@ -130,6 +170,12 @@ mod tests {
         assert_eq!(idx.find("a[0].x"), Position { line: 2, column: 8 });
         assert_eq!(idx.find("a[0]"), Position { line: 2, column: 5 });
         assert_eq!(idx.find("a[0].nope"), Position { line: 2, column: 5 });
-        assert_eq!(idx.find("a[0].y[1]"), Position { line: 3, column: 12 });
+        assert_eq!(
+            idx.find("a[0].y[1]"),
+            Position {
+                line: 3,
+                column: 12
+            }
+        );
     }
 }

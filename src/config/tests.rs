@@ -31,18 +31,25 @@ fn unknown_upstream_points_at_value() {
 
 #[test]
 fn duplicate_route() {
-    let e = errors(&format!("{BASE}routes:\n  - path: /\n    upstream: hub\n  - path: /\n    upstream: hub\n"));
+    let e = errors(&format!(
+        "{BASE}routes:\n  - path: /\n    upstream: hub\n  - path: /\n    upstream: hub\n"
+    ));
     assert!(e[0].starts_with("t.yaml:9:5: duplicate route"), "{e:?}");
 }
 
 #[test]
 fn bad_duration() {
     let e = errors(&format!("{BASE}timeouts:\n  connect: 3 parsecs\n"));
-    assert!(e[0].starts_with("t.yaml:7:3: ") && e[0].contains("parsecs"), "{e:?}");
+    assert!(
+        e[0].starts_with("t.yaml:7:3: ") && e[0].contains("parsecs"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn template_capture_must_exist() {
-    let e = errors(&format!("{BASE}routes:\n  - path: /desktop/{{user}}/\n    upstream: \"desktop-{{name}}\"\n"));
+    let e = errors(&format!(
+        "{BASE}routes:\n  - path: /desktop/{{user}}/\n    upstream: \"desktop-{{name}}\"\n"
+    ));
     assert!(e[0].contains("`{name}`"), "{e:?}");
 }

@@ -36,7 +36,12 @@ pub struct DesktopSim {
 
 impl DesktopSim {
     pub fn new(name: &str, credentials: Option<String>) -> DesktopSim {
-        DesktopSim { name: name.to_string(), credentials, eager_upgrade_key: None, upgrades: Default::default() }
+        DesktopSim {
+            name: name.to_string(),
+            credentials,
+            eager_upgrade_key: None,
+            upgrades: Default::default(),
+        }
     }
 }
 
@@ -48,26 +53,41 @@ struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        self.header(name)
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     }
 }
 
 /// Binds `addr` (port 0 for any) and serves on a thread of its own; returns the bound address.
-pub fn spawn(desktop: DesktopSim, addr: &str, cert: &std::path::Path, key: &std::path::Path) -> Result<SocketAddr, String> {
+pub fn spawn(
+    desktop: DesktopSim,
+    addr: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<SocketAddr, String> {
     // TLS 1.2 lets the eager desktop's 101 ride in the same flight as the server's Finished,
     // so it is already buffered when Pingora's connect returns.
     let acceptor = acceptor(cert, key, desktop.eager_upgrade_key.is_some())?;
-    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| format!("demo desktop cannot bind {addr}: {e}"))?;
-    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("demo desktop cannot bind {addr}: {e}"))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
     let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
     let desktop = Arc::new(desktop);
     std::thread::Builder::new()
         .name(format!("desktop-{}", desktop.name))
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             rt.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).expect("listener");
                 serve(listener, acceptor, desktop).await
@@ -77,28 +97,43 @@ pub fn spawn(desktop: DesktopSim, addr: &str, cert: &std::path::Path, key: &std:
     Ok(bound)
 }
 
-pub fn acceptor(cert: &std::path::Path, key: &std::path::Path, tls12_only: bool) -> Result<TlsAcceptor, String> {
+pub fn acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    tls12_only: bool,
+) -> Result<TlsAcceptor, String> {
     let ck = crate::tls::load_certified_key(cert, key)?;
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only { &[&rustls::version::TLS12] } else { rustls::DEFAULT_VERSIONS };
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Fixed(ck)));
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(Fixed(ck)));
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 #[derive(Debug)]
 struct Fixed(Arc<rustls::sign::CertifiedKey>);
 impl rustls::server::ResolvesServerCert for Fixed {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(self.0.clone())
     }
 }
 
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, desktop: Arc<DesktopSim>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let desktop = desktop.clone();
@@ -110,7 +145,10 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, desktop: Arc<De
     }
 }
 
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &DesktopSim) -> std::io::Result<()> {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    desktop: &DesktopSim,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4096);
     if let Some(key) = &desktop.eager_upgrade_key {
         let head = format!(
@@ -119,13 +157,17 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &
         );
         stream.write_all(head.as_bytes()).await?;
         stream.flush().await?;
-        let Some((_, consumed, _)) = read_head(&mut stream, &mut buf).await? else { return Ok(()) };
+        let Some((_, consumed, _)) = read_head(&mut stream, &mut buf).await? else {
+            return Ok(());
+        };
         let rest = buf.split_off(consumed);
         let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
         return echo(ws, desktop).await;
     }
     loop {
-        let Some((req, consumed, body_len)) = read_head(&mut stream, &mut buf).await? else { return Ok(()) };
+        let Some((req, consumed, body_len)) = read_head(&mut stream, &mut buf).await? else {
+            return Ok(());
+        };
         // Bodies are read and dropped; the demo desktop has nothing to post to.
         let mut leftover = buf.split_off(consumed);
         while leftover.len() < body_len {
@@ -139,22 +181,48 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &
         buf = leftover.split_off(body_len);
 
         if !authorized(&req, desktop) {
-            respond(&mut stream, "401 Unauthorized", "text/plain", b"authentication required\n", &[("WWW-Authenticate", "Basic realm=\"Websockify\"")], desktop).await?;
+            respond(
+                &mut stream,
+                "401 Unauthorized",
+                "text/plain",
+                b"authentication required\n",
+                &[("WWW-Authenticate", "Basic realm=\"Websockify\"")],
+                desktop,
+            )
+            .await?;
             continue;
         }
-        let wants_ws = req.has_token("connection", "upgrade") && req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        let wants_ws = req.has_token("connection", "upgrade")
+            && req
+                .header("upgrade")
+                .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
         if wants_ws {
-            let protocol = req.header("sec-websocket-protocol").and_then(|p| p.split(',').next()).map(|p| p.trim().to_string());
-            match (req.header("origin"), protocol, req.header("sec-websocket-key")) {
+            let protocol = req
+                .header("sec-websocket-protocol")
+                .and_then(|p| p.split(',').next())
+                .map(|p| p.trim().to_string());
+            match (
+                req.header("origin"),
+                protocol,
+                req.header("sec-websocket-key"),
+            ) {
                 (Some(_), Some(protocol), Some(key)) => {
-                    desktop.upgrades.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    desktop
+                        .upgrades
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let accept = derive_accept_key(key.as_bytes());
                     let head = format!(
                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
                     );
                     stream.write_all(head.as_bytes()).await?;
                     stream.flush().await?;
-                    let ws = WebSocketStream::from_partially_read(stream, std::mem::take(&mut buf), Role::Server, None).await;
+                    let ws = WebSocketStream::from_partially_read(
+                        stream,
+                        std::mem::take(&mut buf),
+                        Role::Server,
+                        None,
+                    )
+                    .await;
                     return echo(ws, desktop).await;
                 }
                 // KasmVNC's answer to a handshake without Origin or subprotocol: its HTML page.
@@ -165,14 +233,47 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &
             }
         }
         match req.target.split('?').next().unwrap_or("/") {
-            "/whoami" => respond(&mut stream, "200 OK", "text/plain", format!("{}\n", desktop.name).as_bytes(), &[], desktop).await?,
+            "/whoami" => {
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    "text/plain",
+                    format!("{}\n", desktop.name).as_bytes(),
+                    &[],
+                    desktop,
+                )
+                .await?
+            }
             p if p.starts_with("/bytes/") => {
-                let n = p["/bytes/".len()..].parse::<usize>().unwrap_or(0).min(64 << 20);
-                respond(&mut stream, "200 OK", "application/octet-stream", &vec![b'x'; n], &[], desktop).await?
+                let n = p["/bytes/".len()..]
+                    .parse::<usize>()
+                    .unwrap_or(0)
+                    .min(64 << 20);
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    "application/octet-stream",
+                    &vec![b'x'; n],
+                    &[],
+                    desktop,
+                )
+                .await?
             }
             "/headers" => {
-                let text: String = req.headers.iter().map(|(k, v)| format!("{}: {v}\n", k.to_ascii_lowercase())).collect();
-                respond(&mut stream, "200 OK", "text/plain", text.as_bytes(), &[], desktop).await?
+                let text: String = req
+                    .headers
+                    .iter()
+                    .map(|(k, v)| format!("{}: {v}\n", k.to_ascii_lowercase()))
+                    .collect();
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    "text/plain",
+                    text.as_bytes(),
+                    &[],
+                    desktop,
+                )
+                .await?
             }
             _ => page(&mut stream, &req, desktop).await?,
         }
@@ -183,18 +284,37 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, desktop: &
 }
 
 fn authorized(req: &Request, desktop: &DesktopSim) -> bool {
-    let Some(expected) = &desktop.credentials else { return true };
-    let Some(value) = req.header("authorization").and_then(|v| v.strip_prefix("Basic ")) else { return false };
-    base64::engine::general_purpose::STANDARD.decode(value.trim()).is_ok_and(|d| d == expected.as_bytes())
+    let Some(expected) = &desktop.credentials else {
+        return true;
+    };
+    let Some(value) = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .is_ok_and(|d| d == expected.as_bytes())
 }
 
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>, desktop: &DesktopSim) -> std::io::Result<()> {
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocketStream<S>,
+    desktop: &DesktopSim,
+) -> std::io::Result<()> {
     while let Some(Ok(msg)) = ws.next().await {
         let reply = match msg {
             Message::Text(t) if t.as_str() == "whoami" => Message::text(desktop.name.clone()),
             Message::Text(t) if t.as_str().starts_with("stream ") => {
-                let mut it = t.as_str().split_whitespace().skip(1).map(|n| n.parse::<usize>().unwrap_or(0));
-                let (count, size) = (it.next().unwrap_or(0).min(1 << 20), it.next().unwrap_or(0).min(1 << 20));
+                let mut it = t
+                    .as_str()
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|n| n.parse::<usize>().unwrap_or(0));
+                let (count, size) = (
+                    it.next().unwrap_or(0).min(1 << 20),
+                    it.next().unwrap_or(0).min(1 << 20),
+                );
                 let frame = bytes::Bytes::from(vec![0x5a; size]);
                 for _ in 0..count {
                     if ws.feed(Message::Binary(frame.clone())).await.is_err() {
@@ -218,7 +338,11 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>, des
     Ok(())
 }
 
-async fn page<S: AsyncWrite + Unpin>(stream: &mut S, req: &Request, desktop: &DesktopSim) -> std::io::Result<()> {
+async fn page<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    req: &Request,
+    desktop: &DesktopSim,
+) -> std::io::Result<()> {
     let html = format!(
         r#"<!doctype html><meta charset="utf-8"><title>desktop {name}</title>
 <h1>desktop {name}</h1><p>path: <code>{path}</code></p><p id="ws">WebSocket: connecting...</p>
@@ -233,12 +357,35 @@ ws.onclose = (e) => {{ if (!out.textContent.includes("echo")) out.textContent = 
         name = desktop.name,
         path = req.target.replace('<', "&lt;"),
     );
-    let body = if req.method == "HEAD" { Vec::new() } else { html.into_bytes() };
-    respond(stream, "200 OK", "text/html; charset=utf-8", &body, &[], desktop).await
+    let body = if req.method == "HEAD" {
+        Vec::new()
+    } else {
+        html.into_bytes()
+    };
+    respond(
+        stream,
+        "200 OK",
+        "text/html; charset=utf-8",
+        &body,
+        &[],
+        desktop,
+    )
+    .await
 }
 
-async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, ctype: &str, body: &[u8], extra: &[(&str, &str)], desktop: &DesktopSim) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Desktop: {}\r\n", body.len(), desktop.name);
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: &str,
+    ctype: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+    desktop: &DesktopSim,
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Desktop: {}\r\n",
+        body.len(),
+        desktop.name
+    );
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -249,7 +396,10 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, ctype: &st
 }
 
 /// Reads one request head; returns it, the bytes it used, and its Content-Length.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<Option<(Request, usize, usize)>> {
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(Request, usize, usize)>> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let text = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -257,9 +407,19 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> s
             let mut first = lines.next().unwrap_or_default().split(' ');
             let method = first.next().unwrap_or_default().to_string();
             let target = first.next().unwrap_or("/").to_string();
-            let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-            let req = Request { method, target, headers };
-            let body_len = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            let req = Request {
+                method,
+                target,
+                headers,
+            };
+            let body_len = req
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             return Ok(Some((req, end + 4, body_len)));
         }
         if buf.len() > 64 * 1024 {

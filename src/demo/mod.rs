@@ -21,9 +21,15 @@ pub struct Demo {
 pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
     let dir = std::env::temp_dir().join(format!("deskgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let (edge_cert, edge_key) = crate::tls::write_self_signed(&dir, "edge", &["localhost", "127.0.0.1", "*.localhost"])?;
+    let (edge_cert, edge_key) =
+        crate::tls::write_self_signed(&dir, "edge", &["localhost", "127.0.0.1", "*.localhost"])?;
     let (desk_cert, desk_key) = crate::tls::write_self_signed(&dir, "desktop", &["kasm"])?;
-    let password = format!("demo-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let password = format!(
+        "demo-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
     let password_file = dir.join("vnc-password");
     std::fs::write(&password_file, &password).map_err(|e| e.to_string())?;
     let desktop = desktop::spawn(
@@ -64,8 +70,12 @@ timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
         password_file = password_file.display(),
     );
     std::fs::write(dir.join("deskgate.yaml"), &yaml).map_err(|e| e.to_string())?;
-    let config = config::load_str("<demo>", &yaml, LoadOptions::default())
-        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let config = config::load_str("<demo>", &yaml, LoadOptions::default()).map_err(|errs| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     let port = opts.tls_listen.rsplit(':').next().unwrap_or("8443");
     let banner = format!(
         "deskgate demo\n\
@@ -79,5 +89,9 @@ timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
         listen = opts.listen,
         cfg = dir.join("deskgate.yaml").display(),
     );
-    Ok(Demo { config, banner, dir })
+    Ok(Demo {
+        config,
+        banner,
+        dir,
+    })
 }

@@ -38,15 +38,23 @@ impl HostPattern {
         }
         if let Some(suffix) = host.strip_prefix('*') {
             if !suffix.starts_with('.') || suffix.contains('*') {
-                return Err(format!("a wildcard host must look like `*.example.org`, found `{raw}`"));
+                return Err(format!(
+                    "a wildcard host must look like `*.example.org`, found `{raw}`"
+                ));
             }
             return Ok(HostPattern::Suffix(suffix.to_string()));
         }
         if host.contains('*') {
-            return Err(format!("`*` is only allowed as the first label of a host, found `{raw}`"));
+            return Err(format!(
+                "`*` is only allowed as the first label of a host, found `{raw}`"
+            ));
         }
         let t = Template::parse(&host)?;
-        Ok(if t.has_captures() { HostPattern::Captures(t) } else { HostPattern::Exact(host) })
+        Ok(if t.has_captures() {
+            HostPattern::Captures(t)
+        } else {
+            HostPattern::Exact(host)
+        })
     }
 
     fn matches(&self, host: &str, caps: &mut Captures) -> bool {
@@ -95,24 +103,47 @@ impl PathPattern {
             return Err(format!("a path prefix starts with `/`, found `{raw}`"));
         }
         if raw.contains(['?', '#']) {
-            return Err(format!("a path prefix has no query or fragment, found `{raw}`"));
+            return Err(format!(
+                "a path prefix has no query or fragment, found `{raw}`"
+            ));
         }
         let mut segments = Vec::new();
         for s in raw.split('/').filter(|s| !s.is_empty()) {
             let t = Template::parse(s)?;
-            segments.push(if t.has_captures() { Segment::Pattern(t) } else { Segment::Literal(s.to_string()) });
+            segments.push(if t.has_captures() {
+                Segment::Pattern(t)
+            } else {
+                Segment::Literal(s.to_string())
+            });
         }
-        Ok(PathPattern { raw: raw.to_string(), segments })
+        Ok(PathPattern {
+            raw: raw.to_string(),
+            segments,
+        })
     }
 
     /// A literal prefix as the admin API gives it; braces are not captures here.
     pub fn literal(raw: &str) -> PathPattern {
-        let segments = raw.split('/').filter(|s| !s.is_empty()).map(|s| Segment::Literal(s.to_string())).collect();
-        PathPattern { raw: if raw.ends_with('/') { raw.to_string() } else { format!("{raw}/") }, segments }
+        let segments = raw
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| Segment::Literal(s.to_string()))
+            .collect();
+        PathPattern {
+            raw: if raw.ends_with('/') {
+                raw.to_string()
+            } else {
+                format!("{raw}/")
+            },
+            segments,
+        }
     }
 
     pub fn root() -> PathPattern {
-        PathPattern { raw: "/".into(), segments: Vec::new() }
+        PathPattern {
+            raw: "/".into(),
+            segments: Vec::new(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -123,7 +154,9 @@ impl PathPattern {
         self.segments
             .iter()
             .filter_map(|s| match s {
-                Segment::Pattern(t) => Some(t.capture_names().map(str::to_string).collect::<Vec<_>>()),
+                Segment::Pattern(t) => {
+                    Some(t.capture_names().map(str::to_string).collect::<Vec<_>>())
+                }
                 Segment::Literal(_) => None,
             })
             .flatten()
@@ -303,10 +336,16 @@ impl RouteTable {
             t.len += 1;
             match &r.host {
                 None => t.any_host.insert(r),
-                Some(HostPattern::Exact(h)) => t.exact_hosts.entry(h.clone()).or_default().insert(r),
+                Some(HostPattern::Exact(h)) => {
+                    t.exact_hosts.entry(h.clone()).or_default().insert(r)
+                }
                 Some(p) => {
                     let key = p.as_string();
-                    match t.host_patterns.iter_mut().find(|(hp, _)| hp.as_string() == key) {
+                    match t
+                        .host_patterns
+                        .iter_mut()
+                        .find(|(hp, _)| hp.as_string() == key)
+                    {
                         Some((_, tier)) => tier.insert(r),
                         None => {
                             let mut tier = Tier::default();
@@ -336,7 +375,11 @@ impl RouteTable {
         let mut caps = Captures::default();
         if let Some(tier) = self.exact_hosts.get(host) {
             if let Some((route, prefix_len)) = tier.lookup(path, &mut caps) {
-                return Some(RouteMatch { route, captures: caps, prefix_len });
+                return Some(RouteMatch {
+                    route,
+                    captures: caps,
+                    prefix_len,
+                });
             }
         }
         for (pattern, tier) in &self.host_patterns {
@@ -345,12 +388,20 @@ impl RouteTable {
                 let mut path_caps = Captures::default();
                 if let Some((route, prefix_len)) = tier.lookup(path, &mut path_caps) {
                     host_caps.extend(path_caps);
-                    return Some(RouteMatch { route, captures: host_caps, prefix_len });
+                    return Some(RouteMatch {
+                        route,
+                        captures: host_caps,
+                        prefix_len,
+                    });
                 }
             }
         }
         let (route, prefix_len) = self.any_host.lookup(path, &mut caps)?;
-        Some(RouteMatch { route, captures: caps, prefix_len })
+        Some(RouteMatch {
+            route,
+            captures: caps,
+            prefix_len,
+        })
     }
 }
 
@@ -386,7 +437,9 @@ pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
         s.push('/');
         s.push_str(seg);
     }
-    let trailing = decoded_dots.ends_with('/') || decoded_dots.ends_with("/.") || decoded_dots.ends_with("/..");
+    let trailing = decoded_dots.ends_with('/')
+        || decoded_dots.ends_with("/.")
+        || decoded_dots.ends_with("/..");
     if s.is_empty() || trailing {
         s.push('/');
     }

@@ -16,7 +16,10 @@ pub struct Captures(Vec<(String, String)>);
 
 impl Captures {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn push(&mut self, name: &str, value: &str) {
         self.0.push((name.to_string(), value.to_string()));
@@ -56,10 +59,15 @@ impl Template {
             if open > 0 {
                 pieces.push(Piece::Literal(rest[..open].to_string()));
             }
-            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed `{{` in `{raw}`"))? + open;
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in `{raw}`"))?
+                + open;
             let name = &rest[open + 1..close];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("capture names are letters, digits and `_`; found `{{{name}}}` in `{raw}`"));
+                return Err(format!(
+                    "capture names are letters, digits and `_`; found `{{{name}}}` in `{raw}`"
+                ));
             }
             if matches!(pieces.last(), Some(Piece::Capture(_))) {
                 return Err(format!("two captures must be separated by text in `{raw}`"));
@@ -73,7 +81,10 @@ impl Template {
         if !rest.is_empty() {
             pieces.push(Piece::Literal(rest.to_string()));
         }
-        Ok(Template { raw: raw.to_string(), pieces })
+        Ok(Template {
+            raw: raw.to_string(),
+            pieces,
+        })
     }
 
     pub fn as_str(&self) -> &str {

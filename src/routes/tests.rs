@@ -4,7 +4,11 @@ use crate::upstream::Upstream;
 fn route(host: Option<&str>, path: &str, name: &str) -> Arc<Route> {
     let host = host.map(|h| HostPattern::parse(h).unwrap());
     let upstream = UpstreamRef::Fixed(Arc::new(Upstream::plain(name, "127.0.0.1:1")));
-    Arc::new(Route::new(host, PathPattern::parse(path).unwrap(), upstream))
+    Arc::new(Route::new(
+        host,
+        PathPattern::parse(path).unwrap(),
+        upstream,
+    ))
 }
 
 fn upstream_name(m: &RouteMatch) -> &str {
@@ -32,14 +36,23 @@ fn longest_prefix_and_tiers() {
     assert_eq!(upstream_name(&m), "desktops");
     assert_eq!(m.captures.get("name"), Some("bob"));
     assert_eq!(m.prefix_len, "/desktop/bob".len());
-    assert_eq!(upstream_name(&t.lookup("x", "/desktop/special/a").unwrap()), "special");
+    assert_eq!(
+        upstream_name(&t.lookup("x", "/desktop/special/a").unwrap()),
+        "special"
+    );
     assert_eq!(upstream_name(&t.lookup("x", "/desktopx").unwrap()), "hub");
     assert_eq!(upstream_name(&t.lookup("hub.test", "/api").unwrap()), "api");
-    assert_eq!(upstream_name(&t.lookup("hub.test", "/apix").unwrap()), "hub");
+    assert_eq!(
+        upstream_name(&t.lookup("hub.test", "/apix").unwrap()),
+        "hub"
+    );
     let m = t.lookup("desktop-alice.hub.test", "/websockify").unwrap();
     assert_eq!(upstream_name(&m), "by-host");
     assert_eq!(m.captures.get("name"), Some("alice"));
-    assert_eq!(upstream_name(&t.lookup("other.hub.test", "/").unwrap()), "wild");
+    assert_eq!(
+        upstream_name(&t.lookup("other.hub.test", "/").unwrap()),
+        "wild"
+    );
 }
 
 #[test]
@@ -52,8 +65,13 @@ fn no_route() {
 
 #[test]
 fn many_literal_routes() {
-    let t = RouteTable::build((0..10_000).map(|i| route(None, &format!("/user/u{i}/"), &format!("u{i}"))));
-    assert_eq!(upstream_name(&t.lookup("h", "/user/u9999/lab").unwrap()), "u9999");
+    let t = RouteTable::build(
+        (0..10_000).map(|i| route(None, &format!("/user/u{i}/"), &format!("u{i}"))),
+    );
+    assert_eq!(
+        upstream_name(&t.lookup("h", "/user/u9999/lab").unwrap()),
+        "u9999"
+    );
 }
 
 #[test]

@@ -34,7 +34,10 @@ pub fn spawn_hub() -> (SocketAddr, Arc<HubState>) {
     let addr = listener.local_addr().unwrap();
     let st = state.clone();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
@@ -56,7 +59,10 @@ pub fn spawn_hub() -> (SocketAddr, Arc<HubState>) {
                         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end + 4);
                         let (status, extra, body) = answer(&st, &head).await;
-                        let resp = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}\r\n{body}", body.len());
+                        let resp = format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+                            body.len()
+                        );
                         if tcp.write_all(resp.as_bytes()).await.is_err() {
                             return;
                         }
@@ -85,17 +91,30 @@ async fn answer(st: &HubState, head: &str) -> (&'static str, String, String) {
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         }
         return match (name, st.targets.lock().unwrap().get(name).cloned()) {
-            (_, Some(t)) => ("200 OK", "Content-Type: application/json\r\n".into(), format!("{{\"target\": \"{t}\"}}")),
+            (_, Some(t)) => (
+                "200 OK",
+                "Content-Type: application/json\r\n".into(),
+                format!("{{\"target\": \"{t}\"}}"),
+            ),
             ("nulluser", _) => ("200 OK", String::new(), "NULL".into()),
-            ("emptyuser", _) => ("200 OK", "Content-Type: application/json\r\n".into(), "{}".into()),
+            ("emptyuser", _) => (
+                "200 OK",
+                "Content-Type: application/json\r\n".into(),
+                "{}".into(),
+            ),
             _ => ("404 Not Found", String::new(), "no such container".into()),
         };
     }
     if let Some(name) = path.strip_prefix("/api/auth/desktop/") {
-        let user = header("cookie").and_then(|c| c.split(';').find_map(|kv| kv.trim().strip_prefix("hub_session=").map(str::to_string)));
+        let user = header("cookie").and_then(|c| {
+            c.split(';')
+                .find_map(|kv| kv.trim().strip_prefix("hub_session=").map(str::to_string))
+        });
         return match user {
             None => ("401 Unauthorized", String::new(), "login first".into()),
-            Some(u) if u == name || u == "admin" => ("200 OK", format!("X-User: {u}\r\n"), "ok".into()),
+            Some(u) if u == name || u == "admin" => {
+                ("200 OK", format!("X-User: {u}\r\n"), "ok".into())
+            }
             Some(_) => ("403 Forbidden", String::new(), "not yours".into()),
         };
     }

@@ -21,7 +21,11 @@ pub const DESKTOP_PASSWORD: &str = "vnc-secret-pw";
 pub const EAGER_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Certificates and secrets for one test, in its own directory.
@@ -39,12 +43,28 @@ pub struct Fixture {
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let (edge_cert, edge_key) = deskgate::tls::write_self_signed(dir.path(), "edge", &["hub.test", "localhost", "127.0.0.1"]).unwrap();
-        let (wild_cert, wild_key) = deskgate::tls::write_self_signed(dir.path(), "wild", &["*.hub.test"]).unwrap();
-        let (desk_cert, desk_key) = deskgate::tls::write_self_signed(dir.path(), "desktop", &["kasm"]).unwrap();
+        let (edge_cert, edge_key) = deskgate::tls::write_self_signed(
+            dir.path(),
+            "edge",
+            &["hub.test", "localhost", "127.0.0.1"],
+        )
+        .unwrap();
+        let (wild_cert, wild_key) =
+            deskgate::tls::write_self_signed(dir.path(), "wild", &["*.hub.test"]).unwrap();
+        let (desk_cert, desk_key) =
+            deskgate::tls::write_self_signed(dir.path(), "desktop", &["kasm"]).unwrap();
         let password_file = dir.path().join("vnc-password");
         std::fs::write(&password_file, format!("{DESKTOP_PASSWORD}\n")).unwrap();
-        Fixture { dir, edge_cert, edge_key, wild_cert, wild_key, desk_cert, desk_key, password_file }
+        Fixture {
+            dir,
+            edge_cert,
+            edge_key,
+            wild_cert,
+            wild_key,
+            desk_cert,
+            desk_key,
+            password_file,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -58,15 +78,25 @@ impl Fixture {
 
     /// A desktop, and the count of WebSocket upgrades it accepted.
     pub fn desktop_counted(&self, name: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-        let sim = deskgate::demo::desktop::DesktopSim::new(name, Some(format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}")));
+        let sim = deskgate::demo::desktop::DesktopSim::new(
+            name,
+            Some(format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}")),
+        );
         let upgrades = sim.upgrades.clone();
-        (deskgate::demo::desktop::spawn(sim, "127.0.0.1:0", &self.desk_cert, &self.desk_key).unwrap(), upgrades)
+        (
+            deskgate::demo::desktop::spawn(sim, "127.0.0.1:0", &self.desk_cert, &self.desk_key)
+                .unwrap(),
+            upgrades,
+        )
     }
 
     /// A desktop that sends its 101 before the request arrives (see `DesktopSim::eager_upgrade_key`).
     pub fn eager_desktop(&self, name: &str) -> SocketAddr {
         deskgate::demo::desktop::spawn(
-            deskgate::demo::desktop::DesktopSim { eager_upgrade_key: Some(EAGER_KEY.into()), ..deskgate::demo::desktop::DesktopSim::new(name, None) },
+            deskgate::demo::desktop::DesktopSim {
+                eager_upgrade_key: Some(EAGER_KEY.into()),
+                ..deskgate::demo::desktop::DesktopSim::new(name, None)
+            },
             "127.0.0.1:0",
             &self.desk_cert,
             &self.desk_key,
@@ -107,24 +137,42 @@ impl Deskgate {
         Self::start_with_env(dir, name, yaml, ready_port, &[])
     }
 
-    pub fn start_with_env(dir: &Path, name: &str, yaml: &str, ready_port: u16, env: &[(&str, &str)]) -> Deskgate {
+    pub fn start_with_env(
+        dir: &Path,
+        name: &str,
+        yaml: &str,
+        ready_port: u16,
+        env: &[(&str, &str)],
+    ) -> Deskgate {
         let conf = dir.join(format!("{name}.yaml"));
         std::fs::write(&conf, yaml).unwrap();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("-c").arg(&conf).stdout(out.try_clone().unwrap()).stderr(out).env("RUST_LOG", "info");
+        cmd.arg("-c")
+            .arg(&conf)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let mut d = Deskgate { child, https_port: ready_port, log };
+        let mut d = Deskgate {
+            child,
+            https_port: ready_port,
+            log,
+        };
         d.wait_ready(ready_port);
         d
     }
 
     pub fn from_child(child: Child, https_port: u16, log: PathBuf) -> Deskgate {
-        let mut d = Deskgate { child, https_port, log };
+        let mut d = Deskgate {
+            child,
+            https_port,
+            log,
+        };
         d.wait_ready(https_port);
         d
     }
@@ -136,9 +184,16 @@ impl Deskgate {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("deskgate exited with {status} before listening:\n{}", self.log_text());
+                panic!(
+                    "deskgate exited with {status} before listening:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "deskgate not listening on {port} after 30 s:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "deskgate not listening on {port} after 30 s:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -197,7 +252,11 @@ pub fn curl(url: &str, extra: &[&str]) -> CurlResponse {
         .expect("curl is installed");
     let headers = std::fs::read_to_string(&head).unwrap_or_default();
     let status = headers.lines().last_status();
-    CurlResponse { status, headers, body: String::from_utf8_lossy(&out.stdout).into_owned() }
+    CurlResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
 }
 
 trait LastStatus {
@@ -231,46 +290,97 @@ impl rustls::client::danger::ServerCertVerifier for RecordingVerifier {
         *self.last_cert.lock().unwrap() = end_entity.to_vec();
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &rustls::pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &rustls::pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 pub fn client_tls(verifier: Arc<RecordingVerifier>) -> Arc<rustls::ClientConfig> {
-    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(verifier)
+    .with_no_client_auth();
     c.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(c)
 }
 
 /// Opens `url` (wss://name:port/...) on 127.0.0.1 the way a browser running noVNC does:
 /// with `Origin` and `Sec-WebSocket-Protocol: binary`.
-pub async fn ws_connect(url: &str) -> Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
-    ws_connect_with(url, &[("Origin", "https://hub.test"), ("Sec-WebSocket-Protocol", "binary")], Arc::new(RecordingVerifier::default())).await
+pub async fn ws_connect(
+    url: &str,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    ws_connect_with(
+        url,
+        &[
+            ("Origin", "https://hub.test"),
+            ("Sec-WebSocket-Protocol", "binary"),
+        ],
+        Arc::new(RecordingVerifier::default()),
+    )
+    .await
 }
 
 pub async fn ws_connect_with(
     url: &str,
     headers: &[(&str, &str)],
     verifier: Arc<RecordingVerifier>,
-) -> Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
     let parsed = url::Url::parse(url).unwrap();
     let port = parsed.port_or_known_default().unwrap();
-    let tcp = TokioTcp::connect(("127.0.0.1", port)).await.map_err(tokio_tungstenite::tungstenite::Error::Io)?;
+    let tcp = TokioTcp::connect(("127.0.0.1", port))
+        .await
+        .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
     tcp.set_nodelay(true).unwrap();
     let mut req = url.into_client_request().unwrap();
     for (k, v) in headers {
-        req.headers_mut().insert(tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
     }
     let connector = tokio_tungstenite::Connector::Rustls(client_tls(verifier));
     tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector)).await
@@ -288,7 +398,10 @@ pub mod hub;
 pub fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on port {port} after 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listening on port {port} after 30 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -296,14 +409,25 @@ pub fn wait_port(port: u16) {
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
 /// Calls deskgate's admin API with curl; `token: None` sends no Authorization.
-pub fn admin(port: u16, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> CurlResponse {
+pub fn admin(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> CurlResponse {
     let mut args: Vec<String> = vec!["-X".into(), method.into()];
     if let Some(t) = token {
         args.push("-H".into());
         args.push(format!("Authorization: token {t}"));
     }
     if let Some(b) = body {
-        args.extend(["-H".into(), "Content-Type: application/json".into(), "--data-binary".into(), b.into()]);
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            b.into(),
+        ]);
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     curl(&format!("http://127.0.0.1:{port}{path}"), &refs)
@@ -318,7 +442,16 @@ pub struct DesktopProcess {
 impl DesktopProcess {
     pub fn start(fx: &Fixture, name: &str, port: u16) -> DesktopProcess {
         let child = Command::new(BIN)
-            .args(["desktop-sim", "--listen", &format!("127.0.0.1:{port}"), "--name", name, "--credentials", &format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}"), "--cert"])
+            .args([
+                "desktop-sim",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--name",
+                name,
+                "--credentials",
+                &format!("{DESKTOP_USER}:{DESKTOP_PASSWORD}"),
+                "--cert",
+            ])
             .arg(&fx.desk_cert)
             .arg("--key")
             .arg(&fx.desk_key)
@@ -326,7 +459,10 @@ impl DesktopProcess {
             .spawn()
             .unwrap();
         wait_port(port);
-        DesktopProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+        DesktopProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
     }
 
     pub fn kill(&mut self) {
@@ -342,7 +478,12 @@ impl Drop for DesktopProcess {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill -{sig} {pid}");
 }
 

@@ -76,17 +76,46 @@ enum Mode {
 #[derive(Debug)]
 struct AnyCert;
 impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(&self, _: &rustls::pki_types::CertificateDer<'_>, _: &[rustls::pki_types::CertificateDer<'_>], _: &rustls::pki_types::ServerName<'_>, _: &[u8], _: rustls::pki_types::UnixTime) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &rustls::pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &rustls::pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -99,17 +128,30 @@ struct Target {
 impl Target {
     /// Connect + TLS + upgrade, bounded to 15 s (a proxy out of workers must not hang us).
     async fn connect(&self) -> Result<Ws, String> {
-        tokio::time::timeout(Duration::from_secs(15), self.connect_unbounded()).await.map_err(|_| "connect timed out".to_string())?
+        tokio::time::timeout(Duration::from_secs(15), self.connect_unbounded())
+            .await
+            .map_err(|_| "connect timed out".to_string())?
     }
 
     async fn connect_unbounded(&self) -> Result<Ws, String> {
-        let tcp = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let mut req = self.url.as_str().into_client_request().map_err(|e| e.to_string())?;
-        req.headers_mut().insert("Origin", HeaderValue::from_static("https://localhost"));
-        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
+        let mut req = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        req.headers_mut()
+            .insert("Origin", HeaderValue::from_static("https://localhost"));
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
-        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector)).await.map_err(|e| format!("upgrade: {e}"))?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector))
+                .await
+                .map_err(|e| format!("upgrade: {e}"))?;
         Ok(ws)
     }
 }
@@ -141,19 +183,34 @@ async fn main() {
         IpAddr::V6(v6) => v6.is_loopback(),
     };
     assert!(loopback, "wsload only targets loopback addresses");
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let target = Arc::new(Target { addr: cli.addr, url: format!("wss://{}:{}{}", cli.host, cli.addr.port(), cli.path), tls: Arc::new(tls) });
+    let target = Arc::new(Target {
+        addr: cli.addr,
+        url: format!("wss://{}:{}{}", cli.host, cli.addr.port(), cli.path),
+        tls: Arc::new(tls),
+    });
     let out = match cli.mode {
         Mode::Rtt { sockets, seconds } => rtt(target, sockets, seconds).await,
         Mode::Stream { seconds, frame } => stream(target, seconds, frame).await,
-        Mode::Handshake { concurrency, seconds } => handshake(target, concurrency, seconds).await,
-        Mode::Hold { sockets, seconds, period, ready_file, go_file } => hold(target, sockets, seconds, period, ready_file, go_file).await,
+        Mode::Handshake {
+            concurrency,
+            seconds,
+        } => handshake(target, concurrency, seconds).await,
+        Mode::Hold {
+            sockets,
+            seconds,
+            period,
+            ready_file,
+            go_file,
+        } => hold(target, sockets, seconds, period, ready_file, go_file).await,
     };
     println!("{out}");
 }
@@ -175,7 +232,9 @@ async fn rtt(target: Arc<Target>, sockets: usize, seconds: f64) -> serde_json::V
             let payload = vec![7u8; 64];
             while Instant::now() < deadline {
                 let t = Instant::now();
-                if ws.send(Message::binary(payload.clone())).await.is_err() || next_data(&mut ws).await.is_err() {
+                if ws.send(Message::binary(payload.clone())).await.is_err()
+                    || next_data(&mut ws).await.is_err()
+                {
                     return (samples, 1u64);
                 }
                 samples.push(t.elapsed().as_micros() as u64);
@@ -198,13 +257,19 @@ async fn rtt(target: Arc<Target>, sockets: usize, seconds: f64) -> serde_json::V
 }
 
 async fn stream(target: Arc<Target>, seconds: f64, frame: usize) -> serde_json::Value {
-    let Ok(mut ws) = target.connect().await else { return serde_json::json!({ "bytes": 0, "mb_per_s": 0.0, "error": "connect failed" }) };
+    let Ok(mut ws) = target.connect().await else {
+        return serde_json::json!({ "bytes": 0, "mb_per_s": 0.0, "error": "connect failed" });
+    };
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut bytes = 0u64;
     let batch = 256;
     'outer: while Instant::now() < deadline {
-        if ws.send(Message::text(format!("stream {batch} {frame}"))).await.is_err() {
+        if ws
+            .send(Message::text(format!("stream {batch} {frame}")))
+            .await
+            .is_err()
+        {
             break;
         }
         for _ in 0..batch {
@@ -231,13 +296,19 @@ async fn handshake(target: Arc<Target>, concurrency: usize, seconds: f64) -> ser
             while Instant::now() < deadline {
                 let ok = async {
                     let mut ws = target.connect().await?;
-                    ws.send(Message::binary(vec![1u8; 32])).await.map_err(|e| e.to_string())?;
+                    ws.send(Message::binary(vec![1u8; 32]))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     next_data(&mut ws).await?;
                     ws.close(None).await.map_err(|e| e.to_string())?;
                     Ok::<_, String>(())
                 }
                 .await;
-                if ok.is_ok() { done.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+                if ok.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed)
+                };
             }
         }));
     }
@@ -249,7 +320,14 @@ async fn handshake(target: Arc<Target>, concurrency: usize, seconds: f64) -> ser
     serde_json::json!({ "handshakes": n, "per_s": n as f64 / secs, "failed": failed.load(Ordering::Relaxed) })
 }
 
-async fn hold(target: Arc<Target>, sockets: usize, seconds: f64, period: f64, ready_file: Option<String>, go_file: Option<String>) -> serde_json::Value {
+async fn hold(
+    target: Arc<Target>,
+    sockets: usize,
+    seconds: f64,
+    period: f64,
+    ready_file: Option<String>,
+    go_file: Option<String>,
+) -> serde_json::Value {
     let mut conns = Vec::with_capacity(sockets);
     let mut connect_failed = 0u64;
     // Open in small concurrent batches: bounded, and fast enough for 10,000. A proxy that
@@ -286,26 +364,43 @@ async fn hold(target: Arc<Target>, sockets: usize, seconds: f64, period: f64, re
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::with_capacity(open);
     for (i, mut ws) in conns.into_iter().enumerate() {
-        let (sent, echoed, dropped, stop) = (sent.clone(), echoed.clone(), dropped.clone(), stop.clone());
+        let (sent, echoed, dropped, stop) =
+            (sent.clone(), echoed.clone(), dropped.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             // Spread the sockets over the period so messages do not all go at once.
-            let offset = if period > 0.0 { Duration::from_secs_f64(period * (i as f64 / open.max(1) as f64)) } else { Duration::ZERO };
-            tokio::time::sleep(offset.min(deadline.saturating_duration_since(Instant::now()))).await;
+            let offset = if period > 0.0 {
+                Duration::from_secs_f64(period * (i as f64 / open.max(1) as f64))
+            } else {
+                Duration::ZERO
+            };
+            tokio::time::sleep(offset.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
             loop {
                 if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
                     break;
                 }
                 if period > 0.0 {
                     sent.fetch_add(1, Ordering::Relaxed);
-                    if ws.send(Message::binary(vec![3u8; 64])).await.is_err() || next_data(&mut ws).await.is_err() {
+                    if ws.send(Message::binary(vec![3u8; 64])).await.is_err()
+                        || next_data(&mut ws).await.is_err()
+                    {
                         dropped.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
                     echoed.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_secs_f64(period).min(deadline.saturating_duration_since(Instant::now()))).await;
+                    tokio::time::sleep(
+                        Duration::from_secs_f64(period)
+                            .min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                 } else {
                     // Idle: notice a drop as soon as it happens.
-                    match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next()).await {
+                    match tokio::time::timeout(
+                        deadline.saturating_duration_since(Instant::now()),
+                        ws.next(),
+                    )
+                    .await
+                    {
                         Err(_) => break,
                         Ok(Some(Ok(_))) => continue,
                         Ok(_) => {
