@@ -41,10 +41,7 @@ impl AccessCheck {
     ) -> Result<AccessCheck, String> {
         let url = Template::parse(&raw.url)?;
         if let Some(captures) = captures {
-            if let Some(m) = url
-                .capture_names()
-                .find(|c| !captures.iter().any(|k| k == c))
-            {
+            if let Some(m) = url.uncaptured(captures) {
                 return Err(format!(
                     "`{{{m}}}` in the auth URL is not captured by this route's host or path"
                 ));

@@ -80,12 +80,7 @@ pub async fn get(
     timeout: Duration,
 ) -> Result<HubResponse, HubError> {
     let target = parse_url(url).map_err(HubError::Unreachable)?;
-    let host = target
-        .authority
-        .rsplit_once(':')
-        .map_or(target.authority.as_str(), |(h, _)| h)
-        .trim_matches(['[', ']'])
-        .to_string();
+    let host = crate::upstream::host_of(&target.authority).to_string();
     let addr = crate::upstream::resolve(&target.authority)
         .await
         .map_err(HubError::Unreachable)?;

@@ -45,10 +45,7 @@ impl Resolver {
         timeouts: &Timeouts,
     ) -> Result<Resolver, String> {
         let url = Template::parse(&raw.resolve)?;
-        if let Some(m) = url
-            .capture_names()
-            .find(|c| !captures.iter().any(|k| k == c))
-        {
+        if let Some(m) = url.uncaptured(captures) {
             return Err(format!(
                 "`{{{m}}}` in the resolver URL is not captured by this route's host or path"
             ));

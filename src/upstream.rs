@@ -170,7 +170,8 @@ pub fn basic_authorization(user: &str, password: &str) -> HeaderValue {
     v
 }
 
-fn host_of(server: &str) -> &str {
+/// The host part of `host:port` or `[v6]:port` (without brackets).
+pub fn host_of(server: &str) -> &str {
     if let Some(rest) = server.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }

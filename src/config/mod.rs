@@ -386,12 +386,7 @@ impl Validator {
             if tls.sni.is_empty() {
                 tls.sni = servers
                     .first()
-                    .map(|s| {
-                        s.rsplit_once(':')
-                            .map_or(s.as_str(), |(h, _)| h)
-                            .trim_matches(['[', ']'])
-                            .to_string()
-                    })
+                    .map(|s| crate::upstream::host_of(s).to_string())
                     .unwrap_or_default();
             }
             tls
@@ -480,9 +475,7 @@ impl Validator {
                     }
                 };
                 if t.has_captures() {
-                    if let Some(missing) =
-                        t.capture_names().find(|c| !captures.iter().any(|k| k == c))
-                    {
+                    if let Some(missing) = t.uncaptured(&captures) {
                         self.error(&format!("{at}.upstream"), format!("`{{{missing}}}` in upstream `{name}` is not captured by this route's host or path"));
                         return None;
                     }

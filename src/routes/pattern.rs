@@ -102,6 +102,12 @@ impl Template {
         })
     }
 
+    /// The first placeholder not among `captured` (what a route's host and path capture).
+    pub fn uncaptured(&self, captured: &[String]) -> Option<&str> {
+        self.capture_names()
+            .find(|c| !captured.iter().any(|k| k == c))
+    }
+
     /// Matches the whole of `text`; captures never contain `forbidden` and are never empty.
     pub fn matches(&self, text: &str, forbidden: char, captures: &mut Captures) -> bool {
         let mark = captures.0.len();
