@@ -10,7 +10,6 @@ use crate::tls::CertResolver;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Everything a request needs to be routed, frozen at one generation.
@@ -35,7 +34,6 @@ pub struct Gateway {
     static_part: ArcSwap<StaticPart>,
     runtime_routes: ArcSwap<Vec<Arc<Route>>>,
     rebuild_lock: Mutex<()>,
-    generation: AtomicU64,
     /// Each TLS listener's certificates, by listening address.
     pub cert_resolvers: Vec<(String, Arc<CertResolver>)>,
 }
@@ -58,7 +56,6 @@ impl Gateway {
             }),
             runtime_routes: ArcSwap::from_pointee(Vec::new()),
             rebuild_lock: Mutex::new(()),
-            generation: AtomicU64::new(0),
             cert_resolvers,
         };
         g.rebuild();
@@ -70,7 +67,7 @@ impl Gateway {
     }
 
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.current.load().generation
     }
 
     pub fn set_runtime_routes(&self, routes: Vec<Arc<Route>>) {
@@ -110,7 +107,8 @@ impl Gateway {
             .iter()
             .cloned()
             .chain(statics.routes.iter().cloned());
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        // Callers hold `rebuild_lock` (or, in `new`, the only reference): generations never repeat.
+        let generation = self.current.load().generation + 1;
         self.current.store(Arc::new(Snapshot {
             routes: RouteTable::build(routes),
             max_header_bytes: statics.max_header_bytes,
