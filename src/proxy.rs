@@ -64,15 +64,13 @@ impl RequestCtx {
     }
 }
 
-/// Lowercase host without port, from `Host` or (HTTP/2) the URI authority.
-fn request_host(req: &RequestHeader) -> String {
-    let raw = req
-        .headers
+/// The host as the client gave it, from `Host` or (HTTP/2) the URI authority.
+fn raw_host(req: &RequestHeader) -> &str {
+    req.headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    host_without_port(raw).to_ascii_lowercase()
+        .unwrap_or("")
 }
 
 /// `hub.test:8443` -> `hub.test`, `[::1]:8443` -> `[::1]`; malformed input is returned as is.
@@ -106,14 +104,9 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        let host = request_host(req);
-        ctx.original_host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or(&host)
-            .to_string();
+        let given_host = raw_host(req);
+        let host = host_without_port(given_host).to_ascii_lowercase();
+        ctx.original_host = given_host.to_string();
         if let Some(port) = self.role.redirect_https_port {
             let location = respond::https_location(
                 &host,
