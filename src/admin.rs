@@ -91,6 +91,33 @@ impl AdminApi {
         }
     }
 
+    /// Adds a route: through the shared store when there is one (checked first, so a bad
+    /// body is a 400 and not a write), else locally.
+    async fn add_route(&self, prefix: &str, data: Map<String, Value>) -> Result<(), RouteError> {
+        let Some(store) = &self.store else {
+            return self.routes.add(prefix, data).inspect_err(|e| {
+                if let RouteError::Storage(m) = e {
+                    log::error!("admin: {m}");
+                }
+            });
+        };
+        self.routes.check(prefix, data.clone())?;
+        store
+            .add(prefix, data)
+            .await
+            .map_err(|e| RouteError::Storage(format!("route store unavailable: {}", e.0)))
+    }
+
+    async fn remove_route(&self, prefix: &str) -> Result<bool, RouteError> {
+        match &self.store {
+            Some(store) => store
+                .remove(prefix)
+                .await
+                .map_err(|e| RouteError::Storage(format!("route store unavailable: {}", e.0))),
+            None => self.routes.remove(prefix),
+        }
+    }
+
     async fn routes_api(
         &self,
         session: &mut ServerSession,
@@ -147,47 +174,16 @@ impl AdminApi {
                         )
                     }
                 };
-                if let Some(store) = &self.store {
-                    if let Err(RouteError::BadRequest(m)) = self.routes.check(&p, data.clone()) {
-                        return error(StatusCode::BAD_REQUEST, &m);
-                    }
-                    return match store.add(&p, data).await {
-                        Ok(()) => {
-                            metrics::ROUTE_CHANGES.inc();
-                            reply(StatusCode::CREATED, "application/json", Vec::new())
-                        }
-                        Err(e) => error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            &format!("route store unavailable: {}", e.0),
-                        ),
-                    };
-                }
-                match self.routes.add(&p, data) {
+                match self.add_route(&p, data).await {
                     Ok(()) => {
                         metrics::ROUTE_CHANGES.inc();
                         reply(StatusCode::CREATED, "application/json", Vec::new())
                     }
                     Err(RouteError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, &m),
-                    Err(RouteError::Storage(m)) => {
-                        log::error!("admin: {m}");
-                        error(StatusCode::SERVICE_UNAVAILABLE, &m)
-                    }
+                    Err(RouteError::Storage(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
                 }
             }
-            ("DELETE", Some(p)) if self.store.is_some() => {
-                match self.store.as_ref().expect("checked").remove(&p).await {
-                    Ok(true) => {
-                        metrics::ROUTE_CHANGES.inc();
-                        reply(StatusCode::NO_CONTENT, "application/json", Vec::new())
-                    }
-                    Ok(false) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
-                    Err(e) => error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("route store unavailable: {}", e.0),
-                    ),
-                }
-            }
-            ("DELETE", Some(p)) => match self.routes.remove(&p) {
+            ("DELETE", Some(p)) => match self.remove_route(&p).await {
                 Ok(true) => {
                     metrics::ROUTE_CHANGES.inc();
                     reply(StatusCode::NO_CONTENT, "application/json", Vec::new())
