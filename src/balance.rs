@@ -211,20 +211,21 @@ impl Pool {
         healthy: bool,
         tried: &[SocketAddr],
         down: &HashMap<SocketAddr, Instant>,
+        now: Instant,
     ) -> bool {
-        healthy
-            && !tried.contains(&addr)
-            && down.get(&addr).is_none_or(|until| Instant::now() >= *until)
+        healthy && !tried.contains(&addr) && down.get(&addr).is_none_or(|until| now >= *until)
     }
 
     /// A healthy server not tried yet for this request; `key` is the hash input.
     pub fn pick(&self, key: &[u8], tried: &[SocketAddr]) -> Option<(SocketAddr, InFlight)> {
-        let down = self.passive_down.lock().expect("passive lock").clone();
+        // Held (not copied) for the selection: it is short and never awaits.
+        let down = self.passive_down.lock().expect("passive lock");
+        let now = Instant::now();
         let chosen = match &self.policy {
             Policy::RoundRobin => self
                 .round_robin
                 .select_with(b"", MAX_ITERATIONS, |b, healthy| {
-                    inet(b).is_some_and(|a| self.usable(a, healthy, tried, &down))
+                    inet(b).is_some_and(|a| self.usable(a, healthy, tried, &down, now))
                 })
                 .and_then(|b| inet(&b)),
             Policy::Hash(_) => self
@@ -232,7 +233,7 @@ impl Pool {
                 .as_ref()
                 .and_then(|c| {
                     c.select_with(key, MAX_ITERATIONS, |b, healthy| {
-                        inet(b).is_some_and(|a| self.usable(a, healthy, tried, &down))
+                        inet(b).is_some_and(|a| self.usable(a, healthy, tried, &down, now))
                     })
                 })
                 .and_then(|b| inet(&b)),
@@ -242,7 +243,8 @@ impl Pool {
                     .get_backend()
                     .iter()
                     .filter(|b| {
-                        inet(b).is_some_and(|a| self.usable(a, backends.ready(b), tried, &down))
+                        inet(b)
+                            .is_some_and(|a| self.usable(a, backends.ready(b), tried, &down, now))
                     })
                     .filter_map(inet)
                     .min_by_key(|a| {
