@@ -172,7 +172,7 @@ pub struct RawAuth {
     pub deny_redirect: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     pub connect: Option<HumanDuration>,
@@ -180,18 +180,6 @@ pub struct RawTimeouts {
     pub upgraded_idle: Option<HumanDuration>,
     pub client_header: Option<HumanDuration>,
     pub drain: Option<HumanDuration>,
-}
-
-impl Default for RawTimeouts {
-    fn default() -> Self {
-        RawTimeouts {
-            connect: None,
-            read: None,
-            upgraded_idle: None,
-            client_header: None,
-            drain: None,
-        }
-    }
 }
 
 #[derive(Deserialize)]
