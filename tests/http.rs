@@ -151,14 +151,13 @@ fn answers_404_403_502_504_with_short_bodies() {
         200
     );
 
-    let started = std::time::Instant::now();
-    let r = curl(&format!("https://other.test:{p}/desktop/silent/"), &[]);
+    // No hang: a client that gives up after 15 s would see status 0, not 504.
+    let r = curl(
+        &format!("https://other.test:{p}/desktop/silent/"),
+        &["--max-time", "15"],
+    );
     assert_eq!(r.status, 504, "{}", r.body);
     assert!(r.body.contains("timed out"), "{}", r.body);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
-        "no hang"
-    );
 }
 
 #[test]

@@ -184,8 +184,9 @@ fn binary_upgrade_refuses_no_connection_and_drains_open_websockets() {
         .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
     let looper = {
-        let stop = stop.clone();
+        let (stop, served) = (stop.clone(), served.clone());
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0, Vec::new());
             while !stop.load(Ordering::Relaxed) {
@@ -194,7 +195,8 @@ fn binary_upgrade_refuses_no_connection_and_drains_open_websockets() {
                     &[],
                 );
                 if r.status == 200 {
-                    ok += 1
+                    ok += 1;
+                    served.fetch_add(1, Ordering::Relaxed);
                 } else {
                     failed.push(r.status)
                 }
@@ -240,10 +242,13 @@ fn binary_upgrade_refuses_no_connection_and_drains_open_websockets() {
             "alice"
         );
     });
-    let served_before = Instant::now();
-    while served_before.elapsed() < Duration::from_secs(1) {
-        std::thread::yield_now();
-    }
+    // Keep the loop going until the new process alone has served a few more requests.
+    let after_takeover = served.load(Ordering::Relaxed);
+    wait_until(
+        Duration::from_secs(30),
+        "requests served after the takeover",
+        || served.load(Ordering::Relaxed) >= after_takeover + 20,
+    );
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = looper.join().unwrap();
     assert!(
