@@ -25,6 +25,8 @@ pub struct AdminApi {
     /// The shared route store (Redis), when several edges share runtime routes.
     pub store: Option<Arc<crate::route_store::RouteStore>>,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Serve only `/metrics` (a separate metrics listener).
+    pub metrics_only: bool,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -54,8 +56,10 @@ fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
 
 impl AdminApi {
     fn authorized(&self, session: &ServerSession) -> bool {
+        // No token only with `admin: { open: true }` (configurable-http-proxy without
+        // CONFIGPROXY_AUTH_TOKEN): the API is open.
         let Some(token) = &self.token else {
-            return false;
+            return true;
         };
         let given = session
             .req_header()
@@ -131,8 +135,10 @@ impl AdminApi {
                     .uri
                     .query()
                     .and_then(|q| {
-                        q.split('&')
-                            .find_map(|kv| kv.strip_prefix("inactive_since="))
+                        q.split('&').find_map(|kv| {
+                            kv.strip_prefix("inactive_since=")
+                                .or_else(|| kv.strip_prefix("inactiveSince="))
+                        })
                     })
                     .map(|v| {
                         percent_encoding::percent_decode_str(v)
@@ -232,6 +238,9 @@ impl ServeHttp for AdminApi {
                 );
             }
             _ => {}
+        }
+        if self.metrics_only {
+            return error(StatusCode::NOT_FOUND, "only /metrics here");
         }
         let prefix = if path == "/api/routes" || path == "/api/routes/" {
             None

@@ -9,7 +9,28 @@
 
 use pingora::http::RequestHeader;
 
+/// How `X-Forwarded-*` headers are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XForwarded {
+    /// deskgate is the edge: `-For` appended, `-Proto` and `-Host` set from what it saw.
+    #[default]
+    Set,
+    /// Behind another proxy, as configurable-http-proxy does it: `-For`, `-Port` and `-Proto`
+    /// appended, `-Host` set only when absent.
+    Append,
+    Off,
+}
+
+/// Request headers every proxied request gets (the `proxy_headers:` block).
+#[derive(Clone, Debug, Default)]
+pub struct ProxyHeaders {
+    pub x_forwarded: XForwarded,
+    /// Added to (replacing) the request's own (`--custom-header` in `deskgate chp`).
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
 pub struct Forwarding<'a> {
+    pub headers: &'a ProxyHeaders,
     pub client_ip: Option<String>,
     pub downstream_tls: bool,
     pub original_host: &'a str,
@@ -30,12 +51,14 @@ const HOP_BY_HOP: [&str; 7] = [
 ];
 
 /// The request target the upstream sees: the normalized path, minus the route's prefix when
-/// it strips it, with the query kept. `None` when nothing changes.
+/// it strips it, under the target URL's own path when the route has one (`prepend_path`, as
+/// configurable-http-proxy does), with the query kept. `None` when nothing changes.
 pub fn upstream_target(
     original: &http::Uri,
     normalized_path: &str,
     prefix_len: usize,
     strip_prefix: bool,
+    target_path: Option<&str>,
 ) -> Option<http::Uri> {
     let path = if strip_prefix {
         match &normalized_path[prefix_len..] {
@@ -44,6 +67,14 @@ pub fn upstream_target(
         }
     } else {
         normalized_path
+    };
+    let joined;
+    let path = match target_path.map(|t| t.trim_end_matches('/')) {
+        Some(base) if !base.is_empty() => {
+            joined = format!("{base}{path}");
+            joined.as_str()
+        }
+        _ => path,
     };
     if path == original.path() {
         return None;
@@ -84,23 +115,44 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
         // HTTP/2 clients send :authority instead of Host; HTTP/1 upstreams need Host.
         let _ = req.insert_header(http::header::HOST, f.original_host);
     }
-    if let Some(ip) = &f.client_ip {
-        let xff = match req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip.clone(),
-        };
-        let _ = req.insert_header("x-forwarded-for", xff);
+    match f.headers.x_forwarded {
+        XForwarded::Set => {
+            if let Some(ip) = &f.client_ip {
+                append_to(req, "x-forwarded-for", ", ", ip);
+            }
+            let _ = req.insert_header(
+                "x-forwarded-proto",
+                if f.downstream_tls { "https" } else { "http" },
+            );
+            if !f.original_host.is_empty() {
+                let _ = req.insert_header("x-forwarded-host", f.original_host);
+            }
+        }
+        XForwarded::Append => {
+            if let Some(ip) = &f.client_ip {
+                append_to(req, "x-forwarded-for", ",", ip);
+            }
+            let port = f
+                .original_host
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .unwrap_or(if f.downstream_tls { 443 } else { 80 });
+            append_to(req, "x-forwarded-port", ",", &port.to_string());
+            let proto = match (f.upgrade, f.downstream_tls) {
+                (true, true) => "wss",
+                (true, false) => "ws",
+                (false, true) => "https",
+                (false, false) => "http",
+            };
+            append_to(req, "x-forwarded-proto", ",", proto);
+            if req.headers.get("x-forwarded-host").is_none() && !f.original_host.is_empty() {
+                let _ = req.insert_header("x-forwarded-host", f.original_host);
+            }
+        }
+        XForwarded::Off => {}
     }
-    let _ = req.insert_header(
-        "x-forwarded-proto",
-        if f.downstream_tls { "https" } else { "http" },
-    );
-    if !f.original_host.is_empty() {
-        let _ = req.insert_header("x-forwarded-host", f.original_host);
+    for (name, value) in &f.headers.add {
+        let _ = req.insert_header(name.clone(), value.clone());
     }
     if let Some(auth) = f.authorization {
         let _ = req.insert_header(http::header::AUTHORIZATION, auth.clone());
@@ -113,6 +165,15 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
     }
 }
 
+/// `name: previous<sep>value`, or `name: value` when there was none.
+fn append_to(req: &mut RequestHeader, name: &'static str, sep: &str, value: &str) {
+    let joined = match req.headers.get(name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}{sep}{value}"),
+        _ => value.to_string(),
+    };
+    let _ = req.insert_header(name, joined);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,20 +182,24 @@ mod tests {
     fn upstream_targets() {
         let uri: http::Uri = "/desktop/alice/vnc.html?a=1".parse().unwrap();
         assert_eq!(
-            upstream_target(&uri, "/desktop/alice/vnc.html", 14, true).unwrap(),
+            upstream_target(&uri, "/desktop/alice/vnc.html", 14, true, None).unwrap(),
             "/vnc.html?a=1"
         );
         assert_eq!(
-            upstream_target(&uri, "/desktop/alice/vnc.html", 14, false),
+            upstream_target(&uri, "/desktop/alice/vnc.html", 14, false, Some("/test/")).unwrap(),
+            "/test/desktop/alice/vnc.html?a=1"
+        );
+        assert_eq!(
+            upstream_target(&uri, "/desktop/alice/vnc.html", 14, false, Some("/")),
             None
         );
         let uri: http::Uri = "/desktop/alice".parse().unwrap();
         assert_eq!(
-            upstream_target(&uri, "/desktop/alice", 14, true).unwrap(),
+            upstream_target(&uri, "/desktop/alice", 14, true, None).unwrap(),
             "/"
         );
         let uri: http::Uri = "/a/../b".parse().unwrap();
-        assert_eq!(upstream_target(&uri, "/b", 0, false).unwrap(), "/b");
+        assert_eq!(upstream_target(&uri, "/b", 0, false, None).unwrap(), "/b");
     }
 
     #[test]
@@ -159,6 +224,7 @@ mod tests {
         rewrite_upstream_request(
             &mut req,
             &Forwarding {
+                headers: &ProxyHeaders::default(),
                 client_ip: Some("127.0.0.1".into()),
                 downstream_tls: true,
                 original_host: "hub.test",
@@ -179,5 +245,40 @@ mod tests {
         assert_eq!(h("cookie"), None);
         assert_eq!(h("x-forwarded-for").as_deref(), Some("10.0.0.1, 127.0.0.1"));
         assert_eq!(h("x-forwarded-proto").as_deref(), Some("https"));
+    }
+
+    #[test]
+    fn appends_forwarded_headers_like_configurable_http_proxy() {
+        let mut req = RequestHeader::build("GET", b"/user/alice/", None).unwrap();
+        req.append_header("Host", "hub.test:8000").unwrap();
+        req.append_header("X-Forwarded-For", "10.0.0.1").unwrap();
+        req.append_header("X-Forwarded-Proto", "https").unwrap();
+        req.append_header("X-Forwarded-Host", "outer.test").unwrap();
+        let headers = ProxyHeaders {
+            x_forwarded: XForwarded::Append,
+            add: vec![(
+                http::HeaderName::from_static("x-hub"),
+                http::HeaderValue::from_static("1"),
+            )],
+        };
+        rewrite_upstream_request(
+            &mut req,
+            &Forwarding {
+                headers: &headers,
+                client_ip: Some("127.0.0.1".into()),
+                downstream_tls: false,
+                original_host: "hub.test:8000",
+                upgrade: false,
+                authorization: None,
+                forward_cookies: true,
+                drop_websocket_protocol: false,
+            },
+        );
+        let h = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(h("x-forwarded-for").as_deref(), Some("10.0.0.1,127.0.0.1"));
+        assert_eq!(h("x-forwarded-port").as_deref(), Some("8000"));
+        assert_eq!(h("x-forwarded-proto").as_deref(), Some("https,http"));
+        assert_eq!(h("x-forwarded-host").as_deref(), Some("outer.test"));
+        assert_eq!(h("x-hub").as_deref(), Some("1"));
     }
 }

@@ -5,6 +5,8 @@
 //! in atomically; requests in flight keep the snapshot they started with.
 
 use crate::config::{Config, Timeouts};
+use crate::error_pages::ErrorPages;
+use crate::forwarding::ProxyHeaders;
 use crate::routes::{Route, RouteTable};
 use crate::tls::CertResolver;
 use crate::upstream::Upstream;
@@ -16,6 +18,8 @@ use std::sync::{Arc, Mutex};
 pub struct Snapshot {
     pub routes: RouteTable,
     pub max_header_bytes: usize,
+    pub proxy_headers: Arc<ProxyHeaders>,
+    pub error_pages: Arc<ErrorPages>,
     pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,
     pub timeouts: Timeouts,
     pub generation: u64,
@@ -24,6 +28,8 @@ pub struct Snapshot {
 /// The YAML half of a snapshot.
 struct StaticPart {
     max_header_bytes: usize,
+    proxy_headers: Arc<ProxyHeaders>,
+    error_pages: Arc<ErrorPages>,
     routes: Vec<Arc<Route>>,
     upstreams: Arc<HashMap<String, Arc<Upstream>>>,
     timeouts: Timeouts,
@@ -44,12 +50,16 @@ impl Gateway {
             current: ArcSwap::from_pointee(Snapshot {
                 routes: RouteTable::default(),
                 max_header_bytes: config.max_header_bytes,
+                proxy_headers: config.proxy_headers.clone(),
+                error_pages: config.error_pages.clone(),
                 upstreams: Arc::default(),
                 timeouts: config.timeouts,
                 generation: 0,
             }),
             static_part: ArcSwap::from_pointee(StaticPart {
                 max_header_bytes: config.max_header_bytes,
+                proxy_headers: config.proxy_headers.clone(),
+                error_pages: config.error_pages.clone(),
                 routes: config.routes.clone(),
                 upstreams: config.upstreams.clone(),
                 timeouts: config.timeouts,
@@ -82,6 +92,8 @@ impl Gateway {
         let _guard = self.rebuild_lock.lock().expect("rebuild lock");
         self.static_part.store(Arc::new(StaticPart {
             max_header_bytes: config.max_header_bytes,
+            proxy_headers: config.proxy_headers.clone(),
+            error_pages: config.error_pages.clone(),
             routes: config.routes.clone(),
             upstreams: config.upstreams.clone(),
             timeouts: config.timeouts,
@@ -112,6 +124,8 @@ impl Gateway {
         self.current.store(Arc::new(Snapshot {
             routes: RouteTable::build(routes),
             max_header_bytes: statics.max_header_bytes,
+            proxy_headers: statics.proxy_headers.clone(),
+            error_pages: statics.error_pages.clone(),
             upstreams: statics.upstreams.clone(),
             timeouts: statics.timeouts,
             generation,

@@ -33,6 +33,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// configurable-http-proxy's command line (`deskgate chp --help`): a drop-in proxy for
+    /// JupyterHub and hubs built like it
+    Chp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        flags: Vec<String>,
+    },
     /// Re-read the config of a running deskgate (sends SIGHUP via its pid file)
     Reload,
     /// Run only the demo's KasmVNC-like desktop (HTTPS + WSS, self-signed, optional Basic auth):
@@ -63,6 +69,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // configurable-http-proxy's command line: `deskgate chp ...`, or deskgate installed as
+    // (or symlinked to) `configurable-http-proxy`.
+    let mut args = std::env::args();
+    let program = args.next().unwrap_or_default();
+    let invoked_as_chp = std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|n| n == "configurable-http-proxy");
+    if invoked_as_chp {
+        return run_chp(args.collect());
+    }
+    let rest: Vec<String> = args.collect();
+    if rest.first().map(String::as_str) == Some("chp") {
+        return run_chp(rest[1..].to_vec());
+    }
     let cli = Cli::parse();
     if let Some(Command::Reload) = &cli.command {
         let Some(path) = &cli.config else {
@@ -96,7 +116,9 @@ fn main() -> ExitCode {
         );
     }
     let config = match &cli.command {
-        Some(Command::Reload | Command::DesktopSim { .. }) => unreachable!("handled above"),
+        Some(Command::Reload | Command::DesktopSim { .. } | Command::Chp { .. }) => {
+            unreachable!("handled above")
+        }
         Some(Command::Demo { listen, tls_listen }) => {
             match deskgate::demo::prepare(&deskgate::demo::DemoOptions {
                 listen: listen.clone(),
@@ -166,6 +188,58 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs as configurable-http-proxy: logs to stdout, seeds `--default-target`, and removes the
+/// pid file on SIGTERM/SIGINT.
+fn run_chp(flags: Vec<String>) -> ExitCode {
+    let level = flags
+        .iter()
+        .position(|f| f == "--log-level")
+        .and_then(|i| flags.get(i + 1).cloned())
+        .or_else(|| {
+            flags
+                .iter()
+                .find_map(|f| f.strip_prefix("--log-level=").map(str::to_string))
+        })
+        .unwrap_or_else(|| "info".into())
+        .to_ascii_lowercase()
+        .replace("warning", "warn");
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .target(env_logger::Target::Stdout)
+        .init();
+    let plan = match deskgate::chp::plan(flags) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("deskgate chp: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let built = match deskgate::server::build(&plan.config, Default::default()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("deskgate chp: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(target) = &plan.default_target {
+        let mut data = serde_json::Map::new();
+        data.insert("target".into(), serde_json::Value::String(target.clone()));
+        if let Err(e) = built.runtime_routes.add("/", data) {
+            eprintln!("deskgate chp: --default-target {target}: {e:?}");
+            return ExitCode::from(2);
+        }
+    }
+    log::info!(
+        "Proxying {} to {}",
+        plan.config.listeners[0].addr,
+        plan.default_target.as_deref().unwrap_or("(no default)")
+    );
+    built.server.run(pingora::server::RunArgs::default());
+    if let Some(pid_file) = &plan.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_desktop_sim(

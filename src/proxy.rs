@@ -9,7 +9,7 @@ use crate::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics;
 use crate::respond;
-use crate::routes::{normalize_path, Route, RouteMatch, UpstreamRef};
+use crate::routes::{RequestPath, Route, RouteMatch, UpstreamRef};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
@@ -115,6 +115,11 @@ impl ProxyHttp for EdgeProxy {
             );
             return respond::redirect(session, 308, &location).await;
         }
+        if req.uri.path() == "/_chp_healthz" {
+            // configurable-http-proxy's health endpoint, which load balancers in front of
+            // JupyterHub poll.
+            return respond::body(session, 200, "application/json", br#"{"status":"OK"}"#).await;
+        }
         ctx.upgrade = session.is_upgrade_req();
         let snapshot = self.gateway.snapshot();
         let header_bytes: usize = req
@@ -145,30 +150,31 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         let req = session.req_header();
-        let path = normalize_path(req.uri.path()).into_owned();
+        let uri_path = req.uri.path().to_string();
+        let path = RequestPath::new(&uri_path);
         ctx.started = Some(std::time::Instant::now());
         if crate::access_log::enabled() {
             ctx.original_uri = Some(String::from_utf8_lossy(req.raw_path()).into_owned());
         }
-        let Some(found) = snapshot.routes.lookup(&host, &path) else {
+        let Some(found) = snapshot.routes.lookup(&host, &path.decoded) else {
             metrics::NO_ROUTE.inc();
-            return respond::text(
-                session,
-                404,
-                &format!("deskgate: no route for {host}{path}\n"),
-            )
-            .await;
+            let text = format!("deskgate: no route for {host}{}\n", path.decoded);
+            let pages = &snapshot.error_pages;
+            return pages
+                .send(session, 404, &text, snapshot.timeouts.connect)
+                .await;
         };
         let route = found.route.clone();
         ctx.route = Some(route.clone());
         ctx.snapshot = Some(snapshot.clone());
-        let rest = &path[found.prefix_len..];
+        let rest = &path.decoded[found.prefix_len..];
         let rest = if rest.is_empty() { "/" } else { rest };
+        let wire_prefix_len = path.wire_offset(found.prefix_len);
 
         if let Some(location) = crate::novnc::redirect_for(
             &route,
-            &path,
-            found.prefix_len,
+            &path.wire,
+            wire_prefix_len,
             req.uri.query(),
             ctx.upgrade,
         ) {
@@ -194,9 +200,6 @@ impl ProxyHttp for EdgeProxy {
             Err(responded) => return Ok(responded),
         };
         ctx.upstream = Some(upstream);
-        if let Some(activity) = &route.activity {
-            activity.touch();
-        }
         if session
             .req_header()
             .headers
@@ -213,9 +216,10 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Some(uri) = crate::forwarding::upstream_target(
             &session.req_header().uri,
-            &path,
-            found.prefix_len,
+            &path.wire,
+            wire_prefix_len,
             route.strip_prefix,
+            route.target_path.as_deref(),
         ) {
             session.req_header_mut().set_uri(uri);
         }
@@ -267,6 +271,11 @@ impl ProxyHttp for EdgeProxy {
         rewrite_upstream_request(
             upstream_request,
             &Forwarding {
+                headers: &ctx
+                    .snapshot
+                    .as_ref()
+                    .expect("request_filter sets the snapshot")
+                    .proxy_headers,
                 client_ip,
                 downstream_tls: self.role.tls,
                 original_host: &ctx.original_host,
@@ -302,6 +311,11 @@ impl ProxyHttp for EdgeProxy {
             metrics::WEBSOCKETS_OPEN.inc();
             metrics::WEBSOCKETS_TOTAL.inc();
         }
+        // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
+        // of 404s or 503s from a stopped server must not keep it looking busy.
+        if resp.status.as_u16() < 300 {
+            note_activity(ctx);
+        }
         Ok(())
     }
 
@@ -312,10 +326,13 @@ impl ProxyHttp for EdgeProxy {
         _end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let n = body.as_ref().map_or(0, |b| b.len()) as u64;
         if ctx.upgraded {
-            let n = body.as_ref().map_or(0, |b| b.len()) as u64;
             ctx.ws_bytes_up += n;
             metrics::WEBSOCKET_BYTES_UP.add(n);
+        }
+        if n > 0 {
+            // Uploads and WebSocket frames from the browser are activity.
             note_activity(ctx);
         }
         Ok(())
@@ -428,15 +445,27 @@ impl ProxyHttp for EdgeProxy {
                 can_reuse_downstream: false,
             };
         }
-        let code = respond::status_for_error(e);
+        let snapshot = ctx
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.gateway.snapshot());
+        let own_code = respond::status_for_error(e);
+        let code = snapshot.error_pages.upstream_failure(own_code);
         if code > 0 {
-            let what = if code == 504 { "timed out" } else { "failed" };
+            let what = if own_code == 504 {
+                "timed out"
+            } else {
+                "failed"
+            };
             let body = format!(
                 "deskgate: upstream {upstream} for route {} {what}: {}\n",
                 ctx.route_label(),
                 e.etype().as_str()
             );
-            let _ = respond::text(session, code, &body).await;
+            let pages = &snapshot.error_pages;
+            let _ = pages
+                .send(session, code, &body, snapshot.timeouts.connect)
+                .await;
         }
         FailToProxy {
             error_code: code,

@@ -118,7 +118,8 @@ pub fn pid_file_for(config: &config::Config) -> PathBuf {
             .listeners
             .first()
             .and_then(|l| l.addr.rsplit(':').next())
-            .unwrap_or("0");
+            .unwrap_or("0")
+            .replace('/', "_");
         std::env::temp_dir().join(format!("deskgate-{port}.pid"))
     })
 }

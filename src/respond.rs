@@ -7,14 +7,31 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 pub async fn text(session: &mut Session, status: u16, body: &str) -> Result<bool> {
+    self::body(
+        session,
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+    )
+    .await
+}
+
+/// A complete response; the connection is closed after it (errors may leave a request body
+/// unread).
+pub async fn body(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> Result<bool> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-type", content_type)?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
     session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
     session
-        .write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true)
+        .write_response_body(Some(Bytes::copy_from_slice(body)), true)
         .await?;
     Ok(true)
 }

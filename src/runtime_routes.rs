@@ -81,11 +81,11 @@ pub fn normalize_prefix(raw: &str) -> String {
 }
 
 /// Splits configurable-http-proxy's host routing form `/host.example.org/path` into host and
-/// path; a first segment with a dot is a host.
-fn split_host(prefix: &str) -> (Option<String>, String) {
+/// path; with `host_routing` every first segment is a host, else only one with a dot.
+fn split_host(prefix: &str, host_routing: bool) -> (Option<String>, String) {
     let rest = &prefix[1..];
     let (first, path) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
-    if first.contains('.') {
+    if !first.is_empty() && (host_routing || first.contains('.')) {
         (Some(first.to_ascii_lowercase()), format!("/{path}"))
     } else {
         (None, prefix.to_string())
@@ -184,7 +184,7 @@ impl RuntimeRoutes {
             dynamic.authorization.clone(),
         )
         .map_err(RouteError::BadRequest)?;
-        let (host, path) = split_host(prefix);
+        let (host, path) = split_host(prefix, dynamic.host_routing);
         let host = host.map(HostPattern::Exact);
         let path = PathPattern::literal(&path);
         let flag =
@@ -201,6 +201,7 @@ impl RuntimeRoutes {
             fallback_redirect: None,
             drop_websocket_protocol: false,
             forward_cookies: flag("forward_cookies", dynamic.access.is_none()),
+            target_path: dynamic.prepend_path.then(|| target_path(&target)).flatten(),
             activity: Some(activity.clone()),
             data_captures: captures_from(prefix, &data),
             stats: crate::metrics::RUNTIME_ROUTE_STATS.clone(),
@@ -226,10 +227,13 @@ impl RuntimeRoutes {
     pub fn add(&self, raw_prefix: &str, body: Map<String, Value>) -> Result<(), RouteError> {
         let prefix = normalize_prefix(raw_prefix);
         let mut entries = self.entries.lock().expect("routes lock");
+        // A POST counts as activity (as in configurable-http-proxy); the clock itself is kept,
+        // since open WebSockets on the route's previous version still move it.
         let activity = entries
             .get(&prefix)
             .map_or_else(|| Arc::new(Activity::at(now_ms())), |e| e.activity.clone());
         let entry = self.build_entry(&prefix, body, activity)?;
+        entry.activity.touch();
         let previous = entries.insert(prefix.clone(), entry);
         if let Err(e) = self.persist(&entries) {
             // Keep memory and disk in agreement: undo, and tell the caller.
@@ -349,6 +353,14 @@ impl RuntimeRoutes {
     }
 }
 
+/// The path of a target URL (`http://host:port/base/` -> `/base/`), when it has one.
+fn target_path(target: &str) -> Option<String> {
+    let rest = target.split_once("://").map_or(target, |(_, r)| r);
+    let path = rest.find('/').map(|i| &rest[i..])?;
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    (path != "/").then(|| path.to_string())
+}
+
 /// Captures for runtime routes: `prefix` and every string field of the route's data, so a
 /// `dynamic.auth.url` can say `.../api/auth/desktop/{name}` for routes posted with `"name"`.
 fn captures_from(prefix: &str, data: &Map<String, Value>) -> Captures {
@@ -443,14 +455,22 @@ mod tests {
         assert_eq!(normalize_prefix("user%2Falice"), "/user/alice");
         assert_eq!(normalize_prefix("/"), "/");
         assert_eq!(
-            split_host("/desktop-alice.hub.example.org/x"),
+            split_host("/desktop-alice.hub.example.org/x", false),
             (Some("desktop-alice.hub.example.org".into()), "/x".into())
         );
         assert_eq!(
-            split_host("/desktop-alice.hub.example.org"),
+            split_host("/desktop-alice.hub.example.org", false),
             (Some("desktop-alice.hub.example.org".into()), "/".into())
         );
-        assert_eq!(split_host("/user/alice"), (None, "/user/alice".into()));
+        assert_eq!(
+            split_host("/user/alice", false),
+            (None, "/user/alice".into())
+        );
+        assert_eq!(
+            split_host("/localhost/user/alice", true),
+            (Some("localhost".into()), "/user/alice".into())
+        );
+        assert_eq!(split_host("/", true), (None, "/".into()));
     }
     #[test]
     fn iso8601_round_trip() {

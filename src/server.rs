@@ -83,17 +83,26 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         }
         None => None,
     };
+    let admin_api = |token, store, metrics_only| AdminApi {
+        token,
+        routes: runtime_routes.clone(),
+        gateway: gateway.clone(),
+        store,
+        ready: ready.clone(),
+        metrics_only,
+    };
     if let Some(admin) = &config.admin {
-        let api = AdminApi {
-            token: admin.token.clone(),
-            routes: runtime_routes.clone(),
-            gateway: gateway.clone(),
-            store,
-            ready: ready.clone(),
-        };
+        let api = admin_api(admin.token.clone(), store.clone(), false);
         let mut service =
             pingora::services::listening::Service::new("deskgate admin".to_string(), api);
-        service.add_tcp(&admin.addr);
+        bind_plain(&mut service, &admin.addr);
+        server.add_service(service);
+    }
+    if let Some(addr) = &config.metrics_addr {
+        let api = admin_api(None, store, true);
+        let mut service =
+            pingora::services::listening::Service::new("deskgate metrics".to_string(), api);
+        bind_plain(&mut service, addr);
         server.add_service(service);
     }
     for (addr, role, tls, limits) in pending {
@@ -115,7 +124,7 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
                 settings.enable_h2();
                 service.add_tls_with_settings(&addr, None, settings);
             }
-            None => service.add_tcp(&addr),
+            None => bind_plain(&mut service, &addr),
         }
         server.add_service(service);
     }
@@ -135,4 +144,16 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         gateway,
         runtime_routes,
     })
+}
+
+/// A plain listener on `ip:port` or `unix:/path` (configurable-http-proxy's `--socket`); a
+/// socket file left by an earlier run is replaced.
+fn bind_plain<A>(service: &mut pingora::services::listening::Service<A>, addr: &str) {
+    match addr.strip_prefix("unix:") {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            service.add_uds(path, None)
+        }
+        None => service.add_tcp(addr),
+    }
 }

@@ -7,6 +7,8 @@ pub mod raw;
 pub mod span;
 
 use crate::access::AccessCheck;
+use crate::error_pages::ErrorPages;
+use crate::forwarding::{ProxyHeaders, XForwarded};
 use crate::resolver::Resolver;
 use crate::routes::{HostPattern, PathPattern, Route, Template, UpstreamRef};
 use crate::secret::{self, Secret};
@@ -80,11 +82,12 @@ pub struct Listener {
 
 pub struct AdminSettings {
     pub addr: String,
+    /// None only with `open: true`: anyone who reaches the address may change routes.
     pub token: Option<Secret>,
 }
 
 /// Settings applied to routes the hub registers at run time (the `dynamic:` block).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct DynamicSettings {
     pub tls: Option<UpstreamTls>,
     pub authorization: Option<HeaderValue>,
@@ -92,6 +95,27 @@ pub struct DynamicSettings {
     pub access: Option<Arc<AccessCheck>>,
     pub novnc: bool,
     pub strip_prefix: bool,
+    /// A target URL's path goes in front of the request path (configurable-http-proxy's
+    /// default; `--no-prepend-path` turns it off).
+    pub prepend_path: bool,
+    /// Every route's first segment is a host (`/alice.hub.test/...`), as with
+    /// configurable-http-proxy's `--host-routing`; without it, only a first segment with a dot is.
+    pub host_routing: bool,
+}
+
+impl Default for DynamicSettings {
+    fn default() -> Self {
+        DynamicSettings {
+            tls: None,
+            authorization: None,
+            block: Vec::new(),
+            access: None,
+            novnc: false,
+            strip_prefix: false,
+            prepend_path: true,
+            host_routing: false,
+        }
+    }
 }
 
 pub struct Config {
@@ -110,6 +134,18 @@ pub struct Config {
     pub access_log: Option<(crate::access_log::Format, String)>,
     pub log_level: Option<String>,
     pub max_header_bytes: usize,
+    pub proxy_headers: Arc<ProxyHeaders>,
+    pub error_pages: Arc<ErrorPages>,
+    /// A listener serving only `/metrics` (besides the admin listener's).
+    pub metrics_addr: Option<String>,
+}
+
+/// `ip:port`, `[v6]:port` or `unix:/path/to.sock`.
+pub fn is_listen_addr(addr: &str) -> bool {
+    match addr.strip_prefix("unix:") {
+        Some(path) => path.starts_with('/') || path.starts_with('.'),
+        None => addr.parse::<std::net::SocketAddr>().is_ok(),
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -262,16 +298,81 @@ impl Validator {
             }),
             log_level: raw.log.and_then(|l| l.level),
             max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024),
+            proxy_headers: Arc::new(
+                raw.proxy_headers
+                    .map(|h| self.proxy_headers(h))
+                    .unwrap_or_default(),
+            ),
+            error_pages: Arc::new(raw.errors.map(|e| self.errors(e)).unwrap_or_default()),
+            metrics_addr: raw.metrics.map(|m| {
+                if !is_listen_addr(&m.addr) {
+                    self.error(
+                        "metrics.addr",
+                        format!(
+                            "expected `ip:port` such as `127.0.0.1:8002`, found `{}`",
+                            m.addr
+                        ),
+                    );
+                }
+                m.addr
+            }),
+        }
+    }
+
+    fn proxy_headers(&mut self, h: RawProxyHeaders) -> ProxyHeaders {
+        let mut add = Vec::new();
+        for (name, value) in h.add {
+            let at = format!("proxy_headers.add.{name}");
+            match (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                (Ok(n), Ok(v)) => add.push((n, v)),
+                (Err(_), _) => self.error(&at, format!("`{name}` is not a valid header name")),
+                (_, Err(_)) => self.error(&at, "not a valid header value (control characters?)"),
+            }
+        }
+        ProxyHeaders {
+            x_forwarded: match h.x_forwarded {
+                None | Some(RawXForwarded::Set) => XForwarded::Set,
+                Some(RawXForwarded::Append) => XForwarded::Append,
+                Some(RawXForwarded::Off) => XForwarded::Off,
+            },
+            add,
+        }
+    }
+
+    fn errors(&mut self, e: RawErrors) -> ErrorPages {
+        if e.target.is_some() && e.path.is_some() {
+            self.error("errors", "give `target:` or `path:`, not both");
+        }
+        if let Some(t) = &e.target {
+            if let Err(msg) = crate::hub_client::parse_url(t) {
+                self.error("errors.target", msg);
+            }
+        }
+        if let Some(code) = e.upstream_status {
+            if !(400..=599).contains(&code) {
+                self.error(
+                    "errors.upstream_status",
+                    format!("expected an error status 400-599, found {code}"),
+                );
+            }
+        }
+        ErrorPages {
+            target: e.target,
+            dir: e.path,
+            upstream_status: e.upstream_status,
         }
     }
 
     fn listener(&mut self, i: usize, l: RawListener) -> Listener {
         let at = format!("listeners[{i}]");
-        if l.addr.parse::<std::net::SocketAddr>().is_err() {
+        if !is_listen_addr(&l.addr) {
             self.error(
                 &format!("{at}.addr"),
                 format!(
-                    "expected `ip:port` such as `0.0.0.0:443`, found `{}`",
+                    "expected `ip:port` such as `0.0.0.0:443` or `unix:/run/deskgate.sock`, found `{}`",
                     l.addr
                 ),
             );
@@ -289,6 +390,12 @@ impl Validator {
                 .map(|(j, c)| self.certificate(&format!("{at}.tls.certs[{j}]"), c))
                 .collect()
         });
+        if l.addr.starts_with("unix:") && tls.is_some() {
+            self.error(
+                &format!("{at}.tls"),
+                "TLS is offered on `ip:port` listeners; a `unix:` socket listener is plain HTTP",
+            );
+        }
         if l.redirect_https && tls.is_some() {
             self.error(
                 &format!("{at}.redirect_https"),
@@ -554,6 +661,7 @@ impl Validator {
             fallback_redirect: r.fallback.map(|f| f.redirect),
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
+            target_path: None,
             activity: None,
             data_captures: Default::default(),
             stats: Default::default(),
@@ -577,17 +685,25 @@ impl Validator {
     }
 
     fn admin(&mut self, a: RawAdmin) -> AdminSettings {
-        if a.addr.parse::<std::net::SocketAddr>().is_err() {
+        if !is_listen_addr(&a.addr) {
             self.error(
                 "admin.addr",
                 format!(
-                    "expected `ip:port` such as `127.0.0.1:8001`, found `{}`",
+                    "expected `ip:port` such as `127.0.0.1:8001` or `unix:/run/deskgate-api.sock`, found `{}`",
                     a.addr
                 ),
             );
         }
-        let token = if a.token_env.is_none() && a.token_file.is_none() {
-            self.error("admin", "the admin API needs `token_env:` or `token_file:` (configurable-http-proxy's CONFIGPROXY_AUTH_TOKEN)");
+        let token = if a.open {
+            if a.token_env.is_some() || a.token_file.is_some() {
+                self.error(
+                    "admin.open",
+                    "`open: true` means no token; drop `token_env:`/`token_file:` or `open:`",
+                );
+            }
+            None
+        } else if a.token_env.is_none() && a.token_file.is_none() {
+            self.error("admin", "the admin API needs `token_env:` or `token_file:` (configurable-http-proxy's CONFIGPROXY_AUTH_TOKEN), or `open: true`");
             None
         } else {
             self.secret(
@@ -620,6 +736,8 @@ impl Validator {
             access,
             novnc: d.novnc,
             strip_prefix: d.strip_prefix,
+            prepend_path: d.prepend_path.unwrap_or(true),
+            host_routing: d.host_routing,
         }
     }
 }

@@ -26,6 +26,39 @@ pub struct RawConfig {
     pub pid_file: Option<PathBuf>,
     /// Largest request header section accepted (bytes); larger gets 431. Default 64 KiB.
     pub max_header_bytes: Option<usize>,
+    pub proxy_headers: Option<RawProxyHeaders>,
+    pub errors: Option<RawErrors>,
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyHeaders {
+    pub x_forwarded: Option<RawXForwarded>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RawXForwarded {
+    Set,
+    Append,
+    Off,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrors {
+    pub target: Option<String>,
+    pub path: Option<PathBuf>,
+    pub upstream_status: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub addr: String,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +221,9 @@ pub struct RawAdmin {
     pub addr: String,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// No token at all (configurable-http-proxy without CONFIGPROXY_AUTH_TOKEN).
+    #[serde(default)]
+    pub open: bool,
 }
 
 #[derive(Deserialize, Clone, Default)]
@@ -202,6 +238,9 @@ pub struct RawDynamic {
     pub novnc: bool,
     #[serde(default)]
     pub strip_prefix: bool,
+    pub prepend_path: Option<bool>,
+    #[serde(default)]
+    pub host_routing: bool,
 }
 
 #[derive(Deserialize)]

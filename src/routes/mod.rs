@@ -229,6 +229,9 @@ pub struct Route {
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
+    /// The path of a runtime route's target URL (`http://host:port/base/`), put in front of
+    /// what the upstream is sent (configurable-http-proxy's `prepend_path`).
+    pub target_path: Option<String>,
     /// Set for routes registered through the admin API: their activity clock.
     pub activity: Option<Arc<crate::runtime_routes::Activity>>,
     /// Placeholder values from a runtime route's data (`{name}` in `dynamic.auth.url`).
@@ -253,6 +256,7 @@ impl Route {
             fallback_redirect: None,
             drop_websocket_protocol: false,
             forward_cookies: true,
+            target_path: None,
             activity: None,
             data_captures: Captures::default(),
             stats: Default::default(),
@@ -444,6 +448,74 @@ pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
         s.push('/');
     }
     std::borrow::Cow::Owned(s)
+}
+
+/// A request path in the two spellings routing needs: `wire`, as the client sent it with dot
+/// segments resolved (still percent-encoded; what the upstream is sent), and `decoded`, what
+/// routes, captures and `block:` are matched against, so `/desktop/alice/%61pi/` cannot dodge
+/// `block: ["/api/"]` and `/has%20space/` reaches the route registered as `/has space`
+/// (configurable-http-proxy matches decoded paths too). `%2F` stays encoded in `decoded`, so
+/// both spellings have the same `/` segments.
+pub struct RequestPath<'a> {
+    pub wire: std::borrow::Cow<'a, str>,
+    pub decoded: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> RequestPath<'a> {
+    pub fn new(raw: &'a str) -> RequestPath<'a> {
+        let wire = normalize_path(raw);
+        let decoded = if wire.contains('%') {
+            std::borrow::Cow::Owned(decode_keeping_slashes(&wire))
+        } else {
+            wire.clone()
+        };
+        RequestPath { wire, decoded }
+    }
+
+    /// The offset in `wire` of the segment boundary at `decoded_len` in `decoded` (a route's
+    /// prefix length, which is always on a boundary).
+    pub fn wire_offset(&self, decoded_len: usize) -> usize {
+        if matches!(self.decoded, std::borrow::Cow::Borrowed(_)) || decoded_len == 0 {
+            return decoded_len;
+        }
+        if decoded_len >= self.decoded.len() {
+            return self.wire.len();
+        }
+        // A boundary is at a `/` (the prefix ends before it) or just after one.
+        let before = &self.decoded[..decoded_len];
+        let (slashes, after_slash) = if self.decoded.as_bytes()[decoded_len] == b'/' {
+            (before.matches('/').count() + 1, false)
+        } else {
+            (before.matches('/').count(), true)
+        };
+        match self.wire.match_indices('/').nth(slashes - 1) {
+            Some((i, _)) => i + usize::from(after_slash),
+            None => self.wire.len(),
+        }
+    }
+}
+
+fn decode_keeping_slashes(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b'/') | None => out.push(b'%'),
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+            }
+        } else {
+            out.push(bytes[i]);
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -82,3 +82,24 @@ fn normalizes_paths() {
     assert_eq!(normalize_path("/a/%2e%2e/b"), "/b");
     assert_eq!(normalize_path("/.."), "/");
 }
+
+#[test]
+fn decoded_paths_match_and_map_back_to_the_wire() {
+    let p = RequestPath::new("/has%20space/foo/x%2Fy/%61pi");
+    assert_eq!(p.decoded, "/has space/foo/x%2Fy/api");
+    let t = RouteTable::build([
+        route(None, "/", "hub"),
+        route(None, "/has space/foo/", "spaced"),
+    ]);
+    let m = t.lookup("h", &p.decoded).unwrap();
+    assert_eq!(upstream_name(&m), "spaced");
+    assert_eq!(&p.wire[p.wire_offset(m.prefix_len)..], "/x%2Fy/%61pi");
+    assert_eq!(p.wire_offset(0), 0);
+    let whole = RequestPath::new("/has%20space/foo");
+    assert_eq!(whole.wire_offset(whole.decoded.len()), whole.wire.len());
+    let plain = RequestPath::new("/user/alice/");
+    assert_eq!(plain.wire_offset(11), 11);
+    // Not an escape: kept as is.
+    assert_eq!(RequestPath::new("/a%zz%4").decoded, "/a%zz%4");
+    assert_eq!(RequestPath::new("/%E7%A7%80").decoded, "/秀");
+}
