@@ -122,6 +122,38 @@ impl AdminApi {
         }
     }
 
+    /// All routes, or (`?inactive_since=` / `?inactiveSince=`) those idle since a time.
+    fn list_routes(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        let since = session
+            .req_header()
+            .uri
+            .query()
+            .and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    kv.strip_prefix("inactive_since=")
+                        .or_else(|| kv.strip_prefix("inactiveSince="))
+                })
+            })
+            .map(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            });
+        let since_ms = match since {
+            Some(s) => match parse_iso8601(&s) {
+                Some(ms) => Some(ms),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("inactive_since: `{s}` is not an ISO 8601 time"),
+                    )
+                }
+            },
+            None => None,
+        };
+        json(StatusCode::OK, &Value::Object(self.routes.list(since_ms)))
+    }
+
     async fn routes_api(
         &self,
         session: &mut ServerSession,
@@ -129,36 +161,8 @@ impl AdminApi {
     ) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         match (method.as_str(), prefix) {
-            ("GET", None) => {
-                let since = session
-                    .req_header()
-                    .uri
-                    .query()
-                    .and_then(|q| {
-                        q.split('&').find_map(|kv| {
-                            kv.strip_prefix("inactive_since=")
-                                .or_else(|| kv.strip_prefix("inactiveSince="))
-                        })
-                    })
-                    .map(|v| {
-                        percent_encoding::percent_decode_str(v)
-                            .decode_utf8_lossy()
-                            .into_owned()
-                    });
-                let since_ms = match since {
-                    Some(s) => match parse_iso8601(&s) {
-                        Some(ms) => Some(ms),
-                        None => {
-                            return error(
-                                StatusCode::BAD_REQUEST,
-                                &format!("inactive_since: `{s}` is not an ISO 8601 time"),
-                            )
-                        }
-                    },
-                    None => None,
-                };
-                json(StatusCode::OK, &Value::Object(self.routes.list(since_ms)))
-            }
+            ("GET", None) => self.list_routes(session),
+            ("GET", Some(p)) if p == "/" => self.list_routes(session),
             ("GET", Some(p)) => match self.routes.get(&p) {
                 Some(v) => json(StatusCode::OK, &v),
                 None => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
@@ -242,12 +246,12 @@ impl ServeHttp for AdminApi {
         if self.metrics_only {
             return error(StatusCode::NOT_FOUND, "only /metrics here");
         }
-        let prefix = if path == "/api/routes" || path == "/api/routes/" {
-            None
-        } else if let Some(p) = path.strip_prefix("/api/routes/") {
-            Some(format!("/{p}"))
-        } else {
-            return error(StatusCode::NOT_FOUND, "not found");
+        // As in configurable-http-proxy: `/api/routes/` names the route for `/` (POST,
+        // DELETE); GET of it lists every route, like `/api/routes`.
+        let prefix = match path.strip_prefix("/api/routes") {
+            Some("") => None,
+            Some(p) if p.starts_with('/') => Some(p.to_string()),
+            _ => return error(StatusCode::NOT_FOUND, "not found"),
         };
         if !self.authorized(session) {
             return error(

@@ -365,16 +365,21 @@ pub fn plan(args: Vec<String>) -> Result<ChpPlan, String> {
     let overlay = args.overlay(token_set)?;
     let (name, mut base) = match &args.config {
         Some(path) => {
-            // Check the file on its own first, so its problems carry its own line numbers.
-            config::load_file(path, LoadOptions::default()).map_err(join_errors)?;
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let base = match serde_yaml::from_str::<Value>(&text) {
                 Ok(Value::Mapping(m)) => m,
-                Ok(_) => Mapping::new(),
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+                _ => Mapping::new(),
             };
-            (format!("{} + chp flags", path.display()), base)
+            // Check the file on its own first, so its problems carry its own line numbers;
+            // its listeners come from the flags, so it need not have any.
+            let mut own = text.clone();
+            if !base.contains_key("listeners") {
+                own.push_str("\nlisteners: [{ addr: \"127.0.0.1:0\" }]\n");
+            }
+            let name = path.display().to_string();
+            config::load_str(&name, &own, LoadOptions::default()).map_err(join_errors)?;
+            (format!("{name} + chp flags"), base)
         }
         None => ("chp flags".to_string(), Mapping::new()),
     };

@@ -12,13 +12,13 @@ use pingora::proxy::Session;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Characters escaped in the `url=` query value (form encoding keeps only these unescaped).
+/// The `url=` value is form-encoded (as URLSearchParams does in configurable-http-proxy):
+/// everything but alphanumerics and `*-._` is escaped.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'*')
     .remove(b'-')
     .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
+    .remove(b'.');
 
 #[derive(Clone, Debug, Default)]
 pub struct ErrorPages {

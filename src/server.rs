@@ -36,6 +36,9 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     pingora::proxy::set_client_header_timeout(
         Some(config.timeouts.client_header).filter(|d| !d.is_zero()),
     );
+    if !opt.upgrade {
+        check_addresses_free(config)?;
+    }
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
@@ -156,4 +159,20 @@ fn bind_plain<A>(service: &mut pingora::services::listening::Service<A>, addr: &
         }
         None => service.add_tcp(addr),
     }
+}
+
+/// Pingora binds listeners in service threads and only panics there when an address is
+/// taken, leaving a process that serves nothing; find that out before starting, and say so.
+/// (An upgrade takes the old process's sockets instead, so it skips this.)
+fn check_addresses_free(config: &Config) -> Result<(), String> {
+    let addrs = config
+        .listeners
+        .iter()
+        .map(|l| l.addr.as_str())
+        .chain(config.admin.as_ref().map(|a| a.addr.as_str()))
+        .chain(config.metrics_addr.as_deref());
+    for addr in addrs.filter(|a| !a.starts_with("unix:")) {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+    Ok(())
 }

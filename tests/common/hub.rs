@@ -6,6 +6,7 @@
 //!   `slow-*` names answer after 30 s.
 //! - `GET /api/auth/desktop/<name>`: cookie `hub_session=<user>`; 200 + `X-User` when
 //!   user == name or user == `admin`, 403 for another user, 401 without a session.
+//! - `GET /hub/error/<code>?url=...` (JupyterHub's error pages): `error page for <path>`.
 //! - anything else: 200 `hub`.
 
 use std::collections::HashMap;
@@ -117,6 +118,13 @@ async fn answer(st: &HubState, head: &str) -> (&'static str, String, String) {
             }
             Some(_) => ("403 Forbidden", String::new(), "not yours".into()),
         };
+    }
+    if path.starts_with("/hub/error/") {
+        return (
+            "200 OK",
+            "Content-Type: text/html\r\n".into(),
+            format!("error page for {path}"),
+        );
     }
     ("200 OK", String::new(), "hub".into())
 }

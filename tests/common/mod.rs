@@ -218,6 +218,7 @@ impl Drop for Deskgate {
     }
 }
 
+#[derive(Debug)]
 pub struct CurlResponse {
     pub status: u16,
     pub headers: String,
