@@ -1,40 +1,26 @@
 //! deskgate: a YAML-routed Pingora edge for remote desktops.
 //!
-//! Where things are:
-//! - `config`: YAML -> validated model, errors as `FILE:LINE:COL`
-//! - `routes`: the route table and how a request is matched (start here)
-//! - `proxy`: the Pingora `ProxyHttp` phases, calling into the modules below
-//! - `forwarding`: headers as the upstream sees them
-//! - `upstream`: peers, TLS toward self-signed desktops, Basic auth, timeouts
-//! - `tls`: listener certificates chosen by SNI
-//! - `access`, `resolver`, `runtime_routes`, `admin`, `novnc`: the hub integration
-//! - `server`: wires it all into a Pingora server; `demo`: the embedded demo
+//! Where things are (dependencies point down this list, never up; `tests/layout.rs` checks
+//! that no file imports its way back to itself):
+//! - `server`: wires a validated config into a Pingora server (start here for start-up)
+//! - `config`: YAML surface (`raw`) -> validation -> the typed model, errors as `FILE:LINE:COL`
+//! - `ops`: reload, Prometheus metrics, access log
+//! - `hub`: the hub integration: admin API (CHP-compatible), runtime routes, Redis route
+//!   store, resolver routes, access checks, noVNC, `deskgate chp`
+//! - `edge`: the Pingora `ProxyHttp` phases (`edge::proxy`) and what they call: the routing
+//!   snapshot (`gateway`), forwarded headers, responses, error pages, WebSocket close,
+//!   connection limits, listener certificates by SNI
+//! - `routing`: the route table and how a request is matched (`RouteTable::lookup`)
+//! - `upstream`: peers, TLS toward self-signed desktops, balancing, health checks
+//! - `support`: secrets, the single-flight cache
+//! - `demo`: the embedded demo and its KasmVNC-like desktop
 
-pub mod access;
-pub mod access_log;
-pub mod admin;
-pub mod balance;
-pub mod chp;
 pub mod config;
 pub mod demo;
-pub mod error_pages;
-pub mod forwarding;
-pub mod gateway;
-pub mod health;
-pub mod hub_client;
-pub mod limits;
-pub mod metrics;
-pub mod novnc;
-pub mod proxy;
-pub mod reload;
-pub mod resolver;
-pub mod respond;
-pub mod route_store;
-pub mod routes;
-pub mod runtime_routes;
-pub mod secret;
+pub mod edge;
+pub mod hub;
+pub mod ops;
+pub mod routing;
 pub mod server;
-pub mod single_flight;
-pub mod tls;
+pub mod support;
 pub mod upstream;
-pub mod websocket;

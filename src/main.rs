@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             eprintln!("deskgate reload: give the running config with -c FILE");
             return ExitCode::from(2);
         };
-        return match deskgate::reload::signal_running(path) {
+        return match deskgate::ops::reload::signal_running(path) {
             Ok(msg) => {
                 println!("{msg}");
                 ExitCode::SUCCESS
@@ -170,7 +170,7 @@ fn main() -> ExitCode {
         Ok(built) => {
             // Demo configs live in memory; only file configs can be reloaded.
             if let (Some(path), None) = (&cli.config, &cli.command) {
-                let reloader = std::sync::Arc::new(deskgate::reload::Reloader {
+                let reloader = std::sync::Arc::new(deskgate::ops::reload::Reloader {
                     path: path.clone(),
                     gateway: built.gateway.clone(),
                     runtime_routes: built.runtime_routes.clone(),
@@ -208,7 +208,7 @@ fn run_chp(flags: Vec<String>) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .target(env_logger::Target::Stdout)
         .init();
-    let plan = match deskgate::chp::plan(flags) {
+    let plan = match deskgate::hub::chp::plan(flags) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("deskgate chp: {e}");
@@ -253,7 +253,7 @@ fn run_desktop_sim(
         None => {
             let dir = std::env::temp_dir().join(format!("deskgate-desktop-{}", std::process::id()));
             let _ = std::fs::create_dir_all(&dir);
-            match deskgate::tls::write_self_signed(&dir, "desktop", &["kasm", "localhost"]) {
+            match deskgate::edge::tls::write_self_signed(&dir, "desktop", &["kasm", "localhost"]) {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("deskgate desktop-sim: {e}");

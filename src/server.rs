@@ -1,12 +1,12 @@
 //! Builds the Pingora server from a validated config: one proxy service per listener
 //! (TLS with SNI certificates and h2, or plain HTTP), sharing one `Gateway`.
 
-use crate::admin::AdminApi;
 use crate::config::Config;
-use crate::gateway::Gateway;
-use crate::proxy::{EdgeProxy, ListenerRole};
-use crate::runtime_routes::RuntimeRoutes;
-use crate::tls::{CertResolver, CertSet};
+use crate::edge::gateway::Gateway;
+use crate::edge::proxy::{EdgeProxy, ListenerRole};
+use crate::edge::tls::{CertResolver, CertSet};
+use crate::hub::admin::AdminApi;
+use crate::hub::runtime_routes::RuntimeRoutes;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -24,14 +24,14 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     conf.threads = config.threads;
     // Per-instance pid file and upgrade socket, so several deskgates (and their zero-downtime
     // upgrades) can share a machine.
-    let pid_file = crate::reload::pid_file_for(config);
+    let pid_file = crate::ops::reload::pid_file_for(config);
     conf.pid_file = pid_file.display().to_string();
     conf.upgrade_sock = format!("{}.upgrade.sock", pid_file.display());
     // After SIGTERM/SIGQUIT: stop accepting at once, then give open desktops the drain time.
     conf.grace_period_seconds = Some(0);
     conf.graceful_shutdown_timeout_seconds = Some(config.timeouts.drain.as_secs());
     if let Some((format, path)) = &config.access_log {
-        crate::access_log::init(*format, path)?;
+        crate::ops::access_log::init(*format, path)?;
     }
     pingora::proxy::set_client_header_timeout(
         Some(config.timeouts.client_header).filter(|d| !d.is_zero()),
@@ -64,11 +64,13 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
             }
             None => None,
         };
-        let limits =
-            crate::limits::ConnectionLimits::new(l.max_connections, l.max_connections_per_client);
+        let limits = crate::edge::limits::ConnectionLimits::new(
+            l.max_connections,
+            l.max_connections_per_client,
+        );
         pending.push((l.addr.clone(), role, tls, limits));
     }
-    let gateway = Arc::new(Gateway::new(config, resolvers));
+    let gateway = Arc::new(Gateway::new(config.edge_settings(), resolvers));
     let runtime_routes = RuntimeRoutes::new(
         gateway.clone(),
         config.dynamic.clone(),
@@ -77,10 +79,11 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     let ready = Arc::new(AtomicBool::new(false));
     let store = match &config.route_store {
         Some((url, prefix)) => {
-            let store = crate::route_store::RouteStore::new(url, prefix, runtime_routes.clone())?;
+            let store =
+                crate::hub::route_store::RouteStore::new(url, prefix, runtime_routes.clone())?;
             server.add_service(pingora::services::background::background_service(
                 "route store",
-                crate::route_store::RouteStoreService(store.clone()),
+                crate::hub::route_store::RouteStoreService(store.clone()),
             ));
             Some(store)
         }
@@ -133,8 +136,11 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     }
     server.add_service(pingora::services::background::background_service(
         "health checks",
-        crate::health::HealthChecks {
-            gateway: gateway.clone(),
+        crate::upstream::health::HealthChecks {
+            upstreams: {
+                let gateway = gateway.clone();
+                Box::new(move || gateway.snapshot().upstreams.clone())
+            },
         },
     ));
     // Pingora binds listeners before it runs services; by the time requests can reach

@@ -250,9 +250,9 @@ async fn last_activity_moves_while_only_websocket_frames_flow() {
     ))
     .await
     .unwrap();
-    let after_upgrade = deskgate::runtime_routes::now_ms();
+    let after_upgrade = deskgate::routing::activity::now_ms();
     let last = |s: &Setup| {
-        deskgate::runtime_routes::parse_iso8601(
+        deskgate::hub::runtime_routes::parse_iso8601(
             routes_json(s)["/desktop/alice"]["last_activity"]
                 .as_str()
                 .unwrap(),
@@ -273,7 +273,7 @@ async fn last_activity_moves_while_only_websocket_frames_flow() {
     );
 
     // inactive_since: the route is active after `after_upgrade`, inactive before `now + 1 h`.
-    let since = |ms: u64| deskgate::runtime_routes::format_iso8601(ms);
+    let since = |ms: u64| deskgate::hub::runtime_routes::format_iso8601(ms);
     let q = admin(
         s.admin_port,
         "GET",

@@ -158,7 +158,7 @@ async fn three_edges_share_routes_through_redis_and_survive_its_outage() {
             Some(ADMIN_TOKEN),
         );
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-        deskgate::runtime_routes::parse_iso8601(v["last_activity"].as_str().unwrap()).unwrap()
+        deskgate::hub::runtime_routes::parse_iso8601(v["last_activity"].as_str().unwrap()).unwrap()
     };
     let before = last(&e1);
     let (mut ws, _) = ws_connect(&format!(
@@ -167,7 +167,7 @@ async fn three_edges_share_routes_through_redis_and_survive_its_outage() {
     ))
     .await
     .unwrap();
-    let frames_from = deskgate::runtime_routes::now_ms();
+    let frames_from = deskgate::routing::activity::now_ms();
     for i in 0..5u8 {
         ws.send(Message::binary(vec![i; 32])).await.unwrap();
         ws.next().await.unwrap().unwrap();

@@ -3,7 +3,7 @@
 //! should not grow with the number of routes.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use deskgate::routes::{HostPattern, PathPattern, Route, RouteTable, UpstreamRef};
+use deskgate::routing::{HostPattern, PathPattern, Route, RouteTable, UpstreamRef};
 use deskgate::upstream::Upstream;
 use std::sync::Arc;
 

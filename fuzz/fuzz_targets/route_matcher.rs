@@ -1,7 +1,7 @@
 //! Route patterns and request hosts/paths from the fuzzer: parsing never panics, and a match
 //! never claims more of the path than there is.
 #![no_main]
-use deskgate::routes::{normalize_path, HostPattern, PathPattern, Route, RouteTable, UpstreamRef};
+use deskgate::routing::{normalize_path, HostPattern, PathPattern, Route, RouteTable, UpstreamRef};
 use deskgate::upstream::Upstream;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
@@ -36,6 +36,6 @@ fuzz_target!(|data: &[u8]| {
     if let Some(m) = table.lookup(&host.to_ascii_lowercase(), &path) {
         assert!(m.prefix_len <= path.len());
         assert!(path.is_char_boundary(m.prefix_len));
-        let _ = deskgate::novnc::redirect_for(&m.route, &path, m.prefix_len, Some("a=1"), false);
+        let _ = deskgate::hub::novnc::redirect_for(&m.route, &path, m.prefix_len, Some("a=1"), false);
     }
 });

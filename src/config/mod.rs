@@ -6,16 +6,19 @@ pub mod duration;
 pub mod raw;
 pub mod span;
 
-use crate::access::AccessCheck;
-use crate::error_pages::ErrorPages;
-use crate::forwarding::{ProxyHeaders, XForwarded};
-use crate::resolver::Resolver;
-use crate::routes::{HostPattern, PathPattern, Route, Template, UpstreamRef};
-use crate::secret::{self, Secret};
-use crate::upstream::{basic_authorization, with_default_port, Upstream, UpstreamTls};
+use crate::edge::error_pages::ErrorPages;
+use crate::edge::forwarding::{ProxyHeaders, XForwarded};
+use crate::edge::gateway::EdgeSettings;
+use crate::edge::tls::Certificate;
+use crate::hub::access::{AccessCheck, AccessSpec};
+use crate::hub::resolver::Resolver;
+use crate::hub::runtime_routes::DynamicSettings;
+use crate::routing::{HostPattern, PathPattern, Route, Template, UpstreamRef};
+use crate::support::secret::{self, Secret};
+use crate::upstream::settings::{basic_authorization, with_default_port, Timeouts, UpstreamTls};
+use crate::upstream::Upstream;
 use http::HeaderValue;
 use raw::*;
-use rustls::sign::CertifiedKey;
 use span::SpanIndex;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -41,37 +44,6 @@ impl fmt::Display for ConfigError {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub read: Duration,
-    pub upgraded_idle: Duration,
-    pub client_header: Duration,
-    /// How long open connections (desktops) may drain after SIGTERM or an upgrade hand-over.
-    pub drain: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(3),
-            read: Duration::from_secs(60),
-            upgraded_idle: Duration::from_secs(3600),
-            client_header: Duration::from_secs(10),
-            drain: Duration::from_secs(60),
-        }
-    }
-}
-
-pub struct Certificate {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Host names (exact or `*.suffix`) this certificate is chosen for by SNI.
-    pub hosts: Vec<String>,
-    /// None only under `--skip-files`.
-    pub loaded: Option<Arc<CertifiedKey>>,
-}
-
 pub struct Listener {
     pub addr: String,
     pub redirect_https: bool,
@@ -84,38 +56,6 @@ pub struct AdminSettings {
     pub addr: String,
     /// None only with `open: true`: anyone who reaches the address may change routes.
     pub token: Option<Secret>,
-}
-
-/// Settings applied to routes the hub registers at run time (the `dynamic:` block).
-#[derive(Clone)]
-pub struct DynamicSettings {
-    pub tls: Option<UpstreamTls>,
-    pub authorization: Option<HeaderValue>,
-    pub block: Vec<String>,
-    pub access: Option<Arc<AccessCheck>>,
-    pub novnc: bool,
-    pub strip_prefix: bool,
-    /// A target URL's path goes in front of the request path (configurable-http-proxy's
-    /// default; `--no-prepend-path` turns it off).
-    pub prepend_path: bool,
-    /// Every route's first segment is a host (`/alice.hub.test/...`), as with
-    /// configurable-http-proxy's `--host-routing`; without it, only a first segment with a dot is.
-    pub host_routing: bool,
-}
-
-impl Default for DynamicSettings {
-    fn default() -> Self {
-        DynamicSettings {
-            tls: None,
-            authorization: None,
-            block: Vec::new(),
-            access: None,
-            novnc: false,
-            strip_prefix: false,
-            prepend_path: true,
-            host_routing: false,
-        }
-    }
 }
 
 pub struct Config {
@@ -131,13 +71,27 @@ pub struct Config {
     pub route_store: Option<(String, String)>,
     pub threads: usize,
     pub pid_file: Option<PathBuf>,
-    pub access_log: Option<(crate::access_log::Format, String)>,
+    pub access_log: Option<(crate::ops::access_log::Format, String)>,
     pub log_level: Option<String>,
     pub max_header_bytes: usize,
     pub proxy_headers: Arc<ProxyHeaders>,
     pub error_pages: Arc<ErrorPages>,
     /// A listener serving only `/metrics` (besides the admin listener's).
     pub metrics_addr: Option<String>,
+}
+
+impl Config {
+    /// What the request path sees of this config (swapped in whole on reload).
+    pub fn edge_settings(&self) -> EdgeSettings {
+        EdgeSettings {
+            routes: self.routes.clone(),
+            upstreams: self.upstreams.clone(),
+            timeouts: self.timeouts,
+            max_header_bytes: self.max_header_bytes,
+            proxy_headers: self.proxy_headers.clone(),
+            error_pages: self.error_pages.clone(),
+        }
+    }
 }
 
 /// `ip:port`, `[v6]:port` or `unix:/path/to.sock`.
@@ -291,8 +245,8 @@ impl Validator {
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
                 let format = match a.format {
-                    RawLogFormat::Combined => crate::access_log::Format::Combined,
-                    RawLogFormat::Json => crate::access_log::Format::Json,
+                    RawLogFormat::Combined => crate::ops::access_log::Format::Combined,
+                    RawLogFormat::Json => crate::ops::access_log::Format::Json,
                 };
                 (format, a.path.clone())
             }),
@@ -347,7 +301,7 @@ impl Validator {
             self.error("errors", "give `target:` or `path:`, not both");
         }
         if let Some(t) = &e.target {
-            if let Err(msg) = crate::hub_client::parse_url(t) {
+            if let Err(msg) = crate::upstream::client::parse_url(t) {
                 self.error("errors.target", msg);
             }
         }
@@ -420,7 +374,7 @@ impl Validator {
         let loaded = if self.opts.skip_files {
             None
         } else {
-            match crate::tls::load_certified_key(&c.cert, &c.key) {
+            match crate::edge::tls::load_certified_key(&c.cert, &c.key) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     self.error(&format!("{at}.cert"), e);
@@ -493,7 +447,7 @@ impl Validator {
             if tls.sni.is_empty() {
                 tls.sni = servers
                     .first()
-                    .map(|s| crate::upstream::host_of(s).to_string())
+                    .map(|s| crate::upstream::settings::host_of(s).to_string())
                     .unwrap_or_default();
             }
             tls
@@ -504,22 +458,29 @@ impl Validator {
         };
         let mut upstream = Upstream::new(name, servers, tls, authorization, u.retries);
         if upstream.servers.len() > 1 || u.health.is_some() || u.balance.is_some() {
-            let policy =
-                match crate::balance::Policy::parse(u.balance.as_deref(), u.hash_key.as_deref()) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        self.error(&format!("{at}.balance"), e);
-                        return None;
-                    }
-                };
-            let health = u.health.as_ref().map(|h| crate::balance::HealthSpec {
-                probe: match &h.http {
-                    Some(path) => crate::balance::HealthProbe::Http { path: path.clone() },
-                    None => crate::balance::HealthProbe::Tcp,
-                },
-                interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
-            });
-            match crate::balance::Pool::new(
+            let policy = match crate::upstream::balance::Policy::parse(
+                u.balance.as_deref(),
+                u.hash_key.as_deref(),
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.error(&format!("{at}.balance"), e);
+                    return None;
+                }
+            };
+            let health = u
+                .health
+                .as_ref()
+                .map(|h| crate::upstream::balance::HealthSpec {
+                    probe: match &h.http {
+                        Some(path) => {
+                            crate::upstream::balance::HealthProbe::Http { path: path.clone() }
+                        }
+                        None => crate::upstream::balance::HealthProbe::Tcp,
+                    },
+                    interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
+                });
+            match crate::upstream::balance::Pool::new(
                 &upstream.servers,
                 policy,
                 health,
@@ -616,7 +577,16 @@ impl Validator {
                     headers.push((name.clone(), secret));
                 }
                 let tls = res.tls.as_ref().map(|t| self.upstream_tls(t));
-                match Resolver::new(&res, headers, tls, authorization, &captures, timeouts) {
+                let cache = res.cache.map_or(Duration::from_secs(10), |d| d.0);
+                match Resolver::new(
+                    &res.resolve,
+                    cache,
+                    headers,
+                    tls,
+                    authorization,
+                    &captures,
+                    timeouts.connect,
+                ) {
                     Ok(r) => UpstreamRef::Resolver(Arc::new(r)),
                     Err(e) => {
                         self.error(&format!("{at}.upstream.resolve"), e);
@@ -675,7 +645,14 @@ impl Validator {
         captures: Option<&[String]>,
         timeouts: &Timeouts,
     ) -> Option<AccessCheck> {
-        match AccessCheck::new(a, captures, timeouts) {
+        let spec = AccessSpec {
+            url: &a.url,
+            forward: &a.forward,
+            copy: &a.copy,
+            cache: a.cache.map_or(Duration::ZERO, |d| d.0),
+            deny_redirect: a.deny_redirect.clone(),
+        };
+        match AccessCheck::new(&spec, captures, timeouts.connect) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.error(&format!("{at}.url"), e);

@@ -21,9 +21,12 @@ pub struct Demo {
 pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
     let dir = std::env::temp_dir().join(format!("deskgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let (edge_cert, edge_key) =
-        crate::tls::write_self_signed(&dir, "edge", &["localhost", "127.0.0.1", "*.localhost"])?;
-    let (desk_cert, desk_key) = crate::tls::write_self_signed(&dir, "desktop", &["kasm"])?;
+    let (edge_cert, edge_key) = crate::edge::tls::write_self_signed(
+        &dir,
+        "edge",
+        &["localhost", "127.0.0.1", "*.localhost"],
+    )?;
+    let (desk_cert, desk_key) = crate::edge::tls::write_self_signed(&dir, "desktop", &["kasm"])?;
     let password = format!(
         "demo-{:x}",
         std::time::SystemTime::now()

@@ -2,7 +2,7 @@
 //! so they share its TLS backend and connection pool. Every call is bounded: `connect` to get
 //! a connection and `connect` again for the answer, so a slow hub fails fast.
 
-use crate::upstream::UpstreamTls;
+use crate::upstream::settings::UpstreamTls;
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use once_cell::sync::Lazy;
@@ -65,7 +65,8 @@ pub fn parse_url(url: &str) -> Result<HubUrl, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let authority = crate::upstream::with_default_port(authority, if tls { 443 } else { 80 })?;
+    let authority =
+        crate::upstream::settings::with_default_port(authority, if tls { 443 } else { 80 })?;
     Ok(HubUrl {
         tls,
         authority,
@@ -80,8 +81,8 @@ pub async fn get(
     timeout: Duration,
 ) -> Result<HubResponse, HubError> {
     let target = parse_url(url).map_err(HubError::Unreachable)?;
-    let host = crate::upstream::host_of(&target.authority).to_string();
-    let addr = crate::upstream::resolve(&target.authority)
+    let host = crate::upstream::settings::host_of(&target.authority).to_string();
+    let addr = crate::upstream::settings::resolve(&target.authority)
         .await
         .map_err(HubError::Unreachable)?;
     let mut peer = HttpPeer::new(

@@ -53,9 +53,9 @@ impl ErrorPages {
     ) -> Result<bool> {
         match self.page(session, status, timeout).await {
             Some((content_type, page)) => {
-                crate::respond::body(session, status, &content_type, &page).await
+                crate::edge::respond::body(session, status, &content_type, &page).await
             }
-            None => crate::respond::text(session, status, text).await,
+            None => crate::edge::respond::text(session, status, text).await,
         }
     }
 
@@ -74,7 +74,7 @@ impl ErrorPages {
                     QUERY_VALUE
                 )
             );
-            return match crate::hub_client::get(&url, &[], None, timeout).await {
+            return match crate::upstream::client::get(&url, &[], None, timeout).await {
                 Ok(answer) => {
                     let content_type = answer
                         .headers

@@ -3,13 +3,22 @@
 //! Pingora's rustls listener takes a `ResolvesServerCert`; ours reads an `ArcSwap` snapshot,
 //! so a reload replaces certificates for new handshakes without touching open connections.
 
-use crate::config::Certificate;
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+
+/// A listener certificate as configured: files, the hosts it is chosen for by SNI.
+pub struct Certificate {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Host names (exact or `*.suffix`) this certificate is chosen for by SNI.
+    pub hosts: Vec<String>,
+    /// None only under `--skip-files`.
+    pub loaded: Option<Arc<CertifiedKey>>,
+}
 
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
     let cert_pem = std::fs::read(cert)

@@ -3,7 +3,7 @@
 //! reconnects land on the same desktop host), active health checks (HTTP or TCP), passive
 //! marking-down after connect failures, and the next healthy server for a retry.
 
-use crate::upstream::UpstreamTls;
+use crate::upstream::settings::UpstreamTls;
 use http::{HeaderName, HeaderValue};
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::{Consistent, RoundRobin};

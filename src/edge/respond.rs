@@ -1,6 +1,5 @@
 //! Short answers deskgate writes itself: errors with a one-line text body, and redirects.
 
-use crate::routes::Route;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -43,21 +42,6 @@ pub async fn redirect(session: &mut Session, status: u16, location: &str) -> Res
     resp.insert_header("cache-control", "no-store")?;
     session.write_response_header(Box::new(resp), true).await?;
     Ok(true)
-}
-
-/// A route matched but names no existing desktop: its fallback redirect, else 404.
-pub async fn no_desktop(session: &mut Session, route: &Route, name: &str) -> Result<bool> {
-    match &route.fallback_redirect {
-        Some(location) => redirect(session, 302, location).await,
-        None => {
-            text(
-                session,
-                404,
-                &format!("deskgate: no desktop {name} for route {}\n", route.label),
-            )
-            .await
-        }
-    }
 }
 
 pub fn https_location(host: &str, port: u16, path_and_query: &str) -> String {

@@ -13,10 +13,11 @@
 //! Literal prefixes are hash lookups along the path's `/` boundaries, so 10,000 runtime routes
 //! cost about what 10 do (`bench/benches/route_lookup.rs`).
 
+pub mod activity;
 pub mod pattern;
 
-use crate::access::AccessCheck;
-use crate::resolver::Resolver;
+use crate::hub::access::AccessCheck;
+use crate::hub::resolver::Resolver;
 use crate::upstream::Upstream;
 pub use pattern::{Captures, Template};
 use std::collections::HashMap;
@@ -233,11 +234,11 @@ pub struct Route {
     /// what the upstream is sent (configurable-http-proxy's `prepend_path`).
     pub target_path: Option<String>,
     /// Set for routes registered through the admin API: their activity clock.
-    pub activity: Option<Arc<crate::runtime_routes::Activity>>,
+    pub activity: Option<Arc<activity::Activity>>,
     /// Placeholder values from a runtime route's data (`{name}` in `dynamic.auth.url`).
     pub data_captures: Captures,
     /// Requests by status class, for `/metrics` (runtime routes share one).
-    pub stats: Arc<crate::metrics::RouteStats>,
+    pub stats: Arc<crate::ops::metrics::RouteStats>,
 }
 
 impl Route {

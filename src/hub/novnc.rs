@@ -5,7 +5,7 @@
 //! `novnc: true` routes, a page request without `path=` is redirected to carry
 //! `path=desktop/alice/websockify`, and the WebSocket comes back under the prefix.
 
-use crate::routes::Route;
+use crate::routing::Route;
 
 /// Pages noVNC is started from; other assets keep their URLs.
 const PAGES: [&str; 5] = ["", "/", "/vnc.html", "/vnc_lite.html", "/index.html"];

@@ -5,44 +5,49 @@
 //! Every change rebuilds the routing snapshot (`Gateway::set_runtime_routes`) and rewrites the
 //! state file atomically (write, fsync, rename, fsync dir), so routes survive a restart.
 
-use crate::config::DynamicSettings;
-use crate::gateway::Gateway;
-use crate::routes::{Captures, HostPattern, PathPattern, Route, UpstreamRef};
+use crate::edge::gateway::Gateway;
+use crate::hub::access::AccessCheck;
+use crate::routing::activity::{now_ms, Activity};
+use crate::routing::pattern::Captures;
+use crate::routing::{HostPattern, PathPattern, Route, UpstreamRef};
+use crate::upstream::settings::UpstreamTls;
 use crate::upstream::Upstream;
+use http::HeaderValue;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// When a runtime route last carried traffic, in Unix milliseconds.
-#[derive(Default, Debug)]
-pub struct Activity {
-    last_ms: AtomicU64,
+/// Settings applied to routes the hub registers at run time (the `dynamic:` block).
+#[derive(Clone)]
+pub struct DynamicSettings {
+    pub tls: Option<UpstreamTls>,
+    pub authorization: Option<HeaderValue>,
+    pub block: Vec<String>,
+    pub access: Option<Arc<AccessCheck>>,
+    pub novnc: bool,
+    pub strip_prefix: bool,
+    /// A target URL's path goes in front of the request path (configurable-http-proxy's
+    /// default; `--no-prepend-path` turns it off).
+    pub prepend_path: bool,
+    /// Every route's first segment is a host (`/alice.hub.test/...`), as with
+    /// configurable-http-proxy's `--host-routing`; without it, only a first segment with a dot is.
+    pub host_routing: bool,
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl Activity {
-    pub fn at(ms: u64) -> Activity {
-        Activity {
-            last_ms: AtomicU64::new(ms),
+impl Default for DynamicSettings {
+    fn default() -> Self {
+        DynamicSettings {
+            tls: None,
+            authorization: None,
+            block: Vec::new(),
+            access: None,
+            novnc: false,
+            strip_prefix: false,
+            prepend_path: true,
+            host_routing: false,
         }
-    }
-    pub fn touch(&self) {
-        self.last_ms.store(now_ms(), Ordering::Relaxed);
-    }
-    pub fn last_ms(&self) -> u64 {
-        self.last_ms.load(Ordering::Relaxed)
-    }
-    /// Keeps the later of the two (activity merged from elsewhere).
-    pub fn merge(&self, ms: u64) {
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 }
 
@@ -204,7 +209,7 @@ impl RuntimeRoutes {
             target_path: dynamic.prepend_path.then(|| target_path(&target)).flatten(),
             activity: Some(activity.clone()),
             data_captures: captures_from(prefix, &data),
-            stats: crate::metrics::RUNTIME_ROUTE_STATS.clone(),
+            stats: crate::ops::metrics::RUNTIME_ROUTE_STATS.clone(),
         };
         Ok(Entry {
             target,

@@ -7,10 +7,10 @@
 //! them takes a restart or a zero-downtime binary upgrade (`-u`).
 
 use crate::config::{self, ConfigError, LoadOptions};
-use crate::gateway::Gateway;
-use crate::metrics;
-use crate::runtime_routes::RuntimeRoutes;
-use crate::tls::CertSet;
+use crate::edge::gateway::Gateway;
+use crate::edge::tls::CertSet;
+use crate::hub::runtime_routes::RuntimeRoutes;
+use crate::ops::metrics;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,7 +39,7 @@ impl Reloader {
                 resolver.swap(CertSet::from_config(certs));
             }
         }
-        self.gateway.apply_config(&config);
+        self.gateway.apply(config.edge_settings());
         self.runtime_routes.set_dynamic(config.dynamic.clone());
         Ok(self.gateway.generation())
     }

@@ -11,7 +11,7 @@
 //! The request path never waits on Redis: it reads the local snapshot. Activity is pushed
 //! and pulled once a second, so idle culling sees traffic from every instance.
 
-use crate::runtime_routes::{normalize_prefix, RuntimeRoutes};
+use crate::hub::runtime_routes::{normalize_prefix, RuntimeRoutes};
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig, Client};
@@ -100,7 +100,7 @@ impl RouteStore {
         let prefix = normalize_prefix(raw_prefix);
         let mut conn = self.connection().await?;
         let json = Value::Object(data.clone()).to_string();
-        let now = crate::runtime_routes::now_ms();
+        let now = crate::routing::activity::now_ms();
         let result: redis::RedisResult<()> = redis::pipe()
             .atomic()
             .hset(&self.routes_key, &prefix, &json)

@@ -4,15 +4,24 @@
 //! `X-User` to the upstream request); 401/403 answer that status or redirect to the login
 //! page; anything else fails closed. Decisions are cached per (URL, credentials) for `cache`.
 
-use crate::config::raw::RawAuth;
-use crate::config::Timeouts;
-use crate::hub_client::{self, encode_segment};
-use crate::respond;
-use crate::routes::{Captures, Template};
-use crate::single_flight::SingleFlightCache;
+use crate::edge::respond;
+use crate::routing::pattern::{Captures, Template};
+use crate::support::single_flight::SingleFlightCache;
+use crate::upstream::client::{self as hub_client, encode_segment};
 use http::{HeaderName, HeaderValue};
 use pingora::proxy::Session;
 use std::time::Duration;
+
+/// An access check as configured (`auth:`): the hub URL with `{placeholders}`, the request
+/// headers to forward, the answer's headers to copy upstream, how long answers are kept, and
+/// where to send a denied browser.
+pub struct AccessSpec<'a> {
+    pub url: &'a str,
+    pub forward: &'a [String],
+    pub copy: &'a [String],
+    pub cache: Duration,
+    pub deny_redirect: Option<String>,
+}
 
 pub struct AccessCheck {
     url: Template,
@@ -35,11 +44,12 @@ impl AccessCheck {
     /// `captures` are the names the route captures; for runtime routes (`dynamic:`) the
     /// placeholders are filled from the route's data, so they are not checked here.
     pub fn new(
-        raw: &RawAuth,
+        spec: &AccessSpec<'_>,
         captures: Option<&[String]>,
-        timeouts: &Timeouts,
+        timeout: Duration,
     ) -> Result<AccessCheck, String> {
-        let url = Template::parse(&raw.url)?;
+        let raw = spec;
+        let url = Template::parse(raw.url)?;
         if let Some(captures) = captures {
             if let Some(m) = url.uncaptured(captures) {
                 return Err(format!(
@@ -60,9 +70,9 @@ impl AccessCheck {
             url,
             forward: names(&raw.forward)?,
             copy: names(&raw.copy)?,
-            ttl: raw.cache.map_or(Duration::ZERO, |d| d.0),
+            ttl: raw.cache,
             deny_redirect: raw.deny_redirect.clone(),
-            timeout: timeouts.connect,
+            timeout,
             cache: SingleFlightCache::new(100_000),
         })
     }
@@ -118,7 +128,7 @@ impl AccessCheck {
                 Ok(None)
             }
             Decision::Deny(status) => {
-                crate::metrics::ACCESS_DENIED.inc();
+                crate::ops::metrics::ACCESS_DENIED.inc();
                 match &self.deny_redirect {
                     Some(location) => respond::redirect(session, 302, location).await.map(Some),
                     None => respond::text(session, status, "deskgate: access denied\n")
@@ -127,7 +137,7 @@ impl AccessCheck {
                 }
             }
             Decision::Unavailable(reason) => {
-                crate::metrics::ACCESS_DENIED.inc();
+                crate::ops::metrics::ACCESS_DENIED.inc();
                 log::warn!("access check for route {label} failed closed: {reason}");
                 respond::text(
                     session,

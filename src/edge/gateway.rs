@@ -4,40 +4,44 @@
 //! (changed by the admin API). Either change rebuilds the table off to the side and swaps it
 //! in atomically; requests in flight keep the snapshot they started with.
 
-use crate::config::{Config, Timeouts};
-use crate::error_pages::ErrorPages;
-use crate::forwarding::ProxyHeaders;
-use crate::routes::{Route, RouteTable};
-use crate::tls::CertResolver;
+use crate::edge::error_pages::ErrorPages;
+use crate::edge::forwarding::ProxyHeaders;
+use crate::edge::tls::CertResolver;
+use crate::routing::{Route, RouteTable};
+use crate::upstream::settings::Timeouts;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Everything a request needs to be routed, frozen at one generation.
-pub struct Snapshot {
-    pub routes: RouteTable,
+/// The configured half of a snapshot (from YAML, replaced on reload).
+pub struct EdgeSettings {
+    pub routes: Vec<Arc<Route>>,
+    pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,
+    pub timeouts: Timeouts,
     pub max_header_bytes: usize,
     pub proxy_headers: Arc<ProxyHeaders>,
     pub error_pages: Arc<ErrorPages>,
-    pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,
-    pub timeouts: Timeouts,
-    pub generation: u64,
 }
 
-/// The YAML half of a snapshot.
-struct StaticPart {
-    max_header_bytes: usize,
-    proxy_headers: Arc<ProxyHeaders>,
-    error_pages: Arc<ErrorPages>,
-    routes: Vec<Arc<Route>>,
-    upstreams: Arc<HashMap<String, Arc<Upstream>>>,
-    timeouts: Timeouts,
+/// Everything a request needs to be routed, frozen at one generation: the route table (YAML
+/// routes plus runtime routes) and the settings it was built with (reachable through `Deref`).
+pub struct Snapshot {
+    pub routes: RouteTable,
+    pub generation: u64,
+    settings: Arc<EdgeSettings>,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = EdgeSettings;
+    fn deref(&self) -> &EdgeSettings {
+        &self.settings
+    }
 }
 
 pub struct Gateway {
     current: ArcSwap<Snapshot>,
-    static_part: ArcSwap<StaticPart>,
+    settings: ArcSwap<EdgeSettings>,
     runtime_routes: ArcSwap<Vec<Arc<Route>>>,
     rebuild_lock: Mutex<()>,
     /// Each TLS listener's certificates, by listening address.
@@ -45,25 +49,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, cert_resolvers: Vec<(String, Arc<CertResolver>)>) -> Gateway {
+    pub fn new(
+        settings: EdgeSettings,
+        cert_resolvers: Vec<(String, Arc<CertResolver>)>,
+    ) -> Gateway {
+        let settings = Arc::new(settings);
         let g = Gateway {
             current: ArcSwap::from_pointee(Snapshot {
                 routes: RouteTable::default(),
-                max_header_bytes: config.max_header_bytes,
-                proxy_headers: config.proxy_headers.clone(),
-                error_pages: config.error_pages.clone(),
-                upstreams: Arc::default(),
-                timeouts: config.timeouts,
                 generation: 0,
+                settings: settings.clone(),
             }),
-            static_part: ArcSwap::from_pointee(StaticPart {
-                max_header_bytes: config.max_header_bytes,
-                proxy_headers: config.proxy_headers.clone(),
-                error_pages: config.error_pages.clone(),
-                routes: config.routes.clone(),
-                upstreams: config.upstreams.clone(),
-                timeouts: config.timeouts,
-            }),
+            settings: ArcSwap::new(settings),
             runtime_routes: ArcSwap::from_pointee(Vec::new()),
             rebuild_lock: Mutex::new(()),
             cert_resolvers,
@@ -86,24 +83,17 @@ impl Gateway {
         self.rebuild();
     }
 
-    /// A reloaded config's routes, upstreams and timeouts (certificates are swapped by the
+    /// A reloaded config's routes, upstreams and settings (certificates are swapped by the
     /// caller through `cert_resolvers`).
-    pub fn apply_config(&self, config: &Config) {
+    pub fn apply(&self, settings: EdgeSettings) {
         let _guard = self.rebuild_lock.lock().expect("rebuild lock");
-        self.static_part.store(Arc::new(StaticPart {
-            max_header_bytes: config.max_header_bytes,
-            proxy_headers: config.proxy_headers.clone(),
-            error_pages: config.error_pages.clone(),
-            routes: config.routes.clone(),
-            upstreams: config.upstreams.clone(),
-            timeouts: config.timeouts,
-        }));
+        self.settings.store(Arc::new(settings));
         self.rebuild();
     }
 
     /// The YAML routes' labels and counters, for `/metrics`.
-    pub fn route_stats(&self) -> Vec<(String, Arc<crate::metrics::RouteStats>)> {
-        self.static_part
+    pub fn route_stats(&self) -> Vec<(String, Arc<crate::ops::metrics::RouteStats>)> {
+        self.settings
             .load()
             .routes
             .iter()
@@ -112,23 +102,19 @@ impl Gateway {
     }
 
     fn rebuild(&self) {
-        let statics = self.static_part.load();
+        let settings = self.settings.load_full();
         let runtime = self.runtime_routes.load();
         // Runtime routes first: at equal host and path the hub's registration wins, as in CHP.
         let routes = runtime
             .iter()
             .cloned()
-            .chain(statics.routes.iter().cloned());
+            .chain(settings.routes.iter().cloned());
         // Callers hold `rebuild_lock` (or, in `new`, the only reference): generations never repeat.
         let generation = self.current.load().generation + 1;
         self.current.store(Arc::new(Snapshot {
             routes: RouteTable::build(routes),
-            max_header_bytes: statics.max_header_bytes,
-            proxy_headers: statics.proxy_headers.clone(),
-            error_pages: statics.error_pages.clone(),
-            upstreams: statics.upstreams.clone(),
-            timeouts: statics.timeouts,
             generation,
+            settings,
         }));
     }
 }

@@ -4,13 +4,12 @@
 //! Answers are cached for `cache`, misses for at most 2 s, errors not at all; concurrent
 //! first requests for one name make one call.
 
-use crate::config::raw::RawResolver;
-use crate::config::Timeouts;
-use crate::hub_client::{self, encode_segment};
-use crate::routes::{Captures, Template};
-use crate::secret::Secret;
-use crate::single_flight::SingleFlightCache;
-use crate::upstream::{Upstream, UpstreamTls};
+use crate::routing::pattern::{Captures, Template};
+use crate::support::secret::Secret;
+use crate::support::single_flight::SingleFlightCache;
+use crate::upstream::client::{self as hub_client, encode_segment};
+use crate::upstream::settings::UpstreamTls;
+use crate::upstream::Upstream;
 use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,20 +36,21 @@ pub enum Resolution {
 
 impl Resolver {
     pub fn new(
-        raw: &RawResolver,
+        url_template: &str,
+        cache: Duration,
         headers: Vec<(String, Secret)>,
         tls: Option<UpstreamTls>,
         authorization: Option<HeaderValue>,
         captures: &[String],
-        timeouts: &Timeouts,
+        timeout: Duration,
     ) -> Result<Resolver, String> {
-        let url = Template::parse(&raw.resolve)?;
+        let url = Template::parse(url_template)?;
         if let Some(m) = url.uncaptured(captures) {
             return Err(format!(
                 "`{{{m}}}` in the resolver URL is not captured by this route's host or path"
             ));
         }
-        hub_client::parse_url(&raw.resolve.replace(['{', '}'], ""))?;
+        hub_client::parse_url(&url_template.replace(['{', '}'], ""))?;
         let mut header_values = Vec::new();
         for (name, secret) in headers {
             let n = HeaderName::from_bytes(name.as_bytes())
@@ -63,10 +63,10 @@ impl Resolver {
         Ok(Resolver {
             url,
             headers: header_values,
-            ttl: raw.cache.map_or(Duration::from_secs(10), |d| d.0),
+            ttl: cache,
             desktop_tls: tls,
             authorization,
-            timeout: timeouts.connect,
+            timeout,
             cache: SingleFlightCache::new(100_000),
         })
     }

@@ -5,11 +5,11 @@
 //! block -> access check -> choose upstream -> strip prefix) -> `upstream_peer` (TLS, timeouts)
 //! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies, upgrades included.
 
-use crate::forwarding::{rewrite_upstream_request, Forwarding};
-use crate::gateway::{Gateway, Snapshot};
-use crate::metrics;
-use crate::respond;
-use crate::routes::{RequestPath, Route, RouteMatch, UpstreamRef};
+use crate::edge::forwarding::{rewrite_upstream_request, Forwarding};
+use crate::edge::gateway::{Gateway, Snapshot};
+use crate::edge::respond;
+use crate::ops::metrics;
+use crate::routing::{RequestPath, Route, RouteMatch, UpstreamRef};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
@@ -28,7 +28,7 @@ pub struct ListenerRole {
 pub struct EdgeProxy {
     pub gateway: Arc<Gateway>,
     pub role: ListenerRole,
-    pub limits: Arc<crate::limits::ConnectionLimits>,
+    pub limits: Arc<crate::edge::limits::ConnectionLimits>,
 }
 
 #[derive(Default)]
@@ -39,7 +39,7 @@ pub struct RequestCtx {
     /// Servers of a multi-server upstream already tried for this request.
     tried: Vec<std::net::SocketAddr>,
     server: Option<String>,
-    _in_flight: Option<crate::balance::InFlight>,
+    _in_flight: Option<crate::upstream::balance::InFlight>,
     original_host: String,
     upgrade: bool,
     connect_failures: u32,
@@ -50,9 +50,9 @@ pub struct RequestCtx {
     ws_bytes_down: u64,
     started: Option<std::time::Instant>,
     /// This request's place under the listener's connection limits.
-    _slot: Option<crate::limits::Slot>,
+    _slot: Option<crate::edge::limits::Slot>,
     /// Frames from the desktop, to close the browser's side properly if the desktop dies.
-    frames: crate::websocket::FrameTracker,
+    frames: crate::edge::websocket::FrameTracker,
     /// The request target as the client sent it (kept only when the access log is on).
     original_uri: Option<String>,
     upstream_started: Option<std::time::Instant>,
@@ -153,7 +153,7 @@ impl ProxyHttp for EdgeProxy {
         let uri_path = req.uri.path().to_string();
         let path = RequestPath::new(&uri_path);
         ctx.started = Some(std::time::Instant::now());
-        if crate::access_log::enabled() {
+        if crate::ops::access_log::enabled() {
             ctx.original_uri = Some(String::from_utf8_lossy(req.raw_path()).into_owned());
         }
         let Some(found) = snapshot.routes.lookup(&host, &path.decoded) else {
@@ -171,7 +171,7 @@ impl ProxyHttp for EdgeProxy {
         let rest = if rest.is_empty() { "/" } else { rest };
         let wire_prefix_len = path.wire_offset(found.prefix_len);
 
-        if let Some(location) = crate::novnc::redirect_for(
+        if let Some(location) = crate::hub::novnc::redirect_for(
             &route,
             &path.wire,
             wire_prefix_len,
@@ -180,7 +180,11 @@ impl ProxyHttp for EdgeProxy {
         ) {
             return respond::redirect(session, 302, &location).await;
         }
-        if route.block.iter().any(|b| crate::routes::is_under(rest, b)) {
+        if route
+            .block
+            .iter()
+            .any(|b| crate::routing::is_under(rest, b))
+        {
             return respond::text(
                 session,
                 403,
@@ -214,7 +218,7 @@ impl ProxyHttp for EdgeProxy {
                 .req_header_mut()
                 .insert_header(http::header::HOST, host)?;
         }
-        if let Some(uri) = crate::forwarding::upstream_target(
+        if let Some(uri) = crate::edge::forwarding::upstream_target(
             &session.req_header().uri,
             &path.wire,
             wire_prefix_len,
@@ -352,7 +356,7 @@ impl ProxyHttp for EdgeProxy {
             if end && ctx.frames.needs_close() {
                 // The desktop ended without a close frame: send one, not a bare EOF (1006).
                 let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
-                out.extend_from_slice(&crate::websocket::CLOSE_BAD_GATEWAY);
+                out.extend_from_slice(&crate::edge::websocket::CLOSE_BAD_GATEWAY);
                 ctx.frames.saw_close = true;
                 *body = Some(bytes::Bytes::from(out));
             }
@@ -372,8 +376,8 @@ impl ProxyHttp for EdgeProxy {
         if let Some(route) = &ctx.route {
             route.stats.record(status);
         }
-        if crate::access_log::enabled() {
-            crate::access_log::record(&access_entry(session, e, ctx, status));
+        if crate::ops::access_log::enabled() {
+            crate::ops::access_log::record(&access_entry(session, e, ctx, status));
         }
     }
 
@@ -434,7 +438,7 @@ impl ProxyHttp for EdgeProxy {
                 let _ = session
                     .write_response_body(
                         Some(bytes::Bytes::from_static(
-                            &crate::websocket::CLOSE_BAD_GATEWAY,
+                            &crate::edge::websocket::CLOSE_BAD_GATEWAY,
                         )),
                         true,
                     )
@@ -476,7 +480,7 @@ impl ProxyHttp for EdgeProxy {
 
 /// What `balance: hash` hashes: the client address, a header, or a cookie.
 fn balance_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
-    use crate::balance::{HashKey, Policy};
+    use crate::upstream::balance::{HashKey, Policy};
     let Some(Policy::Hash(key)) = upstream.pool.as_ref().map(|p| p.policy()) else {
         return Vec::new();
     };
@@ -514,7 +518,7 @@ fn access_entry<'a>(
     e: Option<&'a Error>,
     ctx: &'a RequestCtx,
     status: u16,
-) -> crate::access_log::Entry<'a> {
+) -> crate::ops::access_log::Entry<'a> {
     let req = session.req_header();
     let header = |name: http::header::HeaderName| {
         req.headers
@@ -533,7 +537,7 @@ fn access_entry<'a>(
         };
         (ctx.ws_bytes_up, ctx.ws_bytes_down, reason)
     });
-    crate::access_log::Entry {
+    crate::ops::access_log::Entry {
         client,
         method: req.method.as_str(),
         uri: ctx.original_uri.as_deref().unwrap_or("-"),
@@ -559,7 +563,7 @@ fn note_activity(ctx: &mut RequestCtx) {
     let Some(activity) = ctx.route.as_ref().and_then(|r| r.activity.as_ref()) else {
         return;
     };
-    let now = crate::runtime_routes::now_ms();
+    let now = crate::routing::activity::now_ms();
     if now >= ctx.last_activity_ms + 1000 {
         ctx.last_activity_ms = now;
         activity.touch();
@@ -583,15 +587,15 @@ impl EdgeProxy {
                     .unwrap_or_default();
                 match snapshot.upstreams.get(&name) {
                     Some(u) => Ok(Ok(u.clone())),
-                    None => Ok(Err(respond::no_desktop(session, route, &name).await?)),
+                    None => Ok(Err(no_desktop(session, route, &name).await?)),
                 }
             }
             UpstreamRef::Resolver(r) => match r.resolve(&found.captures).await {
-                crate::resolver::Resolution::Found(u) => Ok(Ok(u)),
-                crate::resolver::Resolution::NoDesktop(name) => {
-                    Ok(Err(respond::no_desktop(session, route, &name).await?))
+                crate::hub::resolver::Resolution::Found(u) => Ok(Ok(u)),
+                crate::hub::resolver::Resolution::NoDesktop(name) => {
+                    Ok(Err(no_desktop(session, route, &name).await?))
                 }
-                crate::resolver::Resolution::Failed { status, reason } => {
+                crate::hub::resolver::Resolution::Failed { status, reason } => {
                     let body = format!(
                         "deskgate: desktop lookup for route {} failed: {reason}\n",
                         route.label
@@ -599,6 +603,21 @@ impl EdgeProxy {
                     Ok(Err(respond::text(session, status, &body).await?))
                 }
             },
+        }
+    }
+}
+
+/// A route matched but names no existing desktop: its fallback redirect, else 404.
+async fn no_desktop(session: &mut Session, route: &Route, name: &str) -> Result<bool> {
+    match &route.fallback_redirect {
+        Some(location) => respond::redirect(session, 302, location).await,
+        None => {
+            respond::text(
+                session,
+                404,
+                &format!("deskgate: no desktop {name} for route {}\n", route.label),
+            )
+            .await
         }
     }
 }

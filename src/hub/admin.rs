@@ -5,9 +5,9 @@
 //!   need `Authorization: token <t>` (403 otherwise; compared in constant time).
 //! - `GET /healthz` (alive), `GET /readyz` (config loaded, listeners bound), `GET /metrics`.
 
-use crate::metrics;
-use crate::runtime_routes::{parse_iso8601, RouteError, RuntimeRoutes};
-use crate::secret::{constant_time_eq, Secret};
+use crate::hub::runtime_routes::{parse_iso8601, RouteError, RuntimeRoutes};
+use crate::ops::metrics;
+use crate::support::secret::{constant_time_eq, Secret};
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -21,9 +21,9 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct AdminApi {
     pub token: Option<Secret>,
     pub routes: Arc<RuntimeRoutes>,
-    pub gateway: Arc<crate::gateway::Gateway>,
+    pub gateway: Arc<crate::edge::gateway::Gateway>,
     /// The shared route store (Redis), when several edges share runtime routes.
-    pub store: Option<Arc<crate::route_store::RouteStore>>,
+    pub store: Option<Arc<crate::hub::route_store::RouteStore>>,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Serve only `/metrics` (a separate metrics listener).
     pub metrics_only: bool,

@@ -1,17 +1,15 @@
 //! Upstream servers and the Pingora peers that reach them: addresses, TLS toward
 //! self-signed desktops (verification off for those peers only), injected Basic auth, timeouts.
 
-use crate::config::Timeouts;
-use base64::Engine;
+pub mod balance;
+pub mod client;
+pub mod health;
+pub mod settings;
+
 use http::HeaderValue;
 use pingora_core::upstreams::peer::HttpPeer;
+use settings::{host_of, resolve, with_default_port, Timeouts, UpstreamTls};
 use std::time::Duration;
-
-#[derive(Clone, Debug)]
-pub struct UpstreamTls {
-    pub verify: bool,
-    pub sni: String,
-}
 
 pub struct Upstream {
     pub name: String,
@@ -21,7 +19,7 @@ pub struct Upstream {
     pub authorization: Option<HeaderValue>,
     pub retries: u32,
     /// Several servers: selection, health and marking-down (`balance`).
-    pub pool: Option<crate::balance::Pool>,
+    pub pool: Option<crate::upstream::balance::Pool>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -104,7 +102,7 @@ impl Upstream {
         &self,
         key: &[u8],
         tried: &[std::net::SocketAddr],
-    ) -> Option<(String, Option<crate::balance::InFlight>)> {
+    ) -> Option<(String, Option<crate::upstream::balance::InFlight>)> {
         match &self.pool {
             None => Some((self.servers[0].clone(), None)),
             Some(pool) => pool
@@ -147,57 +145,4 @@ impl Upstream {
         }
         Ok(peer)
     }
-}
-
-/// `ip:port` directly, or a `host:port` (compose service names) through the async resolver:
-/// Pingora's `HttpPeer::new(&str)` would resolve on the worker thread and panic on failure.
-pub async fn resolve(server: &str) -> Result<std::net::SocketAddr, String> {
-    if let Ok(addr) = server.parse() {
-        return Ok(addr);
-    }
-    tokio::net::lookup_host(server)
-        .await
-        .map_err(|e| format!("cannot resolve {server}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{server} resolves to no address"))
-}
-
-pub fn basic_authorization(user: &str, password: &str) -> HeaderValue {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut v =
-        HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header value");
-    v.set_sensitive(true);
-    v
-}
-
-/// The host part of `host:port` or `[v6]:port` (without brackets).
-pub fn host_of(server: &str) -> &str {
-    if let Some(rest) = server.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    server.rsplit_once(':').map_or(server, |(h, _)| h)
-}
-
-/// Checks `host:port` (or `[v6]:port`), adding `default_port` when none is given.
-pub fn with_default_port(authority: &str, default_port: u16) -> Result<String, String> {
-    if authority.is_empty() {
-        return Err("expected `host:port`, found nothing".into());
-    }
-    let has_port = if authority.starts_with('[') {
-        authority.contains("]:")
-    } else {
-        authority.contains(':')
-    };
-    let full = if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:{default_port}")
-    };
-    let port = full.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
-    port.parse::<u16>()
-        .map_err(|_| format!("expected `host:port` with a numeric port, found `{authority}`"))?;
-    if host_of(&full).is_empty() {
-        return Err(format!("expected `host:port`, found `{authority}`"));
-    }
-    Ok(full)
 }

@@ -1,0 +1,10 @@
+//! The data plane: Pingora's `ProxyHttp` phases (`proxy`) and the pieces they call.
+
+pub mod error_pages;
+pub mod forwarding;
+pub mod gateway;
+pub mod limits;
+pub mod proxy;
+pub mod respond;
+pub mod tls;
+pub mod websocket;

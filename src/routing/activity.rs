@@ -1,0 +1,34 @@
+//! A route's activity clock: when it last carried traffic (requests that worked, request
+//! bodies, WebSocket bytes), so a hub's idle culler never stops a desktop in use.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// When a runtime route last carried traffic, in Unix milliseconds.
+#[derive(Default, Debug)]
+pub struct Activity {
+    last_ms: AtomicU64,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Activity {
+    pub fn at(ms: u64) -> Activity {
+        Activity {
+            last_ms: AtomicU64::new(ms),
+        }
+    }
+    pub fn touch(&self) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    pub fn last_ms(&self) -> u64 {
+        self.last_ms.load(Ordering::Relaxed)
+    }
+    /// Keeps the later of the two (activity merged from elsewhere).
+    pub fn merge(&self, ms: u64) {
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,4 @@
+//! Small building blocks with no deskgate knowledge.
+
+pub mod secret;
+pub mod single_flight;
