@@ -1,4 +1,5 @@
-//! Human durations in the config: `500ms`, `3s`, `5m`, `1h`, `1d`, or a bare number of seconds.
+//! Human durations in the config: `500ms`, `3s`, `5m`, `1h`, `1d`, or a bare number of seconds
+//! (parsed by the `humantime` crate).
 
 use serde::{de, Deserialize, Deserializer};
 use std::time::Duration;
@@ -6,31 +7,15 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// `humantime`'s units (`ms`, `s`, `m`, `h`, `d`, and combinations such as `1h 30m`), plus a
+/// bare number meaning seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration like `3s`, `5m` or `1h`, found `{text}`"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("duration `{text}` is out of range"));
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
     }
-    Ok(Duration::from_secs_f64(secs))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("expected a duration like `3s`, `5m` or `1h`, found `{text}` ({e})"))
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
@@ -61,6 +46,8 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("3 parsecs").is_err());
     }
 }

@@ -1,63 +1,63 @@
-//! A small TTL cache where concurrent lookups of one key become one call (the first caller
-//! fetches, the others await its answer). Used for resolver lookups and access decisions.
+//! A TTL cache where concurrent lookups of one key become one call (the first caller
+//! fetches, the others await its answer), each answer kept for its own time. Used for resolver
+//! lookups and access decisions. The cache itself is `moka`'s; this module only says how an
+//! answer's time to live is chosen and that an answer with none is shared but not kept.
 
-use std::collections::HashMap;
+use moka::future::Cache;
+use moka::Expiry;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
 
-type Slot<V> = Arc<OnceCell<(V, Duration)>>;
+/// Each entry lives as long as the fetch said.
+struct TtlFromAnswer;
 
-pub struct SingleFlightCache<V> {
-    entries: Mutex<HashMap<String, (Instant, Slot<V>)>>,
-    max_entries: usize,
+impl<V> Expiry<String, (V, Duration)> for TtlFromAnswer {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &(V, Duration),
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.1)
+    }
 }
 
-impl<V: Clone> SingleFlightCache<V> {
-    pub fn new(max_entries: usize) -> Self {
+pub struct SingleFlightCache<V> {
+    entries: Cache<String, (V, Duration)>,
+}
+
+impl<V: Clone + Send + Sync + 'static> SingleFlightCache<V> {
+    pub fn new(max_entries: u64) -> Self {
         SingleFlightCache {
-            entries: Mutex::new(HashMap::new()),
-            max_entries,
+            entries: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(TtlFromAnswer)
+                .build(),
         }
     }
 
-    /// `fetch` returns the value and how long to keep it (zero: do not cache, e.g. errors).
+    /// `fetch` returns the value and how long to keep it (zero: do not keep, e.g. errors;
+    /// callers waiting on that fetch still get it).
     pub async fn get_or_fetch<F, Fut>(&self, key: &str, fetch: F) -> V
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = (V, Duration)>,
     {
-        let slot = {
-            let mut map = self.entries.lock().expect("cache lock");
-            let fresh = map
-                .get(key)
-                .filter(|(born, slot)| slot.get().is_none_or(|(_, ttl)| born.elapsed() < *ttl));
-            match fresh {
-                Some((_, slot)) => slot.clone(),
-                None => {
-                    if map.len() >= self.max_entries {
-                        map.retain(|_, (born, slot)| {
-                            slot.get().is_none_or(|(_, ttl)| born.elapsed() < *ttl)
-                        });
-                        if map.len() >= self.max_entries {
-                            map.clear();
-                        }
-                    }
-                    let slot: Slot<V> = Arc::new(OnceCell::new());
-                    map.insert(key.to_string(), (Instant::now(), slot.clone()));
-                    slot
+        let answer = self
+            .entries
+            .try_get_with_by_ref(key, async {
+                let (value, ttl) = fetch().await;
+                if ttl.is_zero() {
+                    Err(value)
+                } else {
+                    Ok((value, ttl))
                 }
-            }
-        };
-        let (value, ttl) = slot.get_or_init(fetch).await.clone();
-        if ttl.is_zero() {
-            let mut map = self.entries.lock().expect("cache lock");
-            if map.get(key).is_some_and(|(_, s)| Arc::ptr_eq(s, &slot)) {
-                map.remove(key);
-            }
+            })
+            .await;
+        match answer {
+            Ok((value, _)) => value,
+            Err(unkept) => (*unkept).clone(),
         }
-        value
     }
 }
 
@@ -65,6 +65,7 @@ impl<V: Clone> SingleFlightCache<V> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn concurrent_lookups_make_one_call() {
