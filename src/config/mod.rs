@@ -619,8 +619,10 @@ impl Validator {
             );
         }
         let forward_cookies = r.forward_cookies.unwrap_or(access.is_none());
+        let label = Route::label_for(host.as_ref(), &path);
         Some(Route {
-            label: Route::label_for(host.as_ref(), &path),
+            stats: Arc::new(crate::ops::metrics::RouteStats::for_route(&label)),
+            label,
             host,
             path,
             upstream,
@@ -634,7 +636,6 @@ impl Validator {
             target_path: None,
             activity: None,
             data_captures: Default::default(),
-            stats: Default::default(),
         })
     }
 

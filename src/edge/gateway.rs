@@ -91,16 +91,6 @@ impl Gateway {
         self.rebuild();
     }
 
-    /// The YAML routes' labels and counters, for `/metrics`.
-    pub fn route_stats(&self) -> Vec<(String, Arc<crate::ops::metrics::RouteStats>)> {
-        self.settings
-            .load()
-            .routes
-            .iter()
-            .map(|r| (r.label.clone(), r.stats.clone()))
-            .collect()
-    }
-
     fn rebuild(&self) {
         let settings = self.settings.load_full();
         let runtime = self.runtime_routes.load();

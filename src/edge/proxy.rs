@@ -299,7 +299,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(t) = ctx.upstream_started {
-            metrics::UPSTREAM_LATENCY.observe(t.elapsed());
+            metrics::UPSTREAM_LATENCY.observe(t.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -333,7 +333,7 @@ impl ProxyHttp for EdgeProxy {
         let n = body.as_ref().map_or(0, |b| b.len()) as u64;
         if ctx.upgraded {
             ctx.ws_bytes_up += n;
-            metrics::WEBSOCKET_BYTES_UP.add(n);
+            metrics::WEBSOCKET_BYTES_UP.inc_by(n);
         }
         if n > 0 {
             // Uploads and WebSocket frames from the browser are activity.
@@ -362,7 +362,7 @@ impl ProxyHttp for EdgeProxy {
             }
             let n = body.as_ref().map_or(0, |b| b.len()) as u64;
             ctx.ws_bytes_down += n;
-            metrics::WEBSOCKET_BYTES_DOWN.add(n);
+            metrics::WEBSOCKET_BYTES_DOWN.inc_by(n);
             note_activity(ctx);
         }
         Ok(None)

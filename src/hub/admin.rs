@@ -229,7 +229,6 @@ impl ServeHttp for AdminApi {
                 let gauges = metrics::Gauges {
                     runtime_routes: self.routes.len(),
                     generation: self.gateway.generation(),
-                    routes: self.gateway.route_stats(),
                     route_store: self
                         .store
                         .as_ref()

@@ -1,38 +1,64 @@
-//! Prometheus metrics, rendered as text on the admin listener's `/metrics`.
-//! Everything on the request path is a relaxed atomic increment: no locks, no allocation.
+//! Prometheus metrics (the `prometheus` crate, which Pingora offers too), rendered as text on
+//! the admin listener's `/metrics`. On the request path every update is a relaxed atomic on a
+//! handle taken once (a route keeps its own counters), so no label lookup, lock or allocation
+//! happens per request.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use once_cell::sync::Lazy;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
-#[derive(Default)]
-pub struct Counter(AtomicU64);
+static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
 
-impl Counter {
-    pub const fn new() -> Counter {
-        Counter(AtomicU64::new(0))
-    }
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
+fn registered<M: prometheus::core::Collector + Clone + 'static>(m: M) -> M {
+    REGISTRY
+        .register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
 }
 
-/// Requests of one route by status class (1xx..5xx).
-#[derive(Default)]
+fn counter(name: &str, help: &str) -> IntCounter {
+    registered(IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    registered(IntGauge::new(name, help).expect("valid metric"))
+}
+
+static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "deskgate_requests_total",
+                "Requests answered, by route and status class.",
+            ),
+            &["route", "class"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Requests of one route by status class (1xx..5xx); the handles are taken when the route is
+/// built, and a route that comes back under the same label after a reload keeps counting.
 pub struct RouteStats {
-    by_class: [Counter; 5],
+    by_class: [IntCounter; 5],
 }
 
 impl RouteStats {
+    pub fn for_route(label: &str) -> RouteStats {
+        let class = |c: &str| REQUESTS.with_label_values(&[label, c]);
+        RouteStats {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+        }
+    }
+
     pub fn record(&self, status: u16) {
         if (100..600).contains(&status) {
             self.by_class[(status / 100 - 1) as usize].inc();
@@ -40,213 +66,100 @@ impl RouteStats {
     }
 }
 
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+pub static RUNTIME_ROUTE_STATS: Lazy<std::sync::Arc<RouteStats>> =
+    Lazy::new(|| std::sync::Arc::new(RouteStats::for_route("(runtime)")));
+pub static NO_ROUTE: Lazy<IntCounter> =
+    Lazy::new(|| REQUESTS.with_label_values(&["(none)", "4xx"]));
 
-pub struct Histogram {
-    buckets: [Counter; 12],
-    count: Counter,
-    sum_us: Counter,
+pub static UPSTREAM_LATENCY: Lazy<Histogram> = Lazy::new(|| {
+    registered(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "deskgate_upstream_response_seconds",
+                "Time from choosing an upstream to its response header.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+        )
+        .expect("valid metric"),
+    )
+});
+
+macro_rules! counters {
+    ($($id:ident = $name:literal, $help:literal;)*) => {
+        $(pub static $id: Lazy<IntCounter> = Lazy::new(|| counter($name, $help));)*
+    };
 }
 
-impl Histogram {
-    const fn new() -> Histogram {
-        #[allow(clippy::declare_interior_mutable_const)]
-        const Z: Counter = Counter::new();
-        Histogram {
-            buckets: [Z; 12],
-            count: Counter::new(),
-            sum_us: Counter::new(),
-        }
-    }
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].inc();
-        }
-        self.count.inc();
-        self.sum_us.add(d.as_micros() as u64);
-    }
+counters! {
+    WEBSOCKETS_TOTAL = "deskgate_websockets_total", "Upgraded connections since start.";
+    WEBSOCKET_BYTES_UP = "deskgate_websocket_bytes_up_total", "Bytes from clients to desktops on upgraded connections.";
+    WEBSOCKET_BYTES_DOWN = "deskgate_websocket_bytes_down_total", "Bytes from desktops to clients on upgraded connections.";
+    UPSTREAM_CONNECT_ERRORS = "deskgate_upstream_connect_errors_total", "Failed connections to upstreams.";
+    UPSTREAM_RETRIES = "deskgate_upstream_retries_total", "Requests retried after a failed upstream connection.";
+    ACCESS_DENIED = "deskgate_access_denied_total", "Requests denied by an access check.";
+    ACCESS_LOG_DROPPED = "deskgate_access_log_dropped_total", "Access log lines dropped because the writer fell behind.";
+    ROUTE_CHANGES = "deskgate_route_changes_total", "Runtime route additions and deletions.";
+    RELOADS_OK = "deskgate_reloads_total", "Config reloads applied.";
+    RELOADS_FAILED = "deskgate_reload_failures_total", "Config reloads rejected (the old config kept serving).";
 }
 
-pub static ROUTE_CHANGES: Counter = Counter::new();
-pub static RUNTIME_ROUTE_STATS: once_cell::sync::Lazy<std::sync::Arc<RouteStats>> =
-    once_cell::sync::Lazy::new(Default::default);
-pub static NO_ROUTE: Counter = Counter::new();
-pub static ACCESS_DENIED: Counter = Counter::new();
-pub static ACCESS_LOG_DROPPED: Counter = Counter::new();
-pub static WEBSOCKETS_OPEN: Counter = Counter::new();
-pub static WEBSOCKETS_TOTAL: Counter = Counter::new();
-pub static WEBSOCKET_BYTES_UP: Counter = Counter::new();
-pub static WEBSOCKET_BYTES_DOWN: Counter = Counter::new();
-pub static UPSTREAM_CONNECT_ERRORS: Counter = Counter::new();
-pub static UPSTREAM_RETRIES: Counter = Counter::new();
-pub static UPSTREAM_LATENCY: Histogram = Histogram::new();
-pub static RELOADS_OK: Counter = Counter::new();
-pub static RELOADS_FAILED: Counter = Counter::new();
+pub static WEBSOCKETS_OPEN: Lazy<IntGauge> =
+    Lazy::new(|| gauge("deskgate_websockets_open", "Upgraded connections open now."));
+static RUNTIME_ROUTES: Lazy<IntGauge> = Lazy::new(|| {
+    gauge(
+        "deskgate_runtime_routes",
+        "Routes registered through the admin API.",
+    )
+});
+static CONFIG_GENERATION: Lazy<IntGauge> = Lazy::new(|| {
+    gauge(
+        "deskgate_config_generation",
+        "Routing snapshot generation (moves on reloads and route changes).",
+    )
+});
+/// Registered only when a route store is configured.
+static ROUTE_STORE_UP: Lazy<IntGauge> = Lazy::new(|| {
+    gauge(
+        "deskgate_route_store_up",
+        "1 when the shared route store (Redis) is reachable.",
+    )
+});
 
+/// Values read at scrape time.
 pub struct Gauges {
     pub runtime_routes: usize,
     pub generation: u64,
-    pub routes: Vec<(String, std::sync::Arc<RouteStats>)>,
     pub route_store: Option<bool>,
 }
 
-fn line(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 pub fn render(g: &Gauges) -> String {
-    let mut out = String::with_capacity(4096);
-    let _ = writeln!(out, "# HELP deskgate_requests_total Requests answered, by route and status class.\n# TYPE deskgate_requests_total counter");
-    for (label, stats) in g
-        .routes
-        .iter()
-        .map(|(l, s)| (l.as_str(), s))
-        .chain([("(runtime)", &*RUNTIME_ROUTE_STATS)])
-    {
-        for (i, c) in stats.by_class.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "deskgate_requests_total{{route=\"{}\",class=\"{}xx\"}} {}",
-                escape(label),
-                i + 1,
-                c.get()
-            );
-        }
+    // Touch the metrics that have no update yet, so a fresh process shows them at 0.
+    for c in [
+        &WEBSOCKETS_TOTAL,
+        &WEBSOCKET_BYTES_UP,
+        &WEBSOCKET_BYTES_DOWN,
+        &UPSTREAM_CONNECT_ERRORS,
+        &UPSTREAM_RETRIES,
+        &ACCESS_DENIED,
+        &ACCESS_LOG_DROPPED,
+        &ROUTE_CHANGES,
+        &RELOADS_OK,
+        &RELOADS_FAILED,
+    ] {
+        Lazy::force(c);
     }
-    let _ = writeln!(
-        out,
-        "deskgate_requests_total{{route=\"(none)\",class=\"4xx\"}} {}",
-        NO_ROUTE.get()
-    );
-    let _ = writeln!(out, "# HELP deskgate_upstream_response_seconds Time from choosing an upstream to its response header.\n# TYPE deskgate_upstream_response_seconds histogram");
-    let mut cumulative = 0;
-    for (b, c) in LATENCY_BUCKETS.iter().zip(&UPSTREAM_LATENCY.buckets) {
-        cumulative += c.get();
-        let _ = writeln!(
-            out,
-            "deskgate_upstream_response_seconds_bucket{{le=\"{b}\"}} {cumulative}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "deskgate_upstream_response_seconds_bucket{{le=\"+Inf\"}} {}",
-        UPSTREAM_LATENCY.count.get()
-    );
-    let _ = writeln!(
-        out,
-        "deskgate_upstream_response_seconds_sum {}",
-        UPSTREAM_LATENCY.sum_us.get() as f64 / 1e6
-    );
-    let _ = writeln!(
-        out,
-        "deskgate_upstream_response_seconds_count {}",
-        UPSTREAM_LATENCY.count.get()
-    );
-    line(
-        &mut out,
-        "deskgate_websockets_open",
-        "Upgraded connections open now.",
-        "gauge",
-        WEBSOCKETS_OPEN.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_websockets_total",
-        "Upgraded connections since start.",
-        "counter",
-        WEBSOCKETS_TOTAL.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_websocket_bytes_up_total",
-        "Bytes from clients to desktops on upgraded connections.",
-        "counter",
-        WEBSOCKET_BYTES_UP.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_websocket_bytes_down_total",
-        "Bytes from desktops to clients on upgraded connections.",
-        "counter",
-        WEBSOCKET_BYTES_DOWN.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_upstream_connect_errors_total",
-        "Failed connections to upstreams.",
-        "counter",
-        UPSTREAM_CONNECT_ERRORS.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_upstream_retries_total",
-        "Requests retried after a failed upstream connection.",
-        "counter",
-        UPSTREAM_RETRIES.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_access_denied_total",
-        "Requests denied by an access check.",
-        "counter",
-        ACCESS_DENIED.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_runtime_routes",
-        "Routes registered through the admin API.",
-        "gauge",
-        g.runtime_routes as u64,
-    );
-    line(
-        &mut out,
-        "deskgate_route_changes_total",
-        "Runtime route additions and deletions.",
-        "counter",
-        ROUTE_CHANGES.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_reloads_total",
-        "Config reloads applied.",
-        "counter",
-        RELOADS_OK.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_reload_failures_total",
-        "Config reloads rejected (the old config kept serving).",
-        "counter",
-        RELOADS_FAILED.get(),
-    );
-    line(
-        &mut out,
-        "deskgate_config_generation",
-        "Routing snapshot generation (moves on reloads and route changes).",
-        "gauge",
-        g.generation,
-    );
+    Lazy::force(&WEBSOCKETS_OPEN);
+    Lazy::force(&UPSTREAM_LATENCY);
+    Lazy::force(&RUNTIME_ROUTE_STATS);
+    Lazy::force(&NO_ROUTE);
+    RUNTIME_ROUTES.set(g.runtime_routes as i64);
+    CONFIG_GENERATION.set(g.generation as i64);
     if let Some(up) = g.route_store {
-        line(
-            &mut out,
-            "deskgate_route_store_up",
-            "1 when the shared route store (Redis) is reachable.",
-            "gauge",
-            u64::from(up),
-        );
+        ROUTE_STORE_UP.set(i64::from(up));
     }
-    out
+    let mut out = Vec::with_capacity(8192);
+    let _ = TextEncoder::new().encode(&REGISTRY.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }

@@ -245,8 +245,10 @@ impl Route {
     /// A route with default settings (no stripping, blocking, access check...); set the rest
     /// with struct update syntax.
     pub fn new(host: Option<HostPattern>, path: PathPattern, upstream: UpstreamRef) -> Route {
+        let label = Route::label_for(host.as_ref(), &path);
         Route {
-            label: Route::label_for(host.as_ref(), &path),
+            stats: Arc::new(crate::ops::metrics::RouteStats::for_route(&label)),
+            label,
             host,
             path,
             upstream,
@@ -260,7 +262,6 @@ impl Route {
             target_path: None,
             activity: None,
             data_captures: Captures::default(),
-            stats: Default::default(),
         }
     }
 
