@@ -56,6 +56,9 @@ enum Command {
         cert: Option<PathBuf>,
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
+        /// Serve noVNC's files from DIR and speak VNC on /websockify (a live picture)
+        #[arg(long)]
+        novnc: Option<PathBuf>,
     },
     /// Run on an embedded demo: generated certificates, a KasmVNC-like desktop, routes to it
     Demo {
@@ -65,6 +68,12 @@ enum Command {
         /// TLS listener
         #[arg(long, default_value = "127.0.0.1:8443")]
         tls_listen: String,
+        /// Admin listener (routes API, metrics, the admin page at /ui/)
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        admin_listen: String,
+        /// noVNC's files (Debian's `novnc` package); `none` shows the WebSocket echo page
+        #[arg(long, default_value = "/usr/share/novnc")]
+        novnc: String,
     },
 }
 
@@ -106,6 +115,7 @@ fn main() -> ExitCode {
         credentials,
         cert,
         key,
+        novnc,
     }) = &cli.command
     {
         return run_desktop_sim(
@@ -113,16 +123,24 @@ fn main() -> ExitCode {
             name,
             credentials.clone(),
             cert.clone().zip(key.clone()),
+            novnc.clone(),
         );
     }
     let config = match &cli.command {
         Some(Command::Reload | Command::DesktopSim { .. } | Command::Chp { .. }) => {
             unreachable!("handled above")
         }
-        Some(Command::Demo { listen, tls_listen }) => {
+        Some(Command::Demo {
+            listen,
+            tls_listen,
+            admin_listen,
+            novnc,
+        }) => {
             match deskgate::demo::prepare(&deskgate::demo::DemoOptions {
                 listen: listen.clone(),
                 tls_listen: tls_listen.clone(),
+                admin_listen: admin_listen.clone(),
+                novnc_dir: (novnc != "none").then(|| PathBuf::from(novnc)),
             }) {
                 Ok(demo) => {
                     println!("{}", demo.banner);
@@ -247,6 +265,7 @@ fn run_desktop_sim(
     name: &str,
     credentials: Option<String>,
     files: Option<(PathBuf, PathBuf)>,
+    novnc: Option<PathBuf>,
 ) -> ExitCode {
     let (cert, key) = match files {
         Some(f) => f,
@@ -262,12 +281,9 @@ fn run_desktop_sim(
             }
         }
     };
-    match deskgate::demo::desktop::spawn(
-        deskgate::demo::desktop::DesktopSim::new(name, credentials),
-        listen,
-        &cert,
-        &key,
-    ) {
+    let mut sim = deskgate::demo::desktop::DesktopSim::new(name, credentials);
+    sim.novnc_dir = novnc;
+    match deskgate::demo::desktop::spawn(sim, listen, &cert, &key) {
         Ok(addr) => {
             println!("desktop {name} listening on https://{addr}");
             loop {

@@ -96,6 +96,7 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         store,
         ready: ready.clone(),
         metrics_only,
+        ui: Default::default(),
     };
     if let Some(admin) = &config.admin {
         let api = admin_api(admin.token.clone(), store.clone(), false);
@@ -134,6 +135,10 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         }
         server.add_service(service);
     }
+    server.add_service(pingora::services::background::background_service(
+        "session history",
+        crate::ops::sessions::HistorySampler,
+    ));
     server.add_service(pingora::services::background::background_service(
         "health checks",
         crate::upstream::health::HealthChecks {

@@ -109,6 +109,12 @@ async fn demo_serves_its_page_and_echoes_a_websocket_frame() {
             &format!("127.0.0.1:{http_port}"),
             "--tls-listen",
             &format!("127.0.0.1:{https_port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            // The echo page, as on a machine without Debian's novnc (tests/admin_page.rs
+            // covers the noVNC desktop).
+            "--novnc",
+            "none",
         ])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(dir.path().join("demo.err")).unwrap())

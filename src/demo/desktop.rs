@@ -9,6 +9,8 @@
 //! - WebSocket: echoes every message; the text `whoami` is answered with the name, and
 //!   `stream COUNT SIZE` with COUNT binary frames of SIZE bytes (a desktop sending screen
 //!   updates).
+//! - With `novnc_dir` (Debian's `novnc` package), it serves noVNC's files as KasmVNC does, and
+//!   its `/websockify` WebSocket speaks VNC (`rfb.rs`): noVNC shows a live picture.
 
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
@@ -32,6 +34,8 @@ pub struct DesktopSim {
     pub eager_upgrade_key: Option<String>,
     /// WebSocket upgrades this desktop accepted (tests check a denied upgrade never arrives).
     pub upgrades: Arc<std::sync::atomic::AtomicUsize>,
+    /// noVNC's files to serve; with them, `/websockify` speaks VNC instead of echoing.
+    pub novnc_dir: Option<std::path::PathBuf>,
 }
 
 impl DesktopSim {
@@ -41,6 +45,7 @@ impl DesktopSim {
             credentials,
             eager_upgrade_key: None,
             upgrades: Default::default(),
+            novnc_dir: None,
         }
     }
 }
@@ -197,10 +202,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .header("upgrade")
                 .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
         if wants_ws {
+            let path = req.target.split('?').next().unwrap_or("/");
+            let vnc = desktop.novnc_dir.is_some() && path.ends_with("/websockify");
+            // Stock noVNC (Debian's) offers no subprotocol; KasmVNC's offers `binary`. The VNC
+            // endpoint takes either, the echo endpoint insists, as KasmVNC does.
             let protocol = req
                 .header("sec-websocket-protocol")
                 .and_then(|p| p.split(',').next())
-                .map(|p| p.trim().to_string());
+                .map(|p| p.trim().to_string())
+                .or_else(|| vnc.then(String::new));
             match (
                 req.header("origin"),
                 protocol,
@@ -211,8 +221,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                         .upgrades
                         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let accept = derive_accept_key(key.as_bytes());
+                    let chosen = if protocol.is_empty() {
+                        String::new()
+                    } else {
+                        format!("Sec-WebSocket-Protocol: {protocol}\r\n")
+                    };
                     let head = format!(
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{chosen}\r\n"
                     );
                     stream.write_all(head.as_bytes()).await?;
                     stream.flush().await?;
@@ -223,6 +238,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                         None,
                     )
                     .await;
+                    if vnc {
+                        return super::rfb::serve(ws, &desktop.name).await;
+                    }
                     return echo(ws, desktop).await;
                 }
                 // KasmVNC's answer to a handshake without Origin or subprotocol: its HTML page.
@@ -275,12 +293,41 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 )
                 .await?
             }
-            _ => page(&mut stream, &req, desktop).await?,
+            path => match novnc_file(desktop, path) {
+                Some((body, ctype)) => {
+                    respond(&mut stream, "200 OK", ctype, &body, &[], desktop).await?
+                }
+                None => page(&mut stream, &req, desktop).await?,
+            },
         }
         if req.has_token("connection", "close") {
             return Ok(());
         }
     }
+}
+
+/// A file of noVNC's (`/` is `vnc.html`), when the desktop serves noVNC and has it.
+fn novnc_file(desktop: &DesktopSim, path: &str) -> Option<(Vec<u8>, &'static str)> {
+    let dir = desktop.novnc_dir.as_ref()?;
+    let rel = match path.trim_start_matches('/') {
+        "" | "index.html" => "vnc.html",
+        p => p,
+    };
+    if rel.split('/').any(|s| s == ".." || s.is_empty()) {
+        return None;
+    }
+    let body = std::fs::read(dir.join(rel)).ok()?;
+    let ctype = match rel.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript",
+        Some("css") => "text/css",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    Some((body, ctype))
 }
 
 fn authorized(req: &Request, desktop: &DesktopSim) -> bool {

@@ -1,8 +1,11 @@
 //! `deskgate demo`: the whole path on one machine with nothing to write first. Generates
 //! certificates, starts a KasmVNC-like desktop on a loopback port, and routes to it the way
-//! the hub does (by path and by host).
+//! the hub does (by path and by host). With Debian's `novnc` installed, the desktop serves
+//! noVNC and a live VNC picture (`rfb.rs`); otherwise a page that shows a WebSocket echo. The
+//! admin page runs on its own listener with a generated token.
 
 pub mod desktop;
+pub mod rfb;
 
 use crate::config::{self, Config, LoadOptions};
 use std::path::PathBuf;
@@ -10,6 +13,9 @@ use std::path::PathBuf;
 pub struct DemoOptions {
     pub listen: String,
     pub tls_listen: String,
+    pub admin_listen: String,
+    /// noVNC's files; None (or a folder that does not exist): the echo page.
+    pub novnc_dir: Option<PathBuf>,
 }
 
 pub struct Demo {
@@ -35,12 +41,16 @@ pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
     );
     let password_file = dir.join("vnc-password");
     std::fs::write(&password_file, &password).map_err(|e| e.to_string())?;
-    let desktop = desktop::spawn(
-        desktop::DesktopSim::new("demo", Some(format!("kasm_user:{password}"))),
-        "127.0.0.1:0",
-        &desk_cert,
-        &desk_key,
-    )?;
+    let novnc_dir = opts
+        .novnc_dir
+        .clone()
+        .filter(|d| d.join("vnc.html").is_file());
+    let mut sim = desktop::DesktopSim::new("demo", Some(format!("kasm_user:{password}")));
+    sim.novnc_dir = novnc_dir.clone();
+    let desktop = desktop::spawn(sim, "127.0.0.1:0", &desk_cert, &desk_key)?;
+    let admin_token = crate::support::secret::random_hex(16);
+    let token_file = dir.join("admin-token");
+    write_private(&token_file, &admin_token)?;
     let yaml = format!(
         r#"# deskgate demo (generated)
 listeners:
@@ -62,12 +72,17 @@ routes:
     strip_prefix: true
     upstream: "desktop-{{name}}"
     block: ["/api/"]
+    novnc: {novnc}
   - path: "/"
     upstream: desktop-demo
+admin: {{ addr: "{admin_listen}", token_file: "{token_file}" }}
 timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
 "#,
         listen = opts.listen,
         tls_listen = opts.tls_listen,
+        admin_listen = opts.admin_listen,
+        token_file = token_file.display(),
+        novnc = novnc_dir.is_some(),
         edge_cert = edge_cert.display(),
         edge_key = edge_key.display(),
         password_file = password_file.display(),
@@ -80,16 +95,29 @@ timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
             .join("\n")
     })?;
     let port = opts.tls_listen.rsplit(':').next().unwrap_or("8443");
+    let open_hint = match &novnc_dir {
+        Some(d) => format!(
+            "(open the desktop URL in a browser: noVNC from {} shows the demo desktop, a clock \
+             and a moving square; the certificate is self-signed)",
+            d.display()
+        ),
+        None => "(open the by-path URL in a browser to see the WebSocket echo; install Debian's \
+                 `novnc` for a desktop picture; the certificate is self-signed)"
+            .to_string(),
+    };
     let banner = format!(
         "deskgate demo\n\
-         \x20 desktop (KasmVNC-like, self-signed, Basic auth): https://{desktop}\n\
+         \x20 desktop:  https://127.0.0.1:{port}/desktop/demo/vnc.html?autoconnect=true&resize=scale\n\
          \x20 by path:  https://127.0.0.1:{port}/desktop/demo/\n\
          \x20 by host:  https://desktop-demo.localhost:{port}/\n\
+         \x20 admin page: http://{admin}/ui/  token: {admin_token}\n\
+         \x20 the desktop itself (KasmVNC-like, self-signed, Basic auth): https://{desktop}\n\
          \x20 plain HTTP on http://{listen}/ redirects to HTTPS\n\
          \x20 config:   {cfg}\n\
          try:  curl -k https://127.0.0.1:{port}/desktop/demo/whoami\n\
-         (open the by-path URL in a browser to see the WebSocket echo; the certificate is self-signed)",
+         {open_hint}",
         listen = opts.listen,
+        admin = opts.admin_listen,
         cfg = dir.join("deskgate.yaml").display(),
     );
     Ok(Demo {
@@ -97,4 +125,18 @@ timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
         banner,
         dir,
     })
+}
+
+/// A file only its owner can read (the demo's admin token).
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -32,6 +32,13 @@ pub struct Snapshot {
     settings: Arc<EdgeSettings>,
 }
 
+impl Snapshot {
+    /// The routes from the config (without runtime routes), in config order.
+    pub fn configured_routes(&self) -> &[Arc<Route>] {
+        &self.settings.routes
+    }
+}
+
 impl std::ops::Deref for Snapshot {
     type Target = EdgeSettings;
     fn deref(&self) -> &EdgeSettings {

@@ -56,6 +56,10 @@ pub struct RequestCtx {
     /// The request target as the client sent it (kept only when the access log is on).
     original_uri: Option<String>,
     upstream_started: Option<std::time::Instant>,
+    /// The user an access check vouched for (sent upstream as `X-User`).
+    user: Option<String>,
+    /// This WebSocket on the admin page, once upgraded.
+    ws_session: Option<Arc<crate::ops::sessions::Session>>,
 }
 
 impl RequestCtx {
@@ -272,6 +276,11 @@ impl ProxyHttp for EdgeProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string());
+        ctx.user = upstream_request
+            .headers
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         rewrite_upstream_request(
             upstream_request,
             &Forwarding {
@@ -306,7 +315,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -314,6 +323,7 @@ impl ProxyHttp for EdgeProxy {
             ctx.upgraded = true;
             metrics::WEBSOCKETS_OPEN.inc();
             metrics::WEBSOCKETS_TOTAL.inc();
+            ctx.ws_session = Some(open_session(session, ctx));
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
@@ -334,6 +344,9 @@ impl ProxyHttp for EdgeProxy {
         if ctx.upgraded {
             ctx.ws_bytes_up += n;
             metrics::WEBSOCKET_BYTES_UP.inc_by(n);
+            if let Some(s) = &ctx.ws_session {
+                s.add_up(n, crate::routing::activity::now_ms());
+            }
         }
         if n > 0 {
             // Uploads and WebSocket frames from the browser are activity.
@@ -363,6 +376,9 @@ impl ProxyHttp for EdgeProxy {
             let n = body.as_ref().map_or(0, |b| b.len()) as u64;
             ctx.ws_bytes_down += n;
             metrics::WEBSOCKET_BYTES_DOWN.inc_by(n);
+            if let Some(s) = &ctx.ws_session {
+                s.add_down(n, crate::routing::activity::now_ms());
+            }
             note_activity(ctx);
         }
         Ok(None)
@@ -371,6 +387,10 @@ impl ProxyHttp for EdgeProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.upgraded {
             metrics::WEBSOCKETS_OPEN.dec();
+        }
+        if let Some(ws) = ctx.ws_session.take() {
+            // Before Pingora closes the connection: see `SessionRegistry::close`.
+            crate::ops::sessions::SESSIONS.close(ws.id);
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(route) = &ctx.route {
@@ -555,6 +575,28 @@ fn access_entry<'a>(
         upstream: ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
         websocket,
     }
+}
+
+/// Puts an upgraded connection on the admin page's list of sessions.
+fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::ops::sessions::Session> {
+    let fd = session
+        .digest()
+        .and_then(|d| d.socket_digest.as_ref())
+        .map(|s| s.raw_fd());
+    crate::ops::sessions::SESSIONS.open(crate::ops::sessions::SessionStart {
+        route: ctx.route_label().to_string(),
+        upstream: ctx
+            .upstream
+            .as_ref()
+            .map_or("-", |u| u.name.as_str())
+            .to_string(),
+        user: ctx.user.clone(),
+        client: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
+        fd,
+    })
 }
 
 /// Moves the route's `last_activity` while WebSocket bytes flow (at most once a second), so

@@ -4,6 +4,7 @@
 //! - `GET /api/routes[?inactive_since=ISO8601]`, `GET|POST|DELETE /api/routes/<prefix>`:
 //!   need `Authorization: token <t>` (403 otherwise; compared in constant time).
 //! - `GET /healthz` (alive), `GET /readyz` (config loaded, listeners bound), `GET /metrics`.
+//! - `/ui/`: the admin page (`ops::admin_ui`).
 
 use crate::hub::runtime_routes::{parse_iso8601, RouteError, RuntimeRoutes};
 use crate::ops::metrics;
@@ -27,6 +28,8 @@ pub struct AdminApi {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Serve only `/metrics` (a separate metrics listener).
     pub metrics_only: bool,
+    /// The admin page at `/ui/`.
+    pub ui: crate::ops::admin_ui::AdminUi,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -154,6 +157,38 @@ impl AdminApi {
         json(StatusCode::OK, &Value::Object(self.routes.list(since_ms)))
     }
 
+    async fn admin_page(&self, session: &mut ServerSession, path: &str) -> Response<Vec<u8>> {
+        let method = session.req_header().method.as_str().to_string();
+        let body = if method == "POST" {
+            match Self::read_body(session).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            }
+        } else {
+            Vec::new()
+        };
+        let header = |name: &str| {
+            session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+        };
+        let req = crate::ops::admin_ui::UiRequest {
+            method: &method,
+            path,
+            cookie: header("cookie").and_then(crate::ops::admin_ui::cookie_value),
+            csrf: header("x-csrf-token"),
+            body: &body,
+        };
+        let ctx = crate::ops::admin_ui::UiContext {
+            token: self.token.as_ref(),
+            gateway: &self.gateway,
+            routes: &self.routes,
+        };
+        self.ui.handle(&ctx, &req)
+    }
+
     async fn routes_api(
         &self,
         session: &mut ServerSession,
@@ -244,6 +279,9 @@ impl ServeHttp for AdminApi {
         }
         if self.metrics_only {
             return error(StatusCode::NOT_FOUND, "only /metrics here");
+        }
+        if path == "/ui" || path.starts_with("/ui/") {
+            return self.admin_page(session, &path).await;
         }
         // As in configurable-http-proxy: `/api/routes/` names the route for `/` (POST,
         // DELETE); GET of it lists every route, like `/api/routes`.

@@ -65,3 +65,14 @@ impl Secret {
         Secret("unchecked".to_string())
     }
 }
+
+/// `bytes` random bytes from the kernel, as hex (admin page sessions and CSRF tokens, the
+/// demo's admin token).
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("/dev/urandom is readable");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -259,6 +259,14 @@ impl Pool {
         Some((chosen, InFlight(counter)))
     }
 
+    /// (healthy, all) servers, for the admin page.
+    pub fn health(&self) -> (usize, usize) {
+        let backends = self.round_robin.backends();
+        let all = backends.get_backend();
+        let healthy = all.iter().filter(|b| backends.ready(b)).count();
+        (healthy, all.len())
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

@@ -111,6 +111,13 @@ impl SocketDigest {
         }
     }
 
+    /// deskgate patch: the connection's file descriptor, so an operator's "disconnect" can
+    /// shut down one upgraded session from outside its task (`libc::shutdown`).
+    #[cfg(unix)]
+    pub fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.raw_fd
+    }
+
     /// Return the kernel socket cookie for this connection.
     ///
     /// This is backed by Linux's `SO_COOKIE` socket option. On other Unix
