@@ -11,10 +11,12 @@
 //!   snapshot (`gateway`), forwarded headers, responses, error pages, WebSocket close,
 //!   connection limits, listener certificates by SNI
 //! - `routing`: the route table and how a request is matched (`RouteTable::lookup`)
+//! - `acme`: listener certificates from an ACME CA (HTTP-01, TLS-ALPN-01, DNS-01 via RFC 2136)
 //! - `upstream`: peers, TLS toward self-signed desktops, balancing, health checks
 //! - `support`: secrets, the single-flight cache
 //! - `demo`: the embedded demo and its KasmVNC-like desktop
 
+pub mod acme;
 pub mod config;
 pub mod demo;
 pub mod edge;

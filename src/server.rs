@@ -51,6 +51,7 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
 
     let mut resolvers = Vec::new();
     let mut pending = Vec::new();
+    let mut acme_services = Vec::new();
     for l in &config.listeners {
         let role = ListenerRole {
             tls: l.tls.is_some(),
@@ -60,7 +61,17 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
             Some(certs) => {
                 let resolver = CertResolver::new(CertSet::from_config(certs));
                 resolvers.push((l.addr.clone(), resolver.clone()));
-                Some(resolver)
+                if let Some(acme) = &l.acme {
+                    acme_services.push(crate::acme::AcmeService {
+                        settings: acme.clone(),
+                        resolver: resolver.clone(),
+                    });
+                }
+                let alpn_01 = l
+                    .acme
+                    .as_ref()
+                    .is_some_and(|a| a.challenge == crate::acme::ChallengeKind::TlsAlpn01);
+                Some((resolver, alpn_01))
             }
             None => None,
         };
@@ -124,16 +135,31 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
             &format!("deskgate {addr}"),
         );
         match tls {
-            Some(resolver) => {
+            Some((resolver, alpn_01)) => {
                 let mut settings = TlsSettings::intermediate("", "")
                     .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
                 settings.set_cert_resolver(resolver);
-                settings.enable_h2();
+                if alpn_01 {
+                    // Last, so browsers never negotiate it (vendored pingora-core patch 5).
+                    settings.set_alpn_protocols(vec![
+                        b"h2".to_vec(),
+                        b"http/1.1".to_vec(),
+                        crate::acme::challenges::ACME_TLS_ALPN.to_vec(),
+                    ]);
+                } else {
+                    settings.enable_h2();
+                }
                 service.add_tls_with_settings(&addr, None, settings);
             }
             None => bind_plain(&mut service, &addr),
         }
         server.add_service(service);
+    }
+    for service in acme_services {
+        let name = format!("acme {}", service.settings.hosts.join(","));
+        server.add_service(pingora::services::background::background_service(
+            &name, service,
+        ));
     }
     server.add_service(pingora::services::background::background_service(
         "session history",

@@ -70,6 +70,12 @@ fn shipped_config_passes_check() {
     // Without --skip-files, the same file with its certificate and secret paths pointed at
     // generated files passes too.
     let fx = Fixture::new();
+    let tsig = fx.path().join("acme-tsig.key");
+    std::fs::write(
+        &tsig,
+        "key \"deskgate-acme\" { algorithm hmac-sha256; secret \"c2VjcmV0\"; };\n",
+    )
+    .unwrap();
     let yaml = std::fs::read_to_string(conf)
         .unwrap()
         .replace("/etc/deskgate/hub.pem", fx.edge_cert.to_str().unwrap())
@@ -84,7 +90,8 @@ fn shipped_config_passes_check() {
         .replace(
             "/etc/deskgate/admin-token",
             fx.password_file.to_str().unwrap(),
-        );
+        )
+        .replace("/etc/deskgate/acme-tsig.key", tsig.to_str().unwrap());
     let (code, out) = check(fx.path(), "deskgate.yaml", &yaml);
     assert_eq!(code, 0, "{out}");
 }

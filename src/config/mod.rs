@@ -6,6 +6,7 @@ pub mod duration;
 pub mod raw;
 pub mod span;
 
+use crate::acme::{AcmeSettings, ChallengeKind};
 use crate::edge::error_pages::ErrorPages;
 use crate::edge::forwarding::{ProxyHeaders, XForwarded};
 use crate::edge::gateway::EdgeSettings;
@@ -50,6 +51,8 @@ pub struct Listener {
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub tls: Option<Vec<Certificate>>,
+    /// Certificates obtained and renewed through ACME (`tls.acme`).
+    pub acme: Option<Arc<AcmeSettings>>,
 }
 
 pub struct AdminSettings {
@@ -186,6 +189,19 @@ impl Validator {
             .enumerate()
             .map(|(i, l)| self.listener(i, l))
             .collect::<Vec<_>>();
+        let plain_listener = listeners.iter().any(|l| l.tls.is_none());
+        for (i, l) in listeners.iter().enumerate() {
+            let http01 = l
+                .acme
+                .as_ref()
+                .is_some_and(|a| a.challenge == ChallengeKind::Http01);
+            if http01 && !plain_listener {
+                self.error(
+                    &format!("listeners[{i}].tls.acme"),
+                    "http-01 is answered on a plain-HTTP listener (port 80); add one, or use `challenge: tls-alpn-01`",
+                );
+            }
+        }
         if listeners.is_empty() {
             self.error("", "no `listeners:`; add at least one, for example `- addr: \"0.0.0.0:443\"` with `tls:`");
         }
@@ -225,10 +241,24 @@ impl Validator {
             .dynamic
             .map(|d| self.dynamic(d, &timeouts))
             .unwrap_or_default();
-        let threads = raw.threads.unwrap_or(1);
-        if threads == 0 {
-            self.error("threads", "`threads` must be at least 1");
-        }
+        // One worker per core unless told otherwise: Pingora's default of 1 leaves cores idle.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = match raw.threads {
+            None => cores,
+            Some(RawThreads::Word(w)) if w == "auto" => cores,
+            Some(RawThreads::Count(n)) if n > 0 => n,
+            Some(other) => {
+                let found = match other {
+                    RawThreads::Count(n) => n.to_string(),
+                    RawThreads::Word(w) => w,
+                };
+                self.error(
+                    "threads",
+                    format!("expected a number of worker threads (at least 1) or `auto`, found `{found}`"),
+                );
+                1
+            }
+        };
         Config {
             file: self.file.clone(),
             listeners,
@@ -331,12 +361,16 @@ impl Validator {
                 ),
             );
         }
+        let mut acme = None;
         let tls = l.tls.map(|t| {
-            if t.certs.is_empty() {
+            if t.certs.is_empty() && t.acme.is_none() {
                 self.error(
-                    &format!("{at}.tls.certs"),
-                    "a TLS listener needs at least one certificate",
+                    &format!("{at}.tls"),
+                    "a TLS listener needs at least one certificate under `certs:`, or `acme:`",
                 );
+            }
+            if let Some(a) = t.acme {
+                acme = self.acme(&format!("{at}.tls.acme"), a).map(Arc::new);
             }
             t.certs
                 .into_iter()
@@ -362,7 +396,110 @@ impl Validator {
             max_connections: l.max_connections,
             max_connections_per_client: l.max_connections_per_client,
             tls,
+            acme,
         }
+    }
+
+    fn acme(&mut self, at: &str, a: RawAcme) -> Option<AcmeSettings> {
+        let errors_before = self.errors.len();
+        if let Err(e) = crate::upstream::client::parse_url(&a.directory) {
+            self.error(&format!("{at}.directory"), e);
+        }
+        let challenge = match a.challenge.as_deref() {
+            None => ChallengeKind::Http01,
+            Some(c) => ChallengeKind::parse(c).unwrap_or_else(|| {
+                self.error(
+                    &format!("{at}.challenge"),
+                    format!("expected http-01, tls-alpn-01 or dns-01, found `{c}`"),
+                );
+                ChallengeKind::Http01
+            }),
+        };
+        if a.hosts.is_empty() {
+            self.error(
+                &format!("{at}.hosts"),
+                "name the hosts to obtain a certificate for",
+            );
+        }
+        for (k, h) in a.hosts.iter().enumerate() {
+            let bad = HostPattern::parse(h).err().or_else(|| {
+                (h.contains('{')).then(|| format!("`{h}`: a certificate names real hosts"))
+            });
+            if let Some(e) = bad {
+                self.error(&format!("{at}.hosts[{k}]"), e);
+            } else if h.starts_with("*.") && challenge != ChallengeKind::Dns01 {
+                self.error(
+                    &format!("{at}.hosts[{k}]"),
+                    format!(
+                        "`{h}` is a wildcard: CAs issue those only through `challenge: dns-01`"
+                    ),
+                );
+            }
+        }
+        let dns01 = match (&a.dns01, challenge) {
+            (Some(d), _) => {
+                let r = &d.rfc2136;
+                if r.server.parse::<std::net::SocketAddr>().is_err() {
+                    self.error(
+                        &format!("{at}.dns01.rfc2136.server"),
+                        format!(
+                            "expected the name server as `ip:port`, found `{}`",
+                            r.server
+                        ),
+                    );
+                }
+                let key = if self.opts.skip_files {
+                    None
+                } else {
+                    match std::fs::read_to_string(&r.tsig_key_file)
+                        .map_err(|e| format!("cannot read {}: {e}", r.tsig_key_file.display()))
+                        .and_then(|t| crate::acme::rfc2136::TsigKey::parse(&t))
+                    {
+                        Ok(k) => Some(k),
+                        Err(e) => {
+                            self.error(&format!("{at}.dns01.rfc2136.tsig_key_file"), e);
+                            None
+                        }
+                    }
+                };
+                key.map(|key| {
+                    Arc::new(crate::acme::rfc2136::Rfc2136 {
+                        server: r.server.clone(),
+                        zone: r.zone.trim_end_matches('.').to_ascii_lowercase(),
+                        key,
+                    })
+                })
+            }
+            (None, ChallengeKind::Dns01) => {
+                self.error(
+                    at,
+                    "`challenge: dns-01` needs `dns01: { rfc2136: { server, zone, tsig_key_file } }`",
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        if let Some(ca) = &a.directory_ca {
+            if !self.opts.skip_files && !ca.is_file() {
+                self.error(
+                    &format!("{at}.directory_ca"),
+                    format!("cannot read {}", ca.display()),
+                );
+            }
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(AcmeSettings {
+            directory: a.directory,
+            contact: a.email.into_iter().map(|e| format!("mailto:{e}")).collect(),
+            hosts: a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            storage: a.storage,
+            challenge,
+            directory_ca: a.directory_ca,
+            renew_after: a.renew_after.map(|d| d.0),
+            dns01,
+        })
     }
 
     fn certificate(&mut self, at: &str, c: RawCert) -> Certificate {

@@ -22,7 +22,8 @@ pub struct RawConfig {
     pub state_file: Option<PathBuf>,
     pub route_store: Option<RawRouteStore>,
     pub log: Option<RawLog>,
-    pub threads: Option<usize>,
+    /// Worker threads: a number, or `auto` (one per core; the default).
+    pub threads: Option<RawThreads>,
     pub pid_file: Option<PathBuf>,
     /// Largest request header section accepted (bytes); larger gets 431. Default 64 KiB.
     pub max_header_bytes: Option<usize>,
@@ -62,6 +63,13 @@ pub struct RawMetrics {
 }
 
 #[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawThreads {
+    Count(usize),
+    Word(String),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouteStore {
     pub redis: String,
@@ -82,7 +90,41 @@ pub struct RawListener {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTls {
+    #[serde(default)]
     pub certs: Vec<RawCert>,
+    pub acme: Option<RawAcme>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub directory: String,
+    pub email: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub storage: PathBuf,
+    /// http-01 (default) | tls-alpn-01 | dns-01
+    pub challenge: Option<String>,
+    /// A CA (PEM) to trust for the directory's HTTPS (test CAs such as pebble).
+    pub directory_ca: Option<PathBuf>,
+    pub renew_after: Option<HumanDuration>,
+    pub dns01: Option<RawDns01>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns01 {
+    pub rfc2136: RawRfc2136,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRfc2136 {
+    /// `ip:port` of the primary name server.
+    pub server: String,
+    pub zone: String,
+    /// A TSIG key as `tsig-keygen` writes it.
+    pub tsig_key_file: PathBuf,
 }
 
 #[derive(Deserialize)]

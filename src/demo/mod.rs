@@ -50,7 +50,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
     let desktop = desktop::spawn(sim, "127.0.0.1:0", &desk_cert, &desk_key)?;
     let admin_token = crate::support::secret::random_hex(16);
     let token_file = dir.join("admin-token");
-    write_private(&token_file, &admin_token)?;
+    crate::support::secret::write_private(&token_file, admin_token.as_bytes())?;
     let yaml = format!(
         r#"# deskgate demo (generated)
 listeners:
@@ -125,18 +125,4 @@ timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
         banner,
         dir,
     })
-}
-
-/// A file only its owner can read (the demo's admin token).
-fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

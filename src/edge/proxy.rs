@@ -111,6 +111,12 @@ impl ProxyHttp for EdgeProxy {
         let given_host = raw_host(req);
         let host = host_without_port(given_host).to_ascii_lowercase();
         ctx.original_host = given_host.to_string();
+        if !self.role.tls {
+            // HTTP-01 (ACME) is answered on plain listeners, before any redirect to HTTPS.
+            if let Some(answer) = crate::acme::challenges::CHALLENGES.http_answer(req.uri.path()) {
+                return respond::body(session, 200, "text/plain", answer.as_bytes()).await;
+            }
+        }
         if let Some(port) = self.role.redirect_https_port {
             let location = respond::https_location(
                 &host,

@@ -3,6 +3,7 @@
 //! Pingora's rustls listener takes a `ResolvesServerCert`; ours reads an `ArcSwap` snapshot,
 //! so a reload replaces certificates for new handshakes without touching open connections.
 
+use crate::acme::challenges;
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -80,37 +81,66 @@ impl CertSet {
         CertSet { entries }
     }
 
-    fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = sni.map(|s| s.to_ascii_lowercase()) {
-            if let Some(e) = self
-                .entries
-                .iter()
-                .find(|e| e.exact.iter().any(|h| *h == name))
-            {
-                return Some(e.key.clone());
-            }
-            if let Some(e) = self.entries.iter().find(|e| {
+    /// One certificate (an ACME one) for its hosts, exact or `*.suffix`.
+    pub fn for_hosts(hosts: &[String], key: Arc<CertifiedKey>) -> CertSet {
+        let (suffixes, exact) = hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .partition::<Vec<_>, _>(|h| h.starts_with("*."));
+        CertSet {
+            entries: vec![Entry {
+                exact,
+                suffixes: suffixes.into_iter().map(|s| s[1..].to_string()).collect(),
+                key,
+            }],
+        }
+    }
+
+    /// The certificate naming `sni`, if one does.
+    fn named(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let name = sni?.to_ascii_lowercase();
+        if let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| e.exact.iter().any(|h| *h == name))
+        {
+            return Some(e.key.clone());
+        }
+        self.entries
+            .iter()
+            .find(|e| {
                 e.suffixes
                     .iter()
                     .any(|s| name.ends_with(s.as_str()) && name.len() > s.len())
-            }) {
-                return Some(e.key.clone());
-            }
-        }
-        self.entries.first().map(|e| e.key.clone())
+            })
+            .map(|e| e.key.clone())
+    }
+
+    fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.named(sni)
+            .or_else(|| self.entries.first().map(|e| e.key.clone()))
     }
 }
 
-/// Shared with the listener; `swap` on reload.
+/// Shared with the listener; `swap` on reload, `set_managed` when ACME renews.
 pub struct CertResolver {
     current: ArcSwap<CertSet>,
+    /// The ACME certificate, chosen first for its hosts (and the default without others).
+    managed: ArcSwap<CertSet>,
 }
 
 impl CertResolver {
     pub fn new(set: CertSet) -> Arc<CertResolver> {
         Arc::new(CertResolver {
             current: ArcSwap::from_pointee(set),
+            managed: ArcSwap::from_pointee(CertSet {
+                entries: Vec::new(),
+            }),
         })
+    }
+
+    pub fn set_managed(&self, set: CertSet) {
+        self.managed.store(Arc::new(set));
     }
     pub fn swap(&self, set: CertSet) {
         self.current.store(Arc::new(set));
@@ -129,7 +159,19 @@ impl fmt::Debug for CertResolver {
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.load().choose(hello.server_name())
+        let sni = hello.server_name();
+        let acme_validation = hello
+            .alpn()
+            .is_some_and(|mut protos| protos.any(|p| p == challenges::ACME_TLS_ALPN));
+        if acme_validation {
+            // TLS-ALPN-01: only the challenge certificate will do (RFC 8737 section 3).
+            return challenges::CHALLENGES.alpn_cert(sni);
+        }
+        let managed = self.managed.load();
+        managed
+            .named(sni)
+            .or_else(|| self.current.load().choose(sni))
+            .or_else(|| managed.choose(sni))
     }
 }
 

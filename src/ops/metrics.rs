@@ -103,6 +103,31 @@ counters! {
     ROUTE_CHANGES = "deskgate_route_changes_total", "Runtime route additions and deletions.";
     RELOADS_OK = "deskgate_reloads_total", "Config reloads applied.";
     RELOADS_FAILED = "deskgate_reload_failures_total", "Config reloads rejected (the old config kept serving).";
+    ACME_ISSUED = "deskgate_certificates_issued_total", "Certificates obtained through ACME.";
+    ACME_FAILURES = "deskgate_acme_failures_total", "ACME orders that failed (retried with backoff).";
+}
+
+static CERT_EXPIRY: Lazy<prometheus::IntGaugeVec> = Lazy::new(|| {
+    registered(
+        prometheus::IntGaugeVec::new(
+            Opts::new(
+                "deskgate_certificate_expiry_seconds",
+                "Seconds until an ACME certificate expires, by host.",
+            ),
+            &["host"],
+        )
+        .expect("valid metric"),
+    )
+});
+/// notAfter (Unix seconds) of each ACME-managed host; the gauge is computed at scrape time.
+static CERT_NOT_AFTER: Lazy<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> =
+    Lazy::new(Default::default);
+
+pub fn set_certificate_expiry(hosts: &[String], not_after: u64) {
+    let mut m = CERT_NOT_AFTER.lock().expect("expiry lock");
+    for h in hosts {
+        m.insert(h.clone(), not_after);
+    }
 }
 
 pub static WEBSOCKETS_OPEN: Lazy<IntGauge> =
@@ -147,6 +172,8 @@ pub fn render(g: &Gauges) -> String {
         &ROUTE_CHANGES,
         &RELOADS_OK,
         &RELOADS_FAILED,
+        &ACME_ISSUED,
+        &ACME_FAILURES,
     ] {
         Lazy::force(c);
     }
@@ -154,6 +181,12 @@ pub fn render(g: &Gauges) -> String {
     Lazy::force(&UPSTREAM_LATENCY);
     Lazy::force(&RUNTIME_ROUTE_STATS);
     Lazy::force(&NO_ROUTE);
+    let now = crate::routing::activity::now_ms() / 1000;
+    for (host, not_after) in CERT_NOT_AFTER.lock().expect("expiry lock").iter() {
+        CERT_EXPIRY
+            .with_label_values(&[host])
+            .set(*not_after as i64 - now as i64);
+    }
     RUNTIME_ROUTES.set(g.runtime_routes as i64);
     CONFIG_GENERATION.set(g.generation as i64);
     if let Some(up) = g.route_store {

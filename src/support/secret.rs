@@ -76,3 +76,17 @@ pub fn random_hex(bytes: usize) -> String {
         .expect("/dev/urandom is readable");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Writes a file only its owner can read (keys, tokens, ACME account credentials).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

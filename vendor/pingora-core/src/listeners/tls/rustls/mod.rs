@@ -114,6 +114,12 @@ impl TlsSettings {
         self.alpn_protocols = Some(alpn.to_wire_protocols());
     }
 
+    /// deskgate patch: protocols beyond `ALPN`'s, such as `acme-tls/1` (RFC 8737) after
+    /// h2 and http/1.1, so an ACME CA can validate a TLS-ALPN-01 challenge on this listener.
+    pub fn set_alpn_protocols(&mut self, protocols: Vec<Vec<u8>>) {
+        self.alpn_protocols = Some(protocols);
+    }
+
     /// Configure mTLS by providing a rustls client certificate verifier.
     pub fn set_client_cert_verifier(&mut self, verifier: Arc<dyn ClientCertVerifier>) {
         self.client_cert_verifier = Some(verifier);

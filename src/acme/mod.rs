@@ -1,0 +1,414 @@
+//! Certificates without certbot: a TLS listener's `acme:` block obtains and renews its
+//! certificate from an ACME CA (Let's Encrypt, or any RFC 8555 server) through the
+//! `instant-acme` client, answering HTTP-01 on the plain listener, TLS-ALPN-01 on the TLS
+//! listener, or DNS-01 through RFC 2136 updates (wildcards).
+//!
+//! The certificate, its key and the account are stored 0600 under `storage`; a stored
+//! certificate serves at once on start. Renewal starts at 2/3 of the lifetime (or after
+//! `renew_after`); a new certificate is swapped into the listener's resolver, so open
+//! connections keep theirs and new handshakes get the new one. Failures are logged, counted
+//! (`deskgate_acme_failures_total`) and retried with backoff (5 s doubling to 1 h) while the
+//! current certificate keeps serving.
+
+pub mod challenges;
+pub mod rfc2136;
+
+use crate::edge::tls::{CertResolver, CertSet};
+use crate::ops::metrics;
+use async_trait::async_trait;
+use challenges::CHALLENGES;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChallengeKind {
+    Http01,
+    TlsAlpn01,
+    Dns01,
+}
+
+impl ChallengeKind {
+    pub fn parse(s: &str) -> Option<ChallengeKind> {
+        match s {
+            "http-01" => Some(ChallengeKind::Http01),
+            "tls-alpn-01" => Some(ChallengeKind::TlsAlpn01),
+            "dns-01" => Some(ChallengeKind::Dns01),
+            _ => None,
+        }
+    }
+}
+
+/// A listener's `acme:` block, validated.
+pub struct AcmeSettings {
+    pub directory: String,
+    /// `mailto:` addresses for the account.
+    pub contact: Vec<String>,
+    pub hosts: Vec<String>,
+    pub storage: PathBuf,
+    pub challenge: ChallengeKind,
+    /// A CA certificate (PEM) to trust for the directory's HTTPS, for test CAs such as pebble.
+    pub directory_ca: Option<PathBuf>,
+    /// Renew once the certificate is this old, instead of at 2/3 of its lifetime.
+    pub renew_after: Option<Duration>,
+    pub dns01: Option<Arc<rfc2136::Rfc2136>>,
+}
+
+/// A certificate in force: its key and validity (Unix seconds).
+struct Issued {
+    key: Arc<CertifiedKey>,
+    not_before: u64,
+    not_after: u64,
+    /// When this process stored it (file time), for `renew_after`.
+    stored_at: u64,
+}
+
+/// The background task keeping one listener's certificate current.
+pub struct AcmeService {
+    pub settings: Arc<AcmeSettings>,
+    pub resolver: Arc<CertResolver>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
+#[async_trait]
+impl BackgroundService for AcmeService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut current = match self.load_stored() {
+            Ok(issued) => {
+                self.install(&issued);
+                Some(issued)
+            }
+            Err(e) => {
+                log::info!("acme {}: {e}; ordering one", self.label());
+                None
+            }
+        };
+        let mut backoff = FIRST_RETRY;
+        loop {
+            let wait = current
+                .as_ref()
+                .map_or(0, |c| self.renew_at(c).saturating_sub(now_secs()));
+            if wait > 0 {
+                let nap = Duration::from_secs(wait).min(LONGEST_WAIT);
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(nap) => continue,
+                }
+            }
+            match self.issue().await {
+                Ok(issued) => {
+                    log::info!(
+                        "acme {}: certificate issued, valid until {}",
+                        self.label(),
+                        crate::hub::runtime_routes::format_iso8601(issued.not_after * 1000)
+                    );
+                    metrics::ACME_ISSUED.inc();
+                    self.install(&issued);
+                    current = Some(issued);
+                    backoff = FIRST_RETRY;
+                }
+                Err(e) => {
+                    metrics::ACME_FAILURES.inc();
+                    log::error!(
+                        "acme {}: {e}; {} keeps serving, retry in {}s",
+                        self.label(),
+                        if current.is_some() {
+                            "the current certificate"
+                        } else {
+                            "no certificate yet,"
+                        },
+                        backoff.as_secs()
+                    );
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(LONGEST_WAIT);
+                }
+            }
+        }
+    }
+}
+
+impl AcmeService {
+    fn label(&self) -> String {
+        self.settings.hosts.join(",")
+    }
+
+    fn dir(&self) -> PathBuf {
+        let stem: String = self.settings.hosts[0]
+            .chars()
+            .map(|c| if c == '*' { '_' } else { c })
+            .collect();
+        self.settings.storage.join(stem)
+    }
+
+    /// When to renew: `renew_after` past storing, else 2/3 of the way through its validity.
+    fn renew_at(&self, c: &Issued) -> u64 {
+        match self.settings.renew_after {
+            Some(after) => c.stored_at + after.as_secs(),
+            None => c.not_before + (c.not_after.saturating_sub(c.not_before)) * 2 / 3,
+        }
+    }
+
+    fn install(&self, c: &Issued) {
+        self.resolver
+            .set_managed(CertSet::for_hosts(&self.settings.hosts, c.key.clone()));
+        metrics::set_certificate_expiry(&self.settings.hosts, c.not_after);
+    }
+
+    fn load_stored(&self) -> Result<Issued, String> {
+        let dir = self.dir();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        if !cert.exists() {
+            return Err(format!("no stored certificate in {}", dir.display()));
+        }
+        let pem = std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+        let (not_before, not_after) = validity(&pem)?;
+        let stored_at = std::fs::metadata(&cert)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Ok(Issued {
+            key: crate::edge::tls::load_certified_key(&cert, &key)?,
+            not_before,
+            not_after,
+            stored_at,
+        })
+    }
+
+    async fn account(&self) -> Result<Account, String> {
+        let builder = match &self.settings.directory_ca {
+            Some(ca) => Account::builder_with_root(ca),
+            None => Account::builder(),
+        }
+        .map_err(|e| format!("HTTP client for {}: {e}", self.settings.directory))?;
+        let path = self.settings.storage.join("account.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let credentials: AccountCredentials = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not account credentials: {e}", path.display()))?;
+            return builder
+                .from_credentials(credentials)
+                .await
+                .map_err(|e| format!("account from {}: {e}", path.display()));
+        }
+        let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
+        let (account, credentials) = builder
+            .create(
+                &NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                self.settings.directory.clone(),
+                None,
+            )
+            .await
+            .map_err(|e| format!("creating an account at {}: {e}", self.settings.directory))?;
+        let json = serde_json::to_vec(&credentials).map_err(|e| e.to_string())?;
+        private_dir(&self.settings.storage)?;
+        crate::support::secret::write_private(&path, &json)?;
+        Ok(account)
+    }
+
+    async fn issue(&self) -> Result<Issued, String> {
+        let account = self.account().await?;
+        let identifiers: Vec<Identifier> = self
+            .settings
+            .hosts
+            .iter()
+            .map(|h| Identifier::Dns(h.clone()))
+            .collect();
+        let mut order = match account.new_order(&NewOrder::new(&identifiers)).await {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("accountDoesNotExist") {
+                    // The CA no longer knows the stored account (a reset test CA): make a new
+                    // one next time.
+                    let _ = std::fs::remove_file(self.settings.storage.join("account.json"));
+                }
+                return Err(format!("new order: {msg}"));
+            }
+        };
+        let mut pending = Pending::default();
+        let prepared = self.prepare_challenges(&mut order, &mut pending).await;
+        let ready = match prepared {
+            Ok(()) => order
+                .poll_ready(&RetryPolicy::default().timeout(Duration::from_secs(60)))
+                .await
+                .map_err(|e| format!("waiting for validation: {e}")),
+            Err(e) => Err(e),
+        };
+        pending.clear(self.settings.dns01.as_deref()).await;
+        match ready? {
+            OrderStatus::Ready => {}
+            status => {
+                return Err(format!(
+                    "the CA did not validate the {:?} challenge (order {status:?})",
+                    self.settings.challenge
+                ))
+            }
+        }
+        let key_pem = order
+            .finalize()
+            .await
+            .map_err(|e| format!("finalizing: {e}"))?;
+        let chain_pem = order
+            .poll_certificate(&RetryPolicy::default().timeout(Duration::from_secs(60)))
+            .await
+            .map_err(|e| format!("downloading the certificate: {e}"))?;
+        let dir = self.dir();
+        private_dir(&self.settings.storage)?;
+        private_dir(&dir)?;
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        crate::support::secret::write_private(&key, key_pem.as_bytes())?;
+        crate::support::secret::write_private(&cert, chain_pem.as_bytes())?;
+        let (not_before, not_after) = validity(chain_pem.as_bytes())?;
+        Ok(Issued {
+            key: crate::edge::tls::load_certified_key(&cert, &key)?,
+            not_before,
+            not_after,
+            stored_at: now_secs(),
+        })
+    }
+
+    async fn prepare_challenges(
+        &self,
+        order: &mut instant_acme::Order,
+        pending: &mut Pending,
+    ) -> Result<(), String> {
+        let kind = match self.settings.challenge {
+            ChallengeKind::Http01 => ChallengeType::Http01,
+            ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            ChallengeKind::Dns01 => ChallengeType::Dns01,
+        };
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(format!("authorization is {other:?}")),
+            }
+            let mut challenge = authz
+                .challenge(kind.clone())
+                .ok_or_else(|| format!("the CA offers no {kind:?} challenge"))?;
+            let key_auth = challenge.key_authorization();
+            let identifier = challenge.identifier().to_string();
+            let host = identifier.trim_start_matches("*.").to_string();
+            match self.settings.challenge {
+                ChallengeKind::Http01 => {
+                    CHALLENGES.put_http(&challenge.token, key_auth.as_str());
+                    pending.http.push(challenge.token.clone());
+                }
+                ChallengeKind::TlsAlpn01 => {
+                    CHALLENGES
+                        .put_alpn(&host, alpn_certificate(&host, key_auth.digest().as_ref())?);
+                    pending.alpn.push(host);
+                }
+                ChallengeKind::Dns01 => {
+                    let dns = self
+                        .settings
+                        .dns01
+                        .as_ref()
+                        .ok_or("dns-01 needs `dns01: { rfc2136: ... }`")?;
+                    let name = format!("_acme-challenge.{host}");
+                    if !pending.dns.contains(&name) {
+                        // Stale answers of an earlier attempt would not validate.
+                        dns.clear_txt(&name).await?;
+                        pending.dns.push(name.clone());
+                    }
+                    dns.add_txt(&name, &key_auth.dns_value()).await?;
+                }
+            }
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| format!("challenge for {identifier}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Answers put up for one order, taken down whatever its outcome.
+#[derive(Default)]
+struct Pending {
+    http: Vec<String>,
+    alpn: Vec<String>,
+    dns: Vec<String>,
+}
+
+impl Pending {
+    async fn clear(self, dns: Option<&rfc2136::Rfc2136>) {
+        for token in &self.http {
+            CHALLENGES.remove_http(token);
+        }
+        for host in &self.alpn {
+            CHALLENGES.remove_alpn(host);
+        }
+        if let Some(dns) = dns {
+            for name in &self.dns {
+                if let Err(e) = dns.clear_txt(name).await {
+                    log::warn!("acme: removing {name}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The self-signed certificate of TLS-ALPN-01 (RFC 8737): the name, and the key
+/// authorization's digest in the acmeIdentifier extension.
+fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+    let mut params =
+        rcgen::CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
+}
+
+/// (notBefore, notAfter) of the first certificate in a PEM chain, in Unix seconds.
+fn validity(pem: &[u8]) -> Result<(u64, u64), String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|e| format!("certificate is not PEM: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("certificate is not X.509: {e}"))?;
+    let v = cert.validity();
+    Ok((
+        v.not_before.timestamp().max(0) as u64,
+        v.not_after.timestamp().max(0) as u64,
+    ))
+}
+
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
