@@ -114,7 +114,8 @@ impl ProxyHttp for EdgeProxy {
         if !self.role.tls {
             // HTTP-01 (ACME) is answered on plain listeners, before any redirect to HTTPS.
             if let Some(answer) = crate::acme::challenges::CHALLENGES.http_answer(req.uri.path()) {
-                return respond::body(session, 200, "text/plain", answer.as_bytes()).await;
+                return Box::pin(respond::body(session, 200, "text/plain", answer.as_bytes()))
+                    .await;
             }
         }
         if let Some(port) = self.role.redirect_https_port {
@@ -123,12 +124,18 @@ impl ProxyHttp for EdgeProxy {
                 port,
                 req.uri.path_and_query().map_or("/", |p| p.as_str()),
             );
-            return respond::redirect(session, 308, &location).await;
+            return Box::pin(respond::redirect(session, 308, &location)).await;
         }
         if req.uri.path() == "/_chp_healthz" {
             // configurable-http-proxy's health endpoint, which load balancers in front of
             // JupyterHub poll.
-            return respond::body(session, 200, "application/json", br#"{"status":"OK"}"#).await;
+            return Box::pin(respond::body(
+                session,
+                200,
+                "application/json",
+                br#"{"status":"OK"}"#,
+            ))
+            .await;
         }
         ctx.upgrade = session.is_upgrade_req();
         let snapshot = self.gateway.snapshot();
@@ -139,8 +146,8 @@ impl ProxyHttp for EdgeProxy {
             .sum::<usize>()
             + req.raw_path().len();
         if header_bytes > snapshot.max_header_bytes {
-            return respond::text(session, 431, "deskgate: request header fields too large\n")
-                .await;
+            let text = "deskgate: request header fields too large\n";
+            return Box::pin(respond::text(session, 431, text)).await;
         }
         if !self.limits.is_unlimited() {
             let client = session
@@ -150,12 +157,8 @@ impl ProxyHttp for EdgeProxy {
             match self.limits.acquire(client) {
                 Some(slot) => ctx._slot = Some(slot),
                 None => {
-                    return respond::text(
-                        session,
-                        503,
-                        "deskgate: too many connections, try again shortly\n",
-                    )
-                    .await
+                    let text = "deskgate: too many connections, try again shortly\n";
+                    return Box::pin(respond::text(session, 503, text)).await;
                 }
             }
         }
@@ -170,9 +173,7 @@ impl ProxyHttp for EdgeProxy {
             metrics::NO_ROUTE.inc();
             let text = format!("deskgate: no route for {host}{}\n", path.decoded);
             let pages = &snapshot.error_pages;
-            return pages
-                .send(session, 404, &text, snapshot.timeouts.connect)
-                .await;
+            return Box::pin(pages.send(session, 404, &text, snapshot.timeouts.connect)).await;
         };
         let route = found.route.clone();
         ctx.route = Some(route.clone());
@@ -188,30 +189,31 @@ impl ProxyHttp for EdgeProxy {
             req.uri.query(),
             ctx.upgrade,
         ) {
-            return respond::redirect(session, 302, &location).await;
+            return Box::pin(respond::redirect(session, 302, &location)).await;
         }
         if route
             .block
             .iter()
             .any(|b| crate::routing::is_under(rest, b))
         {
-            return respond::text(
-                session,
-                403,
-                &format!("deskgate: {rest} is blocked on route {}\n", route.label),
-            )
-            .await;
+            let text = format!("deskgate: {rest} is blocked on route {}\n", route.label);
+            return Box::pin(respond::text(session, 403, &text)).await;
         }
         if let Some(check) = &route.access {
             let mut captures = route.data_captures.clone();
             captures.extend(found.captures.clone());
-            if let Some(done) = check.enforce(session, &captures, &route.label).await? {
+            if let Some(done) = Box::pin(check.enforce(session, &captures, &route.label)).await? {
                 return Ok(done);
             }
         }
-        let upstream = match self.choose_upstream(session, &found, &snapshot).await? {
-            Ok(u) => u,
-            Err(responded) => return Ok(responded),
+        // Boxed where they await something large (a hub lookup, a response): on the common
+        // path the request_filter future stays small, and Pingora copies it per request.
+        let upstream = match &route.upstream {
+            UpstreamRef::Fixed(u) => u.clone(),
+            _ => match Box::pin(self.choose_upstream(session, &found, &snapshot)).await? {
+                Ok(u) => u,
+                Err(responded) => return Ok(responded),
+            },
         };
         ctx.upstream = Some(upstream);
         if session

@@ -119,7 +119,12 @@ impl Upstream {
         timeouts: &Timeouts,
         upgrade: bool,
     ) -> Result<Box<HttpPeer>, String> {
-        let addr = resolve(server).await?;
+        // An address needs no lookup; only names (compose services) await the resolver, boxed
+        // so the common path's future stays small (Pingora copies it per request).
+        let addr = match server.parse() {
+            Ok(addr) => addr,
+            Err(_) => Box::pin(resolve(server)).await?,
+        };
         let (tls, sni) = match &self.tls {
             Some(t) => (true, t.sni.clone()),
             None => (false, String::new()),
