@@ -40,14 +40,23 @@ pub struct Forwarding<'a> {
     pub drop_websocket_protocol: bool,
 }
 
-const HOP_BY_HOP: [&str; 7] = [
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "upgrade",
+use http::header::{self, HeaderName};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), as prebuilt names: comparing and removing them costs
+/// no parsing per request.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::UPGRADE,
 ];
 
 /// The request target the upstream sees: the normalized path, minus the route's prefix when
@@ -87,66 +96,74 @@ pub fn upstream_target(
 }
 
 pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
-    // Headers named in `Connection` are hop-by-hop too (RFC 9110 7.6.1).
+    // Headers named in `Connection` are hop-by-hop too (RFC 9110 7.6.1). Most requests carry
+    // only `keep-alive` or `upgrade` there, so nothing is collected for them.
     let named: Vec<String> = req
         .headers
-        .get_all(http::header::CONNECTION)
+        .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case("upgrade")
+                && !t.eq_ignore_ascii_case("close")
+                && !t.eq_ignore_ascii_case("keep-alive")
+        })
+        .map(str::to_ascii_lowercase)
         .collect();
     for name in named {
         req.remove_header(name.as_str());
     }
+    // Remove only what is there: a removal also walks Pingora's case-preserving name map.
     for name in HOP_BY_HOP {
-        if !(f.upgrade && name == "upgrade") {
-            req.remove_header(name);
+        if !(f.upgrade && name == header::UPGRADE) && req.headers.contains_key(&name) {
+            req.remove_header(&name);
         }
     }
     if f.upgrade {
-        let _ = req.insert_header(http::header::CONNECTION, "upgrade");
-    } else {
-        req.remove_header(&http::header::CONNECTION);
+        let _ = req.insert_header(header::CONNECTION, "upgrade");
+    } else if req.headers.contains_key(header::CONNECTION) {
+        req.remove_header(&header::CONNECTION);
     }
 
-    if req.headers.get(http::header::HOST).is_none() && !f.original_host.is_empty() {
+    if !req.headers.contains_key(header::HOST) && !f.original_host.is_empty() {
         // HTTP/2 clients send :authority instead of Host; HTTP/1 upstreams need Host.
-        let _ = req.insert_header(http::header::HOST, f.original_host);
+        let _ = req.insert_header(header::HOST, f.original_host);
     }
     match f.headers.x_forwarded {
         XForwarded::Set => {
             if let Some(ip) = &f.client_ip {
-                append_to(req, "x-forwarded-for", ", ", ip);
+                append_to(req, X_FORWARDED_FOR, ", ", ip);
             }
             let _ = req.insert_header(
-                "x-forwarded-proto",
+                X_FORWARDED_PROTO,
                 if f.downstream_tls { "https" } else { "http" },
             );
             if !f.original_host.is_empty() {
-                let _ = req.insert_header("x-forwarded-host", f.original_host);
+                let _ = req.insert_header(X_FORWARDED_HOST, f.original_host);
             }
         }
         XForwarded::Append => {
             if let Some(ip) = &f.client_ip {
-                append_to(req, "x-forwarded-for", ",", ip);
+                append_to(req, X_FORWARDED_FOR, ",", ip);
             }
             let port = f
                 .original_host
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .unwrap_or(if f.downstream_tls { 443 } else { 80 });
-            append_to(req, "x-forwarded-port", ",", &port.to_string());
+            append_to(req, X_FORWARDED_PORT, ",", &port.to_string());
             let proto = match (f.upgrade, f.downstream_tls) {
                 (true, true) => "wss",
                 (true, false) => "ws",
                 (false, true) => "https",
                 (false, false) => "http",
             };
-            append_to(req, "x-forwarded-proto", ",", proto);
-            if req.headers.get("x-forwarded-host").is_none() && !f.original_host.is_empty() {
-                let _ = req.insert_header("x-forwarded-host", f.original_host);
+            append_to(req, X_FORWARDED_PROTO, ",", proto);
+            if !req.headers.contains_key(X_FORWARDED_HOST) && !f.original_host.is_empty() {
+                let _ = req.insert_header(X_FORWARDED_HOST, f.original_host);
             }
         }
         XForwarded::Off => {}
@@ -155,21 +172,24 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
         let _ = req.insert_header(name.clone(), value.clone());
     }
     if let Some(auth) = f.authorization {
-        let _ = req.insert_header(http::header::AUTHORIZATION, auth.clone());
+        let _ = req.insert_header(header::AUTHORIZATION, auth.clone());
     }
-    if !f.forward_cookies {
-        req.remove_header(&http::header::COOKIE);
+    if !f.forward_cookies && req.headers.contains_key(header::COOKIE) {
+        req.remove_header(&header::COOKIE);
     }
     if f.drop_websocket_protocol {
-        req.remove_header(&http::header::SEC_WEBSOCKET_PROTOCOL);
+        req.remove_header(&header::SEC_WEBSOCKET_PROTOCOL);
     }
 }
 
 /// `name: previous<sep>value`, or `name: value` when there was none.
-fn append_to(req: &mut RequestHeader, name: &'static str, sep: &str, value: &str) {
-    let joined = match req.headers.get(name).and_then(|v| v.to_str().ok()) {
+fn append_to(req: &mut RequestHeader, name: HeaderName, sep: &str, value: &str) {
+    let joined = match req.headers.get(&name).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}{sep}{value}"),
-        _ => value.to_string(),
+        _ => {
+            let _ = req.insert_header(name, value);
+            return;
+        }
     };
     let _ = req.insert_header(name, joined);
 }

@@ -17,6 +17,9 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 
+/// Who an access check vouched for, copied to the upstream request (see `hub::access`).
+const X_USER: http::HeaderName = http::HeaderName::from_static("x-user");
+
 /// What a listener is for.
 #[derive(Clone, Copy, Debug)]
 pub struct ListenerRole {
@@ -286,7 +289,7 @@ impl ProxyHttp for EdgeProxy {
             .map(|a| a.ip().to_string());
         ctx.user = upstream_request
             .headers
-            .get("x-user")
+            .get(X_USER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         rewrite_upstream_request(
