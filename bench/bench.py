@@ -314,6 +314,73 @@ def run_system(system, a):
     return res
 
 
+def deskgate_only(work, up_port, cert, key, threads, cores):
+    """A deskgate with `threads` workers on `cores` (for the scaling and churn scenarios)."""
+    s = System("deskgate", work / f"deskgate-{threads}w", up_port, cert, key, None)
+    s.work.mkdir(parents=True, exist_ok=True)
+    d = s.work / "deskgate"
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = d / "deskgate.yaml"
+    cfg.write_text(f"""threads: {threads}
+pid_file: "{d}/deskgate.pid"
+listeners:
+  - addr: "127.0.0.1:{s.port}"
+    tls: {{ certs: [ {{ cert: "{cert}", key: "{key}" }} ] }}
+upstreams:
+  up: {{ servers: ["127.0.0.1:{up_port}"], tls: {{ verify: false, sni: localhost }} }}
+routes:
+  - {{ path: "/", upstream: up }}
+log: {{ level: warn }}
+timeouts: {{ client_header: 60s }}
+""")
+    log = open(d / "stdout.log", "w")
+    s.proc = subprocess.Popen(["taskset", "-c", cores, str(DESKGATE), "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+    wait_port(s.port, s.proc)
+    time.sleep(0.3)
+    return s
+
+
+def scaling(work, up_port, cert, key, a):
+    """Small HTTPS requests with 1 and 2 deskgate workers (2 cores: the load shares them)."""
+    out = {}
+    for threads, cores in ((1, "0"), (2, "0,1")):
+        s = deskgate_only(work, up_port, cert, key, threads, cores)
+        try:
+            runs = [measured(s, lambda: wrk_small(s, a.seconds)) for _ in range(a.repeat)]
+        finally:
+            s.stop()
+        out[f"{threads}w"] = {"rps": statistics.median(r["rps"] for r in runs),
+                              "cpu_us_per_request": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs),
+                              "p99_ms": statistics.median(r["p99_ms"] for r in runs)}
+        print(f"  scaling {threads} worker(s): {out[f'{threads}w']}", flush=True)
+    return out
+
+
+def churn(work, up_port, cert, key, a):
+    """RSS over 100,000 WebSocket open/close cycles and then ~1,000,000 small requests, after a
+    warm-up: memory must come back, not grow."""
+    s = deskgate_only(work, up_port, cert, key, 1, "0")
+    try:
+        wsload(s, ["handshake", "--concurrency", "8", "--count", "5000", "--seconds", "120"], timeout=200)
+        load(["wrk", "-t1", "-c50", "-d5s", f"https://localhost:{s.port}/whoami"], 60)
+        time.sleep(1)
+        warm = s.rss()
+        ws = wsload(s, ["handshake", "--concurrency", "8", "--count", str(a.churn_ws), "--seconds", "600"], timeout=700)
+        time.sleep(1)
+        after_ws = s.rss()
+        out = load(["wrk", "-t1", "-c50", f"-d{a.churn_http_seconds}s", f"https://localhost:{s.port}/whoami"], a.churn_http_seconds + 60)
+        reqs = int(re.search(r"(\d+) requests in", out).group(1))
+        time.sleep(1)
+        after_http = s.rss()
+    finally:
+        s.stop()
+    res = {"rss_warm_kib": warm, "ws_cycles": ws.get("handshakes"), "ws_failed": ws.get("failed"), "rss_after_ws_kib": after_ws,
+           "requests": reqs, "rss_after_requests_kib": after_http,
+           "growth_pct": (max(after_ws, after_http) - warm) * 100.0 / warm if warm else None}
+    print(f"  churn: {res}", flush=True)
+    return res
+
+
 def med(runs, key, per=None, scale=1.0):
     vals = []
     for r in runs:
@@ -360,7 +427,8 @@ def fmt(v):
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
 
 
-def write_report(results, rows, lookup, a, out_dir):
+def write_report(results, rows, lookup, a, out_dir, extra=None):
+    extra = extra or {}
     systems = [r["system"] for r in results]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
@@ -393,13 +461,25 @@ def write_report(results, rows, lookup, a, out_dir):
     for r in results:
         h = r.get("hold", {})
         lines.append(f"| {r['system']} | {h.get('opened', '-')} | {h.get('connect_failed', '-')} | {h.get('dropped', '-')} | {h.get('sent', '-')} | {h.get('lost', '-')} |")
+    if "scaling" in extra:
+        sc = extra["scaling"]
+        lines += ["", "deskgate workers (`threads:`), small HTTPS requests; with 2 workers the proxy, wrk and the upstream share both cores:", "",
+                  "| workers | requests/s | proxy CPU us/request | p99 ms |", "|---|---|---|---|"]
+        for k in ("1w", "2w"):
+            v = sc.get(k, {})
+            lines.append(f"| {k[0]} | {fmt(v.get('rps'))} | {fmt(v.get('cpu_us_per_request'))} | {fmt(v.get('p99_ms'))} |")
+    if "churn" in extra:
+        c = extra["churn"]
+        lines += ["", "Churn (deskgate, one worker): RSS after a warm-up, after WebSocket open/close cycles, after small requests:", "",
+                  "| RSS warm KiB | WebSocket cycles (failed) | RSS after KiB | requests | RSS after KiB | growth over warm |", "|---|---|---|---|---|---|",
+                  f"| {c.get('rss_warm_kib')} | {c.get('ws_cycles')} ({c.get('ws_failed')}) | {c.get('rss_after_ws_kib')} | {c.get('requests')} | {c.get('rss_after_requests_kib')} | {fmt(c.get('growth_pct'))} % |"]
     if lookup:
         lines += ["", "Route lookup (criterion, `bench/benches/route_lookup.rs`), median ns per lookup:", "", "| lookup | 10 routes | 10,000 routes |", "|---|---|---|"]
         for kind in ("runtime_route", "desktop_path", "desktop_host"):
             lines.append(f"| {kind} | {fmt(lookup.get(f'{kind}/10'))} | {fmt(lookup.get(f'{kind}/10000'))} |")
     stamp = now.strftime("%Y-%m-%d")
     (out_dir / f"{stamp}.md").write_text("\n".join(lines) + "\n")
-    (out_dir / f"{stamp}.json").write_text(json.dumps({"date": now.isoformat(), "commit": commit, "settings": vars(a), "table": table, "raw": results, "route_lookup_ns": lookup}, indent=1, default=str))
+    (out_dir / f"{stamp}.json").write_text(json.dumps({"date": now.isoformat(), "commit": commit, "settings": vars(a), "table": table, "raw": results, "extra": extra, "route_lookup_ns": lookup}, indent=1, default=str))
     print("\n".join(lines))
     print(f"\nwrote {out_dir / (stamp + '.md')} and .json")
 
@@ -423,6 +503,9 @@ def main():
     ap.add_argument("--peer-hold-seconds", type=int, default=20)
     ap.add_argument("--only", default="direct,deskgate,nginx,haproxy,apache,caddy")
     ap.add_argument("--no-lookup", action="store_true")
+    ap.add_argument("--no-deskgate-extras", action="store_true", help="skip the worker scaling and churn runs")
+    ap.add_argument("--churn-ws", type=int, default=100000, help="WebSocket open/close cycles in the churn run")
+    ap.add_argument("--churn-http-seconds", type=int, default=90, help="seconds of small requests in the churn run (about 1,000,000)")
     a = ap.parse_args()
     raise_nofile()
     out_dir = ROOT / "bench/results"
@@ -447,8 +530,19 @@ def main():
             time.sleep(3)  # let TIME_WAIT sockets from handshakes settle between systems
     finally:
         upstream.kill()
+    extra = {}
+    if "deskgate" in a.only.split(",") and not a.no_deskgate_extras:
+        upstream = subprocess.Popen(["taskset", "-c", "1", str(DESKGATE), "desktop-sim", "--listen", f"127.0.0.1:{up_port}", "--name", "up", "--cert", str(cert), "--key", str(key)],
+                                    stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
+        wait_port(up_port, upstream)
+        try:
+            print("== deskgate scaling and churn", flush=True)
+            extra["scaling"] = scaling(work, up_port, cert, key, a)
+            extra["churn"] = churn(work, up_port, cert, key, a)
+        finally:
+            upstream.kill()
     lookup = {} if a.no_lookup else route_lookup()
-    write_report(results, summarize(results), lookup, a, out_dir)
+    write_report(results, summarize(results), lookup, a, out_dir, extra)
 
 
 if __name__ == "__main__":

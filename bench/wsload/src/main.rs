@@ -54,6 +54,9 @@ enum Mode {
         concurrency: usize,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Stop after this many open/close cycles (all connections together)
+        #[arg(long)]
+        count: Option<u64>,
     },
     Hold {
         #[arg(long, default_value_t = 10000)]
@@ -203,7 +206,8 @@ async fn main() {
         Mode::Handshake {
             concurrency,
             seconds,
-        } => handshake(target, concurrency, seconds).await,
+            count,
+        } => handshake(target, concurrency, seconds, count.unwrap_or(u64::MAX)).await,
         Mode::Hold {
             sockets,
             seconds,
@@ -284,16 +288,23 @@ async fn stream(target: Arc<Target>, seconds: f64, frame: usize) -> serde_json::
     serde_json::json!({ "bytes": bytes, "mb_per_s": bytes as f64 / 1e6 / secs })
 }
 
-async fn handshake(target: Arc<Target>, concurrency: usize, seconds: f64) -> serde_json::Value {
+async fn handshake(
+    target: Arc<Target>,
+    concurrency: usize,
+    seconds: f64,
+    count: u64,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let claimed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (target, done, failed) = (target.clone(), done.clone(), failed.clone());
+        let claimed = claimed.clone();
         tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && claimed.fetch_add(1, Ordering::Relaxed) < count {
                 let ok = async {
                     let mut ws = target.connect().await?;
                     ws.send(Message::binary(vec![1u8; 32]))
