@@ -427,8 +427,8 @@ def fmt(v):
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
 
 
-def write_report(results, rows, lookup, a, out_dir, extra=None):
-    extra = extra or {}
+def write_report(results, rows, lookup, a, out_dir, extras=None):
+    extras = extras or {}
     systems = [r["system"] for r in results]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
@@ -461,15 +461,15 @@ def write_report(results, rows, lookup, a, out_dir, extra=None):
     for r in results:
         h = r.get("hold", {})
         lines.append(f"| {r['system']} | {h.get('opened', '-')} | {h.get('connect_failed', '-')} | {h.get('dropped', '-')} | {h.get('sent', '-')} | {h.get('lost', '-')} |")
-    if "scaling" in extra:
-        sc = extra["scaling"]
+    if "scaling" in extras:
+        sc = extras["scaling"]
         lines += ["", "deskgate workers (`threads:`), small HTTPS requests; with 2 workers the proxy, wrk and the upstream share both cores:", "",
                   "| workers | requests/s | proxy CPU us/request | p99 ms |", "|---|---|---|---|"]
         for k in ("1w", "2w"):
             v = sc.get(k, {})
             lines.append(f"| {k[0]} | {fmt(v.get('rps'))} | {fmt(v.get('cpu_us_per_request'))} | {fmt(v.get('p99_ms'))} |")
-    if "churn" in extra:
-        c = extra["churn"]
+    if "churn" in extras:
+        c = extras["churn"]
         lines += ["", "Churn (deskgate, one worker): RSS after a warm-up, after WebSocket open/close cycles, after small requests:", "",
                   "| RSS warm KiB | WebSocket cycles (failed) | RSS after KiB | requests | RSS after KiB | growth over warm |", "|---|---|---|---|---|---|",
                   f"| {c.get('rss_warm_kib')} | {c.get('ws_cycles')} ({c.get('ws_failed')}) | {c.get('rss_after_ws_kib')} | {c.get('requests')} | {c.get('rss_after_requests_kib')} | {fmt(c.get('growth_pct'))} % |"]
@@ -479,7 +479,7 @@ def write_report(results, rows, lookup, a, out_dir, extra=None):
             lines.append(f"| {kind} | {fmt(lookup.get(f'{kind}/10'))} | {fmt(lookup.get(f'{kind}/10000'))} |")
     stamp = now.strftime("%Y-%m-%d")
     (out_dir / f"{stamp}.md").write_text("\n".join(lines) + "\n")
-    (out_dir / f"{stamp}.json").write_text(json.dumps({"date": now.isoformat(), "commit": commit, "settings": vars(a), "table": table, "raw": results, "extra": extra, "route_lookup_ns": lookup}, indent=1, default=str))
+    (out_dir / f"{stamp}.json").write_text(json.dumps({"date": now.isoformat(), "commit": commit, "settings": vars(a), "table": table, "raw": results, "extras": extras, "route_lookup_ns": lookup}, indent=1, default=str))
     print("\n".join(lines))
     print(f"\nwrote {out_dir / (stamp + '.md')} and .json")
 
