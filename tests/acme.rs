@@ -5,32 +5,10 @@
 
 mod common;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is missing: run the tests with `./dev test`, which installs it"
-    );
-}
 
 /// BIND, authoritative for `hub.test` (every name -> 127.0.0.1), accepting updates signed
 /// with the key in `key_file`.
@@ -311,17 +289,7 @@ async fn http01_certificate_by_sni_renewed_under_an_open_websocket() {
         first, second,
         "the renewed certificate is served to new handshakes"
     );
-    ws.send(Message::text("after renewal")).await.unwrap();
-    assert_eq!(
-        ws.next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "after renewal"
-    );
+    assert_eq!(ask(&mut ws, "after renewal").await, "after renewal");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,11 +4,10 @@
 
 mod common;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Logs in to the admin page with curl; returns (status, cookie, csrf).
 fn login(admin_port: u16, token: &str) -> (u16, Option<String>, Option<String>) {
@@ -56,17 +55,7 @@ async fn admin_page_needs_the_token_and_csrf_and_disconnects_one_session_only() 
     let (mut first, _) = ws_connect(&url).await.unwrap();
     let (mut second, _) = ws_connect(&url).await.unwrap();
     for ws in [&mut first, &mut second] {
-        ws.send(Message::text("hello")).await.unwrap();
-        assert_eq!(
-            ws.next()
-                .await
-                .unwrap()
-                .unwrap()
-                .into_text()
-                .unwrap()
-                .as_str(),
-            "hello"
-        );
+        assert_eq!(ask(ws, "hello").await, "hello");
     }
 
     // No data without logging in, nor with a wrong token.
@@ -124,18 +113,7 @@ async fn admin_page_needs_the_token_and_csrf_and_disconnects_one_session_only() 
     } else {
         &mut first
     };
-    survivor.send(Message::text("still here")).await.unwrap();
-    assert_eq!(
-        survivor
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "still here"
-    );
+    assert_eq!(ask(survivor, "still here").await, "still here");
     assert_eq!(
         curl(&action, &["-X", "POST", "-H", &cookie_h, "-H", &csrf_h]).status,
         404

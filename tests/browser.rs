@@ -6,31 +6,11 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 const VNC_PASSWORD: &str = "vncpw123";
 /// Dodger blue, painted on the root window with xsetroot.
 const ROOT_COLOUR: (&str, [u8; 3]) = ("#1e90ff", [0x1e, 0x90, 0xff]);
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is missing: run the tests with `./dev test`, which installs it"
-    );
-}
 
 fn free_display() -> u32 {
     (40..200)

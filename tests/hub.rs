@@ -369,17 +369,7 @@ async fn resolver_hit_miss_fallback_cache_and_single_flight() {
     let (mut ws, _) = ws_connect(&format!("wss://desktop-alice.resolve.test:{p}/websockify"))
         .await
         .unwrap();
-    ws.send(Message::text("whoami")).await.unwrap();
-    assert_eq!(
-        ws.next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "alice"
-    );
+    assert_eq!(ask(&mut ws, "whoami").await, "alice");
 
     for name in ["nobody", "nulluser", "emptyuser"] {
         let r = curl(&format!("https://desktop-{name}.resolve.test:{p}/"), &[]);
@@ -523,17 +513,7 @@ async fn access_checks_allow_deny_redirect_fail_closed_and_guard_upgrades() {
     )
     .await
     .unwrap();
-    ws.send(Message::text("whoami")).await.unwrap();
-    assert_eq!(
-        ws.next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "alice"
-    );
+    assert_eq!(ask(&mut ws, "whoami").await, "alice");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -564,15 +544,5 @@ async fn novnc_page_is_redirected_to_carry_its_websocket_path() {
     let (mut ws, _) = ws_connect(&format!("wss://hub.test:{p}/novnc/alice/websockify"))
         .await
         .unwrap();
-    ws.send(Message::text("whoami")).await.unwrap();
-    assert_eq!(
-        ws.next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "alice"
-    );
+    assert_eq!(ask(&mut ws, "whoami").await, "alice");
 }

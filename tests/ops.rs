@@ -230,17 +230,7 @@ fn binary_upgrade_refuses_no_connection_and_drains_open_websockets() {
     );
     // The WebSocket opened on the old process still works while it drains.
     rt.block_on(async {
-        ws.send(Message::text("whoami")).await.unwrap();
-        assert_eq!(
-            ws.next()
-                .await
-                .unwrap()
-                .unwrap()
-                .into_text()
-                .unwrap()
-                .as_str(),
-            "alice"
-        );
+        assert_eq!(ask(&mut ws, "whoami").await, "alice");
     });
     // Keep the loop going until the new process alone has served a few more requests.
     let after_takeover = served.load(Ordering::Relaxed);
@@ -425,17 +415,7 @@ async fn connection_limits_refuse_politely_and_keep_open_desktops() {
         503
     );
     for ws in [&mut a, &mut b] {
-        ws.send(Message::text("whoami")).await.unwrap();
-        assert_eq!(
-            ws.next()
-                .await
-                .unwrap()
-                .unwrap()
-                .into_text()
-                .unwrap()
-                .as_str(),
-            "alice"
-        );
+        assert_eq!(ask(ws, "whoami").await, "alice");
     }
     a.close(None).await.unwrap();
     while a.next().await.is_some() {}
@@ -474,17 +454,7 @@ async fn a_killed_desktop_closes_its_websockets_properly_and_comes_back() {
     ))
     .await
     .unwrap();
-    d.send(Message::text("whoami")).await.unwrap();
-    assert_eq!(
-        d.next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "doomed"
-    );
+    assert_eq!(ask(&mut d, "whoami").await, "doomed");
 
     doomed.kill();
     let end = tokio::time::timeout(Duration::from_secs(20), d.next())

@@ -506,3 +506,42 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Sends `text` on a WebSocket and returns the text message that comes back.
+pub async fn ask(ws: &mut Ws, text: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(text))
+        .await
+        .unwrap();
+    ws.next()
+        .await
+        .expect("a reply")
+        .expect("a WebSocket message")
+        .into_text()
+        .expect("a text message")
+        .as_str()
+        .to_string()
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Fails with a clear message when a tool `./dev test` installs is missing.
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is missing: run the tests with `./dev test`, which installs it"
+    );
+}

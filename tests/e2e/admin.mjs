@@ -4,25 +4,14 @@
 // 2. a wrong token gets no data; the right one shows the session, whose bytes grow;
 // 3. "disconnect" (confirmed) closes it, and noVNC reports the disconnect.
 // Prints one JSON line with what it saw; screenshots go to OUT_DIR.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { launch } from "./chromium.mjs";
 
 const [desktopUrl, adminUrl, token, outDir, timeoutMs] = process.argv.slice(2);
 const deadline = Date.now() + Number(timeoutMs);
 const left = () => Math.max(1000, deadline - Date.now());
-const userDataDir = mkdtempSync(join(tmpdir(), "deskgate-chromium-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  ignoreHTTPSErrors: true,
-  viewport: { width: 1000, height: 700 },
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--no-first-run", "--disable-quic", "--disable-sync", "--ignore-certificate-errors",
-  ],
-});
+const browser = await launch({ viewport: { width: 1000, height: 700 } });
+const context = browser.context;
 const result = { connected: false, pictureChanged: false, wrongTokenRejected: false, stateWithoutLogin: 0,
   sessionListed: false, bytesGrew: false, disconnected: false, detail: [] };
 
@@ -93,7 +82,6 @@ try {
 } catch (e) {
   result.detail.push(`error: ${e.message.split("\n")[0]}`);
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser.close();
 }
 console.log(JSON.stringify(result));

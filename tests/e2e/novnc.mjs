@@ -2,26 +2,13 @@
 // waits until noVNC reports connected (or failed), checks the canvas colour, takes a screenshot.
 // usage: node novnc.mjs URL SCREENSHOT HOST_RESOLVER_RULES EXPECTED_RGB(r,g,b) TIMEOUT_MS
 // Prints one JSON line: {"state": "connected"|"failed", "pixel": [r,g,b], "detail": ...}
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { launch } from "./chromium.mjs";
 
 const [url, screenshot, resolverRules, expected, timeoutMs] = process.argv.slice(2);
 const want = expected.split(",").map(Number);
 const deadline = Date.now() + Number(timeoutMs);
-const userDataDir = mkdtempSync(join(tmpdir(), "deskgate-chromium-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  ignoreHTTPSErrors: true,
-  viewport: { width: 800, height: 600 },
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--no-first-run", "--disable-quic", "--disable-sync", "--ignore-certificate-errors",
-    `--host-resolver-rules=${resolverRules}`,
-  ],
-});
+const browser = await launch({ viewport: { width: 800, height: 600 }, args: [`--host-resolver-rules=${resolverRules}`] });
+const context = browser.context;
 const result = { state: "timeout", pixel: null, detail: [] };
 // KasmVNC's noVNC offers the `binary` subprotocol (stock noVNC 1.3 offers none); do the same,
 // so a relay that drops Sec-WebSocket-Protocol fails here as it failed in the hub.
@@ -72,7 +59,6 @@ try {
 } catch (e) {
   result.detail.push(`error: ${e.message.split("\n")[0]}`);
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser.close();
 }
 console.log(JSON.stringify(result));
