@@ -112,10 +112,11 @@ impl BackgroundService for AcmeService {
             }
             match self.issue().await {
                 Ok(issued) => {
+                    let until = chrono::DateTime::from_timestamp(issued.not_after as i64, 0)
+                        .map_or_else(|| issued.not_after.to_string(), |t| t.to_rfc3339());
                     log::info!(
-                        "acme {}: certificate issued, valid until {}",
-                        self.label(),
-                        crate::hub::runtime_routes::format_iso8601(issued.not_after * 1000)
+                        "acme {}: certificate issued, valid until {until}",
+                        self.label()
                     );
                     metrics::ACME_ISSUED.inc();
                     self.install(&issued);

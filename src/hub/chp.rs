@@ -154,26 +154,21 @@ impl ChpArgs {
     /// Flags CHP has whose behaviour deskgate does not offer: refuse them by name rather than
     /// run differently from what the hub asked for.
     fn unsupported(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        let mut check = |given: bool, flag: &'static str| {
-            if given {
-                out.push(flag);
-            }
-        };
-        check(self.ssl_request_cert, "--ssl-request-cert");
-        check(self.api_ssl_key.is_some(), "--api-ssl-key");
-        check(self.api_ssl_cert.is_some(), "--api-ssl-cert");
-        check(self.api_ssl_ca.is_some(), "--api-ssl-ca");
-        check(self.api_ssl_request_cert, "--api-ssl-request-cert");
-        check(self.client_ssl_key.is_some(), "--client-ssl-key");
-        check(self.client_ssl_cert.is_some(), "--client-ssl-cert");
-        check(self.client_ssl_ca.is_some(), "--client-ssl-ca");
-        out
+        given([
+            (self.ssl_request_cert, "--ssl-request-cert"),
+            (self.api_ssl_key.is_some(), "--api-ssl-key"),
+            (self.api_ssl_cert.is_some(), "--api-ssl-cert"),
+            (self.api_ssl_ca.is_some(), "--api-ssl-ca"),
+            (self.api_ssl_request_cert, "--api-ssl-request-cert"),
+            (self.client_ssl_key.is_some(), "--client-ssl-key"),
+            (self.client_ssl_cert.is_some(), "--client-ssl-cert"),
+            (self.client_ssl_ca.is_some(), "--client-ssl-ca"),
+        ])
     }
 
+    /// Flags accepted for compatibility whose settings rustls' defaults replace.
     fn ignored(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        for (given, flag) in [
+        given([
             (self.ssl_ca.is_some(), "--ssl-ca"),
             (self.ssl_protocol.is_some(), "--ssl-protocol"),
             (self.ssl_ciphers.is_some(), "--ssl-ciphers"),
@@ -192,12 +187,7 @@ impl ChpArgs {
             (self.statsd_host.is_some(), "--statsd-host"),
             (self.statsd_port.is_some(), "--statsd-port"),
             (self.statsd_prefix.is_some(), "--statsd-prefix"),
-        ] {
-            if given {
-                out.push(flag);
-            }
-        }
-        out
+        ])
     }
 
     /// The flags as deskgate YAML keys.
@@ -342,6 +332,14 @@ impl ChpArgs {
         root.insert("log".into(), yaml(&[("level", Value::from(level))]));
         Ok(root)
     }
+}
+
+/// The names of the flags that were given.
+fn given<const N: usize>(flags: [(bool, &'static str); N]) -> Vec<&'static str> {
+    flags
+        .into_iter()
+        .filter_map(|(given, name)| given.then_some(name))
+        .collect()
 }
 
 /// Parses CHP's flags (`args` without the program name) and builds the config to run.

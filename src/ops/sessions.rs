@@ -27,7 +27,7 @@ pub struct Session {
     pub bytes_down: AtomicU64,
     pub last_ms: AtomicU64,
     /// The browser's connection, to shut down on "disconnect".
-    fd: Option<i32>,
+    fd: Option<std::os::unix::io::RawFd>,
 }
 
 impl Session {
@@ -47,7 +47,7 @@ pub struct SessionStart {
     pub upstream: String,
     pub user: Option<String>,
     pub client: String,
-    pub fd: Option<i32>,
+    pub fd: Option<std::os::unix::io::RawFd>,
 }
 
 /// One point of history: when, how many sessions were open, bytes moved so far (all sessions).
