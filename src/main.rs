@@ -78,6 +78,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    deskgate::edge::tls::install_crypto_provider();
     // configurable-http-proxy's command line: `deskgate chp ...`, or deskgate installed as
     // (or symlinked to) `configurable-http-proxy`.
     let mut args = std::env::args();

@@ -11,6 +11,30 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The process's TLS policy, installed before Pingora builds any config (it installs ring's
+/// defaults only when none is set): ring with TLS 1.3's AES-128-GCM-SHA256 and
+/// ChaCha20-Poly1305 preferred over AES-256-GCM-SHA384, as browsers prefer them. Toward
+/// upstreams (which follow the client's order) that spares the SHA-384 key schedule and
+/// AES-256's extra rounds on every handshake and record; listeners keep following the
+/// client's own order.
+pub fn install_crypto_provider() {
+    use rustls::crypto::ring::{cipher_suite::*, default_provider};
+    let mut provider = default_provider();
+    provider.cipher_suites = vec![
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_CHACHA20_POLY1305_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ];
+    // Err only when one is installed already (a second call): keep that one.
+    let _ = provider.install_default();
+}
+
 /// A listener certificate as configured: files, the hosts it is chosen for by SNI.
 pub struct Certificate {
     pub cert: std::path::PathBuf,
