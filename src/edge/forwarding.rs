@@ -42,10 +42,12 @@ pub struct Forwarding<'a> {
 
 use http::header::{self, HeaderName};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// Inserted as `&'static str` in their wire case: Pingora's case-preserving header map takes
+/// those as they are, while a `HeaderName` would be title-cased into a new allocation first.
+const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
+const X_FORWARDED_PORT: &str = "X-Forwarded-Port";
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), as prebuilt names: comparing and removing them costs
 /// no parsing per request.
@@ -183,8 +185,8 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
 }
 
 /// `name: previous<sep>value`, or `name: value` when there was none.
-fn append_to(req: &mut RequestHeader, name: HeaderName, sep: &str, value: &str) {
-    let joined = match req.headers.get(&name).and_then(|v| v.to_str().ok()) {
+fn append_to(req: &mut RequestHeader, name: &'static str, sep: &str, value: &str) {
+    let joined = match req.headers.get(name).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}{sep}{value}"),
         _ => {
             let _ = req.insert_header(name, value);
