@@ -82,6 +82,24 @@ def rss_kib(pid):
     return total
 
 
+def deskgate_config(d, port, up_port, cert, key, threads):
+    """deskgate's config for the bench: one TLS listener, the upstream, `threads` workers."""
+    cfg = d / "deskgate.yaml"
+    cfg.write_text(f"""threads: {threads}
+pid_file: "{d}/deskgate.pid"
+listeners:
+  - addr: "127.0.0.1:{port}"
+    tls: {{ certs: [ {{ cert: "{cert}", key: "{key}" }} ] }}
+upstreams:
+  up: {{ servers: ["127.0.0.1:{up_port}"], tls: {{ verify: false, sni: localhost }} }}
+routes:
+  - {{ path: "/", upstream: up }}
+log: {{ level: warn }}
+timeouts: {{ client_header: 60s }}
+""")
+    return cfg
+
+
 class System:
     def __init__(self, name, work, up_port, cert, key, pem):
         self.name, self.work, self.up, self.cert, self.key, self.pem = name, work, up_port, cert, key, pem
@@ -95,19 +113,7 @@ class System:
         d.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.name == "deskgate":
-            cfg = d / "deskgate.yaml"
-            cfg.write_text(f"""threads: 1
-pid_file: "{d}/deskgate.pid"
-listeners:
-  - addr: "127.0.0.1:{self.port}"
-    tls: {{ certs: [ {{ cert: "{self.cert}", key: "{self.key}" }} ] }}
-upstreams:
-  up: {{ servers: ["127.0.0.1:{self.up}"], tls: {{ verify: false, sni: localhost }} }}
-routes:
-  - {{ path: "/", upstream: up }}
-log: {{ level: warn }}
-timeouts: {{ client_header: 60s }}
-""")
+            cfg = deskgate_config(d, self.port, self.up, self.cert, self.key, threads=1)
             cmd = [str(DESKGATE), "-c", str(cfg)]
         elif self.name == "nginx":
             cfg = d / "nginx.conf"
@@ -320,19 +326,7 @@ def deskgate_only(work, up_port, cert, key, threads, cores):
     s.work.mkdir(parents=True, exist_ok=True)
     d = s.work / "deskgate"
     d.mkdir(parents=True, exist_ok=True)
-    cfg = d / "deskgate.yaml"
-    cfg.write_text(f"""threads: {threads}
-pid_file: "{d}/deskgate.pid"
-listeners:
-  - addr: "127.0.0.1:{s.port}"
-    tls: {{ certs: [ {{ cert: "{cert}", key: "{key}" }} ] }}
-upstreams:
-  up: {{ servers: ["127.0.0.1:{up_port}"], tls: {{ verify: false, sni: localhost }} }}
-routes:
-  - {{ path: "/", upstream: up }}
-log: {{ level: warn }}
-timeouts: {{ client_header: 60s }}
-""")
+    cfg = deskgate_config(d, s.port, up_port, cert, key, threads)
     log = open(d / "stdout.log", "w")
     s.proc = subprocess.Popen(["taskset", "-c", cores, str(DESKGATE), "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
     wait_port(s.port, s.proc)

@@ -8,6 +8,7 @@
 
 use crate::hub::runtime_routes::{parse_iso8601, RouteError, RuntimeRoutes};
 use crate::ops::metrics;
+use crate::support::reply::{json, reply};
 use crate::support::secret::{constant_time_eq, Secret};
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -30,24 +31,6 @@ pub struct AdminApi {
     pub metrics_only: bool,
     /// The admin page at `/ui/`.
     pub ui: crate::ops::admin_ui::AdminUi,
-}
-
-fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .header("content-length", body.len())
-        .header("cache-control", "no-store")
-        .body(body)
-        .expect("static response parts are valid")
-}
-
-fn json(status: StatusCode, value: &Value) -> Response<Vec<u8>> {
-    reply(
-        status,
-        "application/json",
-        serde_json::to_vec(value).unwrap_or_default(),
-    )
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {

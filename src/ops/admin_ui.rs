@@ -12,7 +12,7 @@ use crate::hub::runtime_routes::RuntimeRoutes;
 use crate::ops::sessions::SESSIONS;
 use crate::routing::UpstreamRef;
 use crate::support::secret::{constant_time_eq, random_hex, Secret};
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -53,20 +53,22 @@ pub struct UiRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// The page's responses also forbid framing, sniffing and anything not from this listener.
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .header("content-length", body.len())
-        .header("cache-control", "no-store")
-        .header("x-content-type-options", "nosniff")
-        .header("x-frame-options", "DENY")
-        .header(
-            "content-security-policy",
+    let mut r = crate::support::reply::reply(status, content_type, body);
+    let h = r.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
             "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-        )
-        .body(body)
-        .expect("static response parts are valid")
+        ),
+    );
+    r
 }
 
 fn json_reply(status: StatusCode, v: &Value) -> Response<Vec<u8>> {
