@@ -86,9 +86,11 @@ pub static UPSTREAM_LATENCY: Lazy<Histogram> = Lazy::new(|| {
     )
 });
 
+/// Declares the plain counters, and `ALL_COUNTERS` so a scrape shows each from the start.
 macro_rules! counters {
     ($($id:ident = $name:literal, $help:literal;)*) => {
         $(pub static $id: Lazy<IntCounter> = Lazy::new(|| counter($name, $help));)*
+        static ALL_COUNTERS: &[&Lazy<IntCounter>] = &[$(&$id),*];
     };
 }
 
@@ -161,20 +163,7 @@ pub struct Gauges {
 
 pub fn render(g: &Gauges) -> String {
     // Touch the metrics that have no update yet, so a fresh process shows them at 0.
-    for c in [
-        &WEBSOCKETS_TOTAL,
-        &WEBSOCKET_BYTES_UP,
-        &WEBSOCKET_BYTES_DOWN,
-        &UPSTREAM_CONNECT_ERRORS,
-        &UPSTREAM_RETRIES,
-        &ACCESS_DENIED,
-        &ACCESS_LOG_DROPPED,
-        &ROUTE_CHANGES,
-        &RELOADS_OK,
-        &RELOADS_FAILED,
-        &ACME_ISSUED,
-        &ACME_FAILURES,
-    ] {
+    for c in ALL_COUNTERS {
         Lazy::force(c);
     }
     Lazy::force(&WEBSOCKETS_OPEN);
