@@ -212,22 +212,19 @@ fn main() -> ExitCode {
 /// Runs as configurable-http-proxy: logs to stdout, seeds `--default-target`, and removes the
 /// pid file on SIGTERM/SIGINT.
 fn run_chp(flags: Vec<String>) -> ExitCode {
-    let level = flags
-        .iter()
-        .position(|f| f == "--log-level")
-        .and_then(|i| flags.get(i + 1).cloned())
-        .or_else(|| {
-            flags
-                .iter()
-                .find_map(|f| f.strip_prefix("--log-level=").map(str::to_string))
-        })
-        .unwrap_or_else(|| "info".into())
-        .to_ascii_lowercase()
-        .replace("warning", "warn");
+    let args = deskgate::hub::chp::parse(flags);
+    let level = match args.log_level() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("deskgate chp: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Before `plan`, which logs the flags it ignores.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .target(env_logger::Target::Stdout)
         .init();
-    let plan = match deskgate::hub::chp::plan(flags) {
+    let plan = match deskgate::hub::chp::plan(args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("deskgate chp: {e}");

@@ -190,6 +190,22 @@ impl ChpArgs {
         ])
     }
 
+    /// `--log-level` as a log filter (CHP's `warning` and `critical` included).
+    pub fn log_level(&self) -> Result<&'static str, String> {
+        Ok(match self.log_level.to_ascii_lowercase().as_str() {
+            "trace" => "trace",
+            "debug" => "debug",
+            "info" => "info",
+            "warn" | "warning" => "warn",
+            "error" | "critical" => "error",
+            other => {
+                return Err(format!(
+                    "--log-level `{other}`: expected debug, info, warn or error"
+                ))
+            }
+        })
+    }
+
     /// The flags as deskgate YAML keys.
     fn overlay(&self, token_set: bool) -> Result<Mapping, String> {
         let mut root = Mapping::new();
@@ -319,16 +335,7 @@ impl ChpArgs {
         if let Some(p) = &self.pid_file {
             root.insert("pid_file".into(), path_value(p));
         }
-        let level = match self.log_level.to_ascii_lowercase().as_str() {
-            l @ ("trace" | "debug" | "info" | "warn" | "error") => l.to_string(),
-            "warning" => "warn".into(),
-            "critical" => "error".into(),
-            other => {
-                return Err(format!(
-                    "--log-level `{other}`: expected debug, info, warn or error"
-                ))
-            }
-        };
+        let level = self.log_level()?;
         root.insert("log".into(), yaml(&[("level", Value::from(level))]));
         Ok(root)
     }
@@ -342,12 +349,15 @@ fn given<const N: usize>(flags: [(bool, &'static str); N]) -> Vec<&'static str> 
         .collect()
 }
 
-/// Parses CHP's flags (`args` without the program name) and builds the config to run.
-pub fn plan(args: Vec<String>) -> Result<ChpPlan, String> {
-    // clap prints help, the version, or the flag it did not know (exit 0 or 2).
-    let args =
-        ChpArgs::try_parse_from(std::iter::once("configurable-http-proxy".to_string()).chain(args))
-            .unwrap_or_else(|e| e.exit());
+/// Parses CHP's flags (`args` without the program name); clap prints help, the version, or
+/// the flag it did not know, and exits (0 or 2).
+pub fn parse(args: Vec<String>) -> ChpArgs {
+    ChpArgs::try_parse_from(std::iter::once("configurable-http-proxy".to_string()).chain(args))
+        .unwrap_or_else(|e| e.exit())
+}
+
+/// Builds the config to run from the parsed flags.
+pub fn plan(args: ChpArgs) -> Result<ChpPlan, String> {
     let unsupported = args.unsupported();
     if !unsupported.is_empty() {
         return Err(format!(
