@@ -31,10 +31,6 @@ pub struct ErrorPages {
 }
 
 impl ErrorPages {
-    pub fn is_plain(&self) -> bool {
-        self.target.is_none() && self.dir.is_none()
-    }
-
     /// The status to answer for a failed upstream, given deskgate's own choice.
     pub fn upstream_failure(&self, status: u16) -> u16 {
         match (self.upstream_status, status) {
