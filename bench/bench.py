@@ -17,6 +17,7 @@ DESKGATE = ROOT / "target/release/deskgate"
 WSLOAD = ROOT / "target/release/wsload"
 HZ = os.sysconf("SC_CLK_TCK")
 PEERS = ["nginx", "haproxy", "apache", "caddy"]
+BURST_BYTES = 64 * 1024  # the idle-after-a-burst line: one message of this size per WebSocket
 
 
 def free_port():
@@ -280,12 +281,14 @@ def run_system(system, a):
     try:
         # Hold first, on a fresh process: idle memory per WebSocket, then the hold itself.
         ready, go = system.work / f"{system.name}.ready", system.work / f"{system.name}.go"
-        for f in (ready, go):
+        burst_ready, burst_go = ready.with_suffix(".ready.burst"), go.with_suffix(".go.burst")
+        for f in (ready, go, burst_ready, burst_go):
             f.unlink(missing_ok=True)
         rss0 = system.rss()
         hold_secs = a.hold_seconds if system.name in ("deskgate", "direct") else a.peer_hold_seconds
         p = subprocess.Popen(["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{system.port}", "hold", "--sockets", str(a.sockets),
-                              "--seconds", str(hold_secs), "--period", "5", "--ready-file", str(ready), "--go-file", str(go)],
+                              "--seconds", str(hold_secs), "--period", "5", "--ready-file", str(ready), "--go-file", str(go),
+                              "--burst-bytes", str(BURST_BYTES)],
                              stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
         end = time.time() + 240
         while not ready.exists() and time.time() < end and p.poll() is None:
@@ -294,10 +297,19 @@ def run_system(system, a):
         rss1 = system.rss()
         opened = int(ready.read_text()) if ready.exists() else 0
         go.write_text("go")
+        # Then one 64 KiB message through each (a desktop that was busy), and idle again.
+        end = time.time() + 240
+        while not burst_ready.exists() and time.time() < end and p.poll() is None:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        rss2 = system.rss()
+        burst_go.write_text("go")
         hold = json.loads(p.communicate(timeout=hold_secs + 240)[0].strip().splitlines()[-1])
         hold["seconds"] = hold_secs
         if rss0 is not None and opened:
             hold["kib_per_ws"] = (rss1 - rss0) / opened
+            if rss2 is not None and burst_ready.exists():
+                hold["kib_per_ws_after_burst"] = (rss2 - rss0) / opened
         res["hold"] = hold
         print(f"  {system.name}: hold {hold}", flush=True)
         time.sleep(2)
@@ -410,8 +422,9 @@ def summarize(results):
     add("handshake", "proxy CPU ms/connection", "low", "cpu_s", "handshakes", 1e3)
     for r in results:
         h = r.get("hold", {})
-        r["idle"] = [{"kib_per_ws": h["kib_per_ws"]}] if "kib_per_ws" in h else []
+        r["idle"] = [{k: h[k] for k in ("kib_per_ws", "kib_per_ws_after_burst") if k in h}] if "kib_per_ws" in h else []
     add("idle", "KiB per idle WebSocket", "low", "kib_per_ws")
+    add("idle", "KiB per idle WebSocket after one 64 KiB message", "low", "kib_per_ws_after_burst")
     return rows
 
 

@@ -73,6 +73,11 @@ enum Mode {
         /// Wait for this file before the message phase
         #[arg(long)]
         go_file: Option<String>,
+        /// After GO_FILE, each socket sends one message of this many bytes and reads its echo
+        /// (a desktop that was busy, then idle); then READY_FILE.burst is written and
+        /// GO_FILE.burst awaited before the message phase
+        #[arg(long, default_value_t = 0)]
+        burst_bytes: usize,
     },
 }
 
@@ -214,7 +219,14 @@ async fn main() {
             period,
             ready_file,
             go_file,
-        } => hold(target, sockets, seconds, period, ready_file, go_file).await,
+            burst_bytes,
+        } => {
+            let files = HoldFiles {
+                ready: ready_file,
+                go: go_file,
+            };
+            hold(target, sockets, seconds, period, files, burst_bytes).await
+        }
     };
     println!("{out}");
 }
@@ -331,13 +343,35 @@ async fn handshake(
     serde_json::json!({ "handshakes": n, "per_s": n as f64 / secs, "failed": failed.load(Ordering::Relaxed) })
 }
 
+/// The files through which `hold` tells its caller when to measure, and waits for it.
+struct HoldFiles {
+    ready: Option<String>,
+    go: Option<String>,
+}
+
+impl HoldFiles {
+    /// Write READY+suffix with the number of open sockets, then wait (bounded) for GO+suffix.
+    async fn signal_and_wait(&self, suffix: &str, open: usize) {
+        if let Some(f) = &self.ready {
+            std::fs::write(format!("{f}{suffix}"), open.to_string()).expect("ready file");
+        }
+        if let Some(f) = &self.go {
+            let go = format!("{f}{suffix}");
+            let until = Instant::now() + Duration::from_secs(300);
+            while !std::path::Path::new(&go).exists() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 async fn hold(
     target: Arc<Target>,
     sockets: usize,
     seconds: f64,
     period: f64,
-    ready_file: Option<String>,
-    go_file: Option<String>,
+    files: HoldFiles,
+    burst_bytes: usize,
 ) -> serde_json::Value {
     let mut conns = Vec::with_capacity(sockets);
     let mut connect_failed = 0u64;
@@ -358,14 +392,16 @@ async fn hold(
         }
     }
     drop(pending);
-    if let Some(f) = &ready_file {
-        std::fs::write(f, conns.len().to_string()).expect("ready file");
-    }
-    if let Some(f) = &go_file {
-        let until = Instant::now() + Duration::from_secs(300);
-        while !std::path::Path::new(f).exists() && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    files.signal_and_wait("", conns.len()).await;
+    let mut burst_failed = 0u64;
+    if burst_bytes > 0 {
+        let burst = Message::binary(vec![5u8; burst_bytes]);
+        for ws in conns.iter_mut() {
+            if ws.send(burst.clone()).await.is_err() || next_data(ws).await.is_err() {
+                burst_failed += 1;
+            }
         }
+        files.signal_and_wait(".burst", conns.len()).await;
     }
     let open = conns.len();
     let sent = Arc::new(AtomicU64::new(0));
@@ -429,5 +465,5 @@ async fn hold(
     }
     let s = sent.load(Ordering::Relaxed);
     let e = echoed.load(Ordering::Relaxed);
-    serde_json::json!({ "opened": open, "connect_failed": connect_failed, "dropped": dropped.load(Ordering::Relaxed), "sent": s, "echoed": e, "lost": s - e })
+    serde_json::json!({ "opened": open, "connect_failed": connect_failed, "burst_failed": burst_failed, "dropped": dropped.load(Ordering::Relaxed), "sent": s, "echoed": e, "lost": s - e })
 }

@@ -15,6 +15,7 @@
 //! Transport layer connection
 
 use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
 use futures::FutureExt;
 use log::{debug, error};
 
@@ -27,11 +28,11 @@ use std::os::unix::io::AsRawFd;
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -39,6 +40,7 @@ use tokio::net::UnixStream;
 use crate::protocols::l4::ext::{set_tcp_keepalive, TcpKeepalive};
 use crate::protocols::l4::virt;
 use crate::protocols::raw_connect::ProxyDigest;
+use crate::protocols::io_buffers;
 use crate::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
@@ -421,14 +423,14 @@ impl L4BufferSettings {
 /// The L4 buffers in front of a [`RawStreamWrapper`]: a read buffer over a write
 /// buffer, the same layering as tokio's [`BufStream`](tokio::io::BufStream).
 ///
-/// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
+/// A zero read capacity leaves the read buffer out, because tokio's `BufReader` panics on
 /// a zero capacity. Reads then go straight to the raw stream, as they did through
 /// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
 /// through.
 #[derive(Debug)]
 enum BufferedStream {
     UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    BufferedRead(IdleFreeReadBuffer<BufWriter<RawStreamWrapper>>),
 }
 
 impl BufferedStream {
@@ -437,7 +439,7 @@ impl BufferedStream {
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
-            BufferedStream::BufferedRead(BufReader::with_capacity(read, writer))
+            BufferedStream::BufferedRead(IdleFreeReadBuffer::new(read, writer))
         }
     }
 
@@ -469,6 +471,68 @@ impl BufferedStream {
             BufferedStream::UnbufferedRead(writer) => writer.into_inner(),
             BufferedStream::BufferedRead(reader) => reader.into_inner().into_inner(),
         }
+    }
+}
+
+/// deskgate patch: the L4 read buffer, held only while it holds unread bytes.
+///
+/// tokio's `BufReader` keeps its (zero-filled) buffer for the connection's whole life, so every
+/// idle WebSocket held 64 KiB. Here the buffer is borrowed per read (see
+/// [`io_buffers`](crate::protocols::io_buffers)) and given back once drained. Reads at least
+/// as large as the buffer go straight to the stream, as with `BufReader`.
+#[derive(Debug)]
+struct IdleFreeReadBuffer<R> {
+    inner: R,
+    capacity: usize,
+    unread: Option<BytesMut>,
+}
+
+impl<R> IdleFreeReadBuffer<R> {
+    fn new(capacity: usize, inner: R) -> Self {
+        IdleFreeReadBuffer {
+            inner,
+            capacity,
+            unread: None,
+        }
+    }
+
+    fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for IdleFreeReadBuffer<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let unread = match this.unread.as_mut() {
+            Some(unread) => unread,
+            None if out.remaining() >= this.capacity => {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            None => match ready!(io_buffers::poll_read(&mut this.inner, cx, this.capacity))? {
+                Some(read) => this.unread.insert(read),
+                None => return Poll::Ready(Ok(())), // end of stream
+            },
+        };
+        let n = out.remaining().min(unread.len());
+        out.put_slice(&unread[..n]);
+        unread.advance(n);
+        if unread.is_empty() {
+            io_buffers::give_back(this.unread.take().expect("checked above"));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -20,11 +20,12 @@ use pingora_error::{
     OrErr, Result,
 };
 use std::fmt::Debug;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::protocols::io_buffers;
 use crate::utils::BufRef;
 
 // TODO: make this dynamically adjusted
@@ -462,13 +463,18 @@ impl BodyReader {
         self.rewind_buf_len = 0; // we only need to read rewind data once
         if n == 0 {
             /* Need to actually read */
+            // deskgate patch: this is how upgraded streams (WebSockets) are read, and they can
+            // wait for hours: hold no buffer while waiting. The previous read's bytes have been
+            // consumed by now, so its buffer goes back and the next one is borrowed per read.
+            if let Some(consumed) = self.body_buf.take() {
+                io_buffers::give_back(consumed);
+            }
             let read_size = self.body_buf_size;
-            let body_buf = self.prepare_buf_for_io(read_size);
-            n = stream
-                .take(read_size as u64)
-                .read_buf(body_buf)
+            let read = poll_fn(|cx| io_buffers::poll_read(stream, cx, read_size))
                 .await
                 .or_err(ReadError, "when reading body")?;
+            n = read.as_ref().map_or(0, |read| read.len());
+            self.body_buf = read;
         }
         match self.body_state {
             PS::UntilClose(read) => {

@@ -350,6 +350,12 @@ impl HttpSession {
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
                         self.init_body_reader();
+                        // deskgate patch: an upgraded stream can live for hours; keep the header
+                        // bytes in an allocation of their own size instead of the 4 KiB read
+                        // buffer they were parsed in (the body reader has copied any preread).
+                        if self.upgraded {
+                            self.buf = Bytes::copy_from_slice(&self.buf);
+                        }
                         // note that the (request) body writer is converted to close delimit
                         // when the upgraded body tasks are received
                         return Ok(s);

@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use super::header::HeaderWriter;
+use crate::protocols::io_buffers;
 use crate::protocols::http::{
     authority::validate_request_authority, body_buffer::FixedBuffer, date, HttpTask,
     ReusableHttpStream,
@@ -878,6 +879,10 @@ impl HttpSession {
                     // a peer discards any further data received.
                     // https://www.rfc-editor.org/rfc/rfc6455#section-1.4
                     self.upgraded = true;
+                    // deskgate patch: an upgraded stream can live for hours; keep the request
+                    // header bytes in an allocation of their own size instead of the 4 KiB
+                    // read buffer they were parsed in.
+                    self.buf = Bytes::copy_from_slice(&self.buf);
                     // Now that the upgrade was successful, we need to change
                     // how we interpret the rest of the body as pass-through.
                     if self.body_reader.need_init() {
@@ -1055,8 +1060,9 @@ impl HttpSession {
             self.body_bytes_sent += num_bytes;
         }
 
-        // make sure this buf is safe to reuse
-        self.body_write_buf.clear();
+        // deskgate patch: give the batch buffer back instead of keeping it (grown by the last
+        // burst) for the connection's life; the next batch borrows one.
+        io_buffers::give_back(std::mem::take(&mut self.body_write_buf));
 
         written
     }
@@ -1545,6 +1551,9 @@ impl HttpSession {
             return;
         };
         if !d.is_empty() && !self.body_writer.finished() {
+            if self.body_write_buf.capacity() == 0 {
+                self.body_write_buf = io_buffers::borrow(d.len());
+            }
             self.body_write_buf.put_slice(&d);
         }
     }
