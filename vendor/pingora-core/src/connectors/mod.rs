@@ -360,7 +360,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // deskgate patch: connecting (TCP and TLS handshake) in a box of its own. Inline, its
+            // state set the size of every request's proxy future, which Pingora boxes and moves
+            // per request, and which an upgraded stream keeps for its whole life.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }

@@ -67,6 +67,11 @@ where
         &self,
         peer: &P,
     ) -> Result<(HttpSession<C::Session>, bool)> {
+        // deskgate patch: the custom and h2 paths (handshakes included) are boxed where they
+        // happen, so that the h1 path (a pooled connection, or a new one that
+        // `TransportConnector::get_stream` boxes) sets this future's size. Inline, the largest
+        // path set the size of every request's proxy future, which Pingora boxes and moves per
+        // request, and which an upgraded stream keeps for its whole life.
         let peer_opts = peer.get_peer_options();
 
         // Switch to custom protocol as early as possible
@@ -75,7 +80,7 @@ where
             // We will first check for sessions that we can reuse, if not we will create a new one based on the negotiated protocol
 
             // Step 1: Look for reused Custom Session
-            if let Some(session) = self.custom.reused_http_session(peer).await {
+            if let Some(session) = Box::pin(self.custom.reused_http_session(peer)).await {
                 return Ok((HttpSession::Custom(session), true));
             }
             // Step 2: Check reuse pool for reused H1 session
@@ -83,7 +88,7 @@ where
                 return Ok((HttpSession::H1(h1), true));
             }
             // Step 3: Try and create a new Custom session
-            let (connection, reused) = self.custom.get_http_session(peer).await?;
+            let (connection, reused) = Box::pin(self.custom.get_http_session(peer)).await?;
             // We create the Connector before TLS, so we need to make sure that the server also supports the same custom protocol
             match connection {
                 Connection::Session(s) => {
@@ -111,7 +116,7 @@ where
             Ok((HttpSession::H1(h1), reused))
         } else {
             // the peer allows h2, we first check the h2 reuse pool
-            let reused_h2 = self.h2.reused_http_session(peer).await?;
+            let reused_h2 = Box::pin(self.h2.reused_http_session(peer)).await?;
             if let Some(h2) = reused_h2 {
                 return Ok((HttpSession::H2(h2), true));
             }
@@ -127,7 +132,7 @@ where
                     return Ok((HttpSession::H1(h1), true));
                 }
             }
-            let session = self.h2.new_http_session(peer).await?;
+            let session = Box::pin(self.h2.new_http_session(peer)).await?;
             Ok((session, false))
         }
     }
