@@ -241,3 +241,38 @@ fn base64_encode(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// Header read buffers start at 1 KiB (vendored pingora-core patch 7): larger request and
+/// response headers must still pass whole, on a kept-alive connection too.
+#[test]
+fn large_headers_pass_both_ways_on_a_kept_alive_connection() {
+    let e = edge();
+    let p = e.edge.https_port;
+    let cookie = format!("session={}", "c".repeat(6000));
+    let echo = "e".repeat(3000);
+    let mut args: Vec<String> = vec![
+        "--http1.1".into(),
+        "-H".into(),
+        format!("Cookie: {cookie}"),
+        "-H".into(),
+        format!("X-Echo: {echo}"),
+    ];
+    for i in 0..40 {
+        args.push("-H".into());
+        args.push(format!("X-Filler-{i}: {}", "f".repeat(20)));
+    }
+    let url = format!("https://other.test:{p}/desktop/alice/headers");
+    // the same URL twice: curl keeps the connection, so the second request is read after the
+    // first on the same downstream and upstream connections
+    args.push(url.clone());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = curl(&url, &refs);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body.matches(&format!("cookie: {cookie}\n")).count(),
+        2,
+        "both requests carry the whole cookie"
+    );
+    assert_eq!(r.body.matches("x-filler-39: ").count(), 2);
+    assert_eq!(r.header("x-echo").as_deref(), Some(echo.as_str()));
+}

@@ -3,7 +3,8 @@
 //! upgrades with `Origin` and a subprotocol (otherwise 200 HTML, as KasmVNC answers).
 //! The demo serves it in-process; the tests use it as their upstream.
 //!
-//! - `GET /whoami` -> the desktop's name; `GET /headers` -> the request headers it received;
+//! - `GET /whoami` -> the desktop's name; `GET /headers` -> the request headers it received
+//!   (and an `X-Echo` request header sent back as a response header);
 //!   `GET /bytes/N` -> N bytes (benchmarks); any other GET -> a small page that opens the
 //!   WebSocket and shows the echo.
 //! - WebSocket: echoes every message; the text `whoami` is answered with the name, and
@@ -283,12 +284,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     .iter()
                     .map(|(k, v)| format!("{}: {v}\n", k.to_ascii_lowercase()))
                     .collect();
+                let echo: Vec<(&str, &str)> = req
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("x-echo"))
+                    .map(|(_, v)| ("X-Echo", v.as_str()))
+                    .collect();
                 respond(
                     &mut stream,
                     "200 OK",
                     "text/plain",
                     text.as_bytes(),
-                    &[],
+                    &echo,
                     desktop,
                 )
                 .await?

@@ -350,12 +350,6 @@ impl HttpSession {
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
                         self.init_body_reader();
-                        // deskgate patch: an upgraded stream can live for hours; keep the header
-                        // bytes in an allocation of their own size instead of the 4 KiB read
-                        // buffer they were parsed in (the body reader has copied any preread).
-                        if self.upgraded {
-                            self.buf = Bytes::copy_from_slice(&self.buf);
-                        }
                         // note that the (request) body writer is converted to close delimit
                         // when the upgraded body tasks are received
                         return Ok(s);
@@ -386,9 +380,9 @@ impl HttpSession {
                 .response_header_read_buf
                 .capacity()
                 .saturating_sub(self.response_header_read_buf.len())
-                < INIT_HEADER_BUF_SIZE
+                < INIT_HEADER_READ_BUF_SIZE
             {
-                self.response_header_read_buf.reserve(INIT_HEADER_BUF_SIZE);
+                self.response_header_read_buf.reserve(INIT_HEADER_READ_BUF_SIZE);
             }
 
             let read_fut = self

@@ -27,6 +27,11 @@ use crate::utils::KVRef;
 pub(super) const MAX_HEADERS: usize = 256;
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
+/// deskgate patch: the initial size of a header *read* buffer. Parsed header names and values
+/// are slices of it, so it lives as long as the header does: for an upgraded stream, hours.
+/// 1 KiB (nginx's `client_header_buffer_size`) holds typical requests and 101 responses; larger
+/// headers grow it as they are read.
+pub(super) const INIT_HEADER_READ_BUF_SIZE: usize = 1024;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;

@@ -301,7 +301,7 @@ impl HttpSession {
             .pipelined_prefix
             .take()
             .filter(|prefix| !prefix.is_empty())
-            .unwrap_or_else(|| BytesMut::with_capacity(INIT_HEADER_BUF_SIZE));
+            .unwrap_or_else(|| BytesMut::with_capacity(INIT_HEADER_READ_BUF_SIZE));
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
@@ -879,10 +879,6 @@ impl HttpSession {
                     // a peer discards any further data received.
                     // https://www.rfc-editor.org/rfc/rfc6455#section-1.4
                     self.upgraded = true;
-                    // deskgate patch: an upgraded stream can live for hours; keep the request
-                    // header bytes in an allocation of their own size instead of the 4 KiB
-                    // read buffer they were parsed in.
-                    self.buf = Bytes::copy_from_slice(&self.buf);
                     // Now that the upgrade was successful, we need to change
                     // how we interpret the rest of the body as pass-through.
                     if self.body_reader.need_init() {
