@@ -139,6 +139,9 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
                 let mut settings = TlsSettings::intermediate("", "")
                     .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
                 settings.set_cert_resolver(resolver);
+                // Our order (edge/tls.rs: AES-128-GCM first) over the client's: rustls and
+                // OpenSSL clients list AES-256-GCM-SHA384 first (vendored pingora-core patch 11).
+                settings.set_prefer_server_cipher_order(true);
                 if alpn_01 {
                     // Last, so browsers never negotiate it (vendored pingora-core patch 5).
                     settings.set_alpn_protocols(vec![

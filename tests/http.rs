@@ -276,3 +276,28 @@ fn large_headers_pass_both_ways_on_a_kept_alive_connection() {
     assert_eq!(r.body.matches("x-filler-39: ").count(), 2);
     assert_eq!(r.header("x-echo").as_deref(), Some(echo.as_str()));
 }
+
+/// The listener picks the cipher suite by deskgate's order (AES-128-GCM first), not by the
+/// client's: rustls and OpenSSL clients list AES-256-GCM-SHA384 first, which costs a SHA-384
+/// key schedule per handshake and AES-256 per record (vendored pingora-core patch 11).
+#[test]
+fn listener_prefers_aes128_over_the_clients_aes256() {
+    let e = edge();
+    let config = client_tls(std::sync::Arc::new(RecordingVerifier::default()));
+    let first = config.crypto_provider().cipher_suites[0].suite();
+    assert_eq!(
+        first,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        "the client must prefer AES-256 for this test to mean anything"
+    );
+    let name = rustls::pki_types::ServerName::try_from("hub.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", e.edge.https_port)).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    assert_eq!(
+        conn.negotiated_cipher_suite().unwrap().suite(),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+}

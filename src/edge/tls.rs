@@ -15,8 +15,9 @@ use std::sync::Arc;
 /// defaults only when none is set): ring with TLS 1.3's AES-128-GCM-SHA256 and
 /// ChaCha20-Poly1305 preferred over AES-256-GCM-SHA384, as browsers prefer them. Toward
 /// upstreams (which follow the client's order) that spares the SHA-384 key schedule and
-/// AES-256's extra rounds on every handshake and record; listeners keep following the
-/// client's own order.
+/// AES-256's extra rounds on every handshake and record; listeners use this order over the
+/// client's too (`set_prefer_server_cipher_order` in server.rs), as nginx's
+/// `ssl_prefer_server_ciphers on` does.
 pub fn install_crypto_provider() {
     use rustls::crypto::ring::{cipher_suite::*, default_provider};
     let mut provider = default_provider();

@@ -32,6 +32,8 @@ use crate::protocols::{ALPN, IO};
 /// The TLS settings of a listening endpoint
 pub struct TlsSettings {
     alpn_protocols: Option<Vec<Vec<u8>>>,
+    // deskgate patch: choose the cipher suite by the provider's order, not the client's
+    prefer_server_cipher_order: bool,
     cert_path: String,
     key_path: String,
     cert_resolver: Option<Arc<dyn ResolvesServerCert>>,
@@ -94,6 +96,7 @@ impl TlsSettings {
         if let Some(alpn_protocols) = self.alpn_protocols {
             config.alpn_protocols = alpn_protocols;
         }
+        config.ignore_client_order = self.prefer_server_cipher_order;
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -118,6 +121,12 @@ impl TlsSettings {
     /// h2 and http/1.1, so an ACME CA can validate a TLS-ALPN-01 challenge on this listener.
     pub fn set_alpn_protocols(&mut self, protocols: Vec<Vec<u8>>) {
         self.alpn_protocols = Some(protocols);
+    }
+
+    /// deskgate patch: pick the cipher suite by the crypto provider's order rather than the
+    /// client's (nginx's `ssl_prefer_server_ciphers on`).
+    pub fn set_prefer_server_cipher_order(&mut self, prefer: bool) {
+        self.prefer_server_cipher_order = prefer;
     }
 
     /// Configure mTLS by providing a rustls client certificate verifier.
@@ -200,6 +209,7 @@ impl TlsSettings {
     {
         Ok(TlsSettings {
             alpn_protocols: None,
+            prefer_server_cipher_order: false,
             cert_path: cert_path.to_string(),
             key_path: key_path.to_string(),
             cert_resolver: None,
@@ -220,6 +230,7 @@ impl TlsSettings {
     {
         Ok(TlsSettings {
             alpn_protocols: None,
+            prefer_server_cipher_order: false,
             cert_path: String::new(),
             key_path: String::new(),
             cert_resolver: None,
