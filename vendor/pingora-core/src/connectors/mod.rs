@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if stream_matches_peer(&stream, peer)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -475,6 +475,19 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// deskgate patch: whether a pooled stream is still connected to `peer`, from the peer address
+/// its socket digest caches (one getpeername per connection) rather than a getpeername on every
+/// reuse, that is on every proxied request. Anything but an exact match falls back to the full
+/// check, which knows the special cases (0.0.0.0) and logs a mismatch.
+#[cfg(unix)]
+fn stream_matches_peer<P: Peer>(stream: &Stream, peer: &P) -> bool {
+    let cached = stream.get_socket_digest();
+    match cached.as_ref().and_then(|digest| digest.peer_addr()) {
+        Some(addr) if addr == peer.address() => true,
+        _ => peer.matches_fd(stream.id()),
+    }
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
