@@ -39,14 +39,7 @@ async fn admin_page_needs_the_token_and_csrf_and_disconnects_one_session_only() 
         fx.tls_listener(https_port),
         fx.desktop_upstream("desktop-alice", alice),
     );
-    let _edge = Deskgate::start_with_env(
-        fx.path(),
-        "edge",
-        &yaml,
-        https_port,
-        &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
-    );
-    wait_port(admin_port);
+    let _edge = Deskgate::start_with_admin(fx.path(), "edge", &yaml, https_port, admin_port);
     let page = curl(&format!("http://127.0.0.1:{admin_port}/ui/"), &[]);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<script src=\"app.js\">"));

@@ -20,14 +20,7 @@ fn edge(fx: &Fixture, servers: &[String], balance: &str) -> (Deskgate, u16) {
         fx.tls_listener(https_port),
         fx.password_file.display()
     );
-    let d = Deskgate::start_with_env(
-        fx.path(),
-        "edge",
-        &yaml,
-        https_port,
-        &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
-    );
-    wait_port(admin_port);
+    let d = Deskgate::start_with_admin(fx.path(), "edge", &yaml, https_port, admin_port);
     (d, admin_port)
 }
 

@@ -32,15 +32,8 @@ fn jupyterhub_proxy_client_adds_lists_and_deletes_routes() {
         fx.tls_listener(https_port),
         fx.password_file.display()
     );
-    let _edge = Deskgate::start_with_env(
-        fx.path(),
-        "edge",
-        &yaml,
-        https_port,
-        &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
-    );
+    let _edge = Deskgate::start_with_admin(fx.path(), "edge", &yaml, https_port, admin_port);
     let api = format!("http://127.0.0.1:{admin_port}");
-    wait_port(admin_port);
 
     jupyterhub(
         &api,

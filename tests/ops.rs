@@ -30,15 +30,7 @@ fn config(
 }
 
 fn start(fx: &Fixture, yaml: &str, https_port: u16, admin_port: u16) -> Deskgate {
-    let d = Deskgate::start_with_env(
-        fx.path(),
-        "edge",
-        yaml,
-        https_port,
-        &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
-    );
-    wait_port(admin_port);
-    d
+    Deskgate::start_with_admin(fx.path(), "edge", yaml, https_port, admin_port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,14 +67,7 @@ fn start_edge(fx: &Fixture, name: &str, redis_port: u16) -> Edge {
         fx.tls_listener(https_port),
         fx.password_file.display()
     );
-    let d = Deskgate::start_with_env(
-        fx.path(),
-        name,
-        &yaml,
-        https_port,
-        &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
-    );
-    wait_port(admin);
+    let d = Deskgate::start_with_admin(fx.path(), name, &yaml, https_port, admin);
     Edge { d, admin }
 }
 

@@ -137,6 +137,26 @@ impl Deskgate {
         Self::start_with_env(dir, name, yaml, ready_port, &[])
     }
 
+    /// Starts deskgate with the admin API's token (`ADMIN_TOKEN` in `CONFIGPROXY_AUTH_TOKEN`,
+    /// which the YAML names as `token_env`) and waits for both `ready_port` and `admin_port`.
+    pub fn start_with_admin(
+        dir: &Path,
+        name: &str,
+        yaml: &str,
+        ready_port: u16,
+        admin_port: u16,
+    ) -> Deskgate {
+        let d = Self::start_with_env(
+            dir,
+            name,
+            yaml,
+            ready_port,
+            &[("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)],
+        );
+        wait_port(admin_port);
+        d
+    }
+
     pub fn start_with_env(
         dir: &Path,
         name: &str,
