@@ -271,7 +271,15 @@ impl BodyReader {
     }
 
     pub fn init_close_delimited(&mut self, buf_to_rewind: &[u8]) {
-        self.prepare_buf(buf_to_rewind);
+        // deskgate patch: reads until close borrow a buffer per read
+        // (`do_read_body_until_closed`), so only bytes to rewind need one here; a 64 KiB buffer
+        // allocated now would only be handed back by the first read.
+        if buf_to_rewind.is_empty() {
+            self.body_buf = None;
+        } else {
+            self.rewind_buf_len = buf_to_rewind.len();
+            self.body_buf = Some(BytesMut::from(buf_to_rewind));
+        }
         self.body_state = PS::UntilClose(0);
     }
 
