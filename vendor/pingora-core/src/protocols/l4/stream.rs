@@ -423,10 +423,9 @@ impl L4BufferSettings {
 /// The L4 buffers in front of a [`RawStreamWrapper`]: a read buffer over a write
 /// buffer, the same layering as tokio's [`BufStream`](tokio::io::BufStream).
 ///
-/// A zero read capacity leaves the read buffer out, because tokio's `BufReader` panics on
-/// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
-/// through.
+/// A zero read capacity leaves the read buffer out: reads go straight to the raw stream
+/// (upstream connections are made that way). [`BufWriter`] accepts a zero capacity and writes
+/// straight through.
 #[derive(Debug)]
 enum BufferedStream {
     UnbufferedRead(BufWriter<RawStreamWrapper>),
