@@ -1,7 +1,8 @@
 //! deskgate command line: check a config, run it, or run the embedded demo.
 
 use clap::{Parser, Subcommand};
-use deskgate::config::{self, LoadOptions};
+use deskgate::config::LoadOptions;
+use deskgate::runtime;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,7 +79,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    deskgate::edge::tls::install_crypto_provider();
+    deskgate::tls::install_crypto_provider();
     // configurable-http-proxy's command line: `deskgate chp ...`, or deskgate installed as
     // (or symlinked to) `configurable-http-proxy`.
     let mut args = std::env::args();
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
             eprintln!("deskgate reload: give the running config with -c FILE");
             return ExitCode::from(2);
         };
-        return match deskgate::ops::reload::signal_running(path) {
+        return match deskgate::control::reload::signal_running(path) {
             Ok(msg) => {
                 println!("{msg}");
                 ExitCode::SUCCESS
@@ -127,7 +128,7 @@ fn main() -> ExitCode {
             novnc.clone(),
         );
     }
-    let config = match &cli.command {
+    let runtime = match &cli.command {
         Some(Command::Reload | Command::DesktopSim { .. } | Command::Chp { .. }) => {
             unreachable!("handled above")
         }
@@ -145,7 +146,7 @@ fn main() -> ExitCode {
             }) {
                 Ok(demo) => {
                     println!("{}", demo.banner);
-                    demo.config
+                    demo.runtime
                 }
                 Err(e) => {
                     eprintln!("deskgate demo: {e}");
@@ -158,7 +159,7 @@ fn main() -> ExitCode {
                 eprintln!("deskgate: give a config with -c FILE, or try `deskgate demo`");
                 return ExitCode::from(2);
             };
-            match config::load_file(
+            match runtime::load_file(
                 path,
                 LoadOptions {
                     skip_files: cli.skip_files,
@@ -179,17 +180,18 @@ fn main() -> ExitCode {
             }
         }
     };
+    let config = &runtime.config;
     let level = config.log_level.clone().unwrap_or_else(|| "info".into());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let opt = pingora::server::configuration::Opt {
         upgrade: cli.upgrade,
         ..Default::default()
     };
-    match deskgate::server::build(&config, opt) {
+    match deskgate::server::build(&runtime, opt) {
         Ok(built) => {
             // Demo configs live in memory; only file configs can be reloaded.
             if let (Some(path), None) = (&cli.config, &cli.command) {
-                let reloader = std::sync::Arc::new(deskgate::ops::reload::Reloader {
+                let reloader = std::sync::Arc::new(deskgate::control::reload::Reloader {
                     path: path.clone(),
                     gateway: built.gateway.clone(),
                     runtime_routes: built.runtime_routes.clone(),
@@ -231,7 +233,16 @@ fn run_chp(flags: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let built = match deskgate::server::build(&plan.config, Default::default()) {
+    let runtime = match runtime::assemble(plan.config, LoadOptions::default()) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("deskgate chp: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let built = match deskgate::server::build(&runtime, Default::default()) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("deskgate chp: {e}");
@@ -248,7 +259,7 @@ fn run_chp(flags: Vec<String>) -> ExitCode {
     }
     log::info!(
         "Proxying {} to {}",
-        plan.config.listeners[0].addr,
+        runtime.config.listeners[0].addr,
         plan.default_target.as_deref().unwrap_or("(no default)")
     );
     built.server.run(pingora::server::RunArgs::default());
@@ -270,7 +281,7 @@ fn run_desktop_sim(
         None => {
             let dir = std::env::temp_dir().join(format!("deskgate-desktop-{}", std::process::id()));
             let _ = std::fs::create_dir_all(&dir);
-            match deskgate::edge::tls::write_self_signed(&dir, "desktop", &["kasm", "localhost"]) {
+            match deskgate::tls::write_self_signed(&dir, "desktop", &["kasm", "localhost"]) {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("deskgate desktop-sim: {e}");

@@ -1,12 +1,13 @@
 //! Builds the Pingora server from a validated config: one proxy service per listener
 //! (TLS with SNI certificates and h2, or plain HTTP), sharing one `Gateway`.
 
-use crate::config::Config;
+use crate::config::{AccessLogFormat, Config};
+use crate::control::admin_api::AdminApi;
 use crate::edge::gateway::Gateway;
 use crate::edge::proxy::{EdgeProxy, ListenerRole};
-use crate::edge::tls::{CertResolver, CertSet};
-use crate::hub::admin::AdminApi;
 use crate::hub::runtime_routes::RuntimeRoutes;
+use crate::runtime::Runtime;
+use crate::tls::{CertResolver, CertSet};
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -19,19 +20,25 @@ pub struct Built {
     pub runtime_routes: Arc<RuntimeRoutes>,
 }
 
-pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
+pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
+    let config = &runtime.config;
     let mut conf = ServerConf::default();
     conf.threads = config.threads;
     // Per-instance pid file and upgrade socket, so several deskgates (and their zero-downtime
     // upgrades) can share a machine.
-    let pid_file = crate::ops::reload::pid_file_for(config);
+    let pid_file = crate::control::reload::pid_file_for(config);
     conf.pid_file = pid_file.display().to_string();
     conf.upgrade_sock = format!("{}.upgrade.sock", pid_file.display());
     // After SIGTERM/SIGQUIT: stop accepting at once, then give open desktops the drain time.
     conf.grace_period_seconds = Some(0);
     conf.graceful_shutdown_timeout_seconds = Some(config.timeouts.drain.as_secs());
     if let Some((format, path)) = &config.access_log {
-        crate::ops::access_log::init(*format, path)?;
+        use crate::telemetry::access_log::{init, Format};
+        let format = match format {
+            AccessLogFormat::Combined => Format::Combined,
+            AccessLogFormat::Json => Format::Json,
+        };
+        init(format, path)?;
     }
     pingora::proxy::set_client_header_timeout(
         Some(config.timeouts.client_header).filter(|d| !d.is_zero()),
@@ -52,16 +59,16 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     let mut resolvers = Vec::new();
     let mut pending = Vec::new();
     let mut acme_services = Vec::new();
-    for l in &config.listeners {
+    for (l, listener_tls) in config.listeners.iter().zip(&runtime.listener_tls) {
         let role = ListenerRole {
             tls: l.tls.is_some(),
             redirect_https_port: l.redirect_https.then_some(https_port),
         };
-        let tls = match &l.tls {
-            Some(certs) => {
-                let resolver = CertResolver::new(CertSet::from_config(certs));
+        let tls = match listener_tls {
+            Some(listener_tls) => {
+                let resolver = CertResolver::new(CertSet::new(&listener_tls.certificates));
                 resolvers.push((l.addr.clone(), resolver.clone()));
-                if let Some(acme) = &l.acme {
+                if let Some(acme) = &listener_tls.acme {
                     acme_services.push(crate::acme::AcmeService {
                         settings: acme.clone(),
                         resolver: resolver.clone(),
@@ -81,10 +88,10 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
         );
         pending.push((l.addr.clone(), role, tls, limits));
     }
-    let gateway = Arc::new(Gateway::new(config.edge_settings(), resolvers));
+    let gateway = Arc::new(Gateway::new(runtime.edge.clone(), resolvers));
     let runtime_routes = RuntimeRoutes::new(
         gateway.clone(),
-        config.dynamic.clone(),
+        runtime.dynamic.clone(),
         config.state_file.clone(),
     );
     let ready = Arc::new(AtomicBool::new(false));
@@ -147,7 +154,7 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
                     settings.set_alpn_protocols(vec![
                         b"h2".to_vec(),
                         b"http/1.1".to_vec(),
-                        crate::acme::challenges::ACME_TLS_ALPN.to_vec(),
+                        crate::tls::challenges::ACME_TLS_ALPN.to_vec(),
                     ]);
                 } else {
                     settings.enable_h2();
@@ -166,7 +173,7 @@ pub fn build(config: &Config, opt: Opt) -> Result<Built, String> {
     }
     server.add_service(pingora::services::background::background_service(
         "session history",
-        crate::ops::sessions::HistorySampler,
+        crate::telemetry::sessions::HistorySampler,
     ));
     server.add_service(pingora::services::background::background_service(
         "health checks",

@@ -250,7 +250,7 @@ async fn last_activity_moves_while_only_websocket_frames_flow() {
     ))
     .await
     .unwrap();
-    let after_upgrade = deskgate::routing::activity::now_ms();
+    let after_upgrade = deskgate::telemetry::activity::now_ms();
     let last = |s: &Setup| {
         deskgate::hub::runtime_routes::parse_iso8601(
             routes_json(s)["/desktop/alice"]["last_activity"]

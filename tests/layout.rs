@@ -1,4 +1,5 @@
-//! The architecture stays layered: no file under src/ imports its way back to itself.
+//! The architecture stays layered: every `crate::` import points down the declared layer
+//! order below (or within its own folder), and no file imports its way back to itself.
 //!
 //! Every `crate::a::b::...` path (and `super::...`) in a file is resolved to the deepest
 //! source file it names; `mod x;` declarations are containment, not imports. A circle, such
@@ -35,7 +36,7 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
     parts
 }
 
-/// Paths like `crate::hub::admin::AdminApi` or `super::pattern::Captures` in `text`,
+/// Paths like `crate::control::admin_api::AdminApi` or `super::pattern::Captures` in `text`,
 /// with `use crate::{a, b::c}` groups expanded one level.
 fn paths_in(text: &str, module: &[String]) -> Vec<Vec<String>> {
     let code: String = text
@@ -161,5 +162,65 @@ fn no_import_circle_among_source_files() {
         report.is_empty(),
         "import circles among src/ files:\n{}",
         report.join("\n")
+    );
+}
+
+/// The layers of src/, lowest first. A folder may import its own files and any folder before
+/// it; `config` is plain data (it sees only value types below it), `runtime` assembles the
+/// running objects above the data plane (`edge`, `hub`), `control` drives them.
+const LAYERS: [&str; 13] = [
+    "support",   // secrets, the single-flight cache, plain responses
+    "telemetry", // metrics, access log, open sessions, activity clocks
+    "upstream",  // peers, TLS toward desktops, balancing, health checks
+    "routing",   // the route table and matching; what a match asks of others, as traits
+    "config",    // YAML -> the validated, plain model
+    "tls",       // listener certificates by SNI, ACME challenge answers
+    "acme",      // certificates from an ACME CA
+    "edge",      // the Pingora ProxyHttp phases and what they call
+    "hub",       // access checks, resolvers, runtime routes, Redis store, `deskgate chp`
+    "runtime",   // a validated config -> the running objects (start-up and reload)
+    "control",   // the admin API and page, reload
+    "server",    // the Pingora server wired from a runtime
+    "demo",      // the embedded demo and its desktop
+];
+
+#[test]
+fn imports_point_down_the_declared_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let rank = |folder: &str| LAYERS.iter().position(|l| *l == folder);
+    let mut upward = Vec::new();
+    for file in &files {
+        let module = module_of(&src, file);
+        let Some(own) = module.first() else {
+            continue; // lib.rs
+        };
+        if file.ends_with("main.rs") {
+            continue; // the binary: above every layer
+        }
+        let own_rank =
+            rank(own).unwrap_or_else(|| panic!("src/{own} is in no layer: add it to LAYERS"));
+        let text = std::fs::read_to_string(file).unwrap();
+        for path in paths_in(&text, &module) {
+            let Some(target) = path.first() else { continue };
+            if let Some(r) = rank(target) {
+                if r > own_rank {
+                    upward.push(format!(
+                        "{} imports crate::{} ({target} is above {own})",
+                        file.strip_prefix(&src).unwrap().display(),
+                        path.join("::"),
+                    ));
+                }
+            }
+        }
+    }
+    upward.sort();
+    upward.dedup();
+    assert!(
+        upward.is_empty(),
+        "imports running up the layers ({}):\n{}",
+        LAYERS.join(" < "),
+        upward.join("\n")
     );
 }

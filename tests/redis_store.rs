@@ -160,7 +160,7 @@ async fn three_edges_share_routes_through_redis_and_survive_its_outage() {
     ))
     .await
     .unwrap();
-    let frames_from = deskgate::routing::activity::now_ms();
+    let frames_from = deskgate::telemetry::activity::now_ms();
     for i in 0..5u8 {
         ws.send(Message::binary(vec![i; 32])).await.unwrap();
         ws.next().await.unwrap().unwrap();

@@ -10,13 +10,12 @@
 //! (`deskgate_acme_failures_total`) and retried with backoff (5 s doubling to 1 h) while the
 //! current certificate keeps serving.
 
-pub mod challenges;
 pub mod rfc2136;
 
-use crate::edge::tls::{CertResolver, CertSet};
-use crate::ops::metrics;
+use crate::telemetry::metrics;
+use crate::tls::challenges::CHALLENGES;
+use crate::tls::{CertResolver, CertSet};
 use async_trait::async_trait;
-use challenges::CHALLENGES;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
@@ -28,25 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChallengeKind {
-    Http01,
-    TlsAlpn01,
-    Dns01,
-}
+pub use crate::config::ChallengeKind;
 
-impl ChallengeKind {
-    pub fn parse(s: &str) -> Option<ChallengeKind> {
-        match s {
-            "http-01" => Some(ChallengeKind::Http01),
-            "tls-alpn-01" => Some(ChallengeKind::TlsAlpn01),
-            "dns-01" => Some(ChallengeKind::Dns01),
-            _ => None,
-        }
-    }
-}
-
-/// A listener's `acme:` block, validated.
+/// A listener's `acme:` block with its TSIG key read (built by `runtime`).
 pub struct AcmeSettings {
     pub directory: String,
     /// `mailto:` addresses for the account.
@@ -187,7 +170,7 @@ impl AcmeService {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         Ok(Issued {
-            key: crate::edge::tls::load_certified_key(&cert, &key)?,
+            key: crate::tls::load_certified_key(&cert, &key)?,
             not_before,
             not_after,
             stored_at,
@@ -283,7 +266,7 @@ impl AcmeService {
         crate::support::secret::write_private(&cert, chain_pem.as_bytes())?;
         let (not_before, not_after) = validity(chain_pem.as_bytes())?;
         Ok(Issued {
-            key: crate::edge::tls::load_certified_key(&cert, &key)?,
+            key: crate::tls::load_certified_key(&cert, &key)?,
             not_before,
             not_after,
             stored_at: now_secs(),

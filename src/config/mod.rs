@@ -1,30 +1,27 @@
-//! Configuration: YAML surface (`raw`) -> validation -> the typed model below, which is all
-//! the proxy ever sees. Every problem is reported as `FILE:LINE:COL: message`, all of them at
-//! once where possible, so `deskgate -t` is a useful linter.
+//! Configuration: YAML surface (`raw`) -> validation -> the typed model below. The model is
+//! plain data (addresses, patterns, specs, file names, secrets read from their files); the
+//! running objects (upstream pools, access checks, resolvers, certificates, per-route stats)
+//! are built from it one layer up, in `runtime`. Every problem is reported as
+//! `FILE:LINE:COL: message`, all of them at once where possible, so `deskgate -t` is a useful
+//! linter; `Config::error_at` lets the assembly step report its own problems the same way.
 
 pub mod duration;
 pub mod raw;
 pub mod span;
 
-use crate::acme::{AcmeSettings, ChallengeKind};
-use crate::edge::error_pages::ErrorPages;
-use crate::edge::forwarding::{ProxyHeaders, XForwarded};
-use crate::edge::gateway::EdgeSettings;
-use crate::edge::tls::Certificate;
-use crate::hub::access::{AccessCheck, AccessSpec};
-use crate::hub::resolver::Resolver;
-use crate::hub::runtime_routes::DynamicSettings;
-use crate::routing::{HostPattern, PathPattern, Route, Template, UpstreamRef};
+pub mod model;
+
+use crate::routing::{HostPattern, PathPattern, Route, Template};
 use crate::support::secret::{self, Secret};
+use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
 use crate::upstream::settings::{basic_authorization, with_default_port, Timeouts, UpstreamTls};
-use crate::upstream::Upstream;
 use http::HeaderValue;
+pub use model::*;
 use raw::*;
 use span::SpanIndex;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,58 +42,6 @@ impl fmt::Display for ConfigError {
     }
 }
 
-pub struct Listener {
-    pub addr: String,
-    pub redirect_https: bool,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_client: Option<usize>,
-    pub tls: Option<Vec<Certificate>>,
-    /// Certificates obtained and renewed through ACME (`tls.acme`).
-    pub acme: Option<Arc<AcmeSettings>>,
-}
-
-pub struct AdminSettings {
-    pub addr: String,
-    /// None only with `open: true`: anyone who reaches the address may change routes.
-    pub token: Option<Secret>,
-}
-
-pub struct Config {
-    pub file: String,
-    pub listeners: Vec<Listener>,
-    pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,
-    pub routes: Vec<Arc<Route>>,
-    pub timeouts: Timeouts,
-    pub admin: Option<AdminSettings>,
-    pub dynamic: DynamicSettings,
-    pub state_file: Option<PathBuf>,
-    /// Redis URL and key prefix shared by several edges.
-    pub route_store: Option<(String, String)>,
-    pub threads: usize,
-    pub pid_file: Option<PathBuf>,
-    pub access_log: Option<(crate::ops::access_log::Format, String)>,
-    pub log_level: Option<String>,
-    pub max_header_bytes: usize,
-    pub proxy_headers: Arc<ProxyHeaders>,
-    pub error_pages: Arc<ErrorPages>,
-    /// A listener serving only `/metrics` (besides the admin listener's).
-    pub metrics_addr: Option<String>,
-}
-
-impl Config {
-    /// What the request path sees of this config (swapped in whole on reload).
-    pub fn edge_settings(&self) -> EdgeSettings {
-        EdgeSettings {
-            routes: self.routes.clone(),
-            upstreams: self.upstreams.clone(),
-            timeouts: self.timeouts,
-            max_header_bytes: self.max_header_bytes,
-            proxy_headers: self.proxy_headers.clone(),
-            error_pages: self.error_pages.clone(),
-        }
-    }
-}
-
 /// `ip:port`, `[v6]:port` or `unix:/path/to.sock`.
 pub fn is_listen_addr(addr: &str) -> bool {
     match addr.strip_prefix("unix:") {
@@ -112,19 +57,39 @@ pub struct LoadOptions {
 }
 
 pub fn load_file(path: &Path, opts: LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    match parse_file(path, opts) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// [`parse_str`] of a file's text.
+pub fn parse_file(path: &Path, opts: LoadOptions) -> (Option<Config>, Vec<ConfigError>) {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError {
-            file: file.clone(),
-            line: 1,
-            column: 1,
-            message: format!("cannot read config: {e}"),
-        }]
-    })?;
-    load_str(&file, &text, opts)
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_str(&file, &text, opts),
+        Err(e) => {
+            let error = ConfigError {
+                file,
+                line: 1,
+                column: 1,
+                message: format!("cannot read config: {e}"),
+            };
+            (None, vec![error])
+        }
+    }
 }
 
 pub fn load_str(file: &str, text: &str, opts: LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    match parse_str(file, text, opts) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// The model and every problem found (sorted by position). The model is there whenever the
+/// YAML parsed, even with problems, so the assembly step can add its own to the same list.
+pub fn parse_str(file: &str, text: &str, opts: LoadOptions) -> (Option<Config>, Vec<ConfigError>) {
     let raw: RawConfig = match serde_yaml::from_str::<Option<RawConfig>>(text) {
         Ok(r) => r.unwrap_or_default(),
         Err(e) => {
@@ -132,12 +97,13 @@ pub fn load_str(file: &str, text: &str, opts: LoadOptions) -> Result<Config, Vec
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((1, 1));
-            return Err(vec![ConfigError {
+            let error = ConfigError {
                 file: file.to_string(),
                 line,
                 column,
                 message: serde_message(&e),
-            }]);
+            };
+            return (None, vec![error]);
         }
     };
     let mut v = Validator {
@@ -147,12 +113,13 @@ pub fn load_str(file: &str, text: &str, opts: LoadOptions) -> Result<Config, Vec
         opts,
     };
     let config = v.config(raw);
-    if v.errors.is_empty() {
-        Ok(config)
-    } else {
-        v.errors.sort_by_key(|e| (e.line, e.column));
-        Err(v.errors)
-    }
+    let mut errors = std::mem::take(&mut v.errors);
+    let config = Config {
+        spans: v.spans,
+        ..config
+    };
+    errors.sort_by_key(|e| (e.line, e.column));
+    (Some(config), errors)
 }
 
 /// serde_yaml appends " at line L column C"; we print the position first instead.
@@ -208,7 +175,7 @@ impl Validator {
         let mut upstreams = HashMap::new();
         for (name, u) in raw.upstreams {
             if let Some(up) = self.upstream(&name, u) {
-                upstreams.insert(name, Arc::new(up));
+                upstreams.insert(name, up);
             }
         }
         let t = raw.timeouts;
@@ -223,7 +190,7 @@ impl Validator {
         let mut seen = HashSet::new();
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if let Some(route) = self.route(i, r, &upstreams, &timeouts) {
+            if let Some(route) = self.route(i, r, &upstreams) {
                 if !seen.insert(route.label.clone()) {
                     self.error(
                         &format!("routes[{i}]"),
@@ -233,14 +200,11 @@ impl Validator {
                         ),
                     );
                 }
-                routes.push(Arc::new(route));
+                routes.push(route);
             }
         }
         let admin = raw.admin.map(|a| self.admin(a));
-        let dynamic = raw
-            .dynamic
-            .map(|d| self.dynamic(d, &timeouts))
-            .unwrap_or_default();
+        let dynamic = raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default();
         // One worker per core unless told otherwise: Pingora's default of 1 leaves cores idle.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match raw.threads {
@@ -262,7 +226,7 @@ impl Validator {
         Config {
             file: self.file.clone(),
             listeners,
-            upstreams: Arc::new(upstreams),
+            upstreams,
             routes,
             timeouts,
             admin,
@@ -275,19 +239,18 @@ impl Validator {
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
                 let format = match a.format {
-                    RawLogFormat::Combined => crate::ops::access_log::Format::Combined,
-                    RawLogFormat::Json => crate::ops::access_log::Format::Json,
+                    RawLogFormat::Combined => AccessLogFormat::Combined,
+                    RawLogFormat::Json => AccessLogFormat::Json,
                 };
                 (format, a.path.clone())
             }),
             log_level: raw.log.and_then(|l| l.level),
             max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024),
-            proxy_headers: Arc::new(
-                raw.proxy_headers
-                    .map(|h| self.proxy_headers(h))
-                    .unwrap_or_default(),
-            ),
-            error_pages: Arc::new(raw.errors.map(|e| self.errors(e)).unwrap_or_default()),
+            proxy_headers: raw
+                .proxy_headers
+                .map(|h| self.proxy_headers(h))
+                .unwrap_or_default(),
+            error_pages: raw.errors.map(|e| self.errors(e)).unwrap_or_default(),
             metrics_addr: raw.metrics.map(|m| {
                 if !is_listen_addr(&m.addr) {
                     self.error(
@@ -300,6 +263,7 @@ impl Validator {
                 }
                 m.addr
             }),
+            spans: SpanIndex::default(),
         }
     }
 
@@ -326,7 +290,7 @@ impl Validator {
         }
     }
 
-    fn errors(&mut self, e: RawErrors) -> ErrorPages {
+    fn errors(&mut self, e: RawErrors) -> ErrorPagesSpec {
         if e.target.is_some() && e.path.is_some() {
             self.error("errors", "give `target:` or `path:`, not both");
         }
@@ -343,7 +307,7 @@ impl Validator {
                 );
             }
         }
-        ErrorPages {
+        ErrorPagesSpec {
             target: e.target,
             dir: e.path,
             upstream_status: e.upstream_status,
@@ -370,7 +334,7 @@ impl Validator {
                 );
             }
             if let Some(a) = t.acme {
-                acme = self.acme(&format!("{at}.tls.acme"), a).map(Arc::new);
+                acme = self.acme(&format!("{at}.tls.acme"), a);
             }
             t.certs
                 .into_iter()
@@ -400,7 +364,7 @@ impl Validator {
         }
     }
 
-    fn acme(&mut self, at: &str, a: RawAcme) -> Option<AcmeSettings> {
+    fn acme(&mut self, at: &str, a: RawAcme) -> Option<AcmeSpec> {
         let errors_before = self.errors.len();
         if let Err(e) = crate::upstream::client::parse_url(&a.directory) {
             self.error(&format!("{at}.directory"), e);
@@ -448,26 +412,11 @@ impl Validator {
                         ),
                     );
                 }
-                let key = if self.opts.skip_files {
-                    None
-                } else {
-                    match std::fs::read_to_string(&r.tsig_key_file)
-                        .map_err(|e| format!("cannot read {}: {e}", r.tsig_key_file.display()))
-                        .and_then(|t| crate::acme::rfc2136::TsigKey::parse(&t))
-                    {
-                        Ok(k) => Some(k),
-                        Err(e) => {
-                            self.error(&format!("{at}.dns01.rfc2136.tsig_key_file"), e);
-                            None
-                        }
-                    }
-                };
-                key.map(|key| {
-                    Arc::new(crate::acme::rfc2136::Rfc2136 {
-                        server: r.server.clone(),
-                        zone: r.zone.trim_end_matches('.').to_ascii_lowercase(),
-                        key,
-                    })
+                // The key itself is read where it is used (runtime), like certificates.
+                Some(Rfc2136Spec {
+                    server: r.server.clone(),
+                    zone: r.zone.trim_end_matches('.').to_ascii_lowercase(),
+                    tsig_key_file: r.tsig_key_file.clone(),
                 })
             }
             (None, ChallengeKind::Dns01) => {
@@ -490,7 +439,8 @@ impl Validator {
         if self.errors.len() > errors_before {
             return None;
         }
-        Some(AcmeSettings {
+        Some(AcmeSpec {
+            at: at.to_string(),
             directory: a.directory,
             contact: a.email.into_iter().map(|e| format!("mailto:{e}")).collect(),
             hosts: a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -502,28 +452,17 @@ impl Validator {
         })
     }
 
-    fn certificate(&mut self, at: &str, c: RawCert) -> Certificate {
+    fn certificate(&mut self, at: &str, c: RawCert) -> CertificateSpec {
         for (k, h) in c.hosts.iter().enumerate() {
             if let Err(e) = HostPattern::parse(h) {
                 self.error(&format!("{at}.hosts[{k}]"), e);
             }
         }
-        let loaded = if self.opts.skip_files {
-            None
-        } else {
-            match crate::edge::tls::load_certified_key(&c.cert, &c.key) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    self.error(&format!("{at}.cert"), e);
-                    None
-                }
-            }
-        };
-        Certificate {
+        CertificateSpec {
+            at: at.to_string(),
             cert: c.cert,
             key: c.key,
             hosts: c.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            loaded,
         }
     }
 
@@ -563,7 +502,7 @@ impl Validator {
         }
     }
 
-    fn upstream(&mut self, name: &str, u: RawUpstream) -> Option<Upstream> {
+    fn upstream(&mut self, name: &str, u: RawUpstream) -> Option<UpstreamSpec> {
         let at = format!("upstreams.{name}");
         if u.servers.is_empty() {
             self.error(
@@ -593,54 +532,42 @@ impl Validator {
             Some(b) => Some(self.basic_auth(&at, b)?),
             None => None,
         };
-        let mut upstream = Upstream::new(name, servers, tls, authorization, u.retries);
-        if upstream.servers.len() > 1 || u.health.is_some() || u.balance.is_some() {
-            let policy = match crate::upstream::balance::Policy::parse(
-                u.balance.as_deref(),
-                u.hash_key.as_deref(),
-            ) {
+        let balanced = servers.len() > 1 || u.health.is_some() || u.balance.is_some();
+        let pool = if balanced {
+            let policy = match Policy::parse(u.balance.as_deref(), u.hash_key.as_deref()) {
                 Ok(p) => p,
                 Err(e) => {
                     self.error(&format!("{at}.balance"), e);
                     return None;
                 }
             };
-            let health = u
-                .health
-                .as_ref()
-                .map(|h| crate::upstream::balance::HealthSpec {
-                    probe: match &h.http {
-                        Some(path) => {
-                            crate::upstream::balance::HealthProbe::Http { path: path.clone() }
-                        }
-                        None => crate::upstream::balance::HealthProbe::Tcp,
-                    },
-                    interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
-                });
-            match crate::upstream::balance::Pool::new(
-                &upstream.servers,
-                policy,
-                health,
-                upstream.tls.as_ref(),
-                upstream.authorization.as_ref(),
-            ) {
-                Ok(pool) => upstream.pool = Some(pool),
-                Err(e) => {
-                    self.error(&format!("{at}.servers"), e);
-                    return None;
-                }
-            }
-        }
-        Some(upstream)
+            let health = u.health.as_ref().map(|h| HealthSpec {
+                probe: match &h.http {
+                    Some(path) => HealthProbe::Http { path: path.clone() },
+                    None => HealthProbe::Tcp,
+                },
+                interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
+            });
+            Some(PoolSpec { policy, health })
+        } else {
+            None
+        };
+        Some(UpstreamSpec {
+            at,
+            servers,
+            tls,
+            authorization,
+            retries: u.retries,
+            pool,
+        })
     }
 
     fn route(
         &mut self,
         i: usize,
         r: RawRoute,
-        upstreams: &HashMap<String, Arc<Upstream>>,
-        timeouts: &Timeouts,
-    ) -> Option<Route> {
+        upstreams: &HashMap<String, UpstreamSpec>,
+    ) -> Option<RouteSpec> {
         let at = format!("routes[{i}]");
         let host = match r.host.as_deref().map(HostPattern::parse) {
             Some(Ok(h)) => Some(h),
@@ -684,10 +611,10 @@ impl Validator {
                         self.error(&format!("{at}.upstream"), format!("`{{{missing}}}` in upstream `{name}` is not captured by this route's host or path"));
                         return None;
                     }
-                    UpstreamRef::Template(t)
+                    UpstreamChoice::Template(t)
                 } else {
                     match upstreams.get(&name) {
-                        Some(u) => UpstreamRef::Fixed(u.clone()),
+                        Some(_) => UpstreamChoice::Named(name),
                         None => {
                             let mut known: Vec<&str> =
                                 upstreams.keys().map(String::as_str).collect();
@@ -713,23 +640,13 @@ impl Validator {
                     )?;
                     headers.push((name.clone(), secret));
                 }
-                let tls = res.tls.as_ref().map(|t| self.upstream_tls(t));
-                let cache = res.cache.map_or(Duration::from_secs(10), |d| d.0);
-                match Resolver::new(
-                    &res.resolve,
-                    cache,
+                UpstreamChoice::Resolve(ResolverSpec {
+                    url: res.resolve,
+                    cache: res.cache.map_or(Duration::from_secs(10), |d| d.0),
                     headers,
-                    tls,
+                    tls: res.tls.as_ref().map(|t| self.upstream_tls(t)),
                     authorization,
-                    &captures,
-                    timeouts.connect,
-                ) {
-                    Ok(r) => UpstreamRef::Resolver(Arc::new(r)),
-                    Err(e) => {
-                        self.error(&format!("{at}.upstream.resolve"), e);
-                        return None;
-                    }
-                }
+                })
             }
         };
         for (k, b) in r.block.iter().enumerate() {
@@ -740,15 +657,7 @@ impl Validator {
                 );
             }
         }
-        let access = match r.auth.as_ref() {
-            Some(a) => Some(Arc::new(self.access(
-                &format!("{at}.auth"),
-                a,
-                Some(&captures),
-                timeouts,
-            )?)),
-            None => None,
-        };
+        let access = r.auth.as_ref().map(access_spec);
         if r.novnc && path.capture_names().is_empty() && path.as_str() == "/" {
             self.error(
                 &format!("{at}.novnc"),
@@ -757,11 +666,12 @@ impl Validator {
         }
         let forward_cookies = r.forward_cookies.unwrap_or(access.is_none());
         let label = Route::label_for(host.as_ref(), &path);
-        Some(Route {
-            stats: Arc::new(crate::ops::metrics::RouteStats::for_route(&label)),
+        Some(RouteSpec {
+            at,
             label,
             host,
             path,
+            captures,
             upstream,
             strip_prefix: r.strip_prefix,
             block: r.block,
@@ -770,33 +680,7 @@ impl Validator {
             fallback_redirect: r.fallback.map(|f| f.redirect),
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
-            target_path: None,
-            activity: None,
-            data_captures: Default::default(),
         })
-    }
-
-    fn access(
-        &mut self,
-        at: &str,
-        a: &RawAuth,
-        captures: Option<&[String]>,
-        timeouts: &Timeouts,
-    ) -> Option<AccessCheck> {
-        let spec = AccessSpec {
-            url: &a.url,
-            forward: &a.forward,
-            copy: &a.copy,
-            cache: a.cache.map_or(Duration::ZERO, |d| d.0),
-            deny_redirect: a.deny_redirect.clone(),
-        };
-        match AccessCheck::new(&spec, captures, timeouts.connect) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                self.error(&format!("{at}.url"), e);
-                None
-            }
-        }
     }
 
     fn admin(&mut self, a: RawAdmin) -> AdminSettings {
@@ -834,26 +718,32 @@ impl Validator {
         }
     }
 
-    fn dynamic(&mut self, d: RawDynamic, timeouts: &Timeouts) -> DynamicSettings {
+    fn dynamic(&mut self, d: RawDynamic) -> DynamicSpec {
         let authorization = d
             .basic_auth
             .as_ref()
             .and_then(|b| self.basic_auth("dynamic", b));
-        let access = d
-            .auth
-            .as_ref()
-            .and_then(|a| self.access("dynamic.auth", a, None, timeouts))
-            .map(Arc::new);
-        DynamicSettings {
+        DynamicSpec {
             tls: d.tls.as_ref().map(|t| self.upstream_tls(t)),
             authorization,
             block: d.block,
-            access,
+            access: d.auth.as_ref().map(access_spec),
             novnc: d.novnc,
             strip_prefix: d.strip_prefix,
             prepend_path: d.prepend_path.unwrap_or(true),
             host_routing: d.host_routing,
         }
+    }
+}
+
+/// Checked where it is built (`runtime`): its URL's placeholders depend on the route.
+fn access_spec(a: &RawAuth) -> AccessSpec {
+    AccessSpec {
+        url: a.url.clone(),
+        forward: a.forward.clone(),
+        copy: a.copy.clone(),
+        cache: a.cache.map_or(Duration::ZERO, |d| d.0),
+        deny_redirect: a.deny_redirect.clone(),
     }
 }
 

@@ -108,7 +108,7 @@ pub fn acceptor(
     key: &std::path::Path,
     tls12_only: bool,
 ) -> Result<TlsAcceptor, String> {
-    let ck = crate::edge::tls::load_certified_key(cert, key)?;
+    let ck = crate::tls::load_certified_key(cert, key)?;
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]
     } else {

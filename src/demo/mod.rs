@@ -7,7 +7,8 @@
 pub mod desktop;
 pub mod rfb;
 
-use crate::config::{self, Config, LoadOptions};
+use crate::config::LoadOptions;
+use crate::runtime::{self, Runtime};
 use std::path::PathBuf;
 
 pub struct DemoOptions {
@@ -19,7 +20,7 @@ pub struct DemoOptions {
 }
 
 pub struct Demo {
-    pub config: Config,
+    pub runtime: Runtime,
     pub banner: String,
     pub dir: PathBuf,
 }
@@ -27,12 +28,9 @@ pub struct Demo {
 pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
     let dir = std::env::temp_dir().join(format!("deskgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let (edge_cert, edge_key) = crate::edge::tls::write_self_signed(
-        &dir,
-        "edge",
-        &["localhost", "127.0.0.1", "*.localhost"],
-    )?;
-    let (desk_cert, desk_key) = crate::edge::tls::write_self_signed(&dir, "desktop", &["kasm"])?;
+    let (edge_cert, edge_key) =
+        crate::tls::write_self_signed(&dir, "edge", &["localhost", "127.0.0.1", "*.localhost"])?;
+    let (desk_cert, desk_key) = crate::tls::write_self_signed(&dir, "desktop", &["kasm"])?;
     let password = format!(
         "demo-{:x}",
         std::time::SystemTime::now()
@@ -88,7 +86,7 @@ timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
         password_file = password_file.display(),
     );
     std::fs::write(dir.join("deskgate.yaml"), &yaml).map_err(|e| e.to_string())?;
-    let config = config::load_str("<demo>", &yaml, LoadOptions::default()).map_err(|errs| {
+    let runtime = runtime::load_str("<demo>", &yaml, LoadOptions::default()).map_err(|errs| {
         errs.iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
@@ -121,7 +119,7 @@ timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
         cfg = dir.join("deskgate.yaml").display(),
     );
     Ok(Demo {
-        config,
+        runtime,
         banner,
         dir,
     })

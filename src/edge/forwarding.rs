@@ -9,25 +9,7 @@
 
 use pingora::http::RequestHeader;
 
-/// How `X-Forwarded-*` headers are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum XForwarded {
-    /// deskgate is the edge: `-For` appended, `-Proto` and `-Host` set from what it saw.
-    #[default]
-    Set,
-    /// Behind another proxy, as configurable-http-proxy does it: `-For`, `-Port` and `-Proto`
-    /// appended, `-Host` set only when absent.
-    Append,
-    Off,
-}
-
-/// Request headers every proxied request gets (the `proxy_headers:` block).
-#[derive(Clone, Debug, Default)]
-pub struct ProxyHeaders {
-    pub x_forwarded: XForwarded,
-    /// Added to (replacing) the request's own (`--custom-header` in `deskgate chp`).
-    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
-}
+pub use crate::config::{ProxyHeaders, XForwarded};
 
 pub struct Forwarding<'a> {
     pub headers: &'a ProxyHeaders,

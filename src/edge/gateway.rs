@@ -6,8 +6,8 @@
 
 use crate::edge::error_pages::ErrorPages;
 use crate::edge::forwarding::ProxyHeaders;
-use crate::edge::tls::CertResolver;
 use crate::routing::{Route, RouteTable};
+use crate::tls::CertResolver;
 use crate::upstream::settings::Timeouts;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The configured half of a snapshot (from YAML, replaced on reload).
+#[derive(Clone)]
 pub struct EdgeSettings {
     pub routes: Vec<Arc<Route>>,
     pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,

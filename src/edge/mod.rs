@@ -4,7 +4,7 @@ pub mod error_pages;
 pub mod forwarding;
 pub mod gateway;
 pub mod limits;
+pub mod novnc;
 pub mod proxy;
 pub mod respond;
-pub mod tls;
 pub mod websocket;

@@ -8,8 +8,8 @@
 use crate::edge::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::edge::gateway::{Gateway, Snapshot};
 use crate::edge::respond;
-use crate::ops::metrics;
-use crate::routing::{RequestPath, Route, RouteMatch, UpstreamRef};
+use crate::routing::{RequestPath, Resolution, Route, RouteMatch, UpstreamRef};
+use crate::telemetry::metrics;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
@@ -62,7 +62,7 @@ pub struct RequestCtx {
     /// The user an access check vouched for (sent upstream as `X-User`).
     user: Option<String>,
     /// This WebSocket on the admin page, once upgraded.
-    ws_session: Option<Arc<crate::ops::sessions::Session>>,
+    ws_session: Option<Arc<crate::telemetry::sessions::Session>>,
 }
 
 impl RequestCtx {
@@ -116,7 +116,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.original_host = given_host.to_string();
         if !self.role.tls {
             // HTTP-01 (ACME) is answered on plain listeners, before any redirect to HTTPS.
-            if let Some(answer) = crate::acme::challenges::CHALLENGES.http_answer(req.uri.path()) {
+            if let Some(answer) = crate::tls::challenges::CHALLENGES.http_answer(req.uri.path()) {
                 return Box::pin(respond::body(session, 200, "text/plain", answer.as_bytes()))
                     .await;
             }
@@ -169,7 +169,7 @@ impl ProxyHttp for EdgeProxy {
         let uri_path = req.uri.path().to_string();
         let path = RequestPath::new(&uri_path);
         ctx.started = Some(std::time::Instant::now());
-        if crate::ops::access_log::enabled() {
+        if crate::telemetry::access_log::enabled() {
             ctx.original_uri = Some(String::from_utf8_lossy(req.raw_path()).into_owned());
         }
         let Some(found) = snapshot.routes.lookup(&host, &path.decoded) else {
@@ -185,7 +185,7 @@ impl ProxyHttp for EdgeProxy {
         let rest = if rest.is_empty() { "/" } else { rest };
         let wire_prefix_len = path.wire_offset(found.prefix_len);
 
-        if let Some(location) = crate::hub::novnc::redirect_for(
+        if let Some(location) = crate::edge::novnc::redirect_for(
             &route,
             &path.wire,
             wire_prefix_len,
@@ -205,7 +205,8 @@ impl ProxyHttp for EdgeProxy {
         if let Some(check) = &route.access {
             let mut captures = route.data_captures.clone();
             captures.extend(found.captures.clone());
-            if let Some(done) = Box::pin(check.enforce(session, &captures, &route.label)).await? {
+            // Boxed by the trait (async_trait), like the other rare awaits below.
+            if let Some(done) = check.enforce(session, &captures, &route.label).await? {
                 return Ok(done);
             }
         }
@@ -356,7 +357,7 @@ impl ProxyHttp for EdgeProxy {
             ctx.ws_bytes_up += n;
             metrics::WEBSOCKET_BYTES_UP.inc_by(n);
             if let Some(s) = &ctx.ws_session {
-                s.add_up(n, crate::routing::activity::now_ms());
+                s.add_up(n, crate::telemetry::activity::now_ms());
             }
         }
         if n > 0 {
@@ -388,7 +389,7 @@ impl ProxyHttp for EdgeProxy {
             ctx.ws_bytes_down += n;
             metrics::WEBSOCKET_BYTES_DOWN.inc_by(n);
             if let Some(s) = &ctx.ws_session {
-                s.add_down(n, crate::routing::activity::now_ms());
+                s.add_down(n, crate::telemetry::activity::now_ms());
             }
             note_activity(ctx);
         }
@@ -401,14 +402,14 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Some(ws) = ctx.ws_session.take() {
             // Before Pingora closes the connection: see `SessionRegistry::close`.
-            crate::ops::sessions::SESSIONS.close(ws.id);
+            crate::telemetry::sessions::SESSIONS.close(ws.id);
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(route) = &ctx.route {
             route.stats.record(status);
         }
-        if crate::ops::access_log::enabled() {
-            crate::ops::access_log::record(&access_entry(session, e, ctx, status));
+        if crate::telemetry::access_log::enabled() {
+            crate::telemetry::access_log::record(&access_entry(session, e, ctx, status));
         }
     }
 
@@ -549,7 +550,7 @@ fn access_entry<'a>(
     e: Option<&'a Error>,
     ctx: &'a RequestCtx,
     status: u16,
-) -> crate::ops::access_log::Entry<'a> {
+) -> crate::telemetry::access_log::Entry<'a> {
     let req = session.req_header();
     let header = |name: http::header::HeaderName| {
         req.headers
@@ -568,7 +569,7 @@ fn access_entry<'a>(
         };
         (ctx.ws_bytes_up, ctx.ws_bytes_down, reason)
     });
-    crate::ops::access_log::Entry {
+    crate::telemetry::access_log::Entry {
         client,
         method: req.method.as_str(),
         uri: ctx.original_uri.as_deref().unwrap_or("-"),
@@ -589,12 +590,12 @@ fn access_entry<'a>(
 }
 
 /// Puts an upgraded connection on the admin page's list of sessions.
-fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::ops::sessions::Session> {
+fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::telemetry::sessions::Session> {
     let fd = session
         .digest()
         .and_then(|d| d.socket_digest.as_ref())
         .map(|s| s.raw_fd());
-    crate::ops::sessions::SESSIONS.open(crate::ops::sessions::SessionStart {
+    crate::telemetry::sessions::SESSIONS.open(crate::telemetry::sessions::SessionStart {
         route: ctx.route_label().to_string(),
         upstream: ctx
             .upstream
@@ -616,7 +617,7 @@ fn note_activity(ctx: &mut RequestCtx) {
     let Some(activity) = ctx.route.as_ref().and_then(|r| r.activity.as_ref()) else {
         return;
     };
-    let now = crate::routing::activity::now_ms();
+    let now = crate::telemetry::activity::now_ms();
     if now >= ctx.last_activity_ms + 1000 {
         ctx.last_activity_ms = now;
         activity.touch();
@@ -644,11 +645,9 @@ impl EdgeProxy {
                 }
             }
             UpstreamRef::Resolver(r) => match r.resolve(&found.captures).await {
-                crate::hub::resolver::Resolution::Found(u) => Ok(Ok(u)),
-                crate::hub::resolver::Resolution::NoDesktop(name) => {
-                    Ok(Err(no_desktop(session, route, &name).await?))
-                }
-                crate::hub::resolver::Resolution::Failed { status, reason } => {
+                Resolution::Found(u) => Ok(Ok(u)),
+                Resolution::NoDesktop(name) => Ok(Err(no_desktop(session, route, &name).await?)),
+                Resolution::Failed { status, reason } => {
                     let body = format!(
                         "deskgate: desktop lookup for route {} failed: {reason}\n",
                         route.label

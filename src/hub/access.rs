@@ -4,24 +4,16 @@
 //! `X-User` to the upstream request); 401/403 answer that status or redirect to the login
 //! page; anything else fails closed. Decisions are cached per (URL, credentials) for `cache`.
 
+use crate::config::AccessSpec;
 use crate::edge::respond;
 use crate::routing::pattern::{Captures, Template};
+use crate::routing::AccessGate;
 use crate::support::single_flight::SingleFlightCache;
 use crate::upstream::client::{self as hub_client, encode_segment};
+use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use pingora::proxy::Session;
 use std::time::Duration;
-
-/// An access check as configured (`auth:`): the hub URL with `{placeholders}`, the request
-/// headers to forward, the answer's headers to copy upstream, how long answers are kept, and
-/// where to send a denied browser.
-pub struct AccessSpec<'a> {
-    pub url: &'a str,
-    pub forward: &'a [String],
-    pub copy: &'a [String],
-    pub cache: Duration,
-    pub deny_redirect: Option<String>,
-}
 
 pub struct AccessCheck {
     url: Template,
@@ -44,12 +36,12 @@ impl AccessCheck {
     /// `captures` are the names the route captures; for runtime routes (`dynamic:`) the
     /// placeholders are filled from the route's data, so they are not checked here.
     pub fn new(
-        spec: &AccessSpec<'_>,
+        spec: &AccessSpec,
         captures: Option<&[String]>,
         timeout: Duration,
     ) -> Result<AccessCheck, String> {
         let raw = spec;
-        let url = Template::parse(raw.url)?;
+        let url = Template::parse(&raw.url)?;
         if let Some(captures) = captures {
             if let Some(m) = url.uncaptured(captures) {
                 return Err(format!(
@@ -77,8 +69,36 @@ impl AccessCheck {
         })
     }
 
-    /// Runs the check. `Ok(Some(true))` when deskgate answered (denied); `Ok(None)` to go on.
-    pub async fn enforce(
+    async fn ask_hub(
+        &self,
+        url: String,
+        forwarded: Vec<(HeaderName, HeaderValue)>,
+    ) -> (Decision, Duration) {
+        match hub_client::get(&url, &forwarded, None, self.timeout).await {
+            Ok(r) if (200..300).contains(&r.status) => {
+                let copied = self
+                    .copy
+                    .iter()
+                    .filter_map(|n| r.headers.get(n).map(|v| (n.clone(), v.clone())))
+                    .collect();
+                (Decision::Allow(copied), self.ttl)
+            }
+            Ok(r) if r.status == 401 || r.status == 403 => (Decision::Deny(r.status), self.ttl),
+            Ok(r) => (
+                Decision::Unavailable(format!("{url} answered {}", r.status)),
+                Duration::ZERO,
+            ),
+            Err(e) => (
+                Decision::Unavailable(format!("{url}: {}", e.reason())),
+                Duration::ZERO,
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl AccessGate for AccessCheck {
+    async fn enforce(
         &self,
         session: &mut Session,
         captures: &Captures,
@@ -128,7 +148,7 @@ impl AccessCheck {
                 Ok(None)
             }
             Decision::Deny(status) => {
-                crate::ops::metrics::ACCESS_DENIED.inc();
+                crate::telemetry::metrics::ACCESS_DENIED.inc();
                 match &self.deny_redirect {
                     Some(location) => respond::redirect(session, 302, location).await.map(Some),
                     None => respond::text(session, status, "deskgate: access denied\n")
@@ -137,7 +157,7 @@ impl AccessCheck {
                 }
             }
             Decision::Unavailable(reason) => {
-                crate::ops::metrics::ACCESS_DENIED.inc();
+                crate::telemetry::metrics::ACCESS_DENIED.inc();
                 log::warn!("access check for route {label} failed closed: {reason}");
                 respond::text(
                     session,
@@ -147,32 +167,6 @@ impl AccessCheck {
                 .await
                 .map(Some)
             }
-        }
-    }
-
-    async fn ask_hub(
-        &self,
-        url: String,
-        forwarded: Vec<(HeaderName, HeaderValue)>,
-    ) -> (Decision, Duration) {
-        match hub_client::get(&url, &forwarded, None, self.timeout).await {
-            Ok(r) if (200..300).contains(&r.status) => {
-                let copied = self
-                    .copy
-                    .iter()
-                    .filter_map(|n| r.headers.get(n).map(|v| (n.clone(), v.clone())))
-                    .collect();
-                (Decision::Allow(copied), self.ttl)
-            }
-            Ok(r) if r.status == 401 || r.status == 403 => (Decision::Deny(r.status), self.ttl),
-            Ok(r) => (
-                Decision::Unavailable(format!("{url} answered {}", r.status)),
-                Duration::ZERO,
-            ),
-            Err(e) => (
-                Decision::Unavailable(format!("{url}: {}", e.reason())),
-                Duration::ZERO,
-            ),
         }
     }
 }

@@ -1,9 +1,7 @@
 //! The hub integration: what a desktop hub (or JupyterHub) drives and asks.
 
 pub mod access;
-pub mod admin;
 pub mod chp;
-pub mod novnc;
 pub mod resolver;
 pub mod route_store;
 pub mod runtime_routes;

@@ -5,11 +5,13 @@
 //! first requests for one name make one call.
 
 use crate::routing::pattern::{Captures, Template};
+use crate::routing::{Resolution, UpstreamResolver};
 use crate::support::secret::Secret;
 use crate::support::single_flight::SingleFlightCache;
 use crate::upstream::client::{self as hub_client, encode_segment};
 use crate::upstream::settings::UpstreamTls;
 use crate::upstream::Upstream;
+use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +27,6 @@ pub struct Resolver {
     authorization: Option<HeaderValue>,
     timeout: Duration,
     cache: SingleFlightCache<Resolution>,
-}
-
-#[derive(Clone)]
-pub enum Resolution {
-    Found(Arc<Upstream>),
-    NoDesktop(String),
-    Failed { status: u16, reason: String },
 }
 
 impl Resolver {
@@ -69,19 +64,6 @@ impl Resolver {
             timeout,
             cache: SingleFlightCache::new(100_000),
         })
-    }
-
-    pub async fn resolve(&self, captures: &Captures) -> Resolution {
-        let Some(url) = self.url.fill(captures, encode_segment) else {
-            return Resolution::Failed {
-                status: 500,
-                reason: "the route did not capture what the resolver URL needs".into(),
-            };
-        };
-        let name = captures.get("name").unwrap_or(url.as_str()).to_string();
-        self.cache
-            .get_or_fetch(&url, || self.ask_hub(url.clone(), name))
-            .await
     }
 
     async fn ask_hub(&self, url: String, name: String) -> (Resolution, Duration) {
@@ -130,6 +112,22 @@ impl Resolver {
                 Duration::ZERO,
             ),
         }
+    }
+}
+
+#[async_trait]
+impl UpstreamResolver for Resolver {
+    async fn resolve(&self, captures: &Captures) -> Resolution {
+        let Some(url) = self.url.fill(captures, encode_segment) else {
+            return Resolution::Failed {
+                status: 500,
+                reason: "the route did not capture what the resolver URL needs".into(),
+            };
+        };
+        let name = captures.get("name").unwrap_or(url.as_str()).to_string();
+        self.cache
+            .get_or_fetch(&url, || self.ask_hub(url.clone(), name))
+            .await
     }
 }
 

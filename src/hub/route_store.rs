@@ -100,7 +100,7 @@ impl RouteStore {
         let prefix = normalize_prefix(raw_prefix);
         let mut conn = self.connection().await?;
         let json = Value::Object(data.clone()).to_string();
-        let now = crate::routing::activity::now_ms();
+        let now = crate::telemetry::activity::now_ms();
         let result: redis::RedisResult<()> = redis::pipe()
             .atomic()
             .hset(&self.routes_key, &prefix, &json)

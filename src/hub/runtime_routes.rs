@@ -6,10 +6,9 @@
 //! state file atomically (write, fsync, rename, fsync dir), so routes survive a restart.
 
 use crate::edge::gateway::Gateway;
-use crate::hub::access::AccessCheck;
-use crate::routing::activity::{now_ms, Activity};
 use crate::routing::pattern::Captures;
-use crate::routing::{HostPattern, PathPattern, Route, UpstreamRef};
+use crate::routing::{AccessGate, HostPattern, PathPattern, Route, UpstreamRef};
+use crate::telemetry::activity::{now_ms, Activity};
 use crate::upstream::settings::UpstreamTls;
 use crate::upstream::Upstream;
 use http::HeaderValue;
@@ -25,7 +24,7 @@ pub struct DynamicSettings {
     pub tls: Option<UpstreamTls>,
     pub authorization: Option<HeaderValue>,
     pub block: Vec<String>,
-    pub access: Option<Arc<AccessCheck>>,
+    pub access: Option<Arc<dyn AccessGate>>,
     pub novnc: bool,
     pub strip_prefix: bool,
     /// A target URL's path goes in front of the request path (configurable-http-proxy's
@@ -209,7 +208,7 @@ impl RuntimeRoutes {
             target_path: dynamic.prepend_path.then(|| target_path(&target)).flatten(),
             activity: Some(activity.clone()),
             data_captures: captures_from(prefix, &data),
-            stats: crate::ops::metrics::RUNTIME_ROUTE_STATS.clone(),
+            stats: crate::telemetry::metrics::RUNTIME_ROUTE_STATS.clone(),
         };
         Ok(Entry {
             target,

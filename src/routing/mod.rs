@@ -12,13 +12,17 @@
 //!    at equal length a literal prefix beats one with captures.
 //! Literal prefixes are hash lookups along the path's `/` boundaries, so 10,000 runtime routes
 //! cost about what 10 do (`bench/benches/route_lookup.rs`).
+//!
+//! The table only matches. What a matched route asks of others (an access check, a lookup of
+//! its upstream) it holds as the small interfaces below, which the hub implements and the
+//! edge calls; routing imports neither.
 
-pub mod activity;
 pub mod pattern;
 
-use crate::hub::access::AccessCheck;
-use crate::hub::resolver::Resolver;
+use crate::telemetry::activity::Activity;
+use crate::telemetry::metrics::RouteStats;
 use crate::upstream::Upstream;
+use async_trait::async_trait;
 pub use pattern::{Captures, Template};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -206,6 +210,38 @@ impl PathPattern {
     }
 }
 
+/// A route's access check (`auth:`; the hub's `hub::access::AccessCheck`), run by the edge
+/// before anything is forwarded, upgrades included.
+#[async_trait]
+pub trait AccessGate: Send + Sync {
+    /// `Ok(Some(true))` when it answered the request itself (denied); `Ok(None)` to go on.
+    async fn enforce(
+        &self,
+        session: &mut pingora::proxy::Session,
+        captures: &Captures,
+        route_label: &str,
+    ) -> pingora::Result<Option<bool>>;
+}
+
+/// Finds a route's upstream per request by asking someone else (the hub's
+/// `hub::resolver::Resolver`: Apache's RewriteMap, Kasm's container lookup).
+#[async_trait]
+pub trait UpstreamResolver: Send + Sync {
+    async fn resolve(&self, captures: &Captures) -> Resolution;
+}
+
+/// What an [`UpstreamResolver`] found.
+#[derive(Clone)]
+pub enum Resolution {
+    Found(Arc<Upstream>),
+    /// The hub knows no desktop by this name (the route's fallback, else 404).
+    NoDesktop(String),
+    Failed {
+        status: u16,
+        reason: String,
+    },
+}
+
 /// How a route finds its upstream.
 #[derive(Clone)]
 pub enum UpstreamRef {
@@ -213,7 +249,7 @@ pub enum UpstreamRef {
     /// A name filled from captures, looked up among configured upstreams (`desktop-{name}`).
     Template(Template),
     /// Asked of the hub per name (Apache RewriteMap / Kasm pattern).
-    Resolver(Arc<Resolver>),
+    Resolver(Arc<dyn UpstreamResolver>),
 }
 
 /// One route; the same type serves YAML routes and runtime routes.
@@ -226,7 +262,7 @@ pub struct Route {
     pub strip_prefix: bool,
     pub block: Vec<String>,
     pub novnc: bool,
-    pub access: Option<Arc<AccessCheck>>,
+    pub access: Option<Arc<dyn AccessGate>>,
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
@@ -234,11 +270,11 @@ pub struct Route {
     /// what the upstream is sent (configurable-http-proxy's `prepend_path`).
     pub target_path: Option<String>,
     /// Set for routes registered through the admin API: their activity clock.
-    pub activity: Option<Arc<activity::Activity>>,
+    pub activity: Option<Arc<Activity>>,
     /// Placeholder values from a runtime route's data (`{name}` in `dynamic.auth.url`).
     pub data_captures: Captures,
     /// Requests by status class, for `/metrics` (runtime routes share one).
-    pub stats: Arc<crate::ops::metrics::RouteStats>,
+    pub stats: Arc<RouteStats>,
 }
 
 impl Route {
@@ -247,7 +283,7 @@ impl Route {
     pub fn new(host: Option<HostPattern>, path: PathPattern, upstream: UpstreamRef) -> Route {
         let label = Route::label_for(host.as_ref(), &path);
         Route {
-            stats: Arc::new(crate::ops::metrics::RouteStats::for_route(&label)),
+            stats: Arc::new(RouteStats::for_route(&label)),
             label,
             host,
             path,

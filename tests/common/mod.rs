@@ -43,16 +43,16 @@ pub struct Fixture {
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let (edge_cert, edge_key) = deskgate::edge::tls::write_self_signed(
+        let (edge_cert, edge_key) = deskgate::tls::write_self_signed(
             dir.path(),
             "edge",
             &["hub.test", "localhost", "127.0.0.1"],
         )
         .unwrap();
         let (wild_cert, wild_key) =
-            deskgate::edge::tls::write_self_signed(dir.path(), "wild", &["*.hub.test"]).unwrap();
+            deskgate::tls::write_self_signed(dir.path(), "wild", &["*.hub.test"]).unwrap();
         let (desk_cert, desk_key) =
-            deskgate::edge::tls::write_self_signed(dir.path(), "desktop", &["kasm"]).unwrap();
+            deskgate::tls::write_self_signed(dir.path(), "desktop", &["kasm"]).unwrap();
         let password_file = dir.path().join("vnc-password");
         std::fs::write(&password_file, format!("{DESKTOP_PASSWORD}\n")).unwrap();
         Fixture {

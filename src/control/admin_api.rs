@@ -4,12 +4,12 @@
 //! - `GET /api/routes[?inactive_since=ISO8601]`, `GET|POST|DELETE /api/routes/<prefix>`:
 //!   need `Authorization: token <t>` (403 otherwise; compared in constant time).
 //! - `GET /healthz` (alive), `GET /readyz` (config loaded, listeners bound), `GET /metrics`.
-//! - `/ui/`: the admin page (`ops::admin_ui`).
+//! - `/ui/`: the admin page (`control::admin_ui`).
 
 use crate::hub::runtime_routes::{parse_iso8601, RouteError, RuntimeRoutes};
-use crate::ops::metrics;
 use crate::support::reply::{json, reply};
 use crate::support::secret::{constant_time_eq, Secret};
+use crate::telemetry::metrics;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -30,7 +30,7 @@ pub struct AdminApi {
     /// Serve only `/metrics` (a separate metrics listener).
     pub metrics_only: bool,
     /// The admin page at `/ui/`.
-    pub ui: crate::ops::admin_ui::AdminUi,
+    pub ui: crate::control::admin_ui::AdminUi,
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
@@ -157,14 +157,14 @@ impl AdminApi {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
         };
-        let req = crate::ops::admin_ui::UiRequest {
+        let req = crate::control::admin_ui::UiRequest {
             method: &method,
             path,
-            cookie: header("cookie").and_then(crate::ops::admin_ui::cookie_value),
+            cookie: header("cookie").and_then(crate::control::admin_ui::cookie_value),
             csrf: header("x-csrf-token"),
             body: &body,
         };
-        let ctx = crate::ops::admin_ui::UiContext {
+        let ctx = crate::control::admin_ui::UiContext {
             token: self.token.as_ref(),
             gateway: &self.gateway,
             routes: &self.routes,

@@ -8,9 +8,10 @@
 
 use crate::config::{self, ConfigError, LoadOptions};
 use crate::edge::gateway::Gateway;
-use crate::edge::tls::CertSet;
 use crate::hub::runtime_routes::RuntimeRoutes;
-use crate::ops::metrics;
+use crate::runtime;
+use crate::telemetry::metrics;
+use crate::tls::CertSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,24 +24,25 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn reload(&self) -> Result<u64, Vec<ConfigError>> {
-        let config = config::load_file(&self.path, LoadOptions::default())?;
+        let runtime = runtime::load_file(&self.path, LoadOptions::default())?;
+        let config = &runtime.config;
         let addrs: Vec<String> = config.listeners.iter().map(|l| l.addr.clone()).collect();
         if addrs != self.listener_addrs {
             log::warn!("reload: listener changes ({:?} -> {addrs:?}) take effect after a restart or upgrade; routes and certificates are reloaded now", self.listener_addrs);
         }
-        for l in &config.listeners {
-            if let (Some(certs), Some((_, resolver))) = (
-                &l.tls,
+        for (l, listener_tls) in config.listeners.iter().zip(&runtime.listener_tls) {
+            if let (Some(listener_tls), Some((_, resolver))) = (
+                listener_tls,
                 self.gateway
                     .cert_resolvers
                     .iter()
                     .find(|(a, _)| *a == l.addr),
             ) {
-                resolver.swap(CertSet::from_config(certs));
+                resolver.swap(CertSet::new(&listener_tls.certificates));
             }
         }
-        self.gateway.apply(config.edge_settings());
-        self.runtime_routes.set_dynamic(config.dynamic.clone());
+        self.gateway.apply(runtime.edge);
+        self.runtime_routes.set_dynamic(runtime.dynamic);
         Ok(self.gateway.generation())
     }
 
@@ -78,13 +80,13 @@ impl Reloader {
 
 /// `deskgate reload -c FILE`: checks FILE, then signals the process in its pid file.
 pub fn signal_running(config_path: &Path) -> Result<String, String> {
-    let config = config::load_file(config_path, LoadOptions::default()).map_err(|errs| {
+    let runtime = runtime::load_file(config_path, LoadOptions::default()).map_err(|errs| {
         errs.iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
             .join("\n")
     })?;
-    let pid_file = pid_file_for(&config);
+    let pid_file = pid_file_for(&runtime.config);
     let text = std::fs::read_to_string(&pid_file).map_err(|e| {
         format!(
             "cannot read pid file {}: {e} (is deskgate running?)",

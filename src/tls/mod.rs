@@ -3,7 +3,8 @@
 //! Pingora's rustls listener takes a `ResolvesServerCert`; ours reads an `ArcSwap` snapshot,
 //! so a reload replaces certificates for new handshakes without touching open connections.
 
-use crate::acme::challenges;
+pub mod challenges;
+
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -36,14 +37,12 @@ pub fn install_crypto_provider() {
     let _ = provider.install_default();
 }
 
-/// A listener certificate as configured: files, the hosts it is chosen for by SNI.
+/// A listener certificate, loaded: its key and the hosts it is chosen for by SNI.
+#[derive(Clone)]
 pub struct Certificate {
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
-    /// Host names (exact or `*.suffix`) this certificate is chosen for by SNI.
+    /// Host names (exact or `*.suffix`), lowercase.
     pub hosts: Vec<String>,
-    /// None only under `--skip-files`.
-    pub loaded: Option<Arc<CertifiedKey>>,
+    pub key: Arc<CertifiedKey>,
 }
 
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
@@ -86,21 +85,21 @@ pub struct CertSet {
 }
 
 impl CertSet {
-    pub fn from_config(certs: &[Certificate]) -> CertSet {
+    pub fn new(certs: &[Certificate]) -> CertSet {
         let entries = certs
             .iter()
-            .filter_map(|c| {
-                let key = c.loaded.clone()?;
+            .map(|c| {
+                let key = c.key.clone();
                 let (suffixes, exact) = c
                     .hosts
                     .iter()
                     .cloned()
                     .partition::<Vec<_>, _>(|h| h.starts_with("*."));
-                Some(Entry {
+                Entry {
                     exact,
                     suffixes: suffixes.into_iter().map(|s| s[1..].to_string()).collect(),
                     key,
-                })
+                }
             })
             .collect();
         CertSet { entries }

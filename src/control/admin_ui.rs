@@ -9,9 +9,9 @@
 
 use crate::edge::gateway::Gateway;
 use crate::hub::runtime_routes::RuntimeRoutes;
-use crate::ops::sessions::SESSIONS;
 use crate::routing::UpstreamRef;
 use crate::support::secret::{constant_time_eq, random_hex, Secret};
+use crate::telemetry::sessions::SESSIONS;
 use http::{HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -267,7 +267,7 @@ fn state(ctx: &UiContext<'_>, csrf: &str) -> Value {
         .collect();
     json!({
         "csrf": csrf,
-        "now": crate::routing::activity::now_ms(),
+        "now": crate::telemetry::activity::now_ms(),
         "routes": routes,
         "sessions": sessions,
         "history": history,

@@ -81,7 +81,7 @@ pub fn record(e: &Entry<'_>) {
     };
     // A full queue drops the line rather than slowing requests down.
     if let Err(TrySendError::Full(_)) = log.tx.try_send(line) {
-        crate::ops::metrics::ACCESS_LOG_DROPPED.inc();
+        crate::telemetry::metrics::ACCESS_LOG_DROPPED.inc();
     }
 }
 

@@ -170,7 +170,7 @@ pub fn render(g: &Gauges) -> String {
     Lazy::force(&UPSTREAM_LATENCY);
     Lazy::force(&RUNTIME_ROUTE_STATS);
     Lazy::force(&NO_ROUTE);
-    let now = crate::routing::activity::now_ms() / 1000;
+    let now = crate::telemetry::activity::now_ms() / 1000;
     for (host, not_after) in CERT_NOT_AFTER.lock().expect("expiry lock").iter() {
         CERT_EXPIRY
             .with_label_values(&[host])

@@ -79,7 +79,7 @@ const SAMPLES_KEPT: usize = 360;
 
 impl SessionRegistry {
     pub fn open(&self, start: SessionStart) -> Arc<Session> {
-        let now = crate::routing::activity::now_ms();
+        let now = crate::telemetry::activity::now_ms();
         let session = Arc::new(Session {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             route: start.route,
@@ -143,7 +143,7 @@ impl SessionRegistry {
             .map(|s| s.bytes_up.load(Ordering::Relaxed) + s.bytes_down.load(Ordering::Relaxed))
             .sum();
         Sample {
-            at_ms: crate::routing::activity::now_ms(),
+            at_ms: crate::telemetry::activity::now_ms(),
             open: open.len(),
             bytes_total: live + self.closed_bytes.load(Ordering::Relaxed),
         }

@@ -1,0 +1,285 @@
+//! Assembly: a validated config (plain data, `config`) becomes the running objects: upstreams
+//! with their pools, routes with their access checks, resolvers and stats, error pages,
+//! listener certificates and ACME settings. Start-up, reload, `deskgate -t`, `deskgate chp`
+//! and the demo all come through here, so a reload builds exactly what start-up builds.
+//!
+//! What can only fail here (a certificate that does not load, a server name that does not
+//! resolve, a hub URL with a placeholder the route does not capture) is reported like a
+//! validation error, at the `FILE:LINE:COL` of the YAML it came from, in the same list.
+
+use crate::acme::rfc2136::{Rfc2136, TsigKey};
+use crate::acme::AcmeSettings;
+use crate::config::{
+    self, AccessSpec, AcmeSpec, CertificateSpec, Config, ConfigError, LoadOptions, RouteSpec,
+    UpstreamChoice,
+};
+use crate::edge::error_pages::ErrorPages;
+use crate::edge::gateway::EdgeSettings;
+use crate::hub::access::AccessCheck;
+use crate::hub::resolver::Resolver;
+use crate::hub::runtime_routes::DynamicSettings;
+use crate::routing::{AccessGate, Route, UpstreamRef};
+use crate::tls::{load_certified_key, Certificate};
+use crate::upstream::balance::Pool;
+use crate::upstream::Upstream;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A config and what was built from it.
+pub struct Runtime {
+    /// The validated model: addresses, threads, the admin listener... (read by `server`).
+    pub config: Config,
+    /// What the request path sees (swapped in whole on reload).
+    pub edge: EdgeSettings,
+    /// Settings for the routes the hub registers at run time.
+    pub dynamic: DynamicSettings,
+    /// Per listener, in config order; None for plain-HTTP listeners.
+    pub listener_tls: Vec<Option<ListenerTls>>,
+}
+
+pub struct ListenerTls {
+    /// Loaded certificates (none under `--skip-files`); the first is the default.
+    pub certificates: Vec<Certificate>,
+    pub acme: Option<Arc<AcmeSettings>>,
+}
+
+pub fn load_file(path: &Path, opts: LoadOptions) -> Result<Runtime, Vec<ConfigError>> {
+    finish(config::parse_file(path, opts), opts)
+}
+
+pub fn load_str(file: &str, text: &str, opts: LoadOptions) -> Result<Runtime, Vec<ConfigError>> {
+    finish(config::parse_str(file, text, opts), opts)
+}
+
+/// Builds a config made elsewhere (`deskgate chp` writes its own).
+pub fn assemble(config: Config, opts: LoadOptions) -> Result<Runtime, Vec<ConfigError>> {
+    finish((Some(config), Vec::new()), opts)
+}
+
+/// Assembles even a config with problems (what validated of it), so one run reports every
+/// problem, validation's and assembly's, sorted by position.
+fn finish(
+    (model, mut errors): (Option<Config>, Vec<ConfigError>),
+    opts: LoadOptions,
+) -> Result<Runtime, Vec<ConfigError>> {
+    let Some(config) = model else {
+        return Err(errors);
+    };
+    let mut assembler = Assembler {
+        config: &config,
+        opts,
+        errors: Vec::new(),
+    };
+    let (edge, dynamic, listener_tls) = assembler.build();
+    errors.append(&mut assembler.errors);
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| (e.line, e.column));
+        return Err(errors);
+    }
+    Ok(Runtime {
+        config,
+        edge,
+        dynamic,
+        listener_tls,
+    })
+}
+
+struct Assembler<'a> {
+    config: &'a Config,
+    opts: LoadOptions,
+    errors: Vec<ConfigError>,
+}
+
+impl Assembler<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.config.error_at(path, message));
+    }
+
+    fn build(&mut self) -> (EdgeSettings, DynamicSettings, Vec<Option<ListenerTls>>) {
+        let c = self.config;
+        let upstreams = self.upstreams();
+        let routes = c
+            .routes
+            .iter()
+            .filter_map(|r| self.route(r, &upstreams))
+            .map(Arc::new)
+            .collect();
+        let edge = EdgeSettings {
+            routes,
+            upstreams: Arc::new(upstreams),
+            timeouts: c.timeouts,
+            max_header_bytes: c.max_header_bytes,
+            proxy_headers: Arc::new(c.proxy_headers.clone()),
+            error_pages: Arc::new(ErrorPages {
+                target: c.error_pages.target.clone(),
+                dir: c.error_pages.dir.clone(),
+                upstream_status: c.error_pages.upstream_status,
+            }),
+        };
+        let d = &c.dynamic;
+        let dynamic = DynamicSettings {
+            tls: d.tls.clone(),
+            authorization: d.authorization.clone(),
+            block: d.block.clone(),
+            access: d
+                .access
+                .as_ref()
+                .and_then(|a| self.access_check("dynamic.auth", a, None)),
+            novnc: d.novnc,
+            strip_prefix: d.strip_prefix,
+            prepend_path: d.prepend_path,
+            host_routing: d.host_routing,
+        };
+        let listener_tls = c
+            .listeners
+            .iter()
+            .map(|l| {
+                let certs = l.tls.as_ref()?;
+                Some(ListenerTls {
+                    certificates: certs.iter().filter_map(|c| self.certificate(c)).collect(),
+                    acme: l.acme.as_ref().and_then(|a| self.acme(a)).map(Arc::new),
+                })
+            })
+            .collect();
+        (edge, dynamic, listener_tls)
+    }
+
+    fn upstreams(&mut self) -> HashMap<String, Arc<Upstream>> {
+        let mut built = HashMap::new();
+        for (name, spec) in &self.config.upstreams {
+            let mut upstream = Upstream::new(
+                name,
+                spec.servers.clone(),
+                spec.tls.clone(),
+                spec.authorization.clone(),
+                spec.retries,
+            );
+            if let Some(p) = &spec.pool {
+                match Pool::new(
+                    &upstream.servers,
+                    p.policy.clone(),
+                    p.health.clone(),
+                    upstream.tls.as_ref(),
+                    upstream.authorization.as_ref(),
+                ) {
+                    Ok(pool) => upstream.pool = Some(pool),
+                    Err(e) => {
+                        self.error(&format!("{}.servers", spec.at), e);
+                        continue;
+                    }
+                }
+            }
+            built.insert(name.clone(), Arc::new(upstream));
+        }
+        built
+    }
+
+    fn route(
+        &mut self,
+        spec: &RouteSpec,
+        upstreams: &HashMap<String, Arc<Upstream>>,
+    ) -> Option<Route> {
+        let upstream = match &spec.upstream {
+            // Absent only when the upstream itself failed, which is reported already.
+            UpstreamChoice::Named(name) => UpstreamRef::Fixed(upstreams.get(name)?.clone()),
+            UpstreamChoice::Template(t) => UpstreamRef::Template(t.clone()),
+            UpstreamChoice::Resolve(r) => match Resolver::new(
+                &r.url,
+                r.cache,
+                r.headers.clone(),
+                r.tls.clone(),
+                r.authorization.clone(),
+                &spec.captures,
+                self.config.timeouts.connect,
+            ) {
+                Ok(r) => UpstreamRef::Resolver(Arc::new(r)),
+                Err(e) => {
+                    self.error(&format!("{}.upstream.resolve", spec.at), e);
+                    return None;
+                }
+            },
+        };
+        let access = match &spec.access {
+            Some(a) => {
+                Some(self.access_check(&format!("{}.auth", spec.at), a, Some(&spec.captures))?)
+            }
+            None => None,
+        };
+        Some(Route {
+            access,
+            strip_prefix: spec.strip_prefix,
+            block: spec.block.clone(),
+            novnc: spec.novnc,
+            fallback_redirect: spec.fallback_redirect.clone(),
+            drop_websocket_protocol: spec.drop_websocket_protocol,
+            forward_cookies: spec.forward_cookies,
+            ..Route::new(spec.host.clone(), spec.path.clone(), upstream)
+        })
+    }
+
+    /// `captures` are the names the route captures; None for runtime routes (`dynamic.auth`),
+    /// whose placeholders are filled from each route's data.
+    fn access_check(
+        &mut self,
+        at: &str,
+        spec: &AccessSpec,
+        captures: Option<&[String]>,
+    ) -> Option<Arc<dyn AccessGate>> {
+        match AccessCheck::new(spec, captures, self.config.timeouts.connect) {
+            Ok(check) => Some(Arc::new(check)),
+            Err(e) => {
+                self.error(&format!("{at}.url"), e);
+                None
+            }
+        }
+    }
+
+    fn certificate(&mut self, spec: &CertificateSpec) -> Option<Certificate> {
+        if self.opts.skip_files {
+            return None;
+        }
+        match load_certified_key(&spec.cert, &spec.key) {
+            Ok(key) => Some(Certificate {
+                hosts: spec.hosts.clone(),
+                key,
+            }),
+            Err(e) => {
+                self.error(&format!("{}.cert", spec.at), e);
+                None
+            }
+        }
+    }
+
+    fn acme(&mut self, spec: &AcmeSpec) -> Option<AcmeSettings> {
+        let dns01 = match &spec.dns01 {
+            Some(d) if !self.opts.skip_files => {
+                let key = std::fs::read_to_string(&d.tsig_key_file)
+                    .map_err(|e| format!("cannot read {}: {e}", d.tsig_key_file.display()))
+                    .and_then(|t| TsigKey::parse(&t));
+                match key {
+                    Ok(key) => Some(Arc::new(Rfc2136 {
+                        server: d.server.clone(),
+                        zone: d.zone.clone(),
+                        key,
+                    })),
+                    Err(e) => {
+                        self.error(&format!("{}.dns01.rfc2136.tsig_key_file", spec.at), e);
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
+        Some(AcmeSettings {
+            directory: spec.directory.clone(),
+            contact: spec.contact.clone(),
+            hosts: spec.hosts.clone(),
+            storage: spec.storage.clone(),
+            challenge: spec.challenge,
+            directory_ca: spec.directory_ca.clone(),
+            renew_after: spec.renew_after,
+            dns01,
+        })
+    }
+}
