@@ -91,7 +91,11 @@ fn main() -> ExitCode {
         return run_chp(args.collect());
     }
     let rest: Vec<String> = args.collect();
-    if rest.first().map(String::as_str) == Some("chp") {
+    // `configurable-http-proxy` too: compose's `command:` appends to the image's entry point.
+    if matches!(
+        rest.first().map(String::as_str),
+        Some("chp" | "configurable-http-proxy")
+    ) {
         return run_chp(rest[1..].to_vec());
     }
     let cli = Cli::parse();
