@@ -88,6 +88,14 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         );
         pending.push((l.addr.clone(), role, tls, limits));
     }
+    if let Some(limit) = config
+        .listeners
+        .iter()
+        .filter_map(|l| l.max_connections)
+        .min()
+    {
+        crate::telemetry::metrics::set_max_connections(limit);
+    }
     let gateway = Arc::new(Gateway::new(runtime.edge.clone(), resolvers));
     let runtime_routes = RuntimeRoutes::new(
         gateway.clone(),

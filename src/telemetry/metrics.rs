@@ -146,6 +146,19 @@ static CONFIG_GENERATION: Lazy<IntGauge> = Lazy::new(|| {
         "Routing snapshot generation (moves on reloads and route changes).",
     )
 });
+/// The smallest `max_connections` among listeners that set one (for "near the limit" alerts);
+/// absent when none does.
+static MAX_CONNECTIONS: Lazy<IntGauge> = Lazy::new(|| {
+    gauge(
+        "deskgate_max_connections",
+        "The smallest max_connections among listeners that set one.",
+    )
+});
+
+pub fn set_max_connections(limit: usize) {
+    MAX_CONNECTIONS.set(limit as i64);
+}
+
 /// Registered only when a route store is configured.
 static ROUTE_STORE_UP: Lazy<IntGauge> = Lazy::new(|| {
     gauge(
