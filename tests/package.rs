@@ -93,6 +93,20 @@ async fn deb_installs_runs_survives_reinstall_and_purges_clean() {
     // A run that died half-way may have left it installed.
     let _ = Command::new("dpkg").args(["--purge", "deskgate"]).output();
 
+    // Lintian clean; the one override (serde_yaml's compiled-in libyaml) says why in the file.
+    require("lintian");
+    let lint = Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .arg(deb)
+        .output()
+        .unwrap();
+    let tags: Vec<String> = String::from_utf8_lossy(&lint.stdout)
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .map(str::to_string)
+        .collect();
+    assert!(tags.is_empty(), "lintian: {tags:#?}");
+
     run(Command::new("dpkg").arg("-i").arg(deb));
     let version = run(Command::new("/usr/bin/deskgate").arg("--version"));
     assert!(version.contains("deskgate 0.1.0"), "{version}");
