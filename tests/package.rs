@@ -325,6 +325,18 @@ async fn image_runs_as_its_user_serves_websockets_and_stands_in_for_chp() {
         serde_json::json!(["-c", "/etc/deskgate/deskgate.yaml"])
     );
 
+    // podman's and docker's loaders read it: containers/image (the library `podman load` is
+    // built on, through skopeo) copies it both as an OCI archive and as a docker archive,
+    // checking every digest.
+    require("skopeo");
+    for transport in ["oci-archive", "docker-archive"] {
+        let copy = image.dir.path().join(transport);
+        run(Command::new("skopeo")
+            .args(["copy", "-q"])
+            .arg(format!("{transport}:{}", artifacts().image.display()))
+            .arg(format!("dir:{}", copy.display())));
+    }
+
     // Its own files are enough: the loader, the libraries, the config it ships.
     let check =
         run(image
