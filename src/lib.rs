@@ -15,6 +15,7 @@
 //!   close, connection limits
 //! - `acme`: listener certificates from an ACME CA (HTTP-01, TLS-ALPN-01, DNS-01 via RFC 2136)
 //! - `tls`: listener certificates by SNI, the ACME challenge answers listeners give
+//! - `import`: other servers' configurations as deskgate YAML (`deskgate import apache`)
 //! - `config`: YAML surface (`raw`) -> validation -> the plain model (`model`), errors as
 //!   `FILE:LINE:COL`
 //! - `routing`: the route table and how a request is matched (`RouteTable::lookup`); what a
@@ -29,6 +30,7 @@ pub mod control;
 pub mod demo;
 pub mod edge;
 pub mod hub;
+pub mod import;
 pub mod routing;
 pub mod runtime;
 pub mod server;

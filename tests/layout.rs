@@ -168,12 +168,13 @@ fn no_import_circle_among_source_files() {
 /// The layers of src/, lowest first. A folder may import its own files and any folder before
 /// it; `config` is plain data (it sees only value types below it), `runtime` assembles the
 /// running objects above the data plane (`edge`, `hub`), `control` drives them.
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "support",   // secrets, the single-flight cache, plain responses
     "telemetry", // metrics, access log, open sessions, activity clocks
     "upstream",  // peers, TLS toward desktops, balancing, health checks
     "routing",   // the route table and matching; what a match asks of others, as traits
     "config",    // YAML -> the validated, plain model
+    "import",    // other servers' configurations -> deskgate YAML text
     "tls",       // listener certificates by SNI, ACME challenge answers
     "acme",      // certificates from an ACME CA
     "edge",      // the Pingora ProxyHttp phases and what they call

@@ -36,6 +36,6 @@ fuzz_target!(|data: &[u8]| {
     if let Some(m) = table.lookup(&host.to_ascii_lowercase(), &path) {
         assert!(m.prefix_len <= path.len());
         assert!(path.is_char_boundary(m.prefix_len));
-        let _ = deskgate::hub::novnc::redirect_for(&m.route, &path, m.prefix_len, Some("a=1"), false);
+        let _ = deskgate::edge::novnc::redirect_for(&m.route, &path, m.prefix_len, Some("a=1"), false);
     }
 });

@@ -54,6 +54,9 @@ pub fn is_listen_addr(addr: &str) -> bool {
 pub struct LoadOptions {
     /// Check syntax and references but do not read certificates or secrets (`-t --skip-files`).
     pub skip_files: bool,
+    /// Do not read secrets at all, not even from the environment (`deskgate import` checks
+    /// what it wrote before the operator has set the variables it names).
+    pub skip_secrets: bool,
 }
 
 pub fn load_file(path: &Path, opts: LoadOptions) -> Result<Config, Vec<ConfigError>> {
@@ -473,7 +476,7 @@ impl Validator {
         env: Option<&str>,
         what: &str,
     ) -> Option<Secret> {
-        if self.opts.skip_files && file.is_some() && env.is_none() {
+        if self.opts.skip_secrets || (self.opts.skip_files && file.is_some() && env.is_none()) {
             return Some(Secret::placeholder());
         }
         match secret::load(file, env, what) {

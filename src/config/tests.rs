@@ -1,7 +1,14 @@
 use super::*;
 
 fn errors(yaml: &str) -> Vec<String> {
-    match load_str("t.yaml", yaml, LoadOptions { skip_files: true }) {
+    match load_str(
+        "t.yaml",
+        yaml,
+        LoadOptions {
+            skip_files: true,
+            ..LoadOptions::default()
+        },
+    ) {
         Ok(_) => vec![],
         Err(e) => e.iter().map(|e| e.to_string()).collect(),
     }

@@ -1,0 +1,5 @@
+//! Importers: other servers' configurations as deskgate YAML (`deskgate import apache`).
+//! They write text that `config` then validates like any hand-written file.
+
+pub mod apache;
+pub mod apache_conf;
