@@ -63,6 +63,11 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         let role = ListenerRole {
             tls: l.tls.is_some(),
             redirect_https_port: l.redirect_https.then_some(https_port),
+            hsts: l
+                .hsts
+                .as_deref()
+                .filter(|_| l.tls.is_some())
+                .and_then(|v| http::HeaderValue::from_str(v).ok()),
         };
         let tls = match listener_tls {
             Some(listener_tls) => {

@@ -301,3 +301,73 @@ fn listener_prefers_aes128_over_the_clients_aes256() {
         rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
     );
 }
+
+#[test]
+fn hsts_on_every_tls_answer_never_on_plain_http_and_the_upstreams_own_wins() {
+    let fx = Fixture::new();
+    let (https_port, http_port, own_port) = (free_port(), free_port(), free_port());
+    let desktop = fx.desktop("alice");
+    // An upstream that sends its own Strict-Transport-Security.
+    let script = fx.path().join("own_sts.py");
+    std::fs::write(
+        &script,
+        "import http.server, sys\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200)\n        self.send_header('Strict-Transport-Security', 'max-age=60')\n        self.send_header('Content-Length', '3')\n        self.end_headers()\n        self.wfile.write(b'own')\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+    )
+    .unwrap();
+    let _own = Killed(
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(own_port.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(own_port);
+    let yaml = format!(
+        "listeners:\n  - addr: \"127.0.0.1:{http_port}\"\n  - addr: \"127.0.0.1:{https_port}\"\n    tls:\n      certs: [{{ cert: \"{}\", key: \"{}\" }}]\n      hsts: {{ max_age: 365d, include_subdomains: true }}\nupstreams:\n{}  own:\n    servers: [\"127.0.0.1:{own_port}\"]\nroutes:\n  - path: /desktop/alice/\n    upstream: alice\n    strip_prefix: true\n  - path: /own/\n    upstream: own\n",
+        fx.edge_cert.display(),
+        fx.edge_key.display(),
+        fx.desktop_upstream("alice", desktop)
+    );
+    let _edge = Deskgate::start(fx.path(), "hsts", &yaml, https_port);
+    wait_port(http_port);
+    let sts = |url: String| {
+        let r = curl(&url, &[]);
+        (
+            r.status,
+            r.headers
+                .lines()
+                .filter(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with("strict-transport-security:")
+                })
+                .map(|l| l.trim().to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let ours = vec!["strict-transport-security: max-age=31536000; includeSubDomains".to_string()];
+    // Proxied, and deskgate's own 404.
+    assert_eq!(
+        sts(format!(
+            "https://hub.test:{https_port}/desktop/alice/whoami"
+        )),
+        (200, ours.clone())
+    );
+    assert_eq!(
+        sts(format!("https://hub.test:{https_port}/nowhere")),
+        (404, ours)
+    );
+    // The upstream's own header, once.
+    let (status, own) = sts(format!("https://hub.test:{https_port}/own/x"));
+    assert_eq!(status, 200);
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert!(own[0].ends_with("max-age=60"), "{own:?}");
+    // Never over plain HTTP.
+    assert_eq!(
+        sts(format!("http://hub.test:{http_port}/desktop/alice/whoami")),
+        (200, vec![])
+    );
+    assert_eq!(
+        sts(format!("http://hub.test:{http_port}/nowhere")),
+        (404, vec![])
+    );
+}

@@ -329,7 +329,11 @@ impl Validator {
             );
         }
         let mut acme = None;
+        let mut hsts = None;
         let tls = l.tls.map(|t| {
+            if let Some(h) = &t.hsts {
+                hsts = self.hsts(&format!("{at}.tls.hsts"), h);
+            }
             if t.certs.is_empty() && t.acme.is_none() {
                 self.error(
                     &format!("{at}.tls"),
@@ -364,7 +368,28 @@ impl Validator {
             max_connections_per_client: l.max_connections_per_client,
             tls,
             acme,
+            hsts,
         }
+    }
+
+    /// Browsers' preload list takes only `max-age` of a year or more with subdomains.
+    fn hsts(&mut self, at: &str, h: &RawHsts) -> Option<String> {
+        let secs = h.max_age.0.as_secs();
+        if h.preload && !(h.include_subdomains && secs >= 365 * 86400) {
+            self.error(
+                &format!("{at}.preload"),
+                "`preload: true` needs `include_subdomains: true` and `max_age` of at least 365d (the browsers' preload list requires both)",
+            );
+            return None;
+        }
+        let mut value = format!("max-age={secs}");
+        if h.include_subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        if h.preload {
+            value.push_str("; preload");
+        }
+        Some(value)
     }
 
     fn acme(&mut self, at: &str, a: RawAcme) -> Option<AcmeSpec> {

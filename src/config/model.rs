@@ -59,6 +59,8 @@ pub struct Listener {
     pub tls: Option<Vec<CertificateSpec>>,
     /// Certificates obtained and renewed through ACME (`tls.acme`).
     pub acme: Option<AcmeSpec>,
+    /// The `Strict-Transport-Security` value this TLS listener adds (`tls.hsts`).
+    pub hsts: Option<String>,
 }
 
 /// A listener certificate as configured: files, the hosts it is chosen for by SNI.

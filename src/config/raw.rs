@@ -93,6 +93,18 @@ pub struct RawListenerTls {
     #[serde(default)]
     pub certs: Vec<RawCert>,
     pub acme: Option<RawAcme>,
+    pub hsts: Option<RawHsts>,
+}
+
+/// `Strict-Transport-Security` on every answer of a TLS listener.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHsts {
+    pub max_age: HumanDuration,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
 }
 
 #[derive(Deserialize)]

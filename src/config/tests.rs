@@ -60,3 +60,20 @@ fn template_capture_must_exist() {
     ));
     assert!(e[0].contains("`{name}`"), "{e:?}");
 }
+
+#[test]
+fn hsts_preload_needs_subdomains_and_a_year() {
+    let tls = "listeners:\n  - addr: \"127.0.0.1:8443\"\n    tls:\n      certs: [{ cert: a.pem, key: a.key }]\n      hsts: ";
+    let e = errors(&format!("{tls}{{ max_age: 30d, preload: true }}\n"));
+    assert!(
+        e[0].contains("`preload: true` needs `include_subdomains: true`"),
+        "{e:?}"
+    );
+    assert!(e[0].starts_with("t.yaml:5:"), "{e:?}");
+    assert!(errors(&format!(
+        "{tls}{{ max_age: 365d, include_subdomains: true, preload: true }}\n"
+    ))
+    .is_empty());
+    let e = errors(&format!("{tls}{{ max_age: soon }}\n"));
+    assert!(e[0].contains("soon"), "{e:?}");
+}

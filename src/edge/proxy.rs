@@ -21,11 +21,13 @@ use std::sync::Arc;
 const X_USER: http::HeaderName = http::HeaderName::from_static("x-user");
 
 /// What a listener is for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ListenerRole {
     pub tls: bool,
     /// A plain-HTTP listener that only redirects to this HTTPS port.
     pub redirect_https_port: Option<u16>,
+    /// `Strict-Transport-Security` for every answer (TLS listeners with `tls.hsts` only).
+    pub hsts: Option<http::HeaderValue>,
 }
 
 pub struct EdgeProxy {
@@ -107,6 +109,15 @@ impl ProxyHttp for EdgeProxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::default()
+    }
+
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        // Pingora's default (its compression module, disabled), plus HSTS where configured.
+        modules
+            .add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        if let Some(value) = &self.role.hsts {
+            modules.add_module(Box::new(crate::edge::hsts::HstsBuilder(value.clone())));
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
