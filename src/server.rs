@@ -46,6 +46,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
     if !opt.upgrade {
         check_addresses_free(config)?;
     }
+    crate::edge::handshake_failures::install();
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 

@@ -411,3 +411,58 @@ fn config_check_explains_acme_mistakes() {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+/// A TLS listener whose certificate is still pending refuses every handshake: counted by
+/// reason, logged once (not once per handshake), and the ACME failure says what went wrong
+/// and where.
+#[test]
+fn a_listener_waiting_for_its_certificate_stays_quiet() {
+    let fx = Fixture::new();
+    let (tls_port, admin_port) = (free_port(), free_port());
+    // Nothing listens here: the CA's connection is refused.
+    let directory = format!("https://127.0.0.1:{}/dir", free_port());
+    let storage = fx.path().join("acme");
+    let yaml = format!(
+        "listeners:\n  - addr: \"127.0.0.1:{tls_port}\"\n    tls:\n      acme: {{ directory: \"{directory}\", hosts: [hub.test], storage: \"{}\", challenge: tls-alpn-01 }}\nupstreams:\n  hub:\n    servers: [\"127.0.0.1:1\"]\nroutes:\n  - {{ path: \"/\", upstream: hub }}\nadmin: {{ addr: \"127.0.0.1:{admin_port}\", open: true }}\n",
+        storage.display()
+    );
+    let edge = Deskgate::start(fx.path(), "pending", &yaml, tls_port);
+    wait_port(admin_port);
+    for _ in 0..20 {
+        let r = curl(&format!("https://hub.test:{tls_port}/"), &[]);
+        assert_eq!(r.status, 0, "no certificate yet, so no HTTP answer");
+    }
+    assert_eq!(
+        metric(
+            admin_port,
+            "deskgate_tls_handshake_failures_total{reason=\"no_certificate\"}"
+        ),
+        20
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the ACME failure is logged",
+        || edge.log_text().contains("acme hub.test"),
+    );
+    let log = edge.log_text();
+    // (The readiness probe's bare TCP connection is a `closed` line of its own.)
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("TLS handshake refused") && l.contains("no_certificate"))
+        .count();
+    assert_eq!(refused, 1, "one line for 20 refusals:\n{log}");
+    assert!(!log.contains("Downstream handshake error"), "{log}");
+    assert!(
+        log.contains("no_certificate: this listener has no certificate"),
+        "{log}"
+    );
+    let acme_line = log
+        .lines()
+        .find(|l| l.contains("acme hub.test: creating an account"))
+        .unwrap();
+    assert!(
+        acme_line.contains("the connection to the directory was refused")
+            && acme_line.contains(&directory),
+        "{acme_line}"
+    );
+}

@@ -190,7 +190,7 @@ impl AcmeService {
             return builder
                 .from_credentials(credentials)
                 .await
-                .map_err(|e| format!("account from {}: {e}", path.display()));
+                .map_err(|e| self.explain(&format!("account from {}", path.display()), &e));
         }
         let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
         let (account, credentials) = builder
@@ -204,11 +204,53 @@ impl AcmeService {
                 None,
             )
             .await
-            .map_err(|e| format!("creating an account at {}: {e}", self.settings.directory))?;
+            .map_err(|e| self.explain("creating an account", &e))?;
         let json = serde_json::to_vec(&credentials).map_err(|e| e.to_string())?;
         private_dir(&self.settings.storage)?;
         crate::support::secret::write_private(&path, &json)?;
         Ok(account)
+    }
+
+    /// An ACME error with its cause named, so the log says what to fix (an untrusted
+    /// directory certificate, DNS, a refused connection, a rate limit) and where.
+    fn explain(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> String {
+        let mut chain = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        let directory = &self.settings.directory;
+        let lower = chain.to_ascii_lowercase();
+        let cause = if lower.contains("unknownissuer")
+            || lower.contains("invalid peer certificate")
+            || lower.contains("certificate verify")
+        {
+            match &self.settings.directory_ca {
+                Some(ca) => format!("the directory's HTTPS certificate is not signed by `directory_ca` ({})", ca.display()),
+                None => "the directory's HTTPS certificate is not trusted: set `directory_ca:` to the CA certificate (PEM) that signed it".to_string(),
+            }
+        } else if lower.contains("dns error")
+            || lower.contains("failed to lookup")
+            || lower.contains("name or service not known")
+        {
+            "the directory's host name does not resolve (DNS)".to_string()
+        } else if lower.contains("connection refused") {
+            "the connection to the directory was refused (is the CA running, is the port right?)"
+                .to_string()
+        } else if lower.contains("ratelimited") {
+            "the CA rate-limits this account or these names; retries back off".to_string()
+        } else if lower.contains("timed out") || lower.contains("timeout") {
+            "the directory did not answer in time".to_string()
+        } else {
+            String::new()
+        };
+        if cause.is_empty() {
+            format!("{what} at {directory}: {chain}")
+        } else {
+            format!("{what} at {directory}: {cause} ({chain})")
+        }
     }
 
     async fn issue(&self) -> Result<Issued, String> {
@@ -228,7 +270,7 @@ impl AcmeService {
                     // one next time.
                     let _ = std::fs::remove_file(self.settings.storage.join("account.json"));
                 }
-                return Err(format!("new order: {msg}"));
+                return Err(self.explain("new order", &e));
             }
         };
         let mut pending = Pending::default();

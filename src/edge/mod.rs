@@ -3,6 +3,7 @@
 pub mod error_pages;
 pub mod forwarding;
 pub mod gateway;
+pub mod handshake_failures;
 pub mod hsts;
 pub mod limits;
 pub mod novnc;

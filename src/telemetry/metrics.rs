@@ -39,6 +39,23 @@ static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
+static HANDSHAKE_FAILURES: Lazy<IntCounterVec> = Lazy::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "deskgate_tls_handshake_failures_total",
+                "Refused or failed TLS handshakes on listeners, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub fn count_handshake_failure(reason: &str) {
+    HANDSHAKE_FAILURES.with_label_values(&[reason]).inc();
+}
+
 /// Requests of one route by status class (1xx..5xx); the handles are taken when the route is
 /// built, and a route that comes back under the same label after a reload keeps counting.
 pub struct RouteStats {
@@ -183,6 +200,7 @@ pub fn render(g: &Gauges) -> String {
     Lazy::force(&UPSTREAM_LATENCY);
     Lazy::force(&RUNTIME_ROUTE_STATS);
     Lazy::force(&NO_ROUTE);
+    Lazy::force(&HANDSHAKE_FAILURES);
     let now = crate::telemetry::activity::now_ms() / 1000;
     for (host, not_after) in CERT_NOT_AFTER.lock().expect("expiry lock").iter() {
         CERT_EXPIRY

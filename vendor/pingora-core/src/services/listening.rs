@@ -37,6 +37,31 @@ use pingora_error::Result;
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
+use std::sync::OnceLock;
+
+/// deskgate patch 13: what becomes of a failed downstream handshake (`None`: it timed out).
+/// Pingora logs one ERROR line per failure; an application that counts and samples them (a
+/// listener waiting for its first certificate refuses every handshake) installs its own.
+pub type HandshakeFailureHook =
+    fn(error: Option<&pingora_error::Error>, peer: Option<&dyn std::fmt::Display>);
+
+static HANDSHAKE_FAILURE_HOOK: OnceLock<HandshakeFailureHook> = OnceLock::new();
+
+/// Installs the hook once; later calls are ignored.
+pub fn set_handshake_failure_hook(hook: HandshakeFailureHook) {
+    let _ = HANDSHAKE_FAILURE_HOOK.set(hook);
+}
+
+fn handshake_failed(error: Option<&pingora_error::Error>, peer: Option<&dyn std::fmt::Display>) {
+    if let Some(hook) = HANDSHAKE_FAILURE_HOOK.get() {
+        return hook(error, peer);
+    }
+    match (error, peer) {
+        (Some(e), Some(addr)) => error!("Downstream handshake error from {}: {e}", addr),
+        (Some(e), None) => error!("Downstream handshake error: {e}"),
+        (None, _) => error!("Downstream handshake timeout"),
+    }
+}
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -239,18 +264,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
                                     Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            error!("Downstream handshake error: {e}");
-                                        }
+                                        let addr = peer_addr.as_ref().map(|a| a as &dyn std::fmt::Display);
+                                        handshake_failed(Some(&e), addr);
                                     }
                                 }
                             }
-                            Err(_) => {
-                                error!("Downstream handshake timeout");
-                            }
+                            Err(_) => handshake_failed(None, None),
                         }
                     });
                 }
