@@ -466,3 +466,35 @@ fn a_listener_waiting_for_its_certificate_stays_quiet() {
         "{acme_line}"
     );
 }
+
+/// A directory served with a certificate deskgate does not trust: the log says which setting
+/// fixes it, instead of `client error (Connect)`.
+#[test]
+fn an_untrusted_directory_is_named_with_its_fix() {
+    let fx = Fixture::new();
+    let (tls_port, admin_port) = (free_port(), free_port());
+    // The test desktop speaks HTTPS with a self-signed certificate.
+    let directory = format!("https://127.0.0.1:{}/dir", fx.desktop("ca").port());
+    let yaml = format!(
+        "listeners:\n  - addr: \"127.0.0.1:{tls_port}\"\n    tls:\n      acme: {{ directory: \"{directory}\", hosts: [hub.test], storage: \"{}\", challenge: tls-alpn-01 }}\nupstreams:\n  hub:\n    servers: [\"127.0.0.1:1\"]\nroutes:\n  - {{ path: \"/\", upstream: hub }}\nadmin: {{ addr: \"127.0.0.1:{admin_port}\", open: true }}\n",
+        fx.path().join("acme").display()
+    );
+    let edge = Deskgate::start(fx.path(), "untrusted", &yaml, tls_port);
+    wait_until(
+        Duration::from_secs(30),
+        "the ACME failure is logged",
+        || {
+            edge.log_text()
+                .contains("acme hub.test: creating an account")
+        },
+    );
+    let log = edge.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("acme hub.test: creating an account"))
+        .unwrap();
+    assert!(
+        line.contains("is not trusted: set `directory_ca:`") && line.contains(&directory),
+        "{line}"
+    );
+}
