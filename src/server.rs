@@ -64,6 +64,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         let role = ListenerRole {
             tls: l.tls.is_some(),
             redirect_https_port: l.redirect_https.then_some(https_port),
+            client_auth: l.client_auth.is_some(),
             hsts: l
                 .hsts
                 .as_deref()
@@ -84,7 +85,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
                     .acme
                     .as_ref()
                     .is_some_and(|a| a.challenge == crate::acme::ChallengeKind::TlsAlpn01);
-                Some((resolver, alpn_01))
+                Some((resolver, alpn_01, listener_tls.client_verifier.clone()))
             }
             None => None,
         };
@@ -134,7 +135,16 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         let api = admin_api(admin.token.clone(), store.clone(), false);
         let mut service =
             pingora::services::listening::Service::new("deskgate admin".to_string(), api);
-        bind_plain(&mut service, &admin.addr);
+        match &runtime.admin_tls {
+            Some(tls) => {
+                let mut settings = tls_settings(tls.client_verifier.clone())
+                    .map_err(|e| format!("TLS settings for admin {}: {e}", admin.addr))?;
+                settings.set_cert_resolver(CertResolver::new(CertSet::new(&tls.certificates)));
+                service.add_tls_with_settings(&admin.addr, None, settings);
+                service.set_pre_tls_callback(Arc::new(crate::tls::plain_http::PlainHttpOnTlsPort));
+            }
+            None => bind_plain(&mut service, &admin.addr),
+        }
         server.add_service(service);
     }
     if let Some(addr) = &config.metrics_addr {
@@ -156,8 +166,8 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
             &format!("deskgate {addr}"),
         );
         match tls {
-            Some((resolver, alpn_01)) => {
-                let mut settings = TlsSettings::intermediate("", "")
+            Some((resolver, alpn_01, client_verifier)) => {
+                let mut settings = tls_settings(client_verifier)
                     .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
                 settings.set_cert_resolver(resolver);
                 // Our order (edge/tls.rs: AES-128-GCM first) over the client's: rustls and
@@ -174,6 +184,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
                     settings.enable_h2();
                 }
                 service.add_tls_with_settings(&addr, None, settings);
+                service.set_pre_tls_callback(Arc::new(crate::tls::plain_http::PlainHttpOnTlsPort));
             }
             None => bind_plain(&mut service, &addr),
         }
@@ -208,6 +219,23 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         gateway,
         runtime_routes,
     })
+}
+
+/// A TLS listener's settings; with a client verifier (mutual TLS), the verified subject is
+/// read after each handshake for the requests on that connection.
+fn tls_settings(
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> pingora::Result<TlsSettings> {
+    match client_verifier {
+        Some(v) => {
+            let mut settings = TlsSettings::with_callbacks(Box::new(
+                crate::tls::client_auth::SubjectAfterHandshake,
+            ))?;
+            settings.set_client_cert_verifier(v);
+            Ok(settings)
+        }
+        None => TlsSettings::intermediate("", ""),
+    }
 }
 
 /// A plain listener on `ip:port` or `unix:/path` (configurable-http-proxy's `--socket`); a

@@ -315,6 +315,34 @@ fn path_with(bin: &Path) -> String {
 /// deskgate. They start the proxy themselves (and restart it, and move its API).
 #[test]
 fn jupyterhub_own_proxy_test_suites_pass() {
+    let summary = run_jupyterhub_suites(
+        &[],
+        &[
+            "jupyterhub.tests.test_proxy",
+            "jupyterhub.tests.test_unix_socket",
+        ],
+    );
+    eprintln!("JupyterHub suites: {summary}");
+}
+
+/// JupyterHub's `internal_ssl`: the hub starts the proxy with `--api-ssl-*` and
+/// `--client-ssl-*` (mutual TLS on the routes API, client certificates toward single-user
+/// servers); its own internal_ssl tests, and `test_proxy` again with `SSL_ENABLED=1`.
+#[test]
+fn jupyterhub_internal_ssl_suites_pass() {
+    let summary = run_jupyterhub_suites(
+        &[("SSL_ENABLED", "1")],
+        &[
+            "jupyterhub.tests.test_internal_ssl_connections",
+            "jupyterhub.tests.test_proxy",
+        ],
+    );
+    eprintln!("JupyterHub internal_ssl suites: {summary}");
+}
+
+/// Runs JupyterHub's own pytest modules with deskgate as `configurable-http-proxy` on PATH;
+/// returns pytest's summary line.
+fn run_jupyterhub_suites(env: &[(&str, &str)], modules: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let bin = chp_on_path(dir.path());
     let ini = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jupyterhub/pytest.ini");
@@ -331,11 +359,8 @@ fn jupyterhub_own_proxy_test_suites_pass() {
     ])
     .arg("--rootdir")
     .arg(dir.path())
-    .args([
-        "--pyargs",
-        "jupyterhub.tests.test_proxy",
-        "jupyterhub.tests.test_unix_socket",
-    ]);
+    .arg("--pyargs")
+    .args(modules);
     // test_proxy_bind_ip also connects to the address the host name resolves to; where that is
     // not loopback, it stays out (tests send traffic to 127.0.0.0/8 only).
     if !hostname_is_loopback() {
@@ -347,6 +372,7 @@ fn jupyterhub_own_proxy_test_suites_pass() {
     let out = cmd
         .current_dir(dir.path())
         .env("PATH", path_with(&bin))
+        .envs(env.iter().copied())
         .output()
         .expect("python3 with jupyterhub, pytest, pytest-asyncio (./dev test installs them)");
     // test_external_proxy leaves its spawned single-user server running (JupyterHub's test, as
@@ -376,7 +402,7 @@ fn jupyterhub_own_proxy_test_suites_pass() {
             "unexpected skip: {line}"
         );
     }
-    eprintln!("JupyterHub suites: {summary}");
+    summary
 }
 
 /// Kills processes whose environment names `marker` (a test's own temporary folder).

@@ -14,14 +14,17 @@ pub mod model;
 use crate::routing::{HostPattern, PathPattern, Route, Template};
 use crate::support::secret::{self, Secret};
 use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
-use crate::upstream::settings::{basic_authorization, with_default_port, Timeouts, UpstreamTls};
+use crate::upstream::settings::{
+    basic_authorization, with_default_port, Timeouts, TlsFiles, UpstreamTls,
+};
 use http::HeaderValue;
 pub use model::*;
 use raw::*;
 use span::SpanIndex;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,10 +333,16 @@ impl Validator {
         }
         let mut acme = None;
         let mut hsts = None;
+        let mut client_auth = None;
         let tls = l.tls.map(|t| {
             if let Some(h) = &t.hsts {
                 hsts = self.hsts(&format!("{at}.tls.hsts"), h);
             }
+            client_auth = self.client_auth(
+                &format!("{at}.tls"),
+                t.client_ca.as_ref(),
+                t.client_auth.as_deref(),
+            );
             if t.certs.is_empty() && t.acme.is_none() {
                 self.error(
                     &format!("{at}.tls"),
@@ -369,6 +378,41 @@ impl Validator {
             tls,
             acme,
             hsts,
+            client_auth,
+        }
+    }
+
+    fn client_auth(
+        &mut self,
+        at: &str,
+        ca: Option<&PathBuf>,
+        mode: Option<&str>,
+    ) -> Option<ClientAuthSpec> {
+        let required = match mode {
+            None | Some("required") => true,
+            Some("optional") => false,
+            Some(other) => {
+                self.error(
+                    &format!("{at}.client_auth"),
+                    format!("expected `required` or `optional`, found `{other}`"),
+                );
+                true
+            }
+        };
+        match ca {
+            Some(ca) => Some(ClientAuthSpec {
+                at: format!("{at}.client_ca"),
+                ca: ca.clone(),
+                required,
+            }),
+            None if mode.is_some() => {
+                self.error(
+                    &format!("{at}.client_auth"),
+                    "`client_auth:` needs `client_ca:` (the CA client certificates must chain to)",
+                );
+                None
+            }
+            None => None,
         }
     }
 
@@ -523,10 +567,26 @@ impl Validator {
         Some(basic_authorization(&b.user, password.expose()))
     }
 
-    fn upstream_tls(&mut self, t: &RawUpstreamTls) -> UpstreamTls {
+    /// The files are read where they are used (`runtime`), like listener certificates.
+    fn upstream_tls(&mut self, at: &str, t: &RawUpstreamTls) -> UpstreamTls {
+        if t.client_cert.is_some() != t.client_key.is_some() {
+            self.error(
+                at,
+                "give both `client_cert` and `client_key` (mutual TLS), or neither",
+            );
+        }
+        let files = (t.ca.is_some() || t.client_cert.is_some()).then(|| {
+            Arc::new(TlsFiles {
+                ca: t.ca.clone(),
+                client_cert: t.client_cert.clone(),
+                client_key: t.client_key.clone(),
+            })
+        });
         UpstreamTls {
             verify: t.verify,
             sni: t.sni.clone().unwrap_or_default(),
+            files,
+            identity: None,
         }
     }
 
@@ -547,7 +607,7 @@ impl Validator {
             }
         }
         let tls = u.tls.as_ref().map(|t| {
-            let mut tls = self.upstream_tls(t);
+            let mut tls = self.upstream_tls(&format!("{at}.tls"), t);
             if tls.sni.is_empty() {
                 tls.sni = servers
                     .first()
@@ -672,7 +732,10 @@ impl Validator {
                     url: res.resolve,
                     cache: res.cache.map_or(Duration::from_secs(10), |d| d.0),
                     headers,
-                    tls: res.tls.as_ref().map(|t| self.upstream_tls(t)),
+                    tls: res
+                        .tls
+                        .as_ref()
+                        .map(|t| self.upstream_tls(&format!("{at}.upstream.tls"), t)),
                     authorization,
                 })
             }
@@ -740,9 +803,26 @@ impl Validator {
                 "admin token",
             )
         };
+        let tls = a.tls.as_ref().map(|t| CertificateSpec {
+            at: "admin.tls".into(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            hosts: Vec::new(),
+        });
+        let client_auth = a.tls.as_ref().and_then(|t| {
+            self.client_auth("admin.tls", t.client_ca.as_ref(), t.client_auth.as_deref())
+        });
+        if tls.is_some() && a.addr.starts_with("unix:") {
+            self.error(
+                "admin.tls",
+                "TLS is offered on `ip:port` admin listeners, not `unix:` sockets",
+            );
+        }
         AdminSettings {
             addr: a.addr,
             token,
+            tls,
+            client_auth,
         }
     }
 
@@ -752,7 +832,7 @@ impl Validator {
             .as_ref()
             .and_then(|b| self.basic_auth("dynamic", b));
         DynamicSpec {
-            tls: d.tls.as_ref().map(|t| self.upstream_tls(t)),
+            tls: d.tls.as_ref().map(|t| self.upstream_tls("dynamic.tls", t)),
             authorization,
             block: d.block,
             access: d.auth.as_ref().map(access_spec),

@@ -61,6 +61,17 @@ pub struct Listener {
     pub acme: Option<AcmeSpec>,
     /// The `Strict-Transport-Security` value this TLS listener adds (`tls.hsts`).
     pub hsts: Option<String>,
+    /// Client certificates verified against a CA (`tls.client_ca`).
+    pub client_auth: Option<ClientAuthSpec>,
+}
+
+/// Mutual TLS on a listener: the CA client certificates must chain to, and whether a client
+/// without one is turned away (`required`) or served without a subject (`optional`).
+#[derive(Clone, Debug)]
+pub struct ClientAuthSpec {
+    pub at: String,
+    pub ca: PathBuf,
+    pub required: bool,
 }
 
 /// A listener certificate as configured: files, the hosts it is chosen for by SNI.
@@ -119,6 +130,9 @@ pub struct AdminSettings {
     pub addr: String,
     /// None only with `open: true`: anyone who reaches the address may change routes.
     pub token: Option<Secret>,
+    /// HTTPS on the admin listener (`admin.tls`), with client certificates when `client_auth`.
+    pub tls: Option<CertificateSpec>,
+    pub client_auth: Option<ClientAuthSpec>,
 }
 
 /// An entry under `upstreams:`.

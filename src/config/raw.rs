@@ -94,6 +94,10 @@ pub struct RawListenerTls {
     pub certs: Vec<RawCert>,
     pub acme: Option<RawAcme>,
     pub hsts: Option<RawHsts>,
+    /// CA certificates (PEM) client certificates must chain to: mutual TLS.
+    pub client_ca: Option<PathBuf>,
+    /// `required` (the default with `client_ca`) or `optional`.
+    pub client_auth: Option<String>,
 }
 
 /// `Strict-Transport-Security` on every answer of a TLS listener.
@@ -179,6 +183,11 @@ pub struct RawUpstreamTls {
     #[serde(default = "yes")]
     pub verify: bool,
     pub sni: Option<String>,
+    /// A private CA (PEM) to verify the upstream against, instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// A certificate and key (PEM) to present: mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -278,6 +287,17 @@ pub struct RawAdmin {
     /// No token at all (configurable-http-proxy without CONFIGPROXY_AUTH_TOKEN).
     #[serde(default)]
     pub open: bool,
+    /// HTTPS on the admin listener, optionally with client certificates (mutual TLS).
+    pub tls: Option<RawAdminTls>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Default)]

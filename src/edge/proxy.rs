@@ -28,6 +28,8 @@ pub struct ListenerRole {
     pub redirect_https_port: Option<u16>,
     /// `Strict-Transport-Security` for every answer (TLS listeners with `tls.hsts` only).
     pub hsts: Option<http::HeaderValue>,
+    /// The listener verifies client certificates (`tls.client_ca`).
+    pub client_auth: bool,
 }
 
 pub struct EdgeProxy {
@@ -121,6 +123,9 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.role.client_auth {
+            pass_client_subject(session)?;
+        }
         let req = session.req_header();
         let given_host = raw_host(req);
         let host = host_without_port(given_host).to_ascii_lowercase();
@@ -581,6 +586,7 @@ fn access_entry<'a>(
         (ctx.ws_bytes_up, ctx.ws_bytes_down, reason)
     });
     crate::telemetry::access_log::Entry {
+        client_subject: crate::tls::client_auth::subject_of(session),
         client,
         method: req.method.as_str(),
         uri: ctx.original_uri.as_deref().unwrap_or("-"),
@@ -668,6 +674,18 @@ impl EdgeProxy {
             },
         }
     }
+}
+
+/// The verified client certificate's subject goes upstream (and to access checks) in
+/// `X-Client-Cert-Subject`; a client's own header of that name never does.
+fn pass_client_subject(session: &mut Session) -> Result<()> {
+    use crate::tls::client_auth::{subject_of, SUBJECT_HEADER};
+    let subject = subject_of(session).map(str::to_string);
+    session.req_header_mut().remove_header(SUBJECT_HEADER);
+    if let Some(s) = subject {
+        session.req_header_mut().insert_header(SUBJECT_HEADER, s)?;
+    }
+    Ok(())
 }
 
 /// A route matched but names no existing desktop: its fallback redirect, else 404.

@@ -150,35 +150,59 @@ pub struct ChpPlan {
 
 const TOKEN_ENV: &str = "CONFIGPROXY_AUTH_TOKEN";
 
+/// CHP's `--X-request-cert` (ask for a client certificate, against `--X-ca`) and
+/// `--X-reject-unauthorized` (turn away clients without a valid one), as deskgate's
+/// `client_ca` and `client_auth`.
+fn client_auth(
+    request_cert: bool,
+    reject_unauthorized: bool,
+    ca: Option<&PathBuf>,
+    flag: &str,
+) -> Result<Vec<(&'static str, Value)>, String> {
+    if !request_cert {
+        return Ok(Vec::new());
+    }
+    let Some(ca) = ca else {
+        return Err(format!(
+            "{flag}-request-cert needs {flag}-ca (the CA client certificates must chain to)"
+        ));
+    };
+    let mode = if reject_unauthorized {
+        "required"
+    } else {
+        "optional"
+    };
+    Ok(vec![
+        ("client_ca", path_value(ca)),
+        ("client_auth", Value::from(mode)),
+    ])
+}
+
 impl ChpArgs {
     /// Flags CHP has whose behaviour deskgate does not offer: refuse them by name rather than
     /// run differently from what the hub asked for.
     fn unsupported(&self) -> Vec<&'static str> {
-        given([
-            (self.ssl_request_cert, "--ssl-request-cert"),
-            (self.api_ssl_key.is_some(), "--api-ssl-key"),
-            (self.api_ssl_cert.is_some(), "--api-ssl-cert"),
-            (self.api_ssl_ca.is_some(), "--api-ssl-ca"),
-            (self.api_ssl_request_cert, "--api-ssl-request-cert"),
-            (self.client_ssl_key.is_some(), "--client-ssl-key"),
-            (self.client_ssl_cert.is_some(), "--client-ssl-cert"),
-            (self.client_ssl_ca.is_some(), "--client-ssl-ca"),
-        ])
+        given([])
     }
 
     /// Flags accepted for compatibility whose settings rustls' defaults replace.
     fn ignored(&self) -> Vec<&'static str> {
         given([
-            (self.ssl_ca.is_some(), "--ssl-ca"),
+            // Without --ssl-request-cert, Node uses --ssl-ca for nothing a server does.
+            (self.ssl_ca.is_some() && !self.ssl_request_cert, "--ssl-ca"),
             (self.ssl_protocol.is_some(), "--ssl-protocol"),
             (self.ssl_ciphers.is_some(), "--ssl-ciphers"),
             (self.ssl_allow_rc4, "--ssl-allow-rc4"),
             (self.ssl_dhparam.is_some(), "--ssl-dhparam"),
-            (self.ssl_reject_unauthorized, "--ssl-reject-unauthorized"),
             (
-                self.api_ssl_reject_unauthorized,
+                self.ssl_reject_unauthorized && !self.ssl_request_cert,
+                "--ssl-reject-unauthorized",
+            ),
+            (
+                self.api_ssl_reject_unauthorized && !self.api_ssl_request_cert,
                 "--api-ssl-reject-unauthorized",
             ),
+            // A client asks for no certificate; targets are verified unless --insecure.
             (self.client_ssl_request_cert, "--client-ssl-request-cert"),
             (
                 self.client_ssl_reject_unauthorized,
@@ -210,13 +234,22 @@ impl ChpArgs {
     fn overlay(&self, token_set: bool) -> Result<Mapping, String> {
         let mut root = Mapping::new();
         let tls = match (&self.ssl_key, &self.ssl_cert) {
-            (Some(key), Some(cert)) => Some(yaml(&[(
-                "certs",
-                Value::Sequence(vec![yaml(&[
-                    ("cert", path_value(cert)),
-                    ("key", path_value(key)),
-                ])]),
-            )])),
+            (Some(key), Some(cert)) => {
+                let mut tls = vec![(
+                    "certs",
+                    Value::Sequence(vec![yaml(&[
+                        ("cert", path_value(cert)),
+                        ("key", path_value(key)),
+                    ])]),
+                )];
+                tls.extend(client_auth(
+                    self.ssl_request_cert,
+                    self.ssl_reject_unauthorized,
+                    self.ssl_ca.as_ref(),
+                    "--ssl",
+                )?);
+                Some(yaml(&tls))
+            }
             (None, None) => None,
             _ => return Err("--ssl-key and --ssl-cert go together".into()),
         };
@@ -264,11 +297,42 @@ impl ChpArgs {
         } else {
             admin.push(("open", Value::Bool(true)));
         }
+        match (&self.api_ssl_key, &self.api_ssl_cert) {
+            (Some(key), Some(cert)) => {
+                let mut tls = vec![("cert", path_value(cert)), ("key", path_value(key))];
+                tls.extend(client_auth(
+                    self.api_ssl_request_cert,
+                    self.api_ssl_reject_unauthorized,
+                    self.api_ssl_ca.as_ref(),
+                    "--api-ssl",
+                )?);
+                admin.push(("tls", yaml(&tls)));
+            }
+            (None, None) => {}
+            _ => return Err("--api-ssl-key and --api-ssl-cert go together".into()),
+        }
         root.insert("admin".into(), yaml(&admin));
 
         let mut dynamic = Vec::new();
+        // Toward targets: --client-ssl-ca instead of the system's roots, a client certificate
+        // (JupyterHub's internal_ssl); verified unless --insecure, as Node's agent does.
+        let mut target_tls = Vec::new();
         if self.insecure {
-            dynamic.push(("tls", yaml(&[("verify", Value::Bool(false))])));
+            target_tls.push(("verify", Value::Bool(false)));
+        }
+        if let Some(ca) = &self.client_ssl_ca {
+            target_tls.push(("ca", path_value(ca)));
+        }
+        match (&self.client_ssl_key, &self.client_ssl_cert) {
+            (Some(key), Some(cert)) => {
+                target_tls.push(("client_cert", path_value(cert)));
+                target_tls.push(("client_key", path_value(key)));
+            }
+            (None, None) => {}
+            _ => return Err("--client-ssl-key and --client-ssl-cert go together".into()),
+        }
+        if !target_tls.is_empty() {
+            dynamic.push(("tls", yaml(&target_tls)));
         }
         dynamic.push(("strip_prefix", Value::Bool(self.no_include_prefix)));
         dynamic.push(("prepend_path", Value::Bool(!self.no_prepend_path)));

@@ -21,6 +21,7 @@ use crate::hub::runtime_routes::DynamicSettings;
 use crate::routing::{AccessGate, Route, UpstreamRef};
 use crate::tls::{load_certified_key, Certificate};
 use crate::upstream::balance::Pool;
+use crate::upstream::settings::UpstreamTls;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,12 +37,16 @@ pub struct Runtime {
     pub dynamic: DynamicSettings,
     /// Per listener, in config order; None for plain-HTTP listeners.
     pub listener_tls: Vec<Option<ListenerTls>>,
+    /// HTTPS on the admin listener (`admin.tls`).
+    pub admin_tls: Option<ListenerTls>,
 }
 
 pub struct ListenerTls {
     /// Loaded certificates (none under `--skip-files`); the first is the default.
     pub certificates: Vec<Certificate>,
     pub acme: Option<Arc<AcmeSettings>>,
+    /// Client certificates verified against `tls.client_ca` (mutual TLS).
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 pub fn load_file(path: &Path, opts: LoadOptions) -> Result<Runtime, Vec<ConfigError>> {
@@ -72,6 +77,7 @@ fn finish(
         errors: Vec::new(),
     };
     let (edge, dynamic, listener_tls) = assembler.build();
+    let admin_tls = assembler.admin_tls();
     errors.append(&mut assembler.errors);
     if !errors.is_empty() {
         errors.sort_by_key(|e| (e.line, e.column));
@@ -82,6 +88,7 @@ fn finish(
         edge,
         dynamic,
         listener_tls,
+        admin_tls,
     })
 }
 
@@ -94,6 +101,20 @@ struct Assembler<'a> {
 impl Assembler<'_> {
     fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(self.config.error_at(path, message));
+    }
+
+    /// TLS toward an upstream with its CA and client certificate loaded (mutual TLS).
+    fn upstream_tls(&mut self, at: &str, tls: &Option<UpstreamTls>) -> Option<UpstreamTls> {
+        let mut tls = tls.clone()?;
+        if let Some(files) = &tls.files {
+            if !self.opts.skip_files {
+                match files.load() {
+                    Ok(identity) => tls.identity = Some(Arc::new(identity)),
+                    Err(e) => self.error(at, e),
+                }
+            }
+        }
+        Some(tls)
     }
 
     fn build(&mut self) -> (EdgeSettings, DynamicSettings, Vec<Option<ListenerTls>>) {
@@ -119,7 +140,7 @@ impl Assembler<'_> {
         };
         let d = &c.dynamic;
         let dynamic = DynamicSettings {
-            tls: d.tls.clone(),
+            tls: self.upstream_tls("dynamic.tls", &d.tls),
             authorization: d.authorization.clone(),
             block: d.block.clone(),
             access: d
@@ -139,19 +160,45 @@ impl Assembler<'_> {
                 Some(ListenerTls {
                     certificates: certs.iter().filter_map(|c| self.certificate(c)).collect(),
                     acme: l.acme.as_ref().and_then(|a| self.acme(a)).map(Arc::new),
+                    client_verifier: self.client_verifier(l.client_auth.as_ref()),
                 })
             })
             .collect();
         (edge, dynamic, listener_tls)
     }
 
+    fn client_verifier(
+        &mut self,
+        spec: Option<&crate::config::ClientAuthSpec>,
+    ) -> Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+        let spec = spec.filter(|_| !self.opts.skip_files)?;
+        match crate::tls::client_auth::verifier(spec) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(&spec.at, e);
+                None
+            }
+        }
+    }
+
+    fn admin_tls(&mut self) -> Option<ListenerTls> {
+        let admin = self.config.admin.as_ref()?;
+        let cert = admin.tls.as_ref()?;
+        Some(ListenerTls {
+            certificates: self.certificate(cert).into_iter().collect(),
+            acme: None,
+            client_verifier: self.client_verifier(admin.client_auth.as_ref()),
+        })
+    }
+
     fn upstreams(&mut self) -> HashMap<String, Arc<Upstream>> {
         let mut built = HashMap::new();
         for (name, spec) in &self.config.upstreams {
+            let tls = self.upstream_tls(&format!("{}.tls", spec.at), &spec.tls);
             let mut upstream = Upstream::new(
                 name,
                 spec.servers.clone(),
-                spec.tls.clone(),
+                tls,
                 spec.authorization.clone(),
                 spec.retries,
             );
@@ -188,7 +235,7 @@ impl Assembler<'_> {
                 &r.url,
                 r.cache,
                 r.headers.clone(),
-                r.tls.clone(),
+                self.upstream_tls(&format!("{}.upstream.tls", spec.at), &r.tls),
                 r.authorization.clone(),
                 &spec.captures,
                 self.config.timeouts.connect,

@@ -71,6 +71,8 @@ pub struct Entry<'a> {
     pub upstream: &'a str,
     /// Set for WebSockets: bytes client->desktop, desktop->client, and why it ended.
     pub websocket: Option<(u64, u64, &'a str)>,
+    /// The subject of the client certificate a listener verified (mutual TLS).
+    pub client_subject: Option<&'a str>,
 }
 
 pub fn record(e: &Entry<'_>) {
@@ -106,6 +108,9 @@ fn combined(e: &Entry<'_>) -> String {
             " ws_bytes_up={up} ws_bytes_down={down} ws_close=\"{reason}\""
         ));
     }
+    if let Some(subject) = e.client_subject {
+        line.push_str(&format!(" client_subject=\"{}\"", quote_safe(subject)));
+    }
     line.push('\n');
     line
 }
@@ -127,6 +132,9 @@ fn json(e: &Entry<'_>) -> String {
     });
     if let Some((up, down, reason)) = e.websocket {
         v["websocket"] = serde_json::json!({ "bytes_up": up, "bytes_down": down, "close": reason });
+    }
+    if let Some(subject) = e.client_subject {
+        v["client_subject"] = serde_json::json!(subject);
     }
     let mut s = v.to_string();
     s.push('\n');

@@ -4,6 +4,8 @@
 //! so a reload replaces certificates for new handshakes without touching open connections.
 
 pub mod challenges;
+pub mod client_auth;
+pub mod plain_http;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};

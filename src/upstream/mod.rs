@@ -65,7 +65,7 @@ impl Upstream {
             (
                 Some(tls_default.unwrap_or(UpstreamTls {
                     verify: true,
-                    sni: String::new(),
+                    ..UpstreamTls::default()
                 })),
                 r,
             )
@@ -147,6 +147,10 @@ impl Upstream {
         if let Some(t) = &self.tls {
             o.verify_cert = t.verify;
             o.verify_hostname = t.verify;
+            if let Some(id) = &t.identity {
+                o.ca = id.ca.clone();
+                peer.client_cert_key = id.client.clone();
+            }
         }
         Ok(peer)
     }

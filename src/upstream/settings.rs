@@ -3,12 +3,92 @@
 
 use base64::Engine;
 use http::HeaderValue;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct UpstreamTls {
     pub verify: bool,
     pub sni: String,
+    /// A private CA and/or a client certificate (mutual TLS), as files (`ca`, `client_cert`,
+    /// `client_key`); `identity` holds them loaded.
+    pub files: Option<Arc<TlsFiles>>,
+    pub identity: Option<Arc<UpstreamIdentity>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// Loaded: the CA the upstream's certificate must chain to (instead of the system roots), the
+/// certificate and key deskgate presents (JupyterHub's `internal_ssl`).
+pub struct UpstreamIdentity {
+    pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    pub client: Option<Arc<pingora_core::utils::tls::CertKey>>,
+}
+
+impl std::fmt::Debug for UpstreamIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamIdentity")
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl TlsFiles {
+    /// Reads and checks the files (PEM).
+    pub fn load(&self) -> Result<UpstreamIdentity, String> {
+        use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
+        let certs = |path: &Path| -> Result<Vec<Vec<u8>>, String> {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let der: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+            for d in &der {
+                x509_parser::parse_x509_certificate(d).map_err(|e| {
+                    format!(
+                        "{} holds a certificate that does not parse: {e}",
+                        path.display()
+                    )
+                })?;
+            }
+            if der.is_empty() {
+                return Err(format!("no certificate in {}", path.display()));
+            }
+            Ok(der)
+        };
+        let ca = match &self.ca {
+            Some(p) => {
+                let list: Vec<WrappedX509> = certs(p)?
+                    .into_iter()
+                    .map(|d| WrappedX509::new(d, parse_x509))
+                    .collect();
+                Some(Arc::from(list.into_boxed_slice()))
+            }
+            None => None,
+        };
+        let client = match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => {
+                let chain = certs(c)?;
+                let pem =
+                    std::fs::read(k).map_err(|e| format!("cannot read {}: {e}", k.display()))?;
+                let key = rustls_pemfile::private_key(&mut pem.as_slice())
+                    .map_err(|e| format!("{} is not PEM: {e}", k.display()))?
+                    .ok_or_else(|| format!("no private key in {}", k.display()))?;
+                Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())))
+            }
+            (None, None) => None,
+            _ => return Err("give both `client_cert` and `client_key`".into()),
+        };
+        Ok(UpstreamIdentity { ca, client })
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

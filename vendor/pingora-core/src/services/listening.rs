@@ -81,6 +81,12 @@ pub struct Service<A> {
 }
 
 impl<A> Service<A> {
+    /// deskgate patch 14: a pre-TLS callback for this service's TLS endpoints (Pingora has the
+    /// hook on `Listeners`, which a service built by `http_proxy_service` keeps private).
+    pub fn set_pre_tls_callback(&mut self, callback: crate::listeners::PreTlsCallback) {
+        self.listeners.set_pre_tls_callback(callback);
+    }
+
     /// Create a new [`Service`] with the given application (see [`crate::apps`]).
     pub fn new(name: String, app_logic: A) -> Self {
         Service {

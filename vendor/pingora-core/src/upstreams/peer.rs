@@ -782,6 +782,15 @@ impl Hash for HttpPeer {
         self.sni.hash(state);
         // client cert serial
         self.client_cert_key.hash(state);
+        // deskgate patch 15: the CA the peer was verified against. Without it a connection
+        // verified against a private CA was pooled with, and handed to, a peer that trusts
+        // only the system's roots. The list's identity stands for its content (one list per
+        // configured upstream).
+        self.options
+            .ca
+            .as_ref()
+            .map(|ca| Arc::as_ptr(ca) as *const u8 as usize)
+            .hash(state);
         // origin server cert verification
         self.verify_cert().hash(state);
         self.verify_hostname().hash(state);

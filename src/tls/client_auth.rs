@@ -1,0 +1,67 @@
+//! Mutual TLS on listeners (`tls.client_ca`): client certificates verified against a CA, and
+//! the verified subject carried from the handshake to the request (`X-Client-Cert-Subject`
+//! toward upstreams and access checks, `client_subject` in the access log).
+
+use crate::config::ClientAuthSpec;
+use async_trait::async_trait;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use std::any::Any;
+use std::sync::Arc;
+
+/// The request header carrying the verified subject; whatever a client sends under this name
+/// is removed first on listeners with client authentication.
+pub const SUBJECT_HEADER: &str = "x-client-cert-subject";
+
+/// The verified client certificate's subject (`CN=alice, O=hub`), attached to the connection.
+pub struct ClientSubject(pub String);
+
+/// Reads the subject once per connection, after the handshake verified the certificate.
+pub struct SubjectAfterHandshake;
+
+#[async_trait]
+impl TlsAccept for SubjectAfterHandshake {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let der = tls.peer_certificate_der()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Some(Arc::new(ClientSubject(cert.subject().to_string())))
+    }
+}
+
+pub fn verifier(spec: &ClientAuthSpec) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let pem =
+        std::fs::read(&spec.ca).map_err(|e| format!("cannot read {}: {e}", spec.ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("{} is not PEM: {e}", spec.ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", spec.ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("no CA certificate in {}", spec.ca.display()));
+    }
+    let builder = WebPkiClientVerifier::builder(Arc::new(roots));
+    let builder = if spec.required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder
+        .build()
+        .map_err(|e| format!("client verifier from {}: {e}", spec.ca.display()))
+}
+
+/// The subject a listener verified for this request's connection, if any.
+pub fn subject_of(session: &pingora::proxy::Session) -> Option<&str> {
+    let digest = session.digest()?.ssl_digest.as_ref()?;
+    digest
+        .extension
+        .get::<ClientSubject>()
+        .map(|s| s.0.as_str())
+}
