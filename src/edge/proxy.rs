@@ -429,14 +429,24 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        let closed = matches!(
+            e.etype(),
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+        );
         // A browser closing its tab (often without a TLS close_notify) is routine, not an
         // error; logging one ERROR line per closed desktop would bury real problems.
-        e.esource() == &ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-            )
+        if closed && e.esource() == &ErrorSource::Downstream {
+            return true;
+        }
+        // So is a desktop stopped under an open session (the hub's idle culler, a restart):
+        // one warning, not an error.
+        if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
+            let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
+            log::warn!("desktop {upstream} ended an open WebSocket: {}", e.etype().as_str());
+            return true;
+        }
+        false
     }
 
     fn fail_to_connect(
