@@ -443,7 +443,10 @@ impl ProxyHttp for EdgeProxy {
         // one warning, not an error.
         if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
             let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
-            log::warn!("desktop {upstream} ended an open WebSocket: {}", e.etype().as_str());
+            log::warn!(
+                "desktop {upstream} ended an open WebSocket: {}",
+                e.etype().as_str()
+            );
             return true;
         }
         false
