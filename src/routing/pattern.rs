@@ -111,7 +111,17 @@ impl Template {
     /// Matches the whole of `text`; captures never contain `forbidden` and are never empty.
     pub fn matches(&self, text: &str, forbidden: char, captures: &mut Captures) -> bool {
         let mark = captures.0.len();
-        if match_pieces(&self.pieces, text, forbidden, captures) {
+        // With two captures or more, remember the (pattern, text) suffixes that failed: plain
+        // backtracking is exponential in the captures (a fuzzer found a pattern that took
+        // minutes); one capture backtracks in linear time and needs no memory.
+        let several = self
+            .pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Capture(_)))
+            .nth(1)
+            .is_some();
+        let mut failed = several.then(|| Failed::new(self.pieces.len(), text.len()));
+        if match_pieces(&self.pieces, text, forbidden, captures, &mut failed) {
             true
         } else {
             captures.0.truncate(mark);
@@ -132,34 +142,90 @@ impl Template {
     }
 }
 
-fn match_pieces(pieces: &[Piece], text: &str, forbidden: char, caps: &mut Captures) -> bool {
-    match pieces.split_first() {
+/// The states known to fail, keyed by what is left of the pattern and of the text (both are
+/// suffixes, so their lengths name them).
+struct Failed {
+    text_len: usize,
+    seen: Vec<bool>,
+}
+
+impl Failed {
+    fn new(pieces: usize, text_len: usize) -> Failed {
+        Failed {
+            text_len,
+            seen: vec![false; (pieces + 1) * (text_len + 1)],
+        }
+    }
+
+    fn slot(&self, pieces: &[Piece], text: &str) -> usize {
+        pieces.len() * (self.text_len + 1) + text.len()
+    }
+}
+
+fn match_pieces(
+    pieces: &[Piece],
+    text: &str,
+    forbidden: char,
+    caps: &mut Captures,
+    failed: &mut Option<Failed>,
+) -> bool {
+    if let Some(f) = failed {
+        if f.seen[f.slot(pieces, text)] {
+            return false;
+        }
+    }
+    let found = match pieces.split_first() {
         None => text.is_empty(),
         Some((Piece::Literal(l), rest)) => {
             text.len() >= l.len()
                 && text.as_bytes()[..l.len()].eq_ignore_ascii_case(l.as_bytes())
-                && match_pieces(rest, &text[l.len()..], forbidden, caps)
+                && match_pieces(rest, &text[l.len()..], forbidden, caps, failed)
         }
         Some((Piece::Capture(name), rest)) => {
             let limit = text.find(forbidden).unwrap_or(text.len());
             // Shortest capture first: with literals between captures this finds the match
             // a reader expects (`{user}-{type}` on `alice-xfce-2` gives user=alice).
+            let mut found = false;
             for end in (1..=limit).filter(|&e| text.is_char_boundary(e)) {
                 let mark = caps.0.len();
                 caps.push(name, &text[..end]);
-                if match_pieces(rest, &text[end..], forbidden, caps) {
-                    return true;
+                if match_pieces(rest, &text[end..], forbidden, caps, failed) {
+                    found = true;
+                    break;
                 }
                 caps.0.truncate(mark);
             }
-            false
+            found
+        }
+    };
+    if !found {
+        if let Some(f) = failed {
+            let slot = f.slot(pieces, text);
+            f.seen[slot] = true;
         }
     }
+    found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_captures_match_in_polynomial_time() {
+        // Exponential with plain backtracking: 12 captures over 200 characters that cannot
+        // match (the last literal is missing).
+        let pattern = "{a}-{b}-{c}-{d}-{e}-{f}-{g}-{h}-{i}-{j}-{k}-{l}.end";
+        let t = Template::parse(pattern).unwrap();
+        let text = "x-".repeat(100);
+        let mut c = Captures::default();
+        assert!(!t.matches(&text, '/', &mut c));
+        assert!(c.is_empty());
+        let ok = format!("{}x.end", "x-".repeat(11));
+        assert!(t.matches(&ok, '/', &mut c));
+        assert_eq!(c.get("a"), Some("x"));
+        assert_eq!(c.get("l"), Some("x"));
+    }
 
     #[test]
     fn host_capture() {
