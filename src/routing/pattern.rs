@@ -43,6 +43,8 @@ impl Captures {
 pub struct Template {
     raw: String,
     pieces: Vec<Piece>,
+    /// Two captures or more: matching remembers failed states (see `matches`).
+    several_captures: bool,
 }
 
 impl fmt::Display for Template {
@@ -81,9 +83,14 @@ impl Template {
         if !rest.is_empty() {
             pieces.push(Piece::Literal(rest.to_string()));
         }
+        let captures = pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Capture(_)))
+            .count();
         Ok(Template {
             raw: raw.to_string(),
             pieces,
+            several_captures: captures > 1,
         })
     }
 
@@ -114,13 +121,9 @@ impl Template {
         // With two captures or more, remember the (pattern, text) suffixes that failed: plain
         // backtracking is exponential in the captures (a fuzzer found a pattern that took
         // minutes); one capture backtracks in linear time and needs no memory.
-        let several = self
-            .pieces
-            .iter()
-            .filter(|p| matches!(p, Piece::Capture(_)))
-            .nth(1)
-            .is_some();
-        let mut failed = several.then(|| Failed::new(self.pieces.len(), text.len()));
+        let mut failed = self
+            .several_captures
+            .then(|| Failed::new(self.pieces.len(), text.len()));
         if match_pieces(&self.pieces, text, forbidden, captures, &mut failed) {
             true
         } else {
