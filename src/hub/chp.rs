@@ -179,13 +179,8 @@ fn client_auth(
 }
 
 impl ChpArgs {
-    /// Flags CHP has whose behaviour deskgate does not offer: refuse them by name rather than
-    /// run differently from what the hub asked for.
-    fn unsupported(&self) -> Vec<&'static str> {
-        given([])
-    }
-
-    /// Flags accepted for compatibility whose settings rustls' defaults replace.
+    /// Flags accepted for compatibility that change nothing here: TLS settings rustls' defaults
+    /// replace, statsd, and the client-side `--client-ssl-request-cert/-reject-unauthorized`.
     fn ignored(&self) -> Vec<&'static str> {
         given([
             // Without --ssl-request-cert, Node uses --ssl-ca for nothing a server does.
@@ -422,16 +417,8 @@ pub fn parse(args: Vec<String>) -> ChpArgs {
 
 /// Builds the config to run from the parsed flags.
 pub fn plan(args: ChpArgs) -> Result<ChpPlan, String> {
-    let unsupported = args.unsupported();
-    if !unsupported.is_empty() {
-        return Err(format!(
-            "{} not supported by deskgate chp (mutual TLS toward the API and targets); \
-             run without them, or use deskgate's own config",
-            unsupported.join(", ")
-        ));
-    }
     for flag in args.ignored() {
-        log::warn!("deskgate chp: {flag} is accepted and ignored (rustls defaults apply)");
+        log::warn!("deskgate chp: {flag} is accepted and ignored");
     }
     let token_set = std::env::var(TOKEN_ENV).is_ok_and(|t| !t.is_empty());
     let overlay = args.overlay(token_set)?;
