@@ -14,7 +14,8 @@
 //!   snapshot (`gateway`), forwarded headers, responses, error pages, noVNC paths, WebSocket
 //!   close, connection limits
 //! - `acme`: listener certificates from an ACME CA (HTTP-01, TLS-ALPN-01, DNS-01 via RFC 2136)
-//! - `tls`: listener certificates by SNI, the ACME challenge answers listeners give
+//! - `tls`: listener certificates by SNI, client certificates (mutual TLS), plain HTTP on a TLS
+//!   port, the ACME challenge answers listeners give
 //! - `import`: other servers' configurations as deskgate YAML (`deskgate import apache`)
 //! - `config`: YAML surface (`raw`) -> validation -> the plain model (`model`), errors as
 //!   `FILE:LINE:COL`
