@@ -121,7 +121,6 @@ struct Upstream {
     comments: Vec<String>,
     server: String,
     tls: Option<bool>,
-    sni: Option<String>,
     basic_auth: Option<BasicAuth>,
 }
 
@@ -243,7 +242,7 @@ pub fn convert(files: &[PathBuf], opts: &ImportOptions) -> Result<Conversion, St
     for (i, v) in vhosts.iter().enumerate() {
         c.vhost(i, v, &global, &ports_shared);
     }
-    c.apply_scoped_auth(&vhosts, &global);
+    c.apply_scoped_auth();
     Ok(c.finish())
 }
 
@@ -701,7 +700,6 @@ impl Converter<'_> {
                 comments: Vec::new(),
                 server: format!("{}:{}", url.host, url.port),
                 tls: tls.then_some(!scope.proxy_verify_off),
-                sni: None,
                 basic_auth: None,
             });
         u.comments.push(at.to_string());
@@ -776,15 +774,32 @@ impl Converter<'_> {
                 _ => comments.push(format!("  {param}: not translated")),
             }
         }
-        let route_path = with_slash(&path);
-        let strip = if url.path == "/" || url.path.is_empty() {
+        self.prefix_routes(vhost, scope, hosts, d, &path, &url, comments);
+    }
+
+    /// Routes for a path prefix, on each of the vhost's hosts, to the upstream `url` names:
+    /// the prefix is stripped when the backend path is `/` and kept when it is the prefix
+    /// itself; any other backend path is skipped. `comments[0]` names the Apache line.
+    #[allow(clippy::too_many_arguments)]
+    fn prefix_routes(
+        &mut self,
+        vhost: usize,
+        scope: &Scope,
+        hosts: &[Option<String>],
+        d: &Directive,
+        prefix: &str,
+        url: &Url,
+        comments: Vec<String>,
+    ) {
+        let route_path = with_slash(prefix);
+        let strip = if url.path == "/" {
             route_path != "/"
         } else if with_slash(&url.path) == route_path {
             false
         } else {
             return self.skip(&d.at, &d.text, "the backend path differs from the route's (deskgate strips a prefix or keeps the path; it does not replace one with another)");
         };
-        let upstream = self.upstream_for(&url, scope, &format!("{}: {}", d.at, d.text));
+        let upstream = self.upstream_for(url, scope, &comments[0]);
         for host in hosts {
             self.add_route(Route {
                 comments: comments.clone(),
@@ -824,22 +839,8 @@ impl Converter<'_> {
         });
         match translated {
             Some((prefix, url)) => {
-                let route_path = with_slash(&prefix);
-                let strip = if url.path == "/" { route_path != "/" } else if with_slash(&url.path) == route_path { false } else {
-                    return self.skip(&d.at, &d.text, "the backend path differs from the route's");
-                };
-                let upstream = self.upstream_for(&url, scope, &format!("{}: {}", d.at, d.text));
-                for host in hosts {
-                    self.add_route(Route {
-                        comments: vec![format!("{}: {}", d.at, d.text)],
-                        host: host.clone(),
-                        path: route_path.clone(),
-                        target: Target::Named(upstream.clone()),
-                        strip_prefix: strip,
-                        fallback: None,
-                        vhost,
-                    });
-                }
+                let comments = vec![format!("{}: {}", d.at, d.text)];
+                self.prefix_routes(vhost, scope, hosts, d, &prefix, &url, comments);
             }
             None => self.skip(&d.at, &d.text, "only `^/prefix/(.*)$ URL/$1` shapes are translated (deskgate routes by prefix, not regex)"),
         }
@@ -892,7 +893,7 @@ impl Converter<'_> {
                 .push(format!("{} {}", c.at, d.at));
             return None;
         }
-        if let Some(status) = flags.redirect {
+        if flags.redirect.is_some() {
             if let Some(nc) = null_cond {
                 let map = map_name(nc.arg(0)).unwrap_or_default();
                 let fallback = target.to_string();
@@ -912,7 +913,6 @@ impl Converter<'_> {
                 if !attached {
                     self.pending_fallbacks.push((vhost, map, fallback, text));
                 }
-                let _ = status;
                 return None;
             }
             let to_https = target.starts_with("https://%{HTTP_HOST}")
@@ -1044,27 +1044,11 @@ impl Converter<'_> {
         let base = target.strip_suffix("$1").and_then(Url::parse);
         match (prefix, base, host_cond) {
             (Some(prefix), Some(url), None) if literal(&prefix) => {
-                let route_path = with_slash(if prefix.is_empty() { "/" } else { &prefix });
-                let strip = if url.path == "/" { route_path != "/" } else if with_slash(&url.path) == route_path { false } else {
-                    self.skip(&d.at, &d.text, "the backend path differs from the route's");
-                    return None;
-                };
-                let upstream = self.upstream_for(&url, scope, &text[0]);
                 let mut comments = text.clone();
                 if upgrade_cond {
                     comments.push("  the Upgrade condition: deskgate passes WebSocket upgrades natively".into());
                 }
-                for host in hosts {
-                    self.add_route(Route {
-                        comments: comments.clone(),
-                        host: host.clone(),
-                        path: route_path.clone(),
-                        target: Target::Named(upstream.clone()),
-                        strip_prefix: strip,
-                        fallback: None,
-                        vhost,
-                    });
-                }
+                self.prefix_routes(vhost, scope, hosts, d, &prefix, &url, comments);
             }
             _ => self.skip(&d.at, &d.text, "a [P] rule of a shape the importer does not know (it knows `^/prefix/(.*)$ URL/$1` and RewriteMap lookups by host)"),
         }
@@ -1073,8 +1057,7 @@ impl Converter<'_> {
 
     /// `RequestHeader set Authorization "Basic ..."`, possibly under `<If %{HTTP_HOST} =~>`:
     /// Basic auth on the upstreams (or resolvers) of the routes it covers.
-    fn apply_scoped_auth(&mut self, vhosts: &[Section], global: &Scope) {
-        let _ = global;
+    fn apply_scoped_auth(&mut self) {
         let scopes: Vec<Vec<(Option<String>, BasicAuth, Origin)>> =
             self.scoped_auth.drain(..).collect();
         for (vhost, auths) in scopes.into_iter().enumerate() {
@@ -1121,7 +1104,6 @@ impl Converter<'_> {
                 }
             }
         }
-        let _ = vhosts;
     }
 
     fn finish(mut self) -> Conversion {
@@ -1187,12 +1169,7 @@ impl Converter<'_> {
                 }
                 y.push_str(&format!("  {name}:\n    servers: [{}]\n", q(&u.server)));
                 if let Some(verify) = u.tls {
-                    y.push_str(&format!(
-                        "    tls: {{ verify: {verify}{} }}\n",
-                        u.sni
-                            .as_ref()
-                            .map_or(String::new(), |s| format!(", sni: {}", q(s)))
-                    ));
+                    y.push_str(&format!("    tls: {{ verify: {verify} }}\n"));
                 }
                 if let Some(a) = &u.basic_auth {
                     y.push_str(&format!(
