@@ -191,7 +191,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         server.add_service(service);
     }
     for service in acme_services {
-        let name = format!("acme {}", service.settings.hosts.join(","));
+        let name = format!("acme {}", service.settings.spec.hosts.join(","));
         server.add_service(pingora::services::background::background_service(
             &name, service,
         ));

@@ -27,20 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::AcmeSpec;
 pub use crate::config::ChallengeKind;
 
-/// A listener's `acme:` block with its TSIG key read (built by `runtime`).
+/// A listener's `acme:` block, with its TSIG key read (built by `runtime`).
 pub struct AcmeSettings {
-    pub directory: String,
-    /// `mailto:` addresses for the account.
-    pub contact: Vec<String>,
-    pub hosts: Vec<String>,
-    pub storage: PathBuf,
-    pub challenge: ChallengeKind,
-    /// A CA certificate (PEM) to trust for the directory's HTTPS, for test CAs such as pebble.
-    pub directory_ca: Option<PathBuf>,
-    /// Renew once the certificate is this old, instead of at 2/3 of its lifetime.
-    pub renew_after: Option<Duration>,
+    pub spec: AcmeSpec,
     pub dns01: Option<Arc<rfc2136::Rfc2136>>,
 }
 
@@ -131,20 +123,20 @@ impl BackgroundService for AcmeService {
 
 impl AcmeService {
     fn label(&self) -> String {
-        self.settings.hosts.join(",")
+        self.settings.spec.hosts.join(",")
     }
 
     fn dir(&self) -> PathBuf {
-        let stem: String = self.settings.hosts[0]
+        let stem: String = self.settings.spec.hosts[0]
             .chars()
             .map(|c| if c == '*' { '_' } else { c })
             .collect();
-        self.settings.storage.join(stem)
+        self.settings.spec.storage.join(stem)
     }
 
     /// When to renew: `renew_after` past storing, else 2/3 of the way through its validity.
     fn renew_at(&self, c: &Issued) -> u64 {
-        match self.settings.renew_after {
+        match self.settings.spec.renew_after {
             Some(after) => c.stored_at + after.as_secs(),
             None => c.not_before + (c.not_after.saturating_sub(c.not_before)) * 2 / 3,
         }
@@ -152,8 +144,8 @@ impl AcmeService {
 
     fn install(&self, c: &Issued) {
         self.resolver
-            .set_managed(CertSet::for_hosts(&self.settings.hosts, c.key.clone()));
-        metrics::set_certificate_expiry(&self.settings.hosts, c.not_after);
+            .set_managed(CertSet::for_hosts(&self.settings.spec.hosts, c.key.clone()));
+        metrics::set_certificate_expiry(&self.settings.spec.hosts, c.not_after);
     }
 
     fn load_stored(&self) -> Result<Issued, String> {
@@ -178,12 +170,12 @@ impl AcmeService {
     }
 
     async fn account(&self) -> Result<Account, String> {
-        let builder = match &self.settings.directory_ca {
+        let builder = match &self.settings.spec.directory_ca {
             Some(ca) => Account::builder_with_root(ca),
             None => Account::builder(),
         }
-        .map_err(|e| format!("HTTP client for {}: {e}", self.settings.directory))?;
-        let path = self.settings.storage.join("account.json");
+        .map_err(|e| format!("HTTP client for {}: {e}", self.settings.spec.directory))?;
+        let path = self.settings.spec.storage.join("account.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
             let credentials: AccountCredentials = serde_json::from_str(&text)
                 .map_err(|e| format!("{}: not account credentials: {e}", path.display()))?;
@@ -192,7 +184,13 @@ impl AcmeService {
                 .await
                 .map_err(|e| self.explain(&format!("account from {}", path.display()), &e));
         }
-        let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
+        let contact: Vec<&str> = self
+            .settings
+            .spec
+            .contact
+            .iter()
+            .map(String::as_str)
+            .collect();
         let (account, credentials) = builder
             .create(
                 &NewAccount {
@@ -200,13 +198,13 @@ impl AcmeService {
                     terms_of_service_agreed: true,
                     only_return_existing: false,
                 },
-                self.settings.directory.clone(),
+                self.settings.spec.directory.clone(),
                 None,
             )
             .await
             .map_err(|e| self.explain("creating an account", &e))?;
         let json = serde_json::to_vec(&credentials).map_err(|e| e.to_string())?;
-        private_dir(&self.settings.storage)?;
+        private_dir(&self.settings.spec.storage)?;
         crate::support::secret::write_private(&path, &json)?;
         Ok(account)
     }
@@ -221,13 +219,13 @@ impl AcmeService {
             chain.push_str(&s.to_string());
             source = s.source();
         }
-        let directory = &self.settings.directory;
+        let directory = &self.settings.spec.directory;
         let lower = chain.to_ascii_lowercase();
         let cause = if lower.contains("unknownissuer")
             || lower.contains("invalid peer certificate")
             || lower.contains("certificate verify")
         {
-            match &self.settings.directory_ca {
+            match &self.settings.spec.directory_ca {
                 Some(ca) => format!("the directory's HTTPS certificate is not signed by `directory_ca` ({})", ca.display()),
                 None => "the directory's HTTPS certificate is not trusted: set `directory_ca:` to the CA certificate (PEM) that signed it".to_string(),
             }
@@ -257,6 +255,7 @@ impl AcmeService {
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = self
             .settings
+            .spec
             .hosts
             .iter()
             .map(|h| Identifier::Dns(h.clone()))
@@ -268,7 +267,7 @@ impl AcmeService {
                 if msg.contains("accountDoesNotExist") {
                     // The CA no longer knows the stored account (a reset test CA): make a new
                     // one next time.
-                    let _ = std::fs::remove_file(self.settings.storage.join("account.json"));
+                    let _ = std::fs::remove_file(self.settings.spec.storage.join("account.json"));
                 }
                 return Err(self.explain("new order", &e));
             }
@@ -288,7 +287,7 @@ impl AcmeService {
             status => {
                 return Err(format!(
                     "the CA did not validate the {:?} challenge (order {status:?})",
-                    self.settings.challenge
+                    self.settings.spec.challenge
                 ))
             }
         }
@@ -301,7 +300,7 @@ impl AcmeService {
             .await
             .map_err(|e| format!("downloading the certificate: {e}"))?;
         let dir = self.dir();
-        private_dir(&self.settings.storage)?;
+        private_dir(&self.settings.spec.storage)?;
         private_dir(&dir)?;
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         crate::support::secret::write_private(&key, key_pem.as_bytes())?;
@@ -320,7 +319,7 @@ impl AcmeService {
         order: &mut instant_acme::Order,
         pending: &mut Pending,
     ) -> Result<(), String> {
-        let kind = match self.settings.challenge {
+        let kind = match self.settings.spec.challenge {
             ChallengeKind::Http01 => ChallengeType::Http01,
             ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
             ChallengeKind::Dns01 => ChallengeType::Dns01,
@@ -339,7 +338,7 @@ impl AcmeService {
             let key_auth = challenge.key_authorization();
             let identifier = challenge.identifier().to_string();
             let host = identifier.trim_start_matches("*.").to_string();
-            match self.settings.challenge {
+            match self.settings.spec.challenge {
                 ChallengeKind::Http01 => {
                     CHALLENGES.put_http(&challenge.token, key_auth.as_str());
                     pending.http.push(challenge.token.clone());

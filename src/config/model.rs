@@ -103,6 +103,7 @@ impl ChallengeKind {
 }
 
 /// A listener's `acme:` block.
+#[derive(Clone)]
 pub struct AcmeSpec {
     pub at: String,
     pub directory: String,
@@ -119,6 +120,7 @@ pub struct AcmeSpec {
 }
 
 /// DNS-01 through RFC 2136 updates signed with a TSIG key read from `tsig_key_file`.
+#[derive(Clone)]
 pub struct Rfc2136Spec {
     pub server: String,
     /// Lowercase, without the trailing dot.

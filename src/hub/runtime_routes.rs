@@ -35,21 +35,6 @@ pub struct DynamicSettings {
     pub host_routing: bool,
 }
 
-impl Default for DynamicSettings {
-    fn default() -> Self {
-        DynamicSettings {
-            tls: None,
-            authorization: None,
-            block: Vec::new(),
-            access: None,
-            novnc: false,
-            strip_prefix: false,
-            prepend_path: true,
-            host_routing: false,
-        }
-    }
-}
-
 struct Entry {
     target: String,
     data: Map<String, Value>,

@@ -319,13 +319,7 @@ impl Assembler<'_> {
             _ => None,
         };
         Some(AcmeSettings {
-            directory: spec.directory.clone(),
-            contact: spec.contact.clone(),
-            hosts: spec.hosts.clone(),
-            storage: spec.storage.clone(),
-            challenge: spec.challenge,
-            directory_ca: spec.directory_ca.clone(),
-            renew_after: spec.renew_after,
+            spec: spec.clone(),
             dns01,
         })
     }
