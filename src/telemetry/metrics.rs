@@ -26,29 +26,23 @@ fn gauge(name: &str, help: &str) -> IntGauge {
     registered(IntGauge::new(name, help).expect("valid metric"))
 }
 
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
 static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
-    registered(
-        IntCounterVec::new(
-            Opts::new(
-                "deskgate_requests_total",
-                "Requests answered, by route and status class.",
-            ),
-            &["route", "class"],
-        )
-        .expect("valid metric"),
+    counter_vec(
+        "deskgate_requests_total",
+        "Requests answered, by route and status class.",
+        &["route", "class"],
     )
 });
 
 static HANDSHAKE_FAILURES: Lazy<IntCounterVec> = Lazy::new(|| {
-    registered(
-        IntCounterVec::new(
-            Opts::new(
-                "deskgate_tls_handshake_failures_total",
-                "Refused or failed TLS handshakes on listeners, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric"),
+    counter_vec(
+        "deskgate_tls_handshake_failures_total",
+        "Refused or failed TLS handshakes on listeners, by reason.",
+        &["reason"],
     )
 });
 
