@@ -171,16 +171,11 @@ async fn deb_installs_runs_survives_reinstall_and_purges_clean() {
     );
     let conf = fx.path().join("installed.yaml");
     std::fs::write(&conf, yaml).unwrap();
-    let log = fx.path().join("installed.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new("/usr/bin/deskgate")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let edge = Deskgate::from_child(child, port, log);
+    let edge = Deskgate::run(
+        Command::new("/usr/bin/deskgate").arg("-c").arg(&conf),
+        fx.path().join("installed.log"),
+        port,
+    );
     echo_through(port).await;
     drop(edge);
 
@@ -356,16 +351,13 @@ async fn image_runs_as_its_user_serves_websockets_and_stands_in_for_chp() {
         &place(&image, &fx.password_file),
     );
     std::fs::write(image.rootfs().join("etc/deskgate/test/echo.yaml"), yaml).unwrap();
-    let log = fx.path().join("image.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = image
-        .command("/usr/bin/deskgate")
-        .args(["-c", "/etc/deskgate/test/echo.yaml"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let edge = Deskgate::from_child(child, port, log);
+    let edge = Deskgate::run(
+        image
+            .command("/usr/bin/deskgate")
+            .args(["-c", "/etc/deskgate/test/echo.yaml"]),
+        fx.path().join("image.log"),
+        port,
+    );
     echo_through(port).await;
     drop(edge);
 
@@ -374,25 +366,18 @@ async fn image_runs_as_its_user_serves_websockets_and_stands_in_for_chp() {
     let (hub_port, _hub) = http_target(fx.path(), "hub", "/");
     let (user_port, _user) = http_target(fx.path(), "alice-server", "/user/alice/");
     let (proxy_port, api_port) = (free_port(), free_port());
-    let log = fx.path().join("chp.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = image
-        .command("configurable-http-proxy")
-        .args([
-            "--ip=::".to_string(),
-            "--api-ip=::".to_string(),
-            format!("--api-port={api_port}"),
-            format!("--default-target=http://127.0.0.1:{hub_port}"),
-            format!("--error-target=http://127.0.0.1:{hub_port}/hub/error"),
-            format!("--port={proxy_port}"),
-        ])
-        .env("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
+    let mut chp = image.command("configurable-http-proxy");
+    chp.args([
+        "--ip=::".to_string(),
+        "--api-ip=::".to_string(),
+        format!("--api-port={api_port}"),
+        format!("--default-target=http://127.0.0.1:{hub_port}"),
+        format!("--error-target=http://127.0.0.1:{hub_port}/hub/error"),
+        format!("--port={proxy_port}"),
+    ])
+    .env("CONFIGPROXY_AUTH_TOKEN", ADMIN_TOKEN);
     // Ready on IPv4 loopback although it listens on `::`: dual-stack.
-    let chp = Deskgate::from_child(child, proxy_port, log);
+    let chp = Deskgate::run(&mut chp, fx.path().join("chp.log"), proxy_port);
     wait_port(api_port);
     let api = format!("http://127.0.0.1:{api_port}");
     let via = |path: &str| curl(&format!("http://127.0.0.1:{proxy_port}{path}"), &[]);

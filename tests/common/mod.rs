@@ -166,25 +166,24 @@ impl Deskgate {
     ) -> Deskgate {
         let conf = dir.join(format!("{name}.yaml"));
         std::fs::write(&conf, yaml).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("-c")
-            .arg(&conf)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .env("RUST_LOG", "info");
+        cmd.arg("-c").arg(&conf).env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
-        let mut d = Deskgate {
-            child,
-            https_port: ready_port,
-            log,
-        };
-        d.wait_ready(ready_port);
-        d
+        Self::run(&mut cmd, dir.join(format!("{name}.log")), ready_port)
+    }
+
+    /// Runs `cmd` (a deskgate however started: an installed binary, under chroot...) with its
+    /// output in `log`, and waits until `ready_port` accepts connections.
+    pub fn run(cmd: &mut Command, log: PathBuf, ready_port: u16) -> Deskgate {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self::from_child(child, ready_port, log)
     }
 
     pub fn from_child(child: Child, https_port: u16, log: PathBuf) -> Deskgate {
