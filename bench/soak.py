@@ -167,6 +167,14 @@ pid_file: "{self.work}/deskgate.pid"
             last_requests = req
 
     # ---- load
+    async def pause(self, seconds):
+        """Sleeps `seconds`, or less when the run ends; True when it has ended."""
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
     def url(self, desktop, path):
         return f"wss://127.0.0.1:{self.tls_port}/desktop/{desktop}/{path}"
 
@@ -185,10 +193,7 @@ pid_file: "{self.work}/deskgate.pid"
                             self.counts["echo_mismatch"] += 1
                         self.counts["echoes"] += 1
                         self.counts["echo_bytes"] += len(payload)
-                        try:
-                            await asyncio.wait_for(self.stop.wait(), rng.uniform(0.2, 0.6))
-                        except asyncio.TimeoutError:
-                            pass
+                        await self.pause(rng.uniform(0.2, 0.6))
                     await ws.close()
                     return
             except Exception as e:  # noqa: BLE001 - every way a socket can end counts
@@ -266,12 +271,7 @@ pid_file: "{self.work}/deskgate.pid"
 
     async def reloads(self):
         generation = 0
-        while not self.stop.is_set():
-            try:
-                await asyncio.wait_for(self.stop.wait(), 30)
-                return
-            except asyncio.TimeoutError:
-                pass
+        while not await self.pause(30):
             generation += 1
             broken = generation % 4 == 0
             self.config(generation, broken)
@@ -279,12 +279,7 @@ pid_file: "{self.work}/deskgate.pid"
             self.counts["reloads_broken" if broken else "reloads_ok"] += 1
 
     async def desktop_restarts(self):
-        while not self.stop.is_set():
-            try:
-                await asyncio.wait_for(self.stop.wait(), 60)
-                return
-            except asyncio.TimeoutError:
-                pass
+        while not await self.pause(60):
             self.procs[VOLATILE].kill()
             self.procs[VOLATILE].wait()
             await asyncio.sleep(2)
@@ -292,11 +287,8 @@ pid_file: "{self.work}/deskgate.pid"
             self.counts["desktop_restarts"] += 1
 
     async def redis_restart(self, at):
-        try:
-            await asyncio.wait_for(self.stop.wait(), at)
+        if await self.pause(at):
             return
-        except asyncio.TimeoutError:
-            pass
         self.procs["redis"].terminate()
         self.procs["redis"].wait()
         await asyncio.sleep(3)
