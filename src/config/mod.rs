@@ -191,6 +191,7 @@ impl Validator {
             read: t.read.map_or(d.read, |x| x.0),
             upgraded_idle: t.upgraded_idle.map_or(d.upgraded_idle, |x| x.0),
             client_header: t.client_header.map_or(d.client_header, |x| x.0),
+            upstream_keepalive: t.upstream_keepalive.map_or(d.upstream_keepalive, |x| x.0),
             drain: t.drain.map_or(d.drain, |x| x.0),
         };
         let mut seen = HashSet::new();

@@ -275,6 +275,7 @@ pub struct RawTimeouts {
     pub read: Option<HumanDuration>,
     pub upgraded_idle: Option<HumanDuration>,
     pub client_header: Option<HumanDuration>,
+    pub upstream_keepalive: Option<HumanDuration>,
     pub drain: Option<HumanDuration>,
 }
 

@@ -452,6 +452,40 @@ impl ProxyHttp for EdgeProxy {
         false
     }
 
+    /// A kept-alive upstream connection that fails before any answer went out was stale: the
+    /// server closed it or wrote on it while it idled, and the check when it was taken from the
+    /// pool ran before the kernel's news reached the reactor. Pingora retries only errors of the
+    /// socket itself; a TLS record or a status line that makes no sense (a server's unasked-for
+    /// `408` on an idle connection) is retried here too, once per stale connection, on a fresh one
+    /// when the pool has no other, as nginx does. Only for requests Pingora may repeat.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let repeatable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        let stale = client_reused
+            && session.response_written().is_none()
+            && matches!(
+                e.etype(),
+                ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::InvalidHTTPHeader
+            );
+        if !repeatable {
+            e.set_retry(false);
+        } else if stale {
+            metrics::UPSTREAM_RETRIES.inc();
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,

@@ -9,7 +9,6 @@ pub mod settings;
 use http::HeaderValue;
 use pingora_core::upstreams::peer::HttpPeer;
 use settings::{host_of, resolve, with_default_port, Timeouts, UpstreamTls};
-use std::time::Duration;
 
 pub struct Upstream {
     pub name: String,
@@ -143,7 +142,7 @@ impl Upstream {
         } else {
             timeouts.read
         });
-        o.idle_timeout = Some(Duration::from_secs(60));
+        o.idle_timeout = Some(timeouts.upstream_keepalive);
         if let Some(t) = &self.tls {
             o.verify_cert = t.verify;
             o.verify_hostname = t.verify;

@@ -97,6 +97,8 @@ pub struct Timeouts {
     pub read: Duration,
     pub upgraded_idle: Duration,
     pub client_header: Duration,
+    /// How long an idle kept-alive upstream connection waits for its next request.
+    pub upstream_keepalive: Duration,
     /// How long open connections (desktops) may drain after SIGTERM or an upgrade hand-over.
     pub drain: Duration,
 }
@@ -108,6 +110,7 @@ impl Default for Timeouts {
             read: Duration::from_secs(60),
             upgraded_idle: Duration::from_secs(3600),
             client_header: Duration::from_secs(10),
+            upstream_keepalive: Duration::from_secs(60),
             drain: Duration::from_secs(60),
         }
     }

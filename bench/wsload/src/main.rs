@@ -1,7 +1,12 @@
 //! wsload: WebSocket load for deskgate's benchmarks. Every mode is bounded in count and time
 //! and only connects to loopback addresses. Prints one JSON object with the results.
 //!
-//! - `rtt`: N sockets each send 64-byte messages and wait for the echo (round-trip times).
+//! - `rtt`: N sockets each send 64-byte messages and wait for the echo (round-trip times);
+//!   with `--in-flight K` at most K messages are on their way at once over all sockets (K = 1:
+//!   strict ping-pong, one wake-up of the proxy per message, nothing to batch).
+//! - `paced`: small HTTPS requests at a fixed rate over C kept-alive connections; latency is
+//!   counted from when each request was due (as wrk2 does), so a stall is not hidden by the
+//!   requests it delayed.
 //! - `stream`: one socket asks the desktop for `stream COUNT SIZE` frames (MB/s).
 //! - `handshake`: new TLS connection + upgrade + one echo + close, repeatedly (per second).
 //! - `hold`: N idle sockets opened, then (optionally) one message each every PERIOD for
@@ -42,6 +47,20 @@ enum Mode {
         sockets: usize,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// At most this many messages on their way at once, over all sockets (0: no limit)
+        #[arg(long, default_value_t = 0)]
+        in_flight: usize,
+    },
+    Paced {
+        /// Requests per second, over all connections
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value = "/whoami")]
+        request_path: String,
     },
     Stream {
         #[arg(long, default_value_t = 5.0)]
@@ -206,7 +225,17 @@ async fn main() {
         tls: Arc::new(tls),
     });
     let out = match cli.mode {
-        Mode::Rtt { sockets, seconds } => rtt(target, sockets, seconds).await,
+        Mode::Rtt {
+            sockets,
+            seconds,
+            in_flight,
+        } => rtt(target, sockets, seconds, in_flight).await,
+        Mode::Paced {
+            rate,
+            connections,
+            seconds,
+            request_path,
+        } => paced(target, rate, connections, seconds, &request_path).await,
         Mode::Stream { seconds, frame } => stream(target, seconds, frame).await,
         Mode::Handshake {
             concurrency,
@@ -231,7 +260,18 @@ async fn main() {
     println!("{out}");
 }
 
-async fn rtt(target: Arc<Target>, sockets: usize, seconds: f64) -> serde_json::Value {
+async fn rtt(
+    target: Arc<Target>,
+    sockets: usize,
+    seconds: f64,
+    in_flight: usize,
+) -> serde_json::Value {
+    // tokio's semaphore is fair: with one permit the sockets take turns.
+    let permits = Arc::new(tokio::sync::Semaphore::new(if in_flight == 0 {
+        tokio::sync::Semaphore::MAX_PERMITS
+    } else {
+        in_flight
+    }));
     let mut conns = Vec::new();
     let mut connect_failed = 0u64;
     for _ in 0..sockets {
@@ -243,10 +283,12 @@ async fn rtt(target: Arc<Target>, sockets: usize, seconds: f64) -> serde_json::V
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for mut ws in conns {
+        let permits = permits.clone();
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let payload = vec![7u8; 64];
             while Instant::now() < deadline {
+                let _turn = permits.acquire().await.expect("semaphore open");
                 let t = Instant::now();
                 if ws.send(Message::binary(payload.clone())).await.is_err()
                     || next_data(&mut ws).await.is_err()
@@ -466,4 +508,131 @@ async fn hold(
     let s = sent.load(Ordering::Relaxed);
     let e = echoed.load(Ordering::Relaxed);
     serde_json::json!({ "opened": open, "connect_failed": connect_failed, "burst_failed": burst_failed, "dropped": dropped.load(Ordering::Relaxed), "sent": s, "echoed": e, "lost": s - e })
+}
+
+/// One kept-alive HTTPS connection for `paced`: sends GET and reads one response
+/// (Content-Length bodies only, which is what the test desktop answers).
+struct HttpConn {
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    async fn open(target: &Target, path: &str, host: &str) -> Result<HttpConn, String> {
+        let tcp = TcpStream::connect(target.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let name =
+            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(target.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("tls: {e}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+        Ok(HttpConn {
+            tls,
+            request,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    async fn exchange(&mut self) -> Result<u16, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.tls
+            .write_all(&self.request)
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).map_err(|e| e.to_string())?;
+                let status: u16 = head
+                    .get(9..12)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("no status line")?;
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .ok_or("no Content-Length")?;
+                let total = end + 4 + length;
+                if self.buf.len() >= total {
+                    self.buf.drain(..total);
+                    return Ok(status);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(30), self.tls.read(&mut chunk))
+                .await
+                .map_err(|_| "no answer in 30 s")?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+async fn paced(
+    target: Arc<Target>,
+    rate: f64,
+    connections: usize,
+    seconds: f64,
+    path: &str,
+) -> serde_json::Value {
+    let host = target.url[6..]
+        .split(':')
+        .next()
+        .unwrap_or("localhost")
+        .to_string();
+    let mut conns = Vec::new();
+    for _ in 0..connections {
+        match HttpConn::open(&target, path, &host).await {
+            Ok(c) => conns.push(c),
+            Err(e) => return serde_json::json!({ "error": e }),
+        }
+    }
+    // Request k of connection i is due at start + (i + k * C) / rate: the connections
+    // interleave evenly, and the whole run offers exactly `rate` requests per second.
+    let start = Instant::now() + Duration::from_millis(50);
+    let per_request = Duration::from_secs_f64(1.0 / rate);
+    let total = (rate * seconds) as u64;
+    let c = conns.len() as u64;
+    let mut tasks = Vec::new();
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let (mut samples, mut errors) = (Vec::new(), 0u64);
+            let mut k = i as u64;
+            while k < total {
+                let due = start + per_request * k as u32;
+                tokio::time::sleep_until(due.into()).await;
+                match conn.exchange().await {
+                    Ok(200) => samples.push(due.elapsed().as_micros() as u64),
+                    _ => {
+                        errors += 1;
+                        break;
+                    }
+                }
+                k += c;
+            }
+            (samples, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (s, e) = t.await.unwrap();
+        all.extend(s);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    serde_json::json!({ "requests": all.len(), "offered_per_s": rate, "achieved_per_s": all.len() as f64 / elapsed,
+        "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "p999_us": percentile(&all, 0.999),
+        "max_us": all.last().copied().unwrap_or(0), "errors": errors })
 }
