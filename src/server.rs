@@ -173,6 +173,10 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
                 // Our order (edge/tls.rs: AES-128-GCM first) over the client's: rustls and
                 // OpenSSL clients list AES-256-GCM-SHA384 first (vendored pingora-core patch 11).
                 settings.set_prefer_server_cipher_order(true);
+                // One ticket per full handshake, not rustls' two: each resumption uses one
+                // and gets a new one, so a client always holds one (vendored pingora-core
+                // patch 17).
+                settings.set_tls13_tickets(1);
                 if alpn_01 {
                     // Last, so browsers never negotiate it (vendored pingora-core patch 5).
                     settings.set_alpn_protocols(vec![

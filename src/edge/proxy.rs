@@ -114,9 +114,8 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
-        // Pingora's default (its compression module, disabled), plus HSTS where configured.
-        modules
-            .add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        // Not Pingora's default compression module (deskgate never compresses: it would only
+        // cost a context per request), only HSTS where configured.
         if let Some(value) = &self.role.hsts {
             modules.add_module(Box::new(crate::edge::hsts::HstsBuilder(value.clone())));
         }

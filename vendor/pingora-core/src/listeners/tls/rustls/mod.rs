@@ -34,6 +34,7 @@ pub struct TlsSettings {
     alpn_protocols: Option<Vec<Vec<u8>>>,
     // deskgate patch: choose the cipher suite by the provider's order, not the client's
     prefer_server_cipher_order: bool,
+    tls13_tickets: Option<usize>,
     cert_path: String,
     key_path: String,
     cert_resolver: Option<Arc<dyn ResolvesServerCert>>,
@@ -97,6 +98,9 @@ impl TlsSettings {
             config.alpn_protocols = alpn_protocols;
         }
         config.ignore_client_order = self.prefer_server_cipher_order;
+        if let Some(n) = self.tls13_tickets {
+            config.send_tls13_tickets = n;
+        }
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -127,6 +131,11 @@ impl TlsSettings {
     /// client's (nginx's `ssl_prefer_server_ciphers on`).
     pub fn set_prefer_server_cipher_order(&mut self, prefer: bool) {
         self.prefer_server_cipher_order = prefer;
+    }
+
+    /// deskgate patch: how many TLS 1.3 session tickets each full handshake sends (rustls: 2).
+    pub fn set_tls13_tickets(&mut self, tickets: usize) {
+        self.tls13_tickets = Some(tickets);
     }
 
     /// Configure mTLS by providing a rustls client certificate verifier.
@@ -210,6 +219,7 @@ impl TlsSettings {
         Ok(TlsSettings {
             alpn_protocols: None,
             prefer_server_cipher_order: false,
+            tls13_tickets: None,
             cert_path: cert_path.to_string(),
             key_path: key_path.to_string(),
             cert_resolver: None,
@@ -231,6 +241,7 @@ impl TlsSettings {
         Ok(TlsSettings {
             alpn_protocols: None,
             prefer_server_cipher_order: false,
+            tls13_tickets: None,
             cert_path: String::new(),
             key_path: String::new(),
             cert_resolver: None,
