@@ -45,7 +45,19 @@ where
 
         // phase 2 send to upstream
 
-        let mut req = session.req_header().clone();
+        // deskgate patch 18: the upstream request without pingora-http's header-case map.
+        // Cloning the map cost an allocation and a copy per request, every header inserted
+        // into the copy paid for titling its name, and an upgraded stream kept the copy (1.3 KB)
+        // for its whole life. HTTP/1.1 names are case-insensitive; without the map Pingora
+        // writes the standard ones titled (`Host`, `Sec-WebSocket-Key`) and others lowercase.
+        // The request target is kept byte for byte when the URI would not reproduce it.
+        let original = session.req_header();
+        let mut req = RequestHeader::from(original.as_owned_parts());
+        if req.uri.path_and_query().map(|p| p.as_str().as_bytes()) != Some(original.raw_path()) {
+            if let Err(e) = req.set_raw_path(original.raw_path()) {
+                return (false, true, Some(e.into_down()));
+            }
+        }
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);
