@@ -277,6 +277,38 @@ fn large_headers_pass_both_ways_on_a_kept_alive_connection() {
     assert_eq!(r.header("x-echo").as_deref(), Some(echo.as_str()));
 }
 
+/// The request target reaches the upstream byte for byte, also where a URI would not carry it
+/// as sent (vendored pingora-proxy patch 18 builds the upstream request from the request's
+/// parts and keeps the raw target then). Sent by hand: curl would percent-encode the UTF-8.
+#[test]
+fn request_target_reaches_the_upstream_byte_for_byte() {
+    use std::io::{Read, Write};
+    let e = edge();
+    for target in [
+        "/desktop/special/a%2Fb/c?x=1&y=%7C",
+        "/desktop/special/p|q{1}/\u{e9}t\u{e9}?z=[2]",
+    ] {
+        let config = client_tls(std::sync::Arc::new(RecordingVerifier::default()));
+        let name = rustls::pki_types::ServerName::try_from("other.test").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", e.edge.https_port)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        write!(
+            tls,
+            "GET {target} HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer); // the edge may end without close_notify
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{target}: {answer}");
+        assert!(
+            answer.contains(&format!("path: <code>{target}</code>")),
+            "{target}: {answer}"
+        );
+    }
+}
+
 /// The listener picks the cipher suite by deskgate's order (AES-128-GCM first), not by the
 /// client's: rustls and OpenSSL clients list AES-256-GCM-SHA384 first, which costs a SHA-384
 /// key schedule per handshake and AES-256 per record (vendored pingora-core patch 11).
