@@ -183,6 +183,19 @@ impl Target {
     }
 }
 
+/// The samples of all tasks, sorted, and their error count.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>) -> (Vec<u64>, u64) {
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (samples, e) = t.await.unwrap();
+        all.extend(samples);
+        errors += e;
+    }
+    all.sort_unstable();
+    (all, errors)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -302,15 +315,8 @@ async fn rtt(
         }));
     }
     let started = Instant::now();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (s, e) = t.await.unwrap();
-        all.extend(s);
-        errors += e;
-    }
+    let (all, errors) = gather(tasks).await;
     let elapsed = started.elapsed().as_secs_f64().max(seconds);
-    all.sort_unstable();
     serde_json::json!({ "messages": all.len(), "messages_per_s": all.len() as f64 / elapsed, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "errors": errors + connect_failed })
 }
 
@@ -623,15 +629,8 @@ async fn paced(
             (samples, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (s, e) = t.await.unwrap();
-        all.extend(s);
-        errors += e;
-    }
+    let (all, errors) = gather(tasks).await;
     let elapsed = start.elapsed().as_secs_f64();
-    all.sort_unstable();
     serde_json::json!({ "requests": all.len(), "offered_per_s": rate, "achieved_per_s": all.len() as f64 / elapsed,
         "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "p999_us": percentile(&all, 0.999),
         "max_us": all.last().copied().unwrap_or(0), "errors": errors })
