@@ -435,7 +435,7 @@ async fn a_killed_desktop_closes_its_websockets_properly_and_comes_back() {
         "",
         "",
     );
-    let _edge = start(&fx, &yaml, https_port, admin_port);
+    let edge = start(&fx, &yaml, https_port, admin_port);
     let (mut d, _) = ws_connect(&format!(
         "wss://hub.test:{https_port}/desktop/doomed/websockify"
     ))
@@ -456,6 +456,14 @@ async fn a_killed_desktop_closes_its_websockets_properly_and_comes_back() {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Error),
         other => panic!("expected a close frame with 1011, got {other:?}"),
     }
+    wait_until(
+        Duration::from_secs(10),
+        "the warning for the killed desktop",
+        || {
+            edge.log_text()
+                .contains("desktop desktop-doomed ended an open WebSocket")
+        },
+    );
 
     a.send(Message::text("whoami")).await.unwrap();
     assert_eq!(
@@ -579,4 +587,35 @@ async fn metrics_health_and_access_log_without_secrets() {
     ] {
         assert!(m.contains(needle), "metrics lack `{needle}`:\n{m}");
     }
+}
+
+/// A desktop that sends its close frame and drops the connection (no TLS close_notify) ended
+/// the session properly: the browser gets that close frame, and the log stays quiet (under
+/// load, one normal close in a few hundred raced its connection's end into a warning).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_desktop_closing_its_websocket_is_not_a_warning() {
+    let fx = Fixture::new();
+    let (https_port, admin_port) = (free_port(), free_port());
+    let alice = fx.desktop("alice");
+    let yaml = config(&fx, https_port, admin_port, &[("alice", alice)], "", "");
+    let edge = start(&fx, &yaml, https_port, admin_port);
+    let (mut ws, _) = ws_connect(&format!(
+        "wss://hub.test:{https_port}/desktop/alice/websockify"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ask(&mut ws, "whoami").await, "alice");
+    ws.send(Message::text("bye")).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        Ok(Some(Ok(Message::Close(_)))) => {}
+        other => panic!("expected the desktop's close frame, got {other:?}"),
+    }
+    wait_until(Duration::from_secs(10), "the session to end", || {
+        metric(admin_port, "deskgate_websockets_open") == 0
+    });
+    assert!(
+        !edge.log_text().contains("ended an open WebSocket"),
+        "{}",
+        edge.log_text()
+    );
 }

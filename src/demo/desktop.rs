@@ -9,7 +9,7 @@
 //!   WebSocket and shows the echo.
 //! - WebSocket: echoes every message; the text `whoami` is answered with the name, and
 //!   `stream COUNT SIZE` with COUNT binary frames of SIZE bytes (a desktop sending screen
-//!   updates).
+//!   updates), `bye` with a close frame and the connection dropped (a desktop shutting down).
 //! - With `novnc_dir` (Debian's `novnc` package), it serves noVNC's files as KasmVNC does, and
 //!   its `/websockify` WebSocket speaks VNC (`rfb.rs`): noVNC shows a live picture.
 
@@ -359,6 +359,13 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     while let Some(Ok(msg)) = ws.next().await {
         let reply = match msg {
             Message::Text(t) if t.as_str() == "whoami" => Message::text(desktop.name.clone()),
+            // A desktop ending the session itself: a close frame (1000), then the connection
+            // dropped without waiting for the answer or sending TLS close_notify, as a
+            // container shutting down its VNC server does.
+            Message::Text(t) if t.as_str() == "bye" => {
+                let _ = ws.send(Message::Close(None)).await;
+                return Ok(());
+            }
             Message::Text(t) if t.as_str().starts_with("stream ") => {
                 let mut it = t
                     .as_str()

@@ -439,13 +439,18 @@ impl ProxyHttp for EdgeProxy {
             return true;
         }
         // So is a desktop stopped under an open session (the hub's idle culler, a restart):
-        // one warning, not an error.
+        // one warning, not an error. A desktop that sent its close frame first ended the
+        // session properly, whatever its connection did next (often no TLS close_notify).
         if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
             let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
-            log::warn!(
-                "desktop {upstream} ended an open WebSocket: {}",
-                e.etype().as_str()
-            );
+            if ctx.frames.saw_close {
+                log::debug!("desktop {upstream} closed a WebSocket, then its connection");
+            } else {
+                log::warn!(
+                    "desktop {upstream} ended an open WebSocket: {}",
+                    e.etype().as_str()
+                );
+            }
             return true;
         }
         false
