@@ -275,6 +275,14 @@ def wrk_small(system, secs):
     return {"requests": reqs, "rps": rps, "p50_ms": lat(50), "p99_ms": lat(99), "errors": errors + non2xx}
 
 
+def paced(system, a):
+    """Small HTTPS requests at a fixed rate (wsload counts from when each was due), in ms."""
+    r = wsload(system, ["paced", "--rate", str(a.paced_rate), "--connections", "50", "--seconds", str(a.seconds)])
+    for k in ("p50", "p99", "p999"):
+        r[f"{k}_ms"] = r[f"{k}_us"] / 1000
+    return r
+
+
 def run_system(system, a):
     res = {"system": system.name}
     system.start()
@@ -315,7 +323,7 @@ def run_system(system, a):
         time.sleep(2)
         for scenario, fn in [
             ("https_small", lambda: wrk_small(system, a.seconds)),
-            ("https_paced", lambda: wsload(system, ["paced", "--rate", str(a.paced_rate), "--connections", "50", "--seconds", str(a.seconds)])),
+            ("https_paced", lambda: paced(system, a)),
             ("ws_rtt", lambda: wsload(system, ["rtt", "--sockets", "100", "--seconds", str(a.seconds)])),
             ("ws_pingpong", lambda: wsload(system, ["rtt", "--sockets", "100", "--in-flight", "1", "--seconds", str(a.seconds)])),
             ("ws_stream", lambda: wsload(system, ["stream", "--seconds", str(a.seconds)])),
@@ -408,11 +416,6 @@ def med(runs, key, per=None, scale=1.0):
 def summarize(results):
     """rows: (scenario, metric, better, {system: (median, spread)})"""
     rows = []
-    for r in results:
-        for run in r.get("https_paced", []):
-            for k in ("p50", "p99", "p999"):
-                if f"{k}_us" in run:
-                    run[f"{k}_ms"] = run[f"{k}_us"] / 1000
     def add(scn, label, better, key, per=None, scale=1.0):
         rows.append((scn, label, better, {r["system"]: med(r.get(scn, []), key, per, scale) for r in results}))
     add("https_small", "requests/s (50 conns)", "high", "rps")

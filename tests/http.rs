@@ -277,9 +277,9 @@ fn large_headers_pass_both_ways_on_a_kept_alive_connection() {
     assert_eq!(r.header("x-echo").as_deref(), Some(echo.as_str()));
 }
 
-/// The request target reaches the upstream byte for byte, also where a URI would not carry it
-/// as sent (vendored pingora-proxy patch 18 builds the upstream request from the request's
-/// parts and keeps the raw target then). Sent by hand: curl would percent-encode the UTF-8.
+/// The request target reaches the upstream byte for byte, `|{}[]` and raw UTF-8 included
+/// (vendored pingora-proxy patch 18 builds the upstream request from the request's parts, not
+/// as a copy of it). Sent by hand: curl would percent-encode the UTF-8.
 #[test]
 fn request_target_reaches_the_upstream_byte_for_byte() {
     use std::io::{Read, Write};

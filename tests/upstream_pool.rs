@@ -4,8 +4,6 @@
 
 mod common;
 use common::*;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -21,21 +19,12 @@ struct Upstream {
 
 impl Upstream {
     fn start(fx: &Fixture) -> (std::net::SocketAddr, Arc<Upstream>) {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&fx.edge_cert)
+        // The test desktop's TLS setup (deskgate's own certificate loading), driven here by a
+        // blocking server so the test can reach each connection's socket.
+        let config = deskgate::demo::desktop::acceptor(&fx.edge_cert, &fx.edge_key, false)
             .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let key = PrivateKeyDer::from_pem_file(&fx.edge_key).unwrap();
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap(),
-        );
+            .config()
+            .clone();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Upstream::default());
@@ -141,9 +130,9 @@ fn a_pooled_connection_the_upstream_closed_or_wrote_on_is_never_used() {
         "a closed pooled connection must not be handed out"
     );
 
-    // Unasked-for bytes on an idle connection (a server's 408 as it gives up on it) make it
-    // unusable too: caught when it is taken from the pool or, when the reactor has not seen the
-    // bytes yet, by the retry on a fresh connection (`error_while_proxy` in edge/proxy.rs;
+    // Unasked-for bytes on an idle connection (here a TLS record that does not decrypt) make
+    // it unusable too: caught when it is taken from the pool or, when the reactor has not seen
+    // the bytes yet, by the retry on a fresh connection (`error_while_proxy` in edge/proxy.rs;
     // without it, Pingora answered 502 here in 3 of 8 runs).
     up.scribble(2);
     let after_scribble = get(port);

@@ -459,9 +459,10 @@ impl ProxyHttp for EdgeProxy {
     /// A kept-alive upstream connection that fails before any answer went out was stale: the
     /// server closed it or wrote on it while it idled, and the check when it was taken from the
     /// pool ran before the kernel's news reached the reactor. Pingora retries only errors of the
-    /// socket itself; a TLS record or a status line that makes no sense (a server's unasked-for
-    /// `408` on an idle connection) is retried here too, once per stale connection, on a fresh one
-    /// when the pool has no other, as nginx does. Only for requests Pingora may repeat.
+    /// socket itself; bytes that are no answer (a TLS record that does not decrypt, a head that
+    /// does not parse) are retried here too, once per stale connection, on a fresh one when the
+    /// pool has no other, as nginx does. Only for requests Pingora may repeat. (A well-formed
+    /// response written while the connection idled, such as a `408`, still reads as the answer.)
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,

@@ -148,6 +148,8 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 
 struct Target {
     addr: SocketAddr,
+    /// Host name for SNI and Host
+    host: String,
     url: String,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -235,6 +237,7 @@ async fn main() {
     let target = Arc::new(Target {
         addr: cli.addr,
         url: format!("wss://{}:{}{}", cli.host, cli.addr.port(), cli.path),
+        host: cli.host,
         tls: Arc::new(tls),
     });
     let out = match cli.mode {
@@ -525,7 +528,8 @@ struct HttpConn {
 }
 
 impl HttpConn {
-    async fn open(target: &Target, path: &str, host: &str) -> Result<HttpConn, String> {
+    async fn open(target: &Target, path: &str) -> Result<HttpConn, String> {
+        let host = &target.host;
         let tcp = TcpStream::connect(target.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -591,14 +595,9 @@ async fn paced(
     seconds: f64,
     path: &str,
 ) -> serde_json::Value {
-    let host = target.url[6..]
-        .split(':')
-        .next()
-        .unwrap_or("localhost")
-        .to_string();
     let mut conns = Vec::new();
     for _ in 0..connections {
-        match HttpConn::open(&target, path, &host).await {
+        match HttpConn::open(&target, path).await {
             Ok(c) => conns.push(c),
             Err(e) => return serde_json::json!({ "error": e }),
         }
@@ -606,7 +605,6 @@ async fn paced(
     // Request k of connection i is due at start + (i + k * C) / rate: the connections
     // interleave evenly, and the whole run offers exactly `rate` requests per second.
     let start = Instant::now() + Duration::from_millis(50);
-    let per_request = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * seconds) as u64;
     let c = conns.len() as u64;
     let mut tasks = Vec::new();
@@ -615,7 +613,7 @@ async fn paced(
             let (mut samples, mut errors) = (Vec::new(), 0u64);
             let mut k = i as u64;
             while k < total {
-                let due = start + per_request * k as u32;
+                let due = start + Duration::from_secs_f64(k as f64 / rate);
                 tokio::time::sleep_until(due.into()).await;
                 match conn.exchange().await {
                     Ok(200) => samples.push(due.elapsed().as_micros() as u64),
