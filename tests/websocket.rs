@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -216,6 +217,149 @@ async fn idle_websocket_outlives_read_timeout_until_upgraded_idle() {
         idle >= Duration::from_secs(4),
         "closed after {idle:?}, before upgraded_idle (5 s)"
     );
+}
+
+/// Pingora-proxy patch 19: an open WebSocket keeps its two TLS connections and the tunnel's
+/// small state (`edge::tunnel`), not the request it began as (Pingora's per-request future, the
+/// request headers and their copy, the duplex's channels, the connection's task).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_websocket_keeps_only_its_tunnel() {
+    const SOCKETS: usize = 400;
+    let hub = hub_with("{ read: 60s }", &["many"]);
+    let url = format!(
+        "wss://hub.test:{}/desktop/many/websockify",
+        hub.edge.https_port
+    );
+    // Warm up first (thread-local buffers, allocator arenas, session caches).
+    let mut sockets = Vec::with_capacity(SOCKETS);
+    for _ in 0..50 {
+        sockets.push(ws_connect(&url).await.expect("upgrade").0);
+    }
+    for ws in sockets.iter_mut() {
+        echo_once(ws, Message::text("warm")).await;
+    }
+    let before = rss_kib(hub.edge.pid());
+    for _ in 0..SOCKETS {
+        let mut ws = ws_connect(&url).await.expect("upgrade").0;
+        echo_once(&mut ws, Message::text("open")).await;
+        sockets.push(ws);
+    }
+    let after = rss_kib(hub.edge.pid());
+    let per_socket = after.saturating_sub(before) / SOCKETS as u64;
+    eprintln!("RSS {before} -> {after} KiB: {per_socket} KiB per open WebSocket");
+    assert!(
+        per_socket <= PER_OPEN_WEBSOCKET_KIB,
+        "each open WebSocket holds {per_socket} KiB ({before} -> {after} KiB for {SOCKETS}): \
+         more than its tunnel"
+    );
+    for ws in sockets.iter_mut() {
+        assert_eq!(
+            echo_once(ws, Message::text("ok"))
+                .await
+                .into_text()
+                .unwrap()
+                .as_str(),
+            "ok"
+        );
+    }
+}
+/// Debug builds, 400 sockets: 47 KiB per open WebSocket relayed inside the request (Pingora's
+/// duplex), 19 KiB with the tunnel.
+const PER_OPEN_WEBSOCKET_KIB: u64 = 32;
+
+/// The tunnel (pingora-proxy patch 19) decides when a WebSocket is idle: nothing either way for
+/// `upgraded_idle`. A desktop drawing to a viewer who types nothing is in use and must not be
+/// cut (as it was not when Pingora relayed it), and one where nothing moves ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_desktop_drawing_to_a_silent_viewer_is_not_idle() {
+    let hub = hub_with("{ read: 1s, upgraded_idle: 2s }", &["view"]);
+    let url = format!(
+        "wss://hub.test:{}/desktop/view/websockify",
+        hub.edge.https_port
+    );
+    let (mut ws, _) = ws_connect(&url).await.unwrap();
+    // Four ticks a second apart: the browser stays silent past its 2 s limit.
+    ws.send(Message::text("ticks 4 1000")).await.unwrap();
+    for i in 0..4 {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a tick within 10 s");
+        match m {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "tick"),
+            other => panic!("tick {i} of 4: the tunnel ended early: {other:?}"),
+        }
+    }
+    // Then nothing moves: the tunnel ends.
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        end.is_ok(),
+        "a silent WebSocket must end after upgraded_idle"
+    );
+}
+
+/// Pingora-proxy patch 19 hands both connections over after the 101 with the bytes each side
+/// sent past its head that nobody has read yet: a client frame in the very write of its upgrade
+/// request, and a desktop frame in the very write of its 101 (as a VNC server sends its version),
+/// must both arrive (as they did when Pingora relayed them). Raw bytes: WebSocket libraries wait
+/// for the 101 before they send.
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_sent_with_the_handshake_are_passed_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = hub_with("{ read: 60s }", &["first"]);
+    let port = hub.edge.https_port;
+    let connector =
+        tokio_rustls::TlsConnector::from(client_tls(Arc::new(RecordingVerifier::default())));
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let early: Vec<u8> = b"early"
+        .iter()
+        .zip(mask.iter().cycle())
+        .map(|(b, m)| b ^ m)
+        .collect();
+    let mut expected = b"\r\n\r\n\x81\x05hello".to_vec();
+    expected.extend_from_slice(b"\x81\x05early");
+    for round in 0..20 {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("hub.test").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let mut out = format!(
+            "GET /desktop/first/speaks-first HTTP/1.1\r\nHost: hub.test:{port}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Origin: https://hub.test\r\nSec-WebSocket-Protocol: binary\r\n\r\n"
+        )
+        .into_bytes();
+        out.extend_from_slice(&[0x81, 0x85]);
+        out.extend_from_slice(&mask);
+        out.extend_from_slice(&early);
+        tls.write_all(&out).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut chunk = [0u8; 4096];
+            while !got.ends_with(&expected) {
+                let n = tls.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            read.is_ok() && got.ends_with(&expected) && text.starts_with("HTTP/1.1 101"),
+            "round {round}: got {text:?}"
+        );
+    }
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -227,10 +227,17 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         format!("Sec-WebSocket-Protocol: {protocol}\r\n")
                     };
-                    let head = format!(
+                    let mut head = format!(
                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{chosen}\r\n"
-                    );
-                    stream.write_all(head.as_bytes()).await?;
+                    )
+                    .into_bytes();
+                    if path.ends_with("/speaks-first") {
+                        // A server that talks first (a VNC server sends its version at once),
+                        // in the very write of its 101: a text frame "hello".
+                        head.extend_from_slice(&[0x81, 5]);
+                        head.extend_from_slice(b"hello");
+                    }
+                    stream.write_all(&head).await?;
                     stream.flush().await?;
                     let ws = WebSocketStream::from_partially_read(
                         stream,
@@ -365,6 +372,20 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
             Message::Text(t) if t.as_str() == "bye" => {
                 let _ = ws.send(Message::Close(None)).await;
                 return Ok(());
+            }
+            // A desktop drawing to a viewer who types nothing: `ticks <count> <ms>` sends
+            // `tick` that many times, that far apart.
+            Message::Text(t) if t.as_str().starts_with("ticks ") => {
+                let mut it = t.as_str().split_whitespace().skip(1);
+                let mut next = || it.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                let (count, ms) = (next().min(1000), next().min(60_000));
+                for _ in 0..count {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    if ws.send(Message::text("tick")).await.is_err() {
+                        break;
+                    }
+                }
+                continue;
             }
             Message::Text(t) if t.as_str().starts_with("stream ") => {
                 let mut it = t

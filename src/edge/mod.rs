@@ -9,4 +9,5 @@ pub mod limits;
 pub mod novnc;
 pub mod proxy;
 pub mod respond;
+pub mod tunnel;
 pub mod websocket;

@@ -52,21 +52,20 @@ pub struct RequestCtx {
     connect_failures: u32,
     /// Set once the upstream answered 101: bytes now count as WebSocket traffic.
     upgraded: bool,
-    last_activity_ms: u64,
-    ws_bytes_up: u64,
-    ws_bytes_down: u64,
+    /// The upgraded connection went to its own task (`edge::tunnel`), which accounts for it.
+    handed_over: bool,
+    /// The route's activity clock (runtime routes), touched by traffic that worked.
+    activity: crate::telemetry::activity::Toucher,
+    /// Bytes and frames of an upgraded connection.
+    traffic: crate::edge::websocket::Traffic,
     started: Option<std::time::Instant>,
     /// This request's place under the listener's connection limits.
     _slot: Option<crate::edge::limits::Slot>,
-    /// Frames from the desktop, to close the browser's side properly if the desktop dies.
-    frames: crate::edge::websocket::FrameTracker,
     /// The request target as the client sent it (kept only when the access log is on).
     original_uri: Option<String>,
     upstream_started: Option<std::time::Instant>,
     /// The user an access check vouched for (sent upstream as `X-User`).
     user: Option<String>,
-    /// This WebSocket on the admin page, once upgraded.
-    ws_session: Option<Arc<crate::telemetry::sessions::Session>>,
 }
 
 impl RequestCtx {
@@ -194,6 +193,7 @@ impl ProxyHttp for EdgeProxy {
             return Box::pin(pages.send(session, 404, &text, snapshot.timeouts.connect)).await;
         };
         let route = found.route.clone();
+        ctx.activity = crate::telemetry::activity::Toucher::new(route.activity.clone());
         ctx.route = Some(route.clone());
         ctx.snapshot = Some(snapshot.clone());
         let rest = &path.decoded[found.prefix_len..];
@@ -350,12 +350,12 @@ impl ProxyHttp for EdgeProxy {
             ctx.upgraded = true;
             metrics::WEBSOCKETS_OPEN.inc();
             metrics::WEBSOCKETS_TOTAL.inc();
-            ctx.ws_session = Some(open_session(session, ctx));
+            ctx.traffic.session = Some(open_session(session, ctx));
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
         if resp.status.as_u16() < 300 {
-            note_activity(ctx);
+            ctx.activity.touch();
         }
         Ok(())
     }
@@ -369,15 +369,11 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         let n = body.as_ref().map_or(0, |b| b.len()) as u64;
         if ctx.upgraded {
-            ctx.ws_bytes_up += n;
-            metrics::WEBSOCKET_BYTES_UP.inc_by(n);
-            if let Some(s) = &ctx.ws_session {
-                s.add_up(n, crate::telemetry::activity::now_ms());
-            }
+            ctx.traffic.up(n);
         }
         if n > 0 {
             // Uploads and WebSocket frames from the browser are activity.
-            note_activity(ctx);
+            ctx.activity.touch();
         }
         Ok(())
     }
@@ -389,39 +385,73 @@ impl ProxyHttp for EdgeProxy {
         end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        // Only upgrades Pingora relays itself come here (see `upgraded_streams`).
         if ctx.upgraded {
             if let Some(b) = body.as_ref() {
-                ctx.frames.feed(b);
+                ctx.traffic.down(b);
             }
-            if end && ctx.frames.needs_close() {
+            if let (true, Some(frame)) = (end, ctx.traffic.closing_frame()) {
                 // The desktop ended without a close frame: send one, not a bare EOF (1006).
                 let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
-                out.extend_from_slice(&crate::edge::websocket::CLOSE_BAD_GATEWAY);
-                ctx.frames.saw_close = true;
+                out.extend_from_slice(frame);
                 *body = Some(bytes::Bytes::from(out));
             }
-            let n = body.as_ref().map_or(0, |b| b.len()) as u64;
-            ctx.ws_bytes_down += n;
-            metrics::WEBSOCKET_BYTES_DOWN.inc_by(n);
-            if let Some(s) = &ctx.ws_session {
-                s.add_down(n, crate::telemetry::activity::now_ms());
-            }
-            note_activity(ctx);
+            ctx.activity.touch();
         }
         Ok(None)
     }
 
+    /// Both upgrade legs go to their own task once the `101` is out (pingora-proxy patch 19):
+    /// see `edge::tunnel` for what that saves and what the tunnel keeps doing.
+    fn hand_over_upgrades(&self, _session: &Session, ctx: &RequestCtx) -> bool {
+        ctx.upgrade
+    }
+
+    fn upgraded_streams(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        streams: pingora::proxy::UpgradedStreams,
+    ) {
+        ctx.handed_over = true;
+        let log = crate::telemetry::access_log::enabled()
+            .then(|| Box::new(access_entry(session, None, ctx, 101).pending(ctx.started)));
+        let state = crate::edge::tunnel::TunnelState {
+            traffic: std::mem::take(&mut ctx.traffic),
+            activity: std::mem::take(&mut ctx.activity),
+            idle_limit: ctx
+                .snapshot
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(3600), |s| {
+                    s.timeouts.upgraded_idle
+                }),
+            upstream: ctx
+                .upstream
+                .as_ref()
+                .map_or("-", |u| u.name.as_str())
+                .to_string(),
+            log,
+            slot: ctx._slot.take(),
+            in_flight: ctx._in_flight.take(),
+        };
+        crate::edge::tunnel::spawn(streams, state);
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if ctx.upgraded {
-            metrics::WEBSOCKETS_OPEN.dec();
-        }
-        if let Some(ws) = ctx.ws_session.take() {
-            // Before Pingora closes the connection: see `SessionRegistry::close`.
-            crate::telemetry::sessions::SESSIONS.close(ws.id);
-        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(route) = &ctx.route {
             route.stats.record(status);
+        }
+        if ctx.handed_over {
+            // The tunnel writes the WebSocket's line and closes its session when it ends.
+            return;
+        }
+        if ctx.upgraded {
+            metrics::WEBSOCKETS_OPEN.dec();
+        }
+        if let Some(ws) = ctx.traffic.session.take() {
+            // Before Pingora closes the connection: see `SessionRegistry::close`.
+            crate::telemetry::sessions::SESSIONS.close(ws.id);
         }
         if crate::telemetry::access_log::enabled() {
             crate::telemetry::access_log::record(&access_entry(session, e, ctx, status));
@@ -443,7 +473,7 @@ impl ProxyHttp for EdgeProxy {
         // session properly, whatever its connection did next (often no TLS close_notify).
         if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
             let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
-            if ctx.frames.saw_close {
+            if ctx.traffic.frames.saw_close {
                 log::debug!("desktop {upstream} closed a WebSocket, then its connection");
             } else {
                 log::warn!(
@@ -534,7 +564,7 @@ impl ProxyHttp for EdgeProxy {
             .map_or("-".to_string(), |u| u.name.clone());
         if ctx.upgraded {
             // The 101 is out: an error page cannot be sent, but a close frame can.
-            if ctx.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
+            if ctx.traffic.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
                 let _ = session
                     .write_response_body(
                         Some(bytes::Bytes::from_static(
@@ -635,7 +665,7 @@ fn access_entry<'a>(
             None => "closed",
             Some(e) => e.etype().as_str(),
         };
-        (ctx.ws_bytes_up, ctx.ws_bytes_down, reason)
+        (ctx.traffic.bytes_up, ctx.traffic.bytes_down, reason)
     });
     crate::telemetry::access_log::Entry {
         client_subject: crate::tls::client_auth::subject_of(session),
@@ -678,19 +708,6 @@ fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::telemetry::se
             .map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
         fd,
     })
-}
-
-/// Moves the route's `last_activity` while WebSocket bytes flow (at most once a second), so
-/// the hub's idle culler never stops a desktop in use.
-fn note_activity(ctx: &mut RequestCtx) {
-    let Some(activity) = ctx.route.as_ref().and_then(|r| r.activity.as_ref()) else {
-        return;
-    };
-    let now = crate::telemetry::activity::now_ms();
-    if now >= ctx.last_activity_ms + 1000 {
-        ctx.last_activity_ms = now;
-        activity.touch();
-    }
 }
 
 impl EdgeProxy {

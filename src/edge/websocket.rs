@@ -7,8 +7,55 @@
 //! at the next frame boundary. (1014 "bad gateway" would say it better, but clients such as
 //! tungstenite reject it as reserved.)
 
+use crate::telemetry::{metrics, sessions};
+use std::sync::Arc;
+
 /// A server-to-client close frame: FIN + opcode 8, no mask, 2-byte payload 1011.
 pub const CLOSE_BAD_GATEWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xF3];
+
+/// One upgraded connection's traffic as deskgate accounts for it: bytes each way (metrics and
+/// the admin page's session), and the desktop's frames, to close the browser's side properly.
+#[derive(Default)]
+pub struct Traffic {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub frames: FrameTracker,
+    /// This WebSocket on the admin page.
+    pub session: Option<Arc<sessions::Session>>,
+}
+
+impl Traffic {
+    /// Bytes from the browser to the desktop.
+    pub fn up(&mut self, n: u64) {
+        self.bytes_up += n;
+        metrics::WEBSOCKET_BYTES_UP.inc_by(n);
+        if let Some(s) = &self.session {
+            s.add_up(n, crate::telemetry::activity::now_ms());
+        }
+    }
+
+    /// Bytes from the desktop to the browser.
+    pub fn down(&mut self, data: &[u8]) {
+        self.frames.feed(data);
+        let n = data.len() as u64;
+        self.bytes_down += n;
+        metrics::WEBSOCKET_BYTES_DOWN.inc_by(n);
+        if let Some(s) = &self.session {
+            s.add_down(n, crate::telemetry::activity::now_ms());
+        }
+    }
+
+    /// The close frame to send the browser now that the desktop's side ended, unless the
+    /// desktop sent one or stopped mid-frame.
+    pub fn closing_frame(&mut self) -> Option<&'static [u8]> {
+        if !self.frames.needs_close() {
+            return None;
+        }
+        self.frames.saw_close = true;
+        self.bytes_down += CLOSE_BAD_GATEWAY.len() as u64;
+        Some(&CLOSE_BAD_GATEWAY)
+    }
+}
 
 #[derive(Default, Debug)]
 pub struct FrameTracker {

@@ -75,6 +75,65 @@ pub struct Entry<'a> {
     pub client_subject: Option<&'a str>,
 }
 
+/// The line of a request that outlives its handler (a WebSocket handed to its tunnel): owned
+/// copies of what the entry borrowed, recorded when the connection ends.
+pub struct PendingEntry {
+    client: String,
+    method: String,
+    uri: String,
+    version: &'static str,
+    status: u16,
+    referer: String,
+    user_agent: String,
+    route: String,
+    upstream: String,
+    client_subject: Option<String>,
+    started: std::time::Instant,
+}
+
+impl Entry<'_> {
+    pub fn pending(&self, started: Option<std::time::Instant>) -> PendingEntry {
+        PendingEntry {
+            client: self.client.clone(),
+            method: self.method.to_string(),
+            uri: self.uri.to_string(),
+            version: match self.version {
+                "HTTP/2.0" => "HTTP/2.0",
+                "HTTP/1.0" => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: self.status,
+            referer: self.referer.to_string(),
+            user_agent: self.user_agent.to_string(),
+            route: self.route.to_string(),
+            upstream: self.upstream.to_string(),
+            client_subject: self.client_subject.map(str::to_string),
+            started: started.unwrap_or_else(std::time::Instant::now),
+        }
+    }
+}
+
+impl PendingEntry {
+    /// `websocket`: bytes client->desktop, desktop->client, and why it ended.
+    pub fn record(&self, websocket: (u64, u64, &str)) {
+        record(&Entry {
+            client: self.client.clone(),
+            method: &self.method,
+            uri: &self.uri,
+            version: self.version,
+            status: self.status,
+            bytes_sent: websocket.1 as usize,
+            referer: &self.referer,
+            user_agent: &self.user_agent,
+            duration_ms: self.started.elapsed().as_millis(),
+            route: &self.route,
+            upstream: &self.upstream,
+            websocket: Some(websocket),
+            client_subject: self.client_subject.as_deref(),
+        });
+    }
+}
+
 pub fn record(e: &Entry<'_>) {
     let Some(log) = LOG.get() else { return };
     let line = match log.format {

@@ -32,3 +32,26 @@ impl Activity {
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 }
+
+/// A route's clock as one connection touches it: at most once a second, so busy traffic costs
+/// a comparison per chunk, not a store to a shared line.
+#[derive(Default)]
+pub struct Toucher {
+    clock: Option<std::sync::Arc<Activity>>,
+    last_ms: u64,
+}
+
+impl Toucher {
+    pub fn new(clock: Option<std::sync::Arc<Activity>>) -> Toucher {
+        Toucher { clock, last_ms: 0 }
+    }
+
+    pub fn touch(&mut self) {
+        let Some(clock) = &self.clock else { return };
+        let now = now_ms();
+        if now >= self.last_ms + 1000 {
+            self.last_ms = now;
+            clock.touch();
+        }
+    }
+}

@@ -101,6 +101,19 @@ pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeTy
 pub use proxy_purge::PurgeStatus;
 pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
 
+/// deskgate patch 19: the two connections of an HTTP/1 upgrade, handed over after the `101`
+/// (see [`ProxyHttp::upgraded_streams`]).
+pub struct UpgradedStreams {
+    /// The client's connection.
+    pub downstream: pingora_core::protocols::Stream,
+    /// Bytes the client sent after its request head that nobody has read yet.
+    pub downstream_unread: Option<bytes::BytesMut>,
+    /// The upstream's connection.
+    pub upstream: pingora_core::protocols::Stream,
+    /// Bytes the upstream sent after its `101` head that nobody has read yet.
+    pub upstream_unread: Option<bytes::BytesMut>,
+}
+
 pub mod prelude {
     pub use crate::{http_proxy, http_proxy_service, ProxyHttp, ProxyWarnLogContext, Session};
 }

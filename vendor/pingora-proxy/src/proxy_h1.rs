@@ -131,10 +131,30 @@ where
 
         debug!("Sending header to upstream {:?}", req);
 
+        let upgrade_req = is_h1_upgrade_req(&req);
         match client_session.write_request_header(Box::new(req)).await {
             Ok(_) => { /* Continue */ }
             Err(e) => {
                 return (false, false, Some(e.into_up()));
+            }
+        }
+
+        // deskgate patch 19: an upgrade the application takes over is handshaken here, one step
+        // after the other (there is no request body to stream meanwhile), and once the 101 went
+        // out both connections go to the application's tunnel: the request's state (headers,
+        // this future, the duplex's channels) is not kept for the stream's life. Any other
+        // answer continues into the duplex below as its first upstream task.
+        let mut first_response_task = None;
+        if upgrade_req
+            && session.downstream_session.as_http1().is_some()
+            && !session.cache.enabled()
+            && session.is_body_empty()
+            && self.inner.hand_over_upgrades(session, ctx)
+        {
+            match self.handshake_upgrade(session, client_session, ctx).await {
+                Ok(None) => return (false, false, None),
+                Ok(Some(task)) => first_response_task = Some(task),
+                Err(e) => return (false, false, Some(e)),
             }
         }
 
@@ -171,7 +191,13 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                first_response_task
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -201,6 +227,69 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// deskgate patch 19: reads the upstream's answer to an upgrade request. A `101` runs the
+    /// response filters, goes out downstream, and both streams are handed to
+    /// [`ProxyHttp::upgraded_streams`] (`Ok(None)`); any other answer is returned unfiltered for
+    /// the duplex to carry on with.
+    async fn handshake_upgrade(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<Option<HttpTask>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let task = client_session
+            .read_response_task()
+            .await
+            .map_err(|e| e.into_up())?;
+        if !client_session.was_upgraded() {
+            return Ok(Some(task));
+        }
+        let mut task = task;
+        session.upstream_compression.response_filter(&mut task);
+        let task = self
+            .h1_response_filter(
+                session,
+                task,
+                ctx,
+                &mut ServeFromCache::new(),
+                &mut RangeBodyFilter::new(),
+                false,
+            )
+            .await?;
+        session.write_response_tasks(vec![task]).await?;
+        if !session.was_upgraded() {
+            return Error::e_explain(
+                InternalError,
+                "the upstream's 101 did not upgrade the downstream request",
+            );
+        }
+        let (upstream, upstream_unread) = client_session
+            .take_upgraded_stream()
+            .ok_or_else(|| Error::explain(InternalError, "upstream stream hand-over"))?;
+        let (downstream, downstream_unread) = session
+            .downstream_session
+            .as_http1_mut()
+            .ok_or_else(|| Error::explain(InternalError, "downstream stream hand-over"))?
+            .take_upgraded_stream()
+            .await
+            .map_err(|e| e.into_down())?;
+        self.inner.upgraded_streams(
+            session,
+            ctx,
+            UpgradedStreams {
+                downstream,
+                downstream_unread,
+                upstream,
+                upstream_unread,
+            },
+        );
+        Ok(None)
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
@@ -263,6 +352,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        first_response_task: Option<HttpTask>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -270,6 +360,13 @@ where
     {
         let mut request_done = false;
         let mut response_done = false;
+        // deskgate patch 19: a response head already read by `handshake_upgrade` (not a 101).
+        if let Some(task) = first_response_task {
+            response_done = task.is_end();
+            tx.send(task)
+                .await
+                .or_err(InternalError, "Failed to send upstream header to pipe")?;
+        }
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;

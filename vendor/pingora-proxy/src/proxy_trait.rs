@@ -543,6 +543,24 @@ pub trait ProxyHttp {
     ) {
     }
 
+    /// deskgate patch 19: whether an HTTP/1 upgrade request (no body, no cache) should have its
+    /// two connections handed to [`Self::upgraded_streams`] once the upstream answered `101`,
+    /// instead of Pingora relaying the upgraded bytes inside the request. Default: no.
+    fn hand_over_upgrades(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        false
+    }
+
+    /// deskgate patch 19: both connections of an upgrade the `101` of which went out downstream
+    /// (flushed). The implementation owns them now (typically it spawns a task copying between
+    /// them); the request then ends as usual (`logging` runs, with no error).
+    fn upgraded_streams(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+        _streams: crate::UpgradedStreams,
+    ) {
+    }
+
     /// A value of true means that the log message will be suppressed. The default value is false.
     ///
     /// See also: [`Self::suppress_proxy_warn_log`].

@@ -25,7 +25,7 @@ thread_local! {
 }
 
 /// An empty buffer with room for at least `capacity` bytes.
-pub(crate) fn borrow(capacity: usize) -> BytesMut {
+pub fn borrow(capacity: usize) -> BytesMut {
     match SPARE.with(|spare| spare.borrow_mut().pop()) {
         Some(mut buf) => {
             buf.reserve(capacity);
@@ -36,7 +36,7 @@ pub(crate) fn borrow(capacity: usize) -> BytesMut {
 }
 
 /// Give a buffer back for reuse on this thread; its contents are dropped.
-pub(crate) fn give_back(mut buf: BytesMut) {
+pub fn give_back(mut buf: BytesMut) {
     if buf.capacity() == 0 {
         return;
     }
@@ -53,7 +53,7 @@ pub(crate) fn give_back(mut buf: BytesMut) {
 ///
 /// `Some(buf)` holds the bytes read (give it back with [`give_back`] once they are consumed);
 /// `None` is the end of the stream. A pending or failed read holds no buffer.
-pub(crate) fn poll_read<S>(
+pub fn poll_read<S>(
     stream: &mut S,
     cx: &mut Context<'_>,
     limit: usize,

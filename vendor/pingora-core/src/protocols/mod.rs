@@ -18,7 +18,7 @@ mod digest;
 pub mod http;
 pub mod l4;
 pub mod raw_connect;
-pub(crate) mod io_buffers;
+pub mod io_buffers;
 pub mod tls;
 #[cfg(windows)]
 mod windows;
@@ -135,6 +135,12 @@ where
 
 /// The type of any established transport layer connection
 pub type Stream = Box<dyn IO>;
+
+/// deskgate patch 19: what an HTTP session holds once its connection was handed over (an
+/// upgraded stream moved to its own tunnel): reads end at once, writes go nowhere.
+pub(crate) fn handed_over_stream() -> Stream {
+    Box::new(std::io::Cursor::new(Vec::<u8>::new()))
+}
 
 // Implement IO trait for 3rd party types, mostly for testing
 mod ext_io_impl {

@@ -709,6 +709,14 @@ impl Session {
         }
     }
 
+    /// deskgate patch 19: the HTTP/1 session, to hand an upgraded stream over.
+    pub fn as_http1_mut(&mut self) -> Option<&mut SessionV1> {
+        match self {
+            Self::H1(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn as_http1(&self) -> Option<&SessionV1> {
         match self {
             Self::H1(s) => Some(s),

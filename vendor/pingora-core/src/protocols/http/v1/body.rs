@@ -311,6 +311,18 @@ impl BodyReader {
         self.body_state = PS::UntilClose(0);
     }
 
+    /// deskgate patch 19: the bytes read past a header that no body read has returned yet
+    /// (set up by the `init_*` calls), taken so an upgraded stream can move to its own tunnel.
+    pub fn take_unread_rewind(&mut self) -> Option<BytesMut> {
+        if self.rewind_buf_len == 0 {
+            return None;
+        }
+        let mut buf = self.body_buf.take()?;
+        buf.truncate(self.rewind_buf_len);
+        self.rewind_buf_len = 0;
+        Some(buf)
+    }
+
     pub fn get_body(&self, buf_ref: &BufRef) -> &[u8] {
         // TODO: these get_*() could panic. handle them better
         buf_ref.get(self.body_buf.as_ref().unwrap())

@@ -874,6 +874,21 @@ impl HttpSession {
         &self.underlying_stream
     }
 
+    /// deskgate patch 19: once the upstream answered `101`, hand the connection over to a
+    /// tunnel: the stream and the bytes the upstream sent past its response head (not read by
+    /// anyone yet). The session keeps a stand-in and is only dropped.
+    pub fn take_upgraded_stream(&mut self) -> Option<(Stream, Option<BytesMut>)> {
+        if !self.upgraded {
+            return None;
+        }
+        let unread = self.body_reader.take_unread_rewind();
+        let stream = std::mem::replace(
+            &mut self.underlying_stream,
+            crate::protocols::handed_over_stream(),
+        );
+        Some((stream, unread))
+    }
+
     /// Consume `self`, the underlying [Stream] will be returned and can be used
     /// directly, for example, in the case of HTTP upgrade. It is not flushed
     /// prior to being returned.

@@ -1757,6 +1757,25 @@ impl HttpSession {
     pub fn into_inner(self) -> Stream {
         self.underlying_stream
     }
+
+    /// deskgate patch 19: once a `101` went out, hand the connection over to a tunnel: the
+    /// response is flushed, then the stream and the bytes the client sent past its request head
+    /// (not read by anyone yet) are taken. The session keeps a stand-in and is only dropped.
+    pub async fn take_upgraded_stream(&mut self) -> Result<(Stream, Option<BytesMut>)> {
+        if !self.upgraded {
+            return Error::e_explain(InternalError, "hand-over of a stream that was not upgraded");
+        }
+        self.underlying_stream
+            .flush()
+            .await
+            .or_err(WriteError, "flushing the 101 before the hand-over")?;
+        let unread = self.body_reader.take_unread_rewind();
+        let stream = std::mem::replace(
+            &mut self.underlying_stream,
+            crate::protocols::handed_over_stream(),
+        );
+        Ok((stream, unread))
+    }
 }
 
 // Regex to parse request line that has illegal chars in it

@@ -1,0 +1,305 @@
+//! An upgraded connection's own task: where WebSocket bytes flow once the desktop said `101`.
+//!
+//! After the `101` the request is over as far as HTTP goes. Vendored Pingora (pingora-proxy
+//! patch 19) hands both connections here and ends the request, so what an open desktop keeps
+//! for hours is its two TLS streams and this struct, not the request's headers, Pingora's
+//! per-request future and the channels of its duplex loop. Bytes move through buffers lent per
+//! read (pingora-core patch 8), so an idle tunnel holds none.
+//!
+//! What the request path did per chunk happens here too: bytes and activity are counted
+//! (`websocket::Traffic`, the route's clock), the desktop's frames are followed so the browser
+//! gets a close frame if the desktop dies, and `timeouts.upgraded_idle` ends a tunnel that
+//! carried nothing either way for that long (cloudflare/pingora#255: never the HTTP read
+//! timeout). When the tunnel ends, the admin page's session is closed before the browser's
+//! socket (see `SessionRegistry::close`), and the access log gets the WebSocket's line.
+
+use crate::edge::websocket::Traffic;
+use crate::telemetry::{access_log::PendingEntry, activity::Toucher, metrics, sessions};
+use bytes::BytesMut;
+use pingora::protocols::{io_buffers, Stream};
+use pingora::proxy::UpgradedStreams;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// The most one read takes (Pingora's own body reads take as much).
+const READ_LIMIT: usize = 64 * 1024;
+/// Reads per direction before the task lets the thread's other connections run.
+const READS_PER_POLL: usize = 16;
+/// How long the end of a tunnel may wait on a peer (its close frame, TLS close_notify).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Everything a tunnel keeps besides its two connections; dropped when it ends.
+pub struct TunnelState {
+    pub traffic: Traffic,
+    pub activity: Toucher,
+    /// `timeouts.upgraded_idle`.
+    pub idle_limit: Duration,
+    /// The upstream's name, for log lines.
+    pub upstream: String,
+    /// The WebSocket's access log line, when the access log is on.
+    pub log: Option<Box<PendingEntry>>,
+    /// The connection's place under the listener's limits, held for its life.
+    pub slot: Option<crate::edge::limits::Slot>,
+    /// Its upstream server's count of open connections (`balance: least_conn`).
+    pub in_flight: Option<crate::upstream::balance::InFlight>,
+}
+
+/// Starts the tunnel on the current runtime (the listener's).
+pub fn spawn(streams: UpgradedStreams, state: TunnelState) {
+    let mut to_desktop = Pump::default();
+    let mut to_browser = Pump::default();
+    let mut state = state;
+    if let Some(bytes) = streams.downstream_unread.filter(|b| !b.is_empty()) {
+        state.traffic.up(bytes.len() as u64);
+        to_desktop.pending = Some(bytes);
+    }
+    if let Some(bytes) = streams.upstream_unread.filter(|b| !b.is_empty()) {
+        state.traffic.down(&bytes);
+        to_browser.pending = Some(bytes);
+    }
+    let tunnel = Tunnel {
+        browser: streams.downstream,
+        desktop: streams.upstream,
+        to_desktop,
+        to_browser,
+        last_io: Instant::now(),
+        reason: "closed",
+        state,
+    };
+    tokio::spawn(tunnel.run());
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Leg {
+    Browser,
+    Desktop,
+}
+
+enum End {
+    /// This leg closed its connection; what it sent before was passed on.
+    Closed(Leg),
+    /// Reading from or writing to this leg failed (`ReadError` or `WriteError`).
+    Failed(Leg, &'static str, io::Error),
+    /// Nothing moved either way for `upgraded_idle`.
+    Idle,
+}
+
+struct Tunnel {
+    browser: Stream,
+    desktop: Stream,
+    to_desktop: Pump,
+    to_browser: Pump,
+    last_io: Instant,
+    /// Why it ended, for the access log.
+    reason: &'static str,
+    state: TunnelState,
+}
+
+impl Tunnel {
+    async fn run(mut self) {
+        let idle_limit = self.state.idle_limit;
+        let idle = tokio::time::sleep(idle_limit);
+        tokio::pin!(idle);
+        let end = loop {
+            tokio::select! {
+                end = poll_fn(|cx| self.poll_both(cx)) => break end,
+                _ = &mut idle => {
+                    // The timer is moved only when it fires, not per chunk.
+                    if self.last_io.elapsed() >= idle_limit {
+                        break End::Idle;
+                    }
+                    idle.as_mut().reset(self.last_io + idle_limit);
+                }
+            }
+        };
+        self.end(end).await;
+    }
+
+    fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        let Tunnel {
+            browser,
+            desktop,
+            to_desktop,
+            to_browser,
+            last_io,
+            state,
+            ..
+        } = self;
+        let up = to_desktop.poll(cx, browser, desktop, |bytes| {
+            *last_io = Instant::now();
+            state.traffic.up(bytes.len() as u64);
+            state.activity.touch();
+        });
+        if let Poll::Ready(result) = up {
+            return Poll::Ready(match result {
+                Ok(()) => End::Closed(Leg::Browser),
+                Err(PumpError::Read(e)) => End::Failed(Leg::Browser, "ReadError", e),
+                Err(PumpError::Write(e)) => End::Failed(Leg::Desktop, "WriteError", e),
+            });
+        }
+        let down = to_browser.poll(cx, desktop, browser, |bytes| {
+            *last_io = Instant::now();
+            state.traffic.down(bytes);
+            state.activity.touch();
+        });
+        match down {
+            Poll::Ready(Ok(())) => Poll::Ready(End::Closed(Leg::Desktop)),
+            Poll::Ready(Err(PumpError::Read(e))) => {
+                Poll::Ready(End::Failed(Leg::Desktop, "ReadError", e))
+            }
+            Poll::Ready(Err(PumpError::Write(e))) => {
+                Poll::Ready(End::Failed(Leg::Browser, "WriteError", e))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    async fn end(&mut self, end: End) {
+        let upstream = &self.state.upstream;
+        match &end {
+            End::Failed(Leg::Desktop, what, e) => {
+                // A desktop stopped under an open session (the hub's idle culler, a restart) is
+                // a warning; one that sent its close frame first ended the session properly,
+                // whatever its connection did next (often no TLS close_notify).
+                if self.state.traffic.frames.saw_close {
+                    log::debug!("desktop {upstream} closed a WebSocket, then its connection");
+                } else {
+                    log::warn!("desktop {upstream} ended an open WebSocket: {what} ({e})");
+                }
+            }
+            // A browser closing its tab (often without close_notify) is routine.
+            End::Failed(Leg::Browser, what, e) => {
+                log::debug!("browser left {upstream}: {what} ({e})")
+            }
+            End::Idle => log::info!(
+                "WebSocket to {upstream} carried nothing for {:?} (timeouts.upgraded_idle): closed",
+                self.state.idle_limit
+            ),
+            End::Closed(_) => {}
+        }
+        self.reason = match &end {
+            End::Closed(_) => "closed",
+            End::Failed(_, what, _) => what,
+            End::Idle => "idle",
+        };
+        let desktop_ended = matches!(
+            end,
+            End::Closed(Leg::Desktop) | End::Failed(Leg::Desktop, ..)
+        );
+        let browser = &mut self.browser;
+        if let (true, Some(frame)) = (desktop_ended, self.state.traffic.closing_frame()) {
+            // Not a bare EOF, which noVNC reports as 1006.
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                browser.write_all(frame).await?;
+                browser.flush().await
+            })
+            .await;
+        }
+        use pingora::protocols::Shutdown;
+        let (browser, desktop) = (&mut *self.browser, &mut *self.desktop);
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            tokio::join!(Shutdown::shutdown(browser), Shutdown::shutdown(desktop))
+        })
+        .await;
+    }
+}
+
+impl Drop for Tunnel {
+    /// Also runs when the runtime drops the task (the end of a drain).
+    fn drop(&mut self) {
+        metrics::WEBSOCKETS_OPEN.dec();
+        if let Some(session) = self.state.traffic.session.take() {
+            // Before the browser's socket closes (the fields drop after this).
+            sessions::SESSIONS.close(session.id);
+        }
+        if let Some(log) = &self.state.log {
+            let traffic = &self.state.traffic;
+            log.record((traffic.bytes_up, traffic.bytes_down, self.reason));
+        }
+    }
+}
+
+enum PumpError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// One direction: bytes read and not yet all written (a lent buffer), and whether written bytes
+/// wait for a flush.
+#[derive(Default)]
+struct Pump {
+    pending: Option<BytesMut>,
+    written: usize,
+    unflushed: bool,
+}
+
+impl Pump {
+    /// Moves what `from` has to `to`. `Ready(Ok(()))` once `from` ended and everything read was
+    /// written and flushed; `Pending` when `from` has nothing now or `to` takes nothing now.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut Stream,
+        to: &mut Stream,
+        mut seen: impl FnMut(&[u8]),
+    ) -> Poll<Result<(), PumpError>> {
+        for _ in 0..READS_PER_POLL {
+            while let Some(buf) = &self.pending {
+                match Pin::new(&mut *to).poll_write(cx, &buf[self.written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(PumpError::Write(io::ErrorKind::WriteZero.into())))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.written += n;
+                        if self.written == buf.len() {
+                            io_buffers::give_back(self.pending.take().expect("checked above"));
+                            self.written = 0;
+                            self.unflushed = true;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(PumpError::Write(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match io_buffers::poll_read(from, cx, READ_LIMIT) {
+                Poll::Ready(Ok(Some(buf))) => {
+                    seen(&buf);
+                    self.pending = Some(buf);
+                }
+                Poll::Ready(Ok(None)) => {
+                    return self.poll_flush(cx, to).map_ok(|()| ());
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(PumpError::Read(e))),
+                // Nothing more to read now: send what was written (one flush per batch).
+                Poll::Pending => {
+                    return match self.poll_flush(cx, to) {
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        _ => Poll::Pending,
+                    };
+                }
+            }
+        }
+        // A busy connection yields after a batch; it is polled again at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>, to: &mut Stream) -> Poll<Result<(), PumpError>> {
+        if !self.unflushed {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut *to).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.unflushed = false;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(PumpError::Write(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
