@@ -3,7 +3,8 @@
 //!
 //! Request path: `request_filter` (redirect plain HTTP -> match route -> noVNC redirect ->
 //! block -> access check -> choose upstream -> strip prefix) -> `upstream_peer` (TLS, timeouts)
-//! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies, upgrades included.
+//! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies; after an upgrade's `101`,
+//! `upgraded_streams` hands both connections to `edge::tunnel`.
 
 use crate::edge::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::edge::gateway::{Gateway, Snapshot};
