@@ -33,6 +33,20 @@ fn hub_with(timeouts: &str, desktops: &[&str]) -> Hub {
     Hub { fx, edge }
 }
 
+/// Whether the WebSocket ends (close frame, EOF or error) within `limit`, skipping messages.
+async fn ends_within(ws: &mut Ws, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 async fn echo_once(ws: &mut Ws, msg: Message) -> Message {
     ws.send(msg).await.unwrap();
     loop {
@@ -49,11 +63,7 @@ async fn echo_once(ws: &mut Ws, msg: Message) -> Message {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_reaches_wss_desktop_through_tls_edge() {
-    let hub = hub_with("{ read: 60s }", &["alice"]);
-    let url = format!(
-        "wss://hub.test:{}/desktop/alice/websockify",
-        hub.edge.https_port
-    );
+    let (_hub, url) = one_desktop("{ read: 60s }", "alice");
     let (mut ws, resp) = ws_connect(&url).await.expect("upgrade through deskgate");
     assert_eq!(resp.status(), 101);
     assert_eq!(
@@ -137,11 +147,7 @@ async fn hub_shapes_reach_the_right_desktops() {
 /// vendor/pingora-proxy's patch (measured: 802 of 2000) instead of a few per thousand.
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_survives_fast_wss_upstream_2000_times() {
-    let hub = hub_with("{ read: 60s }", &["eager"]);
-    let url = format!(
-        "wss://hub.test:{}/desktop/eager/websockify",
-        hub.edge.https_port
-    );
+    let (_hub, url) = one_desktop("{ read: 60s }", "eager");
     let headers = [
         ("Origin", "https://hub.test"),
         ("Sec-WebSocket-Protocol", "binary"),
@@ -180,11 +186,7 @@ async fn upgrade_survives_fast_wss_upstream_2000_times() {
 /// `upgraded_idle` (5 s here) does.
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_websocket_outlives_read_timeout_until_upgraded_idle() {
-    let hub = hub_with("{ read: 1s, upgraded_idle: 5s }", &["idle"]);
-    let url = format!(
-        "wss://hub.test:{}/desktop/idle/websockify",
-        hub.edge.https_port
-    );
+    let (_hub, url) = one_desktop("{ read: 1s, upgraded_idle: 5s }", "idle");
 
     let (mut ws, _) = ws_connect(&url).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await; // the idle period under test
@@ -199,17 +201,8 @@ async fn idle_websocket_outlives_read_timeout_until_upgraded_idle() {
 
     let (mut ws, _) = ws_connect(&url).await.unwrap();
     let started = Instant::now();
-    let end = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await;
     assert!(
-        end.is_ok(),
+        ends_within(&mut ws, Duration::from_secs(20)).await,
         "an idle WebSocket must be closed after upgraded_idle"
     );
     let idle = started.elapsed();
@@ -225,16 +218,9 @@ async fn idle_websocket_outlives_read_timeout_until_upgraded_idle() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_websocket_keeps_only_its_tunnel() {
     const SOCKETS: usize = 400;
-    let hub = hub_with("{ read: 60s }", &["many"]);
-    let url = format!(
-        "wss://hub.test:{}/desktop/many/websockify",
-        hub.edge.https_port
-    );
+    let (hub, url) = one_desktop("{ read: 60s }", "many");
     // Warm up first (thread-local buffers, allocator arenas, session caches).
-    let mut sockets = Vec::with_capacity(SOCKETS);
-    for _ in 0..50 {
-        sockets.push(ws_connect(&url).await.expect("upgrade").0);
-    }
+    let mut sockets = open_websockets(&url, 50).await;
     for ws in sockets.iter_mut() {
         echo_once(ws, Message::text("warm")).await;
     }
@@ -252,16 +238,7 @@ async fn an_open_websocket_keeps_only_its_tunnel() {
         "each open WebSocket holds {per_socket} KiB ({before} -> {after} KiB for {SOCKETS}): \
          more than its tunnel"
     );
-    for ws in sockets.iter_mut() {
-        assert_eq!(
-            echo_once(ws, Message::text("ok"))
-                .await
-                .into_text()
-                .unwrap()
-                .as_str(),
-            "ok"
-        );
-    }
+    all_still_echo(&mut sockets).await;
 }
 /// Debug builds, 400 sockets: 47 KiB per open WebSocket relayed inside the request (Pingora's
 /// duplex), 19 KiB with the tunnel.
@@ -272,11 +249,7 @@ const PER_OPEN_WEBSOCKET_KIB: u64 = 32;
 /// cut (as it was not when Pingora relayed it), and one where nothing moves ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_desktop_drawing_to_a_silent_viewer_is_not_idle() {
-    let hub = hub_with("{ read: 1s, upgraded_idle: 2s }", &["view"]);
-    let url = format!(
-        "wss://hub.test:{}/desktop/view/websockify",
-        hub.edge.https_port
-    );
+    let (_hub, url) = one_desktop("{ read: 1s, upgraded_idle: 2s }", "view");
     let (mut ws, _) = ws_connect(&url).await.unwrap();
     // Four ticks a second apart: the browser stays silent past its 2 s limit.
     ws.send(Message::text("ticks 4 1000")).await.unwrap();
@@ -290,17 +263,8 @@ async fn a_desktop_drawing_to_a_silent_viewer_is_not_idle() {
         }
     }
     // Then nothing moves: the tunnel ends.
-    let end = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await;
     assert!(
-        end.is_ok(),
+        ends_within(&mut ws, Duration::from_secs(20)).await,
         "a silent WebSocket must end after upgraded_idle"
     );
 }
@@ -362,6 +326,31 @@ async fn bytes_sent_with_the_handshake_are_passed_on() {
     }
 }
 
+/// A hub with one desktop, and the URL of its WebSocket.
+fn one_desktop(timeouts: &str, name: &str) -> (Hub, String) {
+    let hub = hub_with(timeouts, &[name]);
+    let url = format!(
+        "wss://hub.test:{}/desktop/{name}/websockify",
+        hub.edge.https_port
+    );
+    (hub, url)
+}
+
+async fn open_websockets(url: &str, n: usize) -> Vec<Ws> {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        sockets.push(ws_connect(url).await.expect("upgrade").0);
+    }
+    sockets
+}
+
+async fn all_still_echo(sockets: &mut [Ws]) {
+    for ws in sockets.iter_mut() {
+        let back = echo_once(ws, Message::text("ok")).await;
+        assert_eq!(back.into_text().unwrap().as_str(), "ok");
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -376,15 +365,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_websockets_give_back_io_buffers_after_a_burst() {
     const SOCKETS: usize = 200;
-    let hub = hub_with("{ read: 60s }", &["busy"]);
-    let url = format!(
-        "wss://hub.test:{}/desktop/busy/websockify",
-        hub.edge.https_port
-    );
-    let mut sockets = Vec::with_capacity(SOCKETS);
-    for _ in 0..SOCKETS {
-        sockets.push(ws_connect(&url).await.expect("upgrade").0);
-    }
+    let (hub, url) = one_desktop("{ read: 60s }", "busy");
+    let mut sockets = open_websockets(&url, SOCKETS).await;
     let opened = rss_kib(hub.edge.pid());
     let burst = vec![7u8; 64 * 1024];
     for ws in sockets.iter_mut() {
@@ -400,14 +382,5 @@ async fn idle_websockets_give_back_io_buffers_after_a_burst() {
          ({opened} -> {after_burst} KiB for {SOCKETS}): read buffers held while idle"
     );
     // and every socket still works
-    for ws in sockets.iter_mut() {
-        assert_eq!(
-            echo_once(ws, Message::text("ok"))
-                .await
-                .into_text()
-                .unwrap()
-                .as_str(),
-            "ok"
-        );
-    }
+    all_still_echo(&mut sockets).await;
 }

@@ -290,7 +290,11 @@ impl Pump {
                 }
             }
         }
-        // A busy connection yields after a batch; it is polled again at once.
+        // A busy connection yields after a batch (what it wrote goes out first); it is polled
+        // again at once.
+        if let Poll::Ready(Err(e)) = self.poll_flush(cx, to) {
+            return Poll::Ready(Err(e));
+        }
         cx.waker().wake_by_ref();
         Poll::Pending
     }
