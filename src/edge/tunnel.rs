@@ -107,7 +107,8 @@ struct Tunnel {
 
 impl Tunnel {
     async fn run(mut self) {
-        let check_every = self.state.idle_limit / IDLE_CHECKS;
+        // (A zero limit must not spin: it ends a tunnel after a few quiet milliseconds.)
+        let check_every = (self.state.idle_limit / IDLE_CHECKS).max(Duration::from_millis(10));
         let check = tokio::time::sleep(check_every);
         tokio::pin!(check);
         let mut quiet_checks = 0;
