@@ -309,6 +309,53 @@ fn request_target_reaches_the_upstream_byte_for_byte() {
     }
 }
 
+/// Requests without a body are answered in turn, the others through Pingora's duplex
+/// (pingora-proxy patch 20): a GET, a POST with a body and a GET on one kept-alive connection
+/// are each answered whole, with their own path, and the connection stays usable between them.
+#[test]
+fn requests_with_and_without_bodies_share_a_kept_alive_connection() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let e = edge();
+    let config = client_tls(std::sync::Arc::new(RecordingVerifier::default()));
+    let name = rustls::pki_types::ServerName::try_from("other.test").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", e.edge.https_port)).unwrap();
+    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+    for (path, body) in [("one", ""), ("two", "hello"), ("three", "")] {
+        let head = if body.is_empty() {
+            format!("GET /desktop/special/{path} HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        } else {
+            format!(
+                "POST /desktop/special/{path} HTTP/1.1\r\nHost: other.test\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        tls.get_mut().write_all(head.as_bytes()).unwrap();
+        let mut status = String::new();
+        tls.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{path}: {status}");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            tls.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut page = vec![0; length];
+        tls.read_exact(&mut page).unwrap();
+        let page = String::from_utf8_lossy(&page);
+        assert!(
+            page.contains(&format!("path: <code>/desktop/special/{path}</code>")),
+            "{path}: {page}"
+        );
+    }
+}
+
 /// The listener picks the cipher suite by deskgate's order (AES-128-GCM first), not by the
 /// client's: rustls and OpenSSL clients list AES-256-GCM-SHA384 first, which costs a SHA-384
 /// key schedule per handshake and AES-256 per record (vendored pingora-core patch 11).

@@ -145,17 +145,23 @@ where
         // this future, the duplex's channels) is not kept for the stream's life. Any other
         // answer continues into the duplex below as its first upstream task.
         let mut first_response_task = None;
-        if upgrade_req
-            && session.downstream_session.as_http1().is_some()
+        let in_turn = session.downstream_session.as_http1().is_some()
             && !session.cache.enabled()
-            && session.is_body_empty()
-            && self.inner.hand_over_upgrades(session, ctx)
-        {
+            && session.is_body_empty();
+        if in_turn && upgrade_req && self.inner.hand_over_upgrades(session, ctx) {
             match self.handshake_upgrade(session, client_session, ctx).await {
                 Ok(None) => return (false, false, None),
                 Ok(Some(task)) => first_response_task = Some(task),
                 Err(e) => return (false, false, Some(e)),
             }
+        }
+        // deskgate patch 20: a request without a body has nothing to stream while its answer
+        // comes back, so it is answered in turn (empty body out, then the response task by task)
+        // without the duplex's two channels and select loop.
+        if in_turn && self.inner.answer_bodyless_in_turn(session, ctx) {
+            return self
+                .answer_in_turn(session, client_session, ctx, first_response_task)
+                .await;
         }
 
         let mut downstream_custom_message_writer = session
@@ -227,6 +233,82 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// deskgate patch 20: what the duplex does for a request without a body, one step after
+    /// the other: the request body filters and the body's end go upstream, then each response
+    /// task is filtered and written downstream until the response ends. Returns what
+    /// `proxy_1to1` returns: (downstream reusable, upstream reusable, error).
+    async fn answer_in_turn(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+        mut next_task: Option<HttpTask>,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let mut body = None;
+        if let Err(e) = session
+            .downstream_modules_ctx
+            .request_body_filter(&mut body, true)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        if let Err(e) = self
+            .inner
+            .request_body_filter(session, &mut body, true, ctx)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(body, true))).await {
+            return (false, false, Some(e));
+        }
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        loop {
+            let task = match next_task.take() {
+                Some(task) => task,
+                None => match client_session.read_response_task().await {
+                    Ok(task) => task,
+                    Err(e) => return (false, false, Some(e.into_up())),
+                },
+            };
+            let upstream_done = task.is_end();
+            let mut task = task;
+            session.upstream_compression.response_filter(&mut task);
+            let task = match self
+                .h1_response_filter(
+                    session,
+                    task,
+                    ctx,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    false,
+                )
+                .await
+            {
+                Ok(task) => task,
+                Err(e) => return (false, false, Some(e)),
+            };
+            match session.write_response_tasks(vec![task]).await {
+                Ok(done) if done || upstream_done => break,
+                Ok(_) => {}
+                Err(e) => return (false, false, Some(e)),
+            }
+        }
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                debug!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        (reuse_downstream, true, None)
     }
 
     /// deskgate patch 19: reads the upstream's answer to an upgrade request. A `101` runs the

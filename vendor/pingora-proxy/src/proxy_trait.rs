@@ -550,6 +550,13 @@ pub trait ProxyHttp {
         false
     }
 
+    /// deskgate patch 20: whether an HTTP/1 request without a body (no cache) is answered in
+    /// turn, without the duplex's channels: the client's connection is not watched while the
+    /// upstream answers (a client that left is noticed when its answer is written). Default: no.
+    fn answer_bodyless_in_turn(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        false
+    }
+
     /// deskgate patch 19: both connections of an upgrade the `101` of which went out downstream
     /// (flushed). The implementation owns them now (typically it spawns a task copying between
     /// them); the request then ends as usual (`logging` runs, with no error).
