@@ -288,11 +288,7 @@ fn request_target_reaches_the_upstream_byte_for_byte() {
         "/desktop/special/a%2Fb/c?x=1&y=%7C",
         "/desktop/special/p|q{1}/\u{e9}t\u{e9}?z=[2]",
     ] {
-        let config = client_tls(std::sync::Arc::new(RecordingVerifier::default()));
-        let name = rustls::pki_types::ServerName::try_from("other.test").unwrap();
-        let conn = rustls::ClientConnection::new(config, name).unwrap();
-        let tcp = std::net::TcpStream::connect(("127.0.0.1", e.edge.https_port)).unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut tls = tls_to(e.edge.https_port, "other.test");
         write!(
             tls,
             "GET {target} HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n"
@@ -309,6 +305,18 @@ fn request_target_reaches_the_upstream_byte_for_byte() {
     }
 }
 
+/// A TLS connection to 127.0.0.1:`port` for `host`, to send requests by hand.
+fn tls_to(
+    port: u16,
+    host: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let config = client_tls(std::sync::Arc::new(RecordingVerifier::default()));
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
 /// Requests without a body are answered in turn, the others through Pingora's duplex
 /// (pingora-proxy patch 20): a GET, a POST with a body and a GET on one kept-alive connection
 /// are each answered whole, with their own path, and the connection stays usable between them.
@@ -316,11 +324,7 @@ fn request_target_reaches_the_upstream_byte_for_byte() {
 fn requests_with_and_without_bodies_share_a_kept_alive_connection() {
     use std::io::{BufRead, BufReader, Read, Write};
     let e = edge();
-    let config = client_tls(std::sync::Arc::new(RecordingVerifier::default()));
-    let name = rustls::pki_types::ServerName::try_from("other.test").unwrap();
-    let conn = rustls::ClientConnection::new(config, name).unwrap();
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", e.edge.https_port)).unwrap();
-    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+    let mut tls = BufReader::new(tls_to(e.edge.https_port, "other.test"));
     for (path, body) in [("one", ""), ("two", "hello"), ("three", "")] {
         let head = if body.is_empty() {
             format!("GET /desktop/special/{path} HTTP/1.1\r\nHost: other.test\r\n\r\n")

@@ -10,6 +10,7 @@ use crate::edge::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::edge::gateway::{Gateway, Snapshot};
 use crate::edge::respond;
 use crate::routing::{RequestPath, Resolution, Route, RouteMatch, UpstreamRef};
+use crate::telemetry::activity::now_ms;
 use crate::telemetry::metrics;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
@@ -349,14 +350,13 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
-            metrics::WEBSOCKETS_OPEN.inc();
-            metrics::WEBSOCKETS_TOTAL.inc();
-            ctx.traffic.session = Some(open_session(session, ctx));
+            let ws = open_session(session, ctx);
+            ctx.traffic.open(ws);
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
         if resp.status.as_u16() < 300 {
-            ctx.activity.touch();
+            ctx.activity.touch(now_ms());
         }
         Ok(())
     }
@@ -369,12 +369,16 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let n = body.as_ref().map_or(0, |b| b.len()) as u64;
+        if !ctx.upgraded && n == 0 {
+            return Ok(());
+        }
+        let now = now_ms();
         if ctx.upgraded {
-            ctx.traffic.up(n);
+            ctx.traffic.up(n, now);
         }
         if n > 0 {
             // Uploads and WebSocket frames from the browser are activity.
-            ctx.activity.touch();
+            ctx.activity.touch(now);
         }
         Ok(())
     }
@@ -388,8 +392,9 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<Option<std::time::Duration>> {
         // Only upgrades Pingora relays itself come here (see `upgraded_streams`).
         if ctx.upgraded {
+            let now = now_ms();
             if let Some(b) = body.as_ref() {
-                ctx.traffic.down(b);
+                ctx.traffic.down(b, now);
             }
             if let (true, Some(frame)) = (end, ctx.traffic.closing_frame()) {
                 // The desktop ended without a close frame: send one, not a bare EOF (1006).
@@ -397,7 +402,7 @@ impl ProxyHttp for EdgeProxy {
                 out.extend_from_slice(frame);
                 *body = Some(bytes::Bytes::from(out));
             }
-            ctx.activity.touch();
+            ctx.activity.touch(now);
         }
         Ok(None)
     }
@@ -429,9 +434,9 @@ impl ProxyHttp for EdgeProxy {
             idle_limit: ctx
                 .snapshot
                 .as_ref()
-                .map_or(std::time::Duration::from_secs(3600), |s| {
-                    s.timeouts.upgraded_idle
-                }),
+                .expect("request_filter sets the snapshot")
+                .timeouts
+                .upgraded_idle,
             upstream: ctx
                 .upstream
                 .as_ref()
@@ -453,13 +458,8 @@ impl ProxyHttp for EdgeProxy {
             // The tunnel writes the WebSocket's line and closes its session when it ends.
             return;
         }
-        if ctx.upgraded {
-            metrics::WEBSOCKETS_OPEN.dec();
-        }
-        if let Some(ws) = ctx.traffic.session.take() {
-            // Before Pingora closes the connection: see `SessionRegistry::close`.
-            crate::telemetry::sessions::SESSIONS.close(ws.id);
-        }
+        // Before Pingora closes the connection.
+        ctx.traffic.close();
         if crate::telemetry::access_log::enabled() {
             crate::telemetry::access_log::record(&access_entry(session, e, ctx, status));
         }

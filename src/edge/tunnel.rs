@@ -14,7 +14,8 @@
 //! socket (see `SessionRegistry::close`), and the access log gets the WebSocket's line.
 
 use crate::edge::websocket::Traffic;
-use crate::telemetry::{access_log::PendingEntry, activity::Toucher, metrics, sessions};
+use crate::telemetry::access_log::PendingEntry;
+use crate::telemetry::activity::{now_ms, Toucher};
 use bytes::BytesMut;
 use pingora::protocols::{io_buffers, Stream};
 use pingora::proxy::UpgradedStreams;
@@ -58,12 +59,13 @@ pub fn spawn(streams: UpgradedStreams, state: TunnelState) {
     let mut to_desktop = Pump::default();
     let mut to_browser = Pump::default();
     let mut state = state;
+    let now = now_ms();
     if let Some(bytes) = streams.downstream_unread.filter(|b| !b.is_empty()) {
-        state.traffic.up(bytes.len() as u64);
+        state.traffic.up(bytes.len() as u64, now);
         to_desktop.pending = Some(bytes);
     }
     if let Some(bytes) = streams.upstream_unread.filter(|b| !b.is_empty()) {
-        state.traffic.down(&bytes);
+        state.traffic.down(&bytes, now);
         to_browser.pending = Some(bytes);
     }
     let tunnel = Tunnel {
@@ -139,8 +141,9 @@ impl Tunnel {
         } = self;
         let up = to_desktop.poll(cx, browser, desktop, |bytes| {
             *moved = true;
-            state.traffic.up(bytes.len() as u64);
-            state.activity.touch();
+            let now = now_ms();
+            state.traffic.up(bytes.len() as u64, now);
+            state.activity.touch(now);
         });
         if let Poll::Ready(result) = up {
             return Poll::Ready(match result {
@@ -151,8 +154,9 @@ impl Tunnel {
         }
         let down = to_browser.poll(cx, desktop, browser, |bytes| {
             *moved = true;
-            state.traffic.down(bytes);
-            state.activity.touch();
+            let now = now_ms();
+            state.traffic.down(bytes, now);
+            state.activity.touch(now);
         });
         match down {
             Poll::Ready(Ok(())) => Poll::Ready(End::Closed(Leg::Desktop)),
@@ -219,11 +223,8 @@ impl Tunnel {
 impl Drop for Tunnel {
     /// Also runs when the runtime drops the task (the end of a drain).
     fn drop(&mut self) {
-        metrics::WEBSOCKETS_OPEN.dec();
-        if let Some(session) = self.state.traffic.session.take() {
-            // Before the browser's socket closes (the fields drop after this).
-            sessions::SESSIONS.close(session.id);
-        }
+        // Before the browser's socket closes (the fields drop after this).
+        self.state.traffic.close();
         if let Some(log) = &self.state.log {
             let traffic = &self.state.traffic;
             log.record((traffic.bytes_up, traffic.bytes_down, self.reason));

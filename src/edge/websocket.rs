@@ -25,23 +25,39 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// The upgrade succeeded: the WebSocket counts as open and is on the admin page.
+    pub fn open(&mut self, session: Arc<sessions::Session>) {
+        metrics::WEBSOCKETS_OPEN.inc();
+        metrics::WEBSOCKETS_TOTAL.inc();
+        self.session = Some(session);
+    }
+
+    /// The WebSocket ended. Called before its connection closes: after this, the admin page's
+    /// "disconnect" can no longer reach the descriptor (see `SessionRegistry::close`).
+    pub fn close(&mut self) {
+        if let Some(session) = self.session.take() {
+            metrics::WEBSOCKETS_OPEN.dec();
+            sessions::SESSIONS.close(session.id);
+        }
+    }
+
     /// Bytes from the browser to the desktop.
-    pub fn up(&mut self, n: u64) {
+    pub fn up(&mut self, n: u64, now_ms: u64) {
         self.bytes_up += n;
         metrics::WEBSOCKET_BYTES_UP.inc_by(n);
         if let Some(s) = &self.session {
-            s.add_up(n, crate::telemetry::activity::now_ms());
+            s.add_up(n, now_ms);
         }
     }
 
     /// Bytes from the desktop to the browser.
-    pub fn down(&mut self, data: &[u8]) {
+    pub fn down(&mut self, data: &[u8], now_ms: u64) {
         self.frames.feed(data);
         let n = data.len() as u64;
         self.bytes_down += n;
         metrics::WEBSOCKET_BYTES_DOWN.inc_by(n);
         if let Some(s) = &self.session {
-            s.add_down(n, crate::telemetry::activity::now_ms());
+            s.add_down(n, now_ms);
         }
     }
 

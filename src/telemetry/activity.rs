@@ -22,7 +22,10 @@ impl Activity {
         }
     }
     pub fn touch(&self) {
-        self.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.touch_at(now_ms());
+    }
+    pub fn touch_at(&self, ms: u64) {
+        self.last_ms.store(ms, Ordering::Relaxed);
     }
     pub fn last_ms(&self) -> u64 {
         self.last_ms.load(Ordering::Relaxed)
@@ -34,7 +37,8 @@ impl Activity {
 }
 
 /// A route's clock as one connection touches it: at most once a second, so busy traffic costs
-/// a comparison per chunk, not a store to a shared line.
+/// a comparison per chunk, not a store to a shared line. Callers pass the time they read once
+/// per chunk (the admin page's session takes it too).
 #[derive(Default)]
 pub struct Toucher {
     clock: Option<std::sync::Arc<Activity>>,
@@ -46,12 +50,11 @@ impl Toucher {
         Toucher { clock, last_ms: 0 }
     }
 
-    pub fn touch(&mut self) {
+    pub fn touch(&mut self, now_ms: u64) {
         let Some(clock) = &self.clock else { return };
-        let now = now_ms();
-        if now >= self.last_ms + 1000 {
-            self.last_ms = now;
-            clock.touch();
+        if now_ms >= self.last_ms + 1000 {
+            self.last_ms = now_ms;
+            clock.touch_at(now_ms);
         }
     }
 }

@@ -143,7 +143,7 @@ where
         // after the other (there is no request body to stream meanwhile), and once the 101 went
         // out both connections go to the application's tunnel: the request's state (headers,
         // this future, the duplex's channels) is not kept for the stream's life. Any other
-        // answer continues into the duplex below as its first upstream task.
+        // answer is carried on below as the request's first response task.
         let mut first_response_task = None;
         let in_turn = session.downstream_session.as_http1().is_some()
             && !session.cache.enabled()
@@ -279,23 +279,16 @@ where
                 },
             };
             let upstream_done = task.is_end();
-            let mut task = task;
-            session.upstream_compression.response_filter(&mut task);
-            let task = match self
-                .h1_response_filter(
+            let written = self
+                .forward_response_task(
                     session,
-                    task,
                     ctx,
+                    task,
                     &mut serve_from_cache,
                     &mut range_body_filter,
-                    false,
                 )
-                .await
-            {
-                Ok(task) => task,
-                Err(e) => return (false, false, Some(e)),
-            };
-            match session.write_response_tasks(vec![task]).await {
+                .await;
+            match written {
                 Ok(done) if done || upstream_done => break,
                 Ok(_) => {}
                 Err(e) => return (false, false, Some(e)),
@@ -311,10 +304,32 @@ where
         (reuse_downstream, true, None)
     }
 
+    /// deskgate patches 19 and 20: one upstream response task through the response filters and
+    /// out downstream, as the duplex's downstream half does it (without cache); whether the
+    /// response is now complete downstream.
+    async fn forward_response_task(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        mut task: HttpTask,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut RangeBodyFilter,
+    ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        session.upstream_compression.response_filter(&mut task);
+        let task = self
+            .h1_response_filter(session, task, ctx, serve_from_cache, range_body_filter, false)
+            .await?;
+        session.write_response_tasks(vec![task]).await
+    }
+
     /// deskgate patch 19: reads the upstream's answer to an upgrade request. A `101` runs the
     /// response filters, goes out downstream, and both streams are handed to
     /// [`ProxyHttp::upgraded_streams`] (`Ok(None)`); any other answer is returned unfiltered for
-    /// the duplex to carry on with.
+    /// the caller to carry on with (in turn, patch 20, or through the duplex).
     async fn handshake_upgrade(
         &self,
         session: &mut Session,
@@ -332,19 +347,14 @@ where
         if !client_session.was_upgraded() {
             return Ok(Some(task));
         }
-        let mut task = task;
-        session.upstream_compression.response_filter(&mut task);
-        let task = self
-            .h1_response_filter(
-                session,
-                task,
-                ctx,
-                &mut ServeFromCache::new(),
-                &mut RangeBodyFilter::new(),
-                false,
-            )
-            .await?;
-        session.write_response_tasks(vec![task]).await?;
+        self.forward_response_task(
+            session,
+            ctx,
+            task,
+            &mut ServeFromCache::new(),
+            &mut RangeBodyFilter::new(),
+        )
+        .await?;
         if !session.was_upgraded() {
             return Error::e_explain(
                 InternalError,
