@@ -20,8 +20,18 @@ PEERS = ["nginx", "haproxy", "apache", "caddy"]
 BURST_BYTES = 64 * 1024  # the idle-after-a-burst line: one message of this size per WebSocket
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+    """A free loopback port, never the same twice in one run (the kernel may repeat one)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        if p not in _handed_out:
+            _handed_out.add(p)
+            return p
 
 
 def wait_port(port, proc=None, limit=30):

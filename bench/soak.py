@@ -27,17 +27,13 @@ import urllib.request
 
 import websockets
 
+from bench import free_port  # bench/bench.py, next to this file
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("DESKGATE_BIN", os.path.join(ROOT, "target", "release", "deskgate"))
 TOKEN = "soak-admin-token"
 STABLE = ["alice", "bob", "carol"]
 VOLATILE = "dave"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, limit=30):

@@ -32,9 +32,13 @@ impl Chp {
         if let Some(t) = token {
             cmd.env("CONFIGPROXY_AUTH_TOKEN", t);
         }
-        let child = cmd.spawn().expect("deskgate chp starts");
+        let mut child = cmd.spawn().expect("deskgate chp starts");
         wait_port(port);
         wait_port(api);
+        // Something listening is not proof that it is this deskgate.
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("deskgate chp exited with {status} after its ports opened");
+        }
         Chp {
             child,
             port,

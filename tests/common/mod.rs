@@ -20,12 +20,27 @@ pub const DESKTOP_PASSWORD: &str = "vnc-secret-pw";
 /// The fixed `Sec-WebSocket-Key` clients send to an eager desktop.
 pub const EAGER_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
+/// A loopback port nothing listens on, never the same twice in one test process.
+///
+/// The port is free only until the probe socket closes, and the kernel may hand the same port
+/// to the next `bind(:0)`: two of a test's listeners (or two tests running in parallel) then
+/// race for it, and the loser's client reaches the wrong server (a CHP test once saw its API
+/// call answered `404` by a proxy port). Remembering what was handed out closes that race
+/// inside the process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Certificates and secrets for one test, in its own directory.
