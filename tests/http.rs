@@ -277,6 +277,38 @@ fn large_headers_pass_both_ways_on_a_kept_alive_connection() {
     assert_eq!(r.header("x-echo").as_deref(), Some(echo.as_str()));
 }
 
+/// Response bodies of every size, one after another on kept-alive connections (both legs): a
+/// body that came whole with its header (vendored pingora-core patch 21 keeps it in a buffer
+/// of its size) and bodies read over many reads, around the 64 KiB read buffer's size.
+#[test]
+fn small_and_large_bodies_alternate_on_kept_alive_connections() {
+    let e = edge();
+    let p = e.edge.https_port;
+    let sizes = [5, 3 << 20, 7, 65_535, 65_536, 65_537, 1, 200_000, 12];
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "-k", "--http1.1", "--max-time", "60"])
+        .args(["--resolve", &format!("other.test:{p}:127.0.0.1")])
+        .args(["-w", "%{http_code} %{size_download} %{num_connects}\n"]);
+    for n in sizes {
+        cmd.args(["-o", "/dev/null"])
+            .arg(format!("https://other.test:{p}/desktop/alice/bytes/{n}"));
+    }
+    let out = cmd.output().expect("curl is installed");
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let got: Vec<&str> = lines.lines().collect();
+    let want: Vec<String> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("200 {n} {}", u8::from(i == 0)))
+        .collect();
+    assert_eq!(got, want, "status, body size, new connections per request");
+    assert!(
+        !e.edge.log_text().contains("Peer sent more data"),
+        "{}",
+        e.edge.log_text()
+    );
+}
+
 /// The request target reaches the upstream byte for byte, `|{}[]` and raw UTF-8 included
 /// (vendored pingora-proxy patch 18 builds the upstream request from the request's parts, not
 /// as a copy of it). Sent by hand: curl would percent-encode the UTF-8.

@@ -304,7 +304,7 @@ impl ProxyHttp for EdgeProxy {
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+            .map(|a| a.ip());
         ctx.user = upstream_request
             .headers
             .get(X_USER)

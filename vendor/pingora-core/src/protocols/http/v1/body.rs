@@ -246,6 +246,15 @@ impl BodyReader {
                     self.body_buf_overread = Some(overread);
                 }
             }
+            // deskgate patch 21: a body that came whole with the header (most small responses
+            // an upstream sends) is kept in a buffer of its own size. The 64 KiB one taken for
+            // it before was a large allocation per request (jemalloc's arena, not its cache),
+            // to hold a few hundred bytes.
+            _ if buf_to_rewind.len() >= cl => {
+                self.rewind_buf_len = buf_to_rewind.len();
+                self.body_buf = Some(BytesMut::from(buf_to_rewind));
+                self.body_state = PS::Partial(0, cl);
+            }
             _ => {
                 self.prepare_buf(buf_to_rewind);
                 self.body_state = PS::Partial(0, cl);
@@ -2085,6 +2094,21 @@ mod tests {
         let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&second), b"bc");
         assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
+    }
+
+    // deskgate patch 21
+    #[tokio::test]
+    async fn body_read_whole_with_the_header_keeps_a_buffer_of_its_size() {
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"abcXY");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(res, BufRef::new(0, 3));
+        assert_eq!(body_reader.get_body(&res), b"abc");
+        assert_eq!(body_reader.body_state, ParseState::Complete(3));
+        assert_eq!(body_reader.get_body_overread(), Some(&b"XY"[..]));
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
     }
 
     #[tokio::test]
