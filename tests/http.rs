@@ -174,6 +174,18 @@ fn basic_auth_reaches_desktop_and_forwarding_headers_are_set() {
             "Connection: keep-alive, X-Hop",
             "-H",
             "X-Hop: 1",
+            // Hop-by-hop by definition (Pingora strips these, deskgate too for most; vendored
+            // pingora-proxy patch 22 looks for them in one pass), next to one that is not.
+            "-H",
+            "Keep-Alive: timeout=5",
+            "-H",
+            "Proxy-Authorization: Basic cHJveHk6c2VjcmV0",
+            "-H",
+            "TE: trailers",
+            "-H",
+            "HTTP2-Settings: AAMAAABkAAQAAP__",
+            "-H",
+            "X-Keep-Alive-Like: 1",
         ],
     );
     assert_eq!(
@@ -191,6 +203,19 @@ fn basic_auth_reaches_desktop_and_forwarding_headers_are_set() {
         "hop-by-hop header named in Connection must go: {}",
         r.body
     );
+    for gone in [
+        "keep-alive:",
+        "proxy-authorization:",
+        "te:",
+        "http2-settings:",
+    ] {
+        assert!(
+            !r.body.lines().any(|l| l.starts_with(gone)),
+            "hop-by-hop `{gone}` must go: {}",
+            r.body
+        );
+    }
+    assert!(r.body.contains("x-keep-alive-like: 1"), "{}", r.body);
     assert!(r.body.contains("x-forwarded-for: 127.0.0.1"), "{}", r.body);
     assert!(r.body.contains("x-forwarded-proto: https"), "{}", r.body);
     assert!(
