@@ -169,10 +169,7 @@ impl ProxyHttp for EdgeProxy {
             return Box::pin(respond::text(session, 431, text)).await;
         }
         if !self.limits.is_unlimited() {
-            let client = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
+            let client = client_ip(session);
             match self.limits.acquire(client) {
                 Some(slot) => ctx._slot = Some(slot),
                 None => {
@@ -301,10 +298,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let route = ctx.route.as_ref().expect("request_filter sets the route");
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client_ip = client_ip(session);
         ctx.user = upstream_request
             .headers
             .get(X_USER)
@@ -622,10 +616,8 @@ fn balance_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
         return Vec::new();
     };
     match key {
-        HashKey::ClientAddr => session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string().into_bytes())
+        HashKey::ClientAddr => client_ip(session)
+            .map(|ip| ip.to_string().into_bytes())
             .unwrap_or_default(),
         HashKey::Header(name) => session
             .req_header()
@@ -650,6 +642,14 @@ fn balance_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
     }
 }
 
+/// The client's IP address; `None` for a client on a Unix socket.
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 fn access_entry<'a>(
     session: &'a Session,
     e: Option<&'a Error>,
@@ -663,10 +663,7 @@ fn access_entry<'a>(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-")
     };
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+    let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
     let websocket = ctx.upgraded.then(|| {
         let reason = match e {
             None => "closed",
@@ -709,10 +706,7 @@ fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::telemetry::se
             .map_or("-", |u| u.name.as_str())
             .to_string(),
         user: ctx.user.clone(),
-        client: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
+        client: client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
         fd,
     })
 }
