@@ -40,9 +40,6 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         };
         init(format, path)?;
     }
-    pingora::proxy::set_client_header_timeout(
-        Some(config.timeouts.client_header).filter(|d| !d.is_zero()),
-    );
     if !opt.upgrade {
         check_addresses_free(config)?;
     }
@@ -165,6 +162,13 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
             proxy,
             &format!("deskgate {addr}"),
         );
+        // The whole request header within `client_header` (vendored pingora-core 01 and
+        // pingora-proxy 01): Pingora's own timeout restarts with every byte read.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.client_header_timeout = Some(config.timeouts.client_header).filter(|d| !d.is_zero());
+        if let Some(proxy) = service.app_logic_mut() {
+            proxy.server_options = Some(options);
+        }
         match tls {
             Some((resolver, alpn_01, client_verifier)) => {
                 let mut settings = tls_settings(client_verifier)
