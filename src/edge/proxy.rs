@@ -168,6 +168,13 @@ impl ProxyHttp for EdgeProxy {
             let text = "deskgate: request header fields too large\n";
             return Box::pin(respond::text(session, 431, text)).await;
         }
+        if ctx.upgrade && is_websocket_handshake(session) && !session.is_body_empty() {
+            // A WebSocket handshake ends at its head, and its connections go to `edge::tunnel`
+            // once the 101 is out (vendored pingora-proxy 02). With a body, Pingora would relay
+            // the upgraded stream inside the request instead: the path deskgate no longer keeps.
+            let text = "deskgate: a WebSocket handshake carries no body\n";
+            return Box::pin(respond::text(session, 400, text)).await;
+        }
         if !self.limits.is_unlimited() {
             let client = client_ip(session);
             match self.limits.acquire(client) {
@@ -362,43 +369,11 @@ impl ProxyHttp for EdgeProxy {
         _end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let n = body.as_ref().map_or(0, |b| b.len()) as u64;
-        if !ctx.upgraded && n == 0 {
-            return Ok(());
-        }
-        let now = now_ms();
-        if ctx.upgraded {
-            ctx.traffic.up(n, now);
-        }
-        if n > 0 {
-            // Uploads and WebSocket frames from the browser are activity.
-            ctx.activity.touch(now);
+        // Uploads are activity (WebSocket frames are counted by `edge::tunnel`).
+        if body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.activity.touch(now_ms());
         }
         Ok(())
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
-        end: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        // Only upgrades Pingora relays itself come here (see `upgraded_streams`).
-        if ctx.upgraded {
-            let now = now_ms();
-            if let Some(b) = body.as_ref() {
-                ctx.traffic.down(b, now);
-            }
-            if let (true, Some(frame)) = (end, ctx.traffic.closing_frame()) {
-                // The desktop ended without a close frame: send one, not a bare EOF (1006).
-                let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
-                out.extend_from_slice(frame);
-                *body = Some(bytes::Bytes::from(out));
-            }
-            ctx.activity.touch(now);
-        }
-        Ok(None)
     }
 
     /// Both upgrade legs go to their own task once the `101` is out (pingora-proxy patch 19):
@@ -459,7 +434,7 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         let closed = matches!(
             e.etype(),
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
@@ -469,21 +444,7 @@ impl ProxyHttp for EdgeProxy {
         if closed && e.esource() == &ErrorSource::Downstream {
             return true;
         }
-        // So is a desktop stopped under an open session (the hub's idle culler, a restart):
-        // one warning, not an error. A desktop that sent its close frame first ended the
-        // session properly, whatever its connection did next (often no TLS close_notify).
-        if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
-            let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
-            if ctx.traffic.frames.saw_close {
-                log::debug!("desktop {upstream} closed a WebSocket, then its connection");
-            } else {
-                log::warn!(
-                    "desktop {upstream} ended an open WebSocket: {}",
-                    e.etype().as_str()
-                );
-            }
-            return true;
-        }
+        // (A desktop stopped under an open WebSocket is the tunnel's to report: `edge::tunnel`.)
         false
     }
 
@@ -564,17 +525,7 @@ impl ProxyHttp for EdgeProxy {
             .as_ref()
             .map_or("-".to_string(), |u| u.name.clone());
         if ctx.upgraded {
-            // The 101 is out: an error page cannot be sent, but a close frame can.
-            if ctx.traffic.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
-                let _ = session
-                    .write_response_body(
-                        Some(bytes::Bytes::from_static(
-                            &crate::edge::websocket::CLOSE_BAD_GATEWAY,
-                        )),
-                        true,
-                    )
-                    .await;
-            }
+            // The 101 went out and its hand-over to the tunnel failed: no page can follow it.
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -771,4 +722,13 @@ async fn no_desktop(session: &mut Session, route: &Route, name: &str) -> Result<
             .await
         }
     }
+}
+
+/// An HTTP/1.1 request asking to become a WebSocket (what Pingora forwards as an upgrade).
+fn is_websocket_handshake(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
