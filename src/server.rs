@@ -205,6 +205,10 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         crate::telemetry::sessions::HistorySampler,
     ));
     server.add_service(pingora::services::background::background_service(
+        "session quality",
+        crate::telemetry::quality::QualitySampler,
+    ));
+    server.add_service(pingora::services::background::background_service(
         "health checks",
         crate::upstream::health::HealthChecks {
             upstreams: {

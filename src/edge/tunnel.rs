@@ -17,11 +17,14 @@ use crate::edge::websocket::Traffic;
 use crate::telemetry::access_log::PendingEntry;
 use crate::telemetry::activity::{now_ms, Toucher};
 use bytes::BytesMut;
+use crate::telemetry::sessions::Session;
 use pingora::protocols::{io_buffers, Stream};
 use pingora::proxy::UpgradedStreams;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -67,6 +70,13 @@ pub fn spawn(streams: UpgradedStreams, state: TunnelState) {
     if let Some(bytes) = streams.upstream_unread.filter(|b| !b.is_empty()) {
         state.traffic.down(&bytes, now);
         to_browser.pending = Some(bytes);
+    }
+    if let Some(session) = &state.traffic.session {
+        // For the quality sampler: the desktop's TCP_INFO, and what this pump holds back.
+        if let Some(digest) = streams.upstream.get_socket_digest() {
+            session.set_desktop_fd(digest.raw_fd());
+        }
+        to_browser.held = Some(session.clone());
     }
     let tunnel = Tunnel {
         browser: streams.downstream,
@@ -244,6 +254,10 @@ struct Pump {
     pending: Option<BytesMut>,
     written: usize,
     unflushed: bool,
+    /// Where the admin page reads what this pump holds back (desktop -> browser only). Written
+    /// only when a write has to wait and when such a buffer is gone, never per message.
+    held: Option<Arc<Session>>,
+    held_shown: bool,
 }
 
 impl Pump {
@@ -268,10 +282,16 @@ impl Pump {
                             io_buffers::give_back(self.pending.take().expect("checked above"));
                             self.written = 0;
                             self.unflushed = true;
+                            if self.held_shown {
+                                self.show_held(0);
+                            }
                         }
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(PumpError::Write(e))),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        self.show_held(buf.len() - self.written);
+                        return Poll::Pending;
+                    }
                 }
             }
             match io_buffers::poll_read(from, cx, READ_LIMIT) {
@@ -299,6 +319,13 @@ impl Pump {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    fn show_held(&mut self, bytes: usize) {
+        if let Some(session) = &self.held {
+            session.held_down.store(bytes as u64, Ordering::Relaxed);
+            self.held_shown = bytes > 0;
+        }
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>, to: &mut Stream) -> Poll<Result<(), PumpError>> {
