@@ -295,6 +295,7 @@ fn a_slow_browser_leg_shows_in_its_rtt_and_verdict_while_a_fast_one_stays_fine()
     let fast_q = &by_client(&after, "127.0.0.1").expect("the loopback session")["quality"];
     eprintln!("fast leg meanwhile: {fast_q}");
     assert_eq!(q["verdict_text"], "browser's network slow", "{q}");
+    assert!(!q["why"].as_array().unwrap().is_empty(), "{q}");
     let (rtt_before, rtt_after) = (
         slow_before["browser"]["rtt_ms"].as_f64().unwrap(),
         q["browser"]["rtt_ms"].as_f64().unwrap(),
@@ -319,6 +320,24 @@ fn a_slow_browser_leg_shows_in_its_rtt_and_verdict_while_a_fast_one_stays_fine()
         "deskgate_websocket_rtt_seconds_bucket{leg=\"browser\",le=\"0.15\"}",
     );
     assert!(under_150ms < count, "no browser RTT sample above 150 ms:\n{text}");
+
+    // The page a support person sees now, in Chromium: docs/session-quality.png is a copy.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("session-quality.png");
+    let out = Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/quality.mjs"))
+        .arg(format!("http://127.0.0.1:{admin_port}/ui/"))
+        .arg(ADMIN_TOKEN)
+        .arg(&shot)
+        .arg("30000")
+        .output()
+        .expect("node (./dev test installs it and playwright-core)");
+    let raw = String::from_utf8_lossy(&out.stdout);
+    let seen: Value = serde_json::from_str(raw.lines().last().unwrap_or("{}")).unwrap();
+    assert_eq!(seen["slowShown"], true, "{seen:#} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(seen["fineShown"], true, "{seen:#}");
+    assert_eq!(seen["slowText"], "browser's network slow", "{seen:#}");
+    assert!(seen["why"].as_str().is_some_and(|w| w.contains("browser")), "{seen:#}");
+    assert!(shot.exists());
 
     stop.store(true, Ordering::Relaxed);
     let received = browser.join().unwrap().unwrap();

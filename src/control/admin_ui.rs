@@ -11,7 +11,7 @@ use crate::edge::gateway::Gateway;
 use crate::hub::runtime_routes::RuntimeRoutes;
 use crate::routing::UpstreamRef;
 use crate::support::secret::{constant_time_eq, random_hex, Secret};
-use crate::telemetry::quality::{LegFigures, QualitySample};
+use crate::telemetry::quality::{LegFigures, QualitySample, Verdict};
 use crate::telemetry::sessions::SESSIONS;
 use http::{HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
@@ -304,6 +304,7 @@ fn quality_json(q: &QualitySample) -> Value {
     json!({
         "at": q.at_ms,
         "verdict": q.verdict.code(), "verdict_text": q.verdict.text(),
+        "why": Verdict::reasons(&q.browser, q.desktop.as_ref(), q.backlog_bytes),
         "browser": leg_json(&q.browser),
         "desktop": q.desktop.as_ref().map(leg_json),
         "backlog_bytes": q.backlog_bytes, "rate_down": q.rate_down,

@@ -119,6 +119,41 @@ impl Verdict {
         }
     }
 
+    /// Which thresholds the figures crossed, in words (empty when fine).
+    pub fn reasons(browser: &LegFigures, desktop: Option<&LegFigures>, backlog: u64) -> Vec<String> {
+        let mut why = Vec::new();
+        if browser.rtt_us >= BROWSER_SLOW_RTT_MS * 1000 {
+            why.push(format!(
+                "browser RTT {} ms >= {BROWSER_SLOW_RTT_MS} ms",
+                browser.rtt_us / 1000
+            ));
+        }
+        if browser.lossy() {
+            why.push(format!(
+                "{:.1} % of segments to the browser sent again",
+                browser.loss_permille as f64 / 10.0
+            ));
+        }
+        if backlog >= BROWSER_SLOW_BACKLOG {
+            why.push(format!("{} KiB waiting for the browser", backlog / 1024));
+        }
+        if let Some(d) = desktop {
+            if d.rtt_us >= DESKTOP_SLOW_RTT_MS * 1000 {
+                why.push(format!(
+                    "desktop RTT {} ms >= {DESKTOP_SLOW_RTT_MS} ms",
+                    d.rtt_us / 1000
+                ));
+            }
+            if d.lossy() {
+                why.push(format!(
+                    "{:.1} % of segments to the desktop sent again",
+                    d.loss_permille as f64 / 10.0
+                ));
+            }
+        }
+        why
+    }
+
     pub fn judge(browser: &LegFigures, desktop: Option<&LegFigures>, backlog: u64) -> Verdict {
         let browser_slow = browser.rtt_us >= BROWSER_SLOW_RTT_MS * 1000
             || browser.lossy()
@@ -291,6 +326,10 @@ mod tests {
         assert_eq!(s.verdict.text(), "browser's network slow");
         let s = q.record(&reading(leg(20, 0, 300), leg(80, 0, 300), 0), 5_000).unwrap();
         assert_eq!(s.verdict, Verdict::DesktopSlow);
+        assert_eq!(
+            Verdict::reasons(&s.browser, s.desktop.as_ref(), s.backlog_bytes),
+            ["desktop RTT 80 ms >= 50 ms"]
+        );
     }
 
     #[test]

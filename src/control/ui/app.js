@@ -86,10 +86,16 @@ function render(state) {
     cell(tr, q && q.desktop ? ms(q.desktop.rtt_ms) : "–", "num desktop-rtt");
     cell(tr, q ? human(q.backlog_bytes) : "–", "num backlog");
     const v = cell(tr, q ? q.verdict_text : "measuring…", "verdict " + (q ? q.verdict : ""));
+    if (q && q.why.length) {
+      const why = document.createElement("div");
+      why.className = "why";
+      why.textContent = q.why.join("; ");
+      v.appendChild(why);
+    }
     v.title = "browser's network slow: browser RTT ≥ 150 ms, ≥ 2 % retransmitted, or ≥ 512 KiB waiting for the browser; desktop slow: desktop RTT ≥ 50 ms or ≥ 2 % retransmitted";
     const spark = document.createElement("canvas");
     spark.width = 140; spark.height = 30; spark.className = "spark";
-    spark.title = "last 2 minutes: browser RTT (blue), desktop RTT (grey), 150 ms line (red)";
+    spark.title = "up to the last 2 minutes: browser RTT (blue), desktop RTT (grey), 150 ms line (red)";
     drawSpark(spark, s.quality_history || []);
     tr.appendChild(document.createElement("td")).appendChild(spark);
     const b = document.createElement("button");
@@ -134,14 +140,15 @@ function drawSpark(c, points) {
   const g = c.getContext("2d");
   g.clearRect(0, 0, c.width, c.height);
   if (points.length < 1) return;
-  const end = points[points.length - 1].t, start = end - 120 * 1000;
-  const max = Math.max(1, ...points.map((p) => Math.max(p.browser_rtt_ms, p.desktop_rtt_ms || 0)));
+  // At most the last 2 minutes; a younger session's points spread over at least 20 s.
+  const end = points[points.length - 1].t;
+  const start = Math.max(end - 120 * 1000, Math.min(points[0].t, end - 20 * 1000));
+  // The 150 ms line always shows, so a healthy session's lines lie low under it.
+  const max = Math.max(200, ...points.map((p) => Math.max(p.browser_rtt_ms, p.desktop_rtt_ms || 0)));
   const x = (t) => 2 + ((t - start) / (end - start || 1)) * (c.width - 4);
   const y = (v) => c.height - 2 - (v / max) * (c.height - 4);
-  if (max >= 150) {
-    g.strokeStyle = "#dc2626"; g.lineWidth = 1; g.setLineDash([3, 3]);
-    g.beginPath(); g.moveTo(0, y(150)); g.lineTo(c.width, y(150)); g.stroke(); g.setLineDash([]);
-  }
+  g.strokeStyle = "#dc2626"; g.lineWidth = 1; g.setLineDash([3, 3]);
+  g.beginPath(); g.moveTo(0, y(150)); g.lineTo(c.width, y(150)); g.stroke(); g.setLineDash([]);
   const line = (value, colour) => {
     g.strokeStyle = colour; g.lineWidth = 1.5; g.beginPath();
     let moved = false;
@@ -151,7 +158,7 @@ function drawSpark(c, points) {
       moved ? g.lineTo(x(p.t), y(v)) : g.moveTo(x(p.t), y(v));
       moved = true;
     }
-    if (points.length === 1 && moved) g.lineTo(c.width - 2, y(value(points[0])));
+    if (points.length === 1 && moved) { g.moveTo(2, y(value(points[0]))); g.lineTo(c.width - 2, y(value(points[0]))); }
     g.stroke();
   };
   line((p) => p.desktop_rtt_ms, "#9ca3af");
