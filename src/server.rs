@@ -209,6 +209,14 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         "session history",
         crate::telemetry::sessions::HistorySampler,
     ));
+    // `DESKGATE_SESSION_QUALITY=off` leaves the sampler out: for A/B measurements of its cost
+    // (docs/operations.md, "Session quality").
+    if std::env::var("DESKGATE_SESSION_QUALITY").as_deref() != Ok("off") {
+        server.add_service(pingora::services::background::background_service(
+            "session quality",
+            crate::telemetry::quality::QualitySampler,
+        ));
+    }
     server.add_service(pingora::services::background::background_service(
         "health checks",
         crate::upstream::health::HealthChecks {

@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod raw;
+pub mod size;
 pub mod span;
 
 pub mod model;

@@ -414,6 +414,7 @@ impl ProxyHttp for EdgeProxy {
             log,
             slot: ctx._slot.take(),
             in_flight: ctx._in_flight.take(),
+            max_rate: None,
         };
         crate::edge::tunnel::spawn(streams, state);
     }
