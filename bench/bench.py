@@ -408,6 +408,31 @@ def pool_ab(work, up_port, cert, key, a):
     return out
 
 
+def capped(work, up_port, cert, key, a):
+    """A desktop streaming 16 KiB frames as fast as it can through one WebSocket, capped by
+    `websocket: { max_rate: 8MiB/s, burst: 1MiB }`, and the same without a cap: the rate the
+    cap holds (the burst taken out) and CPU per MB either way."""
+    out = {}
+    cap, burst, secs = 8 * 1024 * 1024, 1024 * 1024, max(10, a.seconds)
+    for label, extra in (("uncapped", ""), ("capped", "websocket: { max_rate: 8MiB/s, burst: 1MiB }\n")):
+        s = deskgate_only(work, up_port, cert, key, 1, "0", extra, f"deskgate-{label}")
+        try:
+            runs = [measured(s, lambda: wsload(s, ["stream", "--seconds", str(secs)])) for _ in range(a.repeat)]
+        finally:
+            s.stop()
+        v = {"mb_per_s": statistics.median(r["mb_per_s"] for r in runs),
+             "cpu_ms_per_mb": statistics.median(r["cpu_s"] * 1e9 / r["bytes"] for r in runs if r.get("bytes"))}
+        if label == "capped":
+            # bytes/s after the first burst, against the cap (payload bytes; frame headers are 4 per 16 KiB)
+            rates = [(r["bytes"] - burst) / (r["bytes"] / (r["mb_per_s"] * 1e6)) for r in runs if r.get("bytes")]
+            v["of_cap_pct"] = statistics.median(x * 100.0 / cap for x in rates)
+            v["of_cap_spread_pct"] = (max(rates) - min(rates)) * 100.0 / cap
+        out[label] = v
+        print(f"  stream {label}: {v}", flush=True)
+        time.sleep(1)
+    return out
+
+
 def churn(work, up_port, cert, key, a):
     """RSS over 100,000 WebSocket open/close cycles and then ~1,000,000 small requests, after a
     warm-up: memory must come back, not grow."""
@@ -540,6 +565,12 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
         for k, name in (("pool128", "128 (Pingora's default)"), ("default", "8192 (deskgate's default)")):
             v = po.get(k, {})
             lines.append(f"| {name} | {fmt(v.get('rps'))} | {fmt(v.get('cpu_us_per_request'))} | {fmt(v.get('p50_ms'))} | {fmt(v.get('p99_ms'))} | {v.get('errors', '-')} |")
+    if "capped" in extras:
+        c = extras["capped"]
+        lines += ["", "deskgate, one worker, one WebSocket streaming 16 KiB frames as fast as the desktop sends, with `websocket: { max_rate: 8MiB/s, burst: 1MiB }` and without:", "",
+                  "| stream | MB/s | of the cap (burst taken out) | proxy CPU ms/MB |", "|---|---|---|---|",
+                  f"| uncapped | {fmt(c.get('uncapped', {}).get('mb_per_s'))} | - | {fmt(c.get('uncapped', {}).get('cpu_ms_per_mb'))} |",
+                  f"| capped at 8 MiB/s | {fmt(c.get('capped', {}).get('mb_per_s'))} | {fmt(c.get('capped', {}).get('of_cap_pct'))} % (spread {fmt(c.get('capped', {}).get('of_cap_spread_pct'))}) | {fmt(c.get('capped', {}).get('cpu_ms_per_mb'))} |"]
     if "churn" in extras:
         c = extras["churn"]
         lines += ["", "Churn (deskgate, one worker): RSS after a warm-up, after WebSocket open/close cycles, after small requests:", "",
@@ -582,7 +613,7 @@ def main():
     ap.add_argument("--no-deskgate-extras", action="store_true", help="skip the worker scaling and churn runs")
     ap.add_argument("--conns", default="500,2000", help="kept-alive client counts for the cost curve (besides 50)")
     ap.add_argument("--scenarios", default="", help="run only these scenarios (comma-separated names, e.g. https_small,https_c2000); default all")
-    ap.add_argument("--extras", default="scaling,pool,churn", help="deskgate-only extra runs")
+    ap.add_argument("--extras", default="scaling,pool,capped,churn", help="deskgate-only extra runs")
     ap.add_argument("--churn-ws", type=int, default=100000, help="WebSocket open/close cycles in the churn run")
     ap.add_argument("--churn-http-seconds", type=int, default=90, help="seconds of small requests in the churn run (about 1,000,000)")
     a = ap.parse_args()
@@ -623,6 +654,8 @@ def main():
                 extra["scaling"] = scaling(work, up_port, cert, key, a)
             if "pool" in a.extras:
                 extra["pool"] = pool_ab(work, up_port, cert, key, a)
+            if "capped" in a.extras:
+                extra["capped"] = capped(work, up_port, cert, key, a)
             if "churn" in a.extras:
                 extra["churn"] = churn(work, up_port, cert, key, a)
         finally:
