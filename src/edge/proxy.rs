@@ -1,8 +1,9 @@
 //! The Pingora `ProxyHttp` implementation. Each phase is a short table of contents; the work
 //! lives in the modules it calls.
 //!
-//! Request path: `request_filter` (redirect plain HTTP -> match route -> noVNC redirect ->
-//! block -> access check -> choose upstream -> strip prefix) -> `upstream_peer` (TLS, timeouts)
+//! Request path: `request_filter` (refuse ambiguous requests -> redirect plain HTTP -> match
+//! route -> noVNC redirect -> block -> access check -> choose upstream -> strip prefix) ->
+//! `upstream_peer` (TLS, timeouts)
 //! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies; after an upgrade's `101`,
 //! `upgraded_streams` hands both connections to `edge::tunnel`.
 
@@ -123,6 +124,9 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if crate::edge::request_checks::refuse_ambiguous(session).await? {
+            return Ok(true);
+        }
         if self.role.client_auth {
             pass_client_subject(session)?;
         }
