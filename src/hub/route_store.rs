@@ -24,6 +24,7 @@ use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, ConnectionAddr};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +32,16 @@ use tokio::sync::Mutex;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// "Latest wins" for activity, atomically in Redis.
+/// "Latest wins" for activity, atomically in Redis, for pairs `prefix ms prefix ms ...`.
 const MERGE_ACTIVITY: &str = r"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 return 1";
+
+/// Activity pairs per script call: one round trip per this many changed routes.
+const ACTIVITY_BATCH: usize = 500;
 
 /// Where the store's Redis is: one fixed server, or the primary the sentinels name.
 enum Primary {
@@ -57,6 +63,9 @@ pub struct RouteStore {
     conn: Mutex<Option<MultiplexedConnection>>,
     pub up: Arc<AtomicBool>,
     local: Arc<RuntimeRoutes>,
+    /// The activity Redis is known to hold per prefix: only later times are pushed, so a
+    /// second's sync costs Redis the routes that saw traffic, not every route.
+    pushed: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Debug)]
@@ -83,6 +92,7 @@ impl RouteStore {
             conn: Mutex::new(None),
             up: Arc::new(AtomicBool::new(false)),
             local,
+            pushed: Default::default(),
         }))
     }
 
@@ -250,7 +260,7 @@ impl RouteStore {
         }
         let n = routes.len();
         self.local.replace_all(routes);
-        self.sync_activity(conn).await?;
+        self.sync_activity(conn, true).await?;
         Ok(n)
     }
 
@@ -281,20 +291,45 @@ impl RouteStore {
         Ok(())
     }
 
-    /// Pushes local activity (latest wins) and pulls everyone else's.
-    async fn sync_activity(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    /// Pushes local activity that Redis does not have yet (latest wins) and pulls everyone
+    /// else's. `everything` after a (re)connect: the server may be a promoted replica.
+    async fn sync_activity(
+        &self,
+        conn: &mut MultiplexedConnection,
+        everything: bool,
+    ) -> redis::RedisResult<()> {
+        let changed: Vec<(String, u64)> = {
+            let mut pushed = self.pushed.lock().expect("pushed lock");
+            if everything {
+                pushed.clear();
+            }
+            let current = self.local.activities();
+            let live: std::collections::HashSet<&str> =
+                current.iter().map(|(p, _)| p.as_str()).collect();
+            pushed.retain(|p, _| live.contains(p.as_str()));
+            current
+                .iter()
+                .filter(|(p, ms)| pushed.get(p).is_none_or(|old| ms > old))
+                .cloned()
+                .collect()
+        };
         let script = redis::Script::new(MERGE_ACTIVITY);
-        for (prefix, ms) in self.local.activities() {
-            let _: i64 = script
-                .key(&self.activity_key)
-                .arg(&prefix)
-                .arg(ms)
-                .invoke_async(conn)
-                .await?;
+        for batch in changed.chunks(ACTIVITY_BATCH) {
+            let mut call = script.key(&self.activity_key);
+            for (prefix, ms) in batch {
+                call.arg(prefix).arg(*ms);
+            }
+            let _: i64 = call.invoke_async(conn).await?;
+            let mut pushed = self.pushed.lock().expect("pushed lock");
+            pushed.extend(batch.iter().cloned());
         }
         let all: Vec<(String, u64)> = conn.hgetall(&self.activity_key).await?;
+        let mut pushed = self.pushed.lock().expect("pushed lock");
         for (prefix, ms) in all {
             self.local.merge_activity(&prefix, ms);
+            // Redis holds it already: no need to push it back.
+            let known = pushed.entry(prefix).or_insert(ms);
+            *known = (*known).max(ms);
         }
         Ok(())
     }
@@ -378,7 +413,7 @@ impl RouteStore {
                     }
                 }
                 _ = tick.tick() => {
-                    if let Err(e) = self.sync_activity(&mut conn).await {
+                    if let Err(e) = self.sync_activity(&mut conn, false).await {
                         return format!("activity sync failed: {e}");
                     }
                 }
