@@ -109,9 +109,8 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
     );
     let ready = Arc::new(AtomicBool::new(false));
     let store = match &config.route_store {
-        Some((url, prefix)) => {
-            let store =
-                crate::hub::route_store::RouteStore::new(url, prefix, runtime_routes.clone())?;
+        Some(spec) => {
+            let store = crate::hub::route_store::RouteStore::new(spec, runtime_routes.clone())?;
             server.add_service(pingora::services::background::background_service(
                 "route store",
                 crate::hub::route_store::RouteStoreService(store.clone()),

@@ -46,6 +46,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// `host:port` or `[v6]:port`, split (the brackets dropped).
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
 /// `ip:port`, `[v6]:port` or `unix:/path/to.sock`.
 pub fn is_listen_addr(addr: &str) -> bool {
     match addr.strip_prefix("unix:") {
@@ -240,9 +252,7 @@ impl Validator {
             admin,
             dynamic,
             state_file: raw.state_file,
-            route_store: raw
-                .route_store
-                .map(|r| (r.redis, r.key_prefix.unwrap_or_else(|| "deskgate:".into()))),
+            route_store: raw.route_store.and_then(|r| self.route_store(r)),
             threads: threads.max(1),
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
@@ -831,6 +841,93 @@ impl Validator {
             tls,
             client_auth,
         }
+    }
+
+    fn route_store(&mut self, r: RawRouteStore) -> Option<RouteStoreSpec> {
+        let key_prefix = r.key_prefix.unwrap_or_else(|| "deskgate:".into());
+        let backend = match (r.redis, r.sentinel) {
+            (Some(url), None) => StoreBackend::Redis { url },
+            (None, Some(s)) => StoreBackend::Sentinel(self.sentinel(s)?),
+            (Some(_), Some(_)) => {
+                self.error(
+                    "route_store.sentinel",
+                    "give `redis:` (one server) or `sentinel:` (a primary found by Redis Sentinel), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    "route_store",
+                    "expected `redis: redis://HOST:PORT/DB` or `sentinel: { master: NAME, addrs: [HOST:PORT, ...] }`",
+                );
+                return None;
+            }
+        };
+        Some(RouteStoreSpec {
+            key_prefix,
+            backend,
+        })
+    }
+
+    fn sentinel(&mut self, s: RawSentinel) -> Option<SentinelSpec> {
+        let at = "route_store.sentinel";
+        let mut ok = true;
+        if s.master.trim().is_empty() {
+            self.error(
+                &format!("{at}.master"),
+                "expected the name the sentinels monitor (`sentinel monitor NAME ...`), found an empty string",
+            );
+            ok = false;
+        }
+        if s.addrs.is_empty() {
+            self.error(
+                &format!("{at}.addrs"),
+                "expected at least one sentinel as `host:port` (26379 is Sentinel's port)",
+            );
+            ok = false;
+        }
+        let mut addrs = Vec::new();
+        for (i, a) in s.addrs.iter().enumerate() {
+            match split_host_port(a) {
+                Some(hp) => addrs.push(hp),
+                None => {
+                    self.error(
+                        &format!("{at}.addrs[{i}]"),
+                        format!("expected a sentinel as `host:port` such as `10.0.0.5:26379`, found `{a}`"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let password = (s.password_env.is_some() || s.password_file.is_some())
+            .then(|| {
+                self.secret(
+                    at,
+                    s.password_file.as_deref(),
+                    s.password_env.as_deref(),
+                    "Redis password",
+                )
+            })
+            .flatten();
+        let sentinel_password = (s.sentinel_password_env.is_some()
+            || s.sentinel_password_file.is_some())
+        .then(|| {
+            self.secret(
+                at,
+                s.sentinel_password_file.as_deref(),
+                s.sentinel_password_env.as_deref(),
+                "sentinel password",
+            )
+        })
+        .flatten();
+        ok.then(|| SentinelSpec {
+            master: s.master,
+            addrs,
+            password,
+            sentinel_password,
+            ack_replicas: s.ack_replicas.unwrap_or(1),
+            ack_timeout: s.ack_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+        })
     }
 
     fn dynamic(&mut self, d: RawDynamic) -> DynamicSpec {

@@ -73,8 +73,24 @@ pub enum RawThreads {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouteStore {
-    pub redis: String,
+    pub redis: Option<String>,
+    pub sentinel: Option<RawSentinel>,
     pub key_prefix: Option<String>,
+}
+
+/// `route_store: { sentinel: … }`: the primary found through Redis Sentinel.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master: String,
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub sentinel_password_env: Option<String>,
+    pub sentinel_password_file: Option<PathBuf>,
+    pub ack_replicas: Option<usize>,
+    pub ack_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
