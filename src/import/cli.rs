@@ -56,7 +56,11 @@ pub fn run<T>(
     let opts = ImportOptions {
         resolver_url: resolver_url.clone(),
         resolver_headers: resolver_header.clone(),
-        secrets_dir: output.as_ref().map(|o| o.with_extension("secrets")),
+        // Absolute: the YAML's password_file must not depend on where deskgate is started.
+        secrets_dir: output
+            .as_ref()
+            .map(|o| std::path::absolute(o).unwrap_or_else(|_| o.clone()))
+            .map(|o| o.with_extension("secrets")),
     };
     run_apache(files, output.as_deref(), *allow_partial, &opts, check)
 }
@@ -108,6 +112,9 @@ fn run_apache(
     }
     for n in &conversion.notices {
         eprintln!("to do: {n}");
+    }
+    for n in &conversion.notes {
+        eprintln!("note: {n}");
     }
     for s in &conversion.skipped {
         eprintln!("NOT TRANSLATED: {s}");
