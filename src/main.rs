@@ -220,7 +220,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            built.server.run_forever()
+            let pid_file = deskgate::control::reload::pid_file_for(config);
+            built.server.run(pingora::server::RunArgs::default());
+            deskgate::control::reload::remove_pid_file_if_ours(&pid_file);
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("deskgate: {e}");
