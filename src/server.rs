@@ -24,6 +24,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
     let config = &runtime.config;
     let mut conf = ServerConf::default();
     conf.threads = config.threads;
+    conf.upstream_keepalive_pool_size = config.upstream_keepalive_connections;
     // Per-instance pid file and upgrade socket, so several deskgates (and their zero-downtime
     // upgrades) can share a machine.
     let pid_file = crate::control::reload::pid_file_for(config);

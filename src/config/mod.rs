@@ -254,6 +254,11 @@ impl Validator {
             }),
             log_level: raw.log.and_then(|l| l.level),
             max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024),
+            // Pingora keeps 128: past that many kept-alive clients busy at once, the surplus
+            // upstream connections were closed after each answer and opened (with a TLS
+            // handshake) for the next request. The pool never holds more than the peak of
+            // concurrent upstream requests, so a high cap costs nothing until it is used.
+            upstream_keepalive_connections: raw.upstream_keepalive_connections.unwrap_or(8192),
             proxy_headers: raw
                 .proxy_headers
                 .map(|h| self.proxy_headers(h))
