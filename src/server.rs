@@ -62,6 +62,8 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         let role = ListenerRole {
             tls: l.tls.is_some(),
             redirect_https_port: l.redirect_https.then_some(https_port),
+            redirect_to: l.redirect_to.as_deref().map(Arc::from),
+            port: crate::edge::forwarding::port_header(&l.addr),
             client_auth: l.client_auth.is_some(),
             hsts: l
                 .hsts

@@ -12,6 +12,7 @@ pub mod span;
 
 pub mod model;
 
+use crate::routing::response_rewrite::ResponseRewrite;
 use crate::routing::{HostPattern, PathPattern, Route, Template};
 use crate::support::secret::{self, Secret};
 use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
@@ -381,6 +382,19 @@ impl Validator {
                 "TLS is offered on `ip:port` listeners; a `unix:` socket listener is plain HTTP",
             );
         }
+        let redirect_to = l.redirect_to.as_ref().and_then(|to| {
+            let at = format!("{at}.redirect_to");
+            if tls.is_some() || l.redirect_https {
+                self.error(&at, "`redirect_to` belongs on a plain-HTTP listener without `tls:` or `redirect_https`");
+            }
+            match redirect_origin(to) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    self.error(&at, e);
+                    None
+                }
+            }
+        });
         if l.redirect_https && tls.is_some() {
             self.error(
                 &format!("{at}.redirect_https"),
@@ -390,6 +404,7 @@ impl Validator {
         Listener {
             addr: l.addr,
             redirect_https: l.redirect_https,
+            redirect_to,
             max_connections: l.max_connections,
             max_connections_per_client: l.max_connections_per_client,
             tls,
@@ -698,6 +713,7 @@ impl Validator {
         if let Some(HostPattern::Captures(t)) = &host {
             captures.extend(t.capture_names().map(str::to_string));
         }
+        let response_rewrite = self.response_rewrite(&at, &r);
         let Some(upstream_raw) = r.upstream else {
             self.error(&at, "a route needs `upstream:` (a name, a `desktop-{name}` template, or `{ resolve: URL }`)");
             return None;
@@ -788,7 +804,56 @@ impl Validator {
             fallback_redirect: r.fallback.map(|f| f.redirect),
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
+            response_rewrite,
         })
+    }
+
+    /// `rewrite_location`, `cookie_domain`, `cookie_path`: None when the route sets none, so
+    /// answers on other routes are not looked at.
+    fn response_rewrite(&mut self, at: &str, r: &RawRoute) -> Option<Arc<ResponseRewrite>> {
+        let mut rw = ResponseRewrite::default();
+        let urls: Vec<&String> = match &r.rewrite_location {
+            None | Some(RawRewriteLocation::OwnServer(false)) => Vec::new(),
+            Some(RawRewriteLocation::OwnServer(true)) => {
+                rw.own_server = true;
+                Vec::new()
+            }
+            Some(RawRewriteLocation::One(u)) => vec![u],
+            Some(RawRewriteLocation::Many(us)) => us.iter().collect(),
+        };
+        for u in urls {
+            match location_prefix(u) {
+                Ok(p) => rw.locations.push(p),
+                Err(e) => self.error(&format!("{at}.rewrite_location"), e),
+            }
+        }
+        for (key, map, list) in [
+            ("cookie_domain", &r.cookie_domain, &mut rw.cookie_domain),
+            ("cookie_path", &r.cookie_path, &mut rw.cookie_path),
+        ] {
+            for (from, to) in map.iter().flatten() {
+                let path = key == "cookie_path";
+                let bad = |v: &str| {
+                    v.is_empty()
+                        || v.contains([';', ',', ' ', '\t', '=', '"'])
+                        || (path && !v.starts_with('/'))
+                };
+                if bad(from) || bad(to) {
+                    let what = if path {
+                        "paths starting with `/`"
+                    } else {
+                        "domain names"
+                    };
+                    self.error(
+                        &format!("{at}.{key}"),
+                        format!("expected {what} (from: to), found `{from}: {to}`"),
+                    );
+                } else {
+                    list.push((from.clone(), to.clone()));
+                }
+            }
+        }
+        (rw != ResponseRewrite::default()).then(|| Arc::new(rw))
     }
 
     fn admin(&mut self, a: RawAdmin) -> AdminSettings {
@@ -961,3 +1026,40 @@ fn access_spec(a: &RawAuth) -> AccessSpec {
 
 #[cfg(test)]
 mod tests;
+
+/// A `rewrite_location` URL as the prefix it is compared with: lower-case scheme and host,
+/// ending in `/`.
+fn location_prefix(url: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "expected an http:// or https:// URL such as `http://127.0.0.1:3000/`, found `{url}`"
+        )
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") {
+        return Err(bad());
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) || path.contains(['?', '#'])
+    {
+        return Err(bad());
+    }
+    let path = if path.ends_with('/') {
+        path.to_string()
+    } else {
+        format!("{path}/")
+    };
+    Ok(format!(
+        "{scheme}://{}{path}",
+        authority.to_ascii_lowercase()
+    ))
+}
+
+/// A `redirect_to` origin (`https://hub.example.org[:port][/base]`), without a trailing `/`.
+fn redirect_origin(url: &str) -> Result<String, String> {
+    let prefix = location_prefix(url).map_err(|_| {
+        format!("expected an origin such as `https://hub.example.org`, found `{url}`")
+    })?;
+    Ok(prefix.trim_end_matches('/').to_string())
+}

@@ -56,6 +56,8 @@ impl Config {
 pub struct Listener {
     pub addr: String,
     pub redirect_https: bool,
+    /// `redirect_to`: the origin (no trailing `/`) every request is redirected to.
+    pub redirect_to: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub tls: Option<Vec<CertificateSpec>>,
@@ -173,6 +175,7 @@ pub struct RouteSpec {
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
+    pub response_rewrite: Option<std::sync::Arc<crate::routing::response_rewrite::ResponseRewrite>>,
 }
 
 /// How a route names its upstream.
