@@ -62,6 +62,8 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         let role = ListenerRole {
             tls: l.tls.is_some(),
             redirect_https_port: l.redirect_https.then_some(https_port),
+            redirect_to: l.redirect_to.as_deref().map(Arc::from),
+            port: crate::edge::forwarding::port_header(&l.addr),
             client_auth: l.client_auth.is_some(),
             hsts: l
                 .hsts
@@ -109,9 +111,8 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
     );
     let ready = Arc::new(AtomicBool::new(false));
     let store = match &config.route_store {
-        Some((url, prefix)) => {
-            let store =
-                crate::hub::route_store::RouteStore::new(url, prefix, runtime_routes.clone())?;
+        Some(spec) => {
+            let store = crate::hub::route_store::RouteStore::new(spec, runtime_routes.clone())?;
             server.add_service(pingora::services::background::background_service(
                 "route store",
                 crate::hub::route_store::RouteStoreService(store.clone()),

@@ -1,8 +1,9 @@
 //! The Pingora `ProxyHttp` implementation. Each phase is a short table of contents; the work
 //! lives in the modules it calls.
 //!
-//! Request path: `request_filter` (redirect plain HTTP -> match route -> noVNC redirect ->
-//! block -> access check -> choose upstream -> strip prefix) -> `upstream_peer` (TLS, timeouts)
+//! Request path: `request_filter` (refuse ambiguous requests -> redirect plain HTTP -> match
+//! route -> noVNC redirect -> block -> access check -> choose upstream -> strip prefix) ->
+//! `upstream_peer` (TLS, timeouts)
 //! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies; after an upgrade's `101`,
 //! `upgraded_streams` hands both connections to `edge::tunnel`.
 
@@ -28,6 +29,10 @@ pub struct ListenerRole {
     pub tls: bool,
     /// A plain-HTTP listener that only redirects to this HTTPS port.
     pub redirect_https_port: Option<u16>,
+    /// A plain-HTTP listener that only redirects to this fixed origin (`redirect_to`).
+    pub redirect_to: Option<Arc<str>>,
+    /// The listener's port as `X-Forwarded-Port` (None on `unix:` sockets).
+    pub port: Option<http::HeaderValue>,
     /// `Strict-Transport-Security` for every answer (TLS listeners with `tls.hsts` only).
     pub hsts: Option<http::HeaderValue>,
     /// The listener verifies client certificates (`tls.client_ca`).
@@ -50,6 +55,9 @@ pub struct RequestCtx {
     server: Option<String>,
     _in_flight: Option<crate::upstream::balance::InFlight>,
     original_host: String,
+    /// The path prefix the route matched (`/app/`), kept only for routes that rewrite
+    /// `Location` (`rewrite_location`).
+    mount: Option<String>,
     upgrade: bool,
     connect_failures: u32,
     /// Set once the upstream answered 101: bytes now count as WebSocket traffic.
@@ -123,6 +131,9 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if crate::edge::request_checks::refuse_ambiguous(session).await? {
+            return Ok(true);
+        }
         if self.role.client_auth {
             pass_client_subject(session)?;
         }
@@ -136,6 +147,13 @@ impl ProxyHttp for EdgeProxy {
                 return Box::pin(respond::body(session, 200, "text/plain", answer.as_bytes()))
                     .await;
             }
+        }
+        if let Some(origin) = &self.role.redirect_to {
+            let location = format!(
+                "{origin}{}",
+                req.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            return Box::pin(respond::redirect(session, 308, &location)).await;
         }
         if let Some(port) = self.role.redirect_https_port {
             let location = respond::https_location(
@@ -241,6 +259,9 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         ctx.upstream = Some(upstream);
+        if route.response_rewrite.is_some() {
+            ctx.mount = Some(path.wire[..wire_prefix_len].to_string());
+        }
         if session
             .req_header()
             .headers
@@ -322,6 +343,7 @@ impl ProxyHttp for EdgeProxy {
                 client_ip,
                 downstream_tls: self.role.tls,
                 original_host: &ctx.original_host,
+                listener_port: self.role.port.as_ref(),
                 upgrade: ctx.upgrade,
                 authorization: ctx.upstream.as_ref().and_then(|u| u.authorization.as_ref()),
                 forward_cookies: route.forward_cookies,
@@ -349,6 +371,17 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(rewrite) = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.response_rewrite.as_deref())
+        {
+            crate::edge::forwarding::rewrite_upstream_response(
+                resp,
+                rewrite,
+                &self.public_origin(ctx),
+            );
+        }
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             let ws = open_session(session, ctx);
@@ -664,6 +697,18 @@ fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::telemetry::se
 }
 
 impl EdgeProxy {
+    /// Where the browser reached this answer: for `rewrite_location`.
+    fn public_origin<'a>(&self, ctx: &'a RequestCtx) -> crate::edge::forwarding::PublicOrigin<'a> {
+        crate::edge::forwarding::PublicOrigin {
+            tls: self.role.tls,
+            host: &ctx.original_host,
+            mount: ctx.mount.as_deref().unwrap_or("/"),
+            stripped: ctx.route.as_ref().is_some_and(|r| r.strip_prefix),
+            server: ctx.server.as_deref(),
+            upstream_tls: ctx.upstream.as_ref().is_some_and(|u| u.tls.is_some()),
+        }
+    }
+
     /// `Ok(Ok(upstream))`, or `Ok(Err(true))` when a response (404, redirect, 502) was sent.
     async fn choose_upstream(
         &self,
