@@ -1,7 +1,7 @@
 //! Network quality of each open desktop, on both legs, for the people who support the desktops:
 //! "is it the pupil's network, the desktop, or fine?"
 //!
-//! One background task (`QualitySampler`) reads, every `QUALITY_EVERY`, the kernel's `TCP_INFO`
+//! One background task (`sessions::QualitySampler`) reads, every `QUALITY_EVERY`, the kernel's `TCP_INFO`
 //! of both connections of every open WebSocket (`tcp_info::read`: one system call per socket),
 //! adds deskgate's own backlog towards the browser, turns that into figures and a verdict, keeps
 //! a short history per session, and feeds the Prometheus histograms. The data path pays nothing
@@ -13,12 +13,7 @@
 //! from the peer's acknowledgements. The backlog is what the desktop sent and the browser has
 //! not taken yet: bytes deskgate holds plus bytes in the browser socket's queue not yet sent.
 
-use crate::telemetry::sessions::{Session, SESSIONS};
 use crate::telemetry::tcp_info::LegInfo;
-use crate::telemetry::{metrics, tcp_info};
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -120,7 +115,11 @@ impl Verdict {
     }
 
     /// Which thresholds the figures crossed, in words (empty when fine).
-    pub fn reasons(browser: &LegFigures, desktop: Option<&LegFigures>, backlog: u64) -> Vec<String> {
+    pub fn reasons(
+        browser: &LegFigures,
+        desktop: Option<&LegFigures>,
+        backlog: u64,
+    ) -> Vec<String> {
         let mut why = Vec::new();
         if browser.rtt_us >= BROWSER_SLOW_RTT_MS * 1000 {
             why.push(format!(
@@ -249,50 +248,6 @@ impl SessionQuality {
     }
 }
 
-/// Reads every open session once; feeds the metrics.
-pub fn sample_all() {
-    let now = crate::telemetry::activity::now_ms();
-    let mut by_verdict = [0i64; 4];
-    for (session, legs) in SESSIONS.read_legs(tcp_info::read) {
-        let Some(sample) = session.record_quality(legs, now) else {
-            continue;
-        };
-        metrics::observe_session_quality(&sample);
-        by_verdict[Verdict::ALL
-            .iter()
-            .position(|v| *v == sample.verdict)
-            .unwrap_or(0)] += 1;
-    }
-    metrics::set_sessions_by_verdict(&by_verdict);
-}
-
-/// Samples every `QUALITY_EVERY` (one task for all sessions).
-pub struct QualitySampler;
-
-#[async_trait]
-impl BackgroundService for QualitySampler {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(QUALITY_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => sample_all(),
-            }
-        }
-    }
-}
-
-/// Keeps `Session` free of the sampler's types beyond one field.
-impl Session {
-    fn record_quality(&self, r: Reading, now_ms: u64) -> Option<QualitySample> {
-        self.quality
-            .lock()
-            .expect("quality lock")
-            .record(&r, now_ms)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,12 +274,18 @@ mod tests {
     #[test]
     fn verdict_follows_the_slow_leg() {
         let mut q = SessionQuality::default();
-        let s = q.record(&reading(leg(20, 0, 100), leg(1, 0, 100), 0), 1_000).unwrap();
+        let s = q
+            .record(&reading(leg(20, 0, 100), leg(1, 0, 100), 0), 1_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::Fine);
-        let s = q.record(&reading(leg(400, 0, 200), leg(1, 0, 200), 0), 3_000).unwrap();
+        let s = q
+            .record(&reading(leg(400, 0, 200), leg(1, 0, 200), 0), 3_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::BrowserSlow);
         assert_eq!(s.verdict.text(), "browser's network slow");
-        let s = q.record(&reading(leg(20, 0, 300), leg(80, 0, 300), 0), 5_000).unwrap();
+        let s = q
+            .record(&reading(leg(20, 0, 300), leg(80, 0, 300), 0), 5_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::DesktopSlow);
         assert_eq!(
             Verdict::reasons(&s.browser, s.desktop.as_ref(), s.backlog_bytes),
@@ -337,13 +298,22 @@ mod tests {
         let mut q = SessionQuality::default();
         // 30 retransmits long ago, none since: fine.
         q.record(&reading(leg(10, 30, 1000), leg(1, 0, 10), 0), 1_000);
-        let s = q.record(&reading(leg(10, 30, 2000), leg(1, 0, 20), 0), 3_000).unwrap();
+        let s = q
+            .record(&reading(leg(10, 30, 2000), leg(1, 0, 20), 0), 3_000)
+            .unwrap();
         assert_eq!((s.browser.loss_permille, s.verdict), (0, Verdict::Fine));
         // 50 of 1000 in this interval: 5 %.
-        let s = q.record(&reading(leg(10, 80, 3000), leg(1, 0, 30), 0), 5_000).unwrap();
-        assert_eq!((s.browser.loss_permille, s.verdict), (50, Verdict::BrowserSlow));
+        let s = q
+            .record(&reading(leg(10, 80, 3000), leg(1, 0, 30), 0), 5_000)
+            .unwrap();
+        assert_eq!(
+            (s.browser.loss_permille, s.verdict),
+            (50, Verdict::BrowserSlow)
+        );
         // 2 of 10 segments: too few to say anything.
-        let s = q.record(&reading(leg(10, 82, 3010), leg(1, 0, 40), 0), 7_000).unwrap();
+        let s = q
+            .record(&reading(leg(10, 82, 3010), leg(1, 0, 40), 0), 7_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::Fine);
     }
 
@@ -359,7 +329,9 @@ mod tests {
         assert_eq!(s.backlog_bytes, 100_000 + 64 * 1024);
         assert_eq!(s.rate_down, 2_000_000);
         b.notsent_bytes = 600_000;
-        let s = q.record(&reading(b, leg(1, 0, 1), 4_000_000), 5_000).unwrap();
+        let s = q
+            .record(&reading(b, leg(1, 0, 1), 4_000_000), 5_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::BrowserSlow);
     }
 
@@ -367,7 +339,10 @@ mod tests {
     fn history_is_bounded_and_skips_idle_intervals() {
         let mut q = SessionQuality::default();
         for i in 0..100 {
-            q.record(&reading(leg(10, 0, i), leg(1, 0, i), i as u64), 1_000 + i as u64);
+            q.record(
+                &reading(leg(10, 0, i), leg(1, 0, i), i as u64),
+                1_000 + i as u64,
+            );
         }
         assert_eq!(q.history.len(), QUALITY_SAMPLES_KEPT);
         q.record(&reading(leg(10, 0, 100), leg(1, 0, 100), 99), 5_000);

@@ -6,13 +6,14 @@
 //! relaxed atomics) and when the session ends (one remove). Each session also carries its
 //! network figures (`telemetry::quality`), which one background task fills.
 
+use crate::telemetry::metrics;
+use crate::telemetry::quality::{Reading, SessionQuality, Verdict, QUALITY_EVERY};
+use crate::telemetry::tcp_info::{self, LegInfo};
 use async_trait::async_trait;
 use once_cell::sync::Lazy;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::{BTreeMap, VecDeque};
-use crate::telemetry::quality::{Reading, SessionQuality};
-use crate::telemetry::tcp_info::LegInfo;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,9 +171,7 @@ impl SessionRegistry {
                 let desktop_fd = s.desktop_fd.load(Ordering::Relaxed);
                 let reading = Reading {
                     browser: s.fd.and_then(|fd| read(fd).ok()),
-                    desktop: (desktop_fd >= 0)
-                        .then(|| read(desktop_fd).ok())
-                        .flatten(),
+                    desktop: (desktop_fd >= 0).then(|| read(desktop_fd).ok()).flatten(),
                     held_down: s.held_down.load(Ordering::Relaxed),
                     bytes_up: s.bytes_up.load(Ordering::Relaxed),
                     bytes_down: s.bytes_down.load(Ordering::Relaxed),
@@ -234,6 +233,45 @@ impl BackgroundService for HistorySampler {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => SESSIONS.record(),
+            }
+        }
+    }
+}
+
+/// Reads both legs of every open session once (`telemetry::quality`); feeds the metrics.
+pub fn sample_quality() {
+    let now = crate::telemetry::activity::now_ms();
+    let mut by_verdict = [0i64; 4];
+    for (session, reading) in SESSIONS.read_legs(tcp_info::read) {
+        let sample = session
+            .quality
+            .lock()
+            .expect("quality lock")
+            .record(&reading, now);
+        let Some(sample) = sample else {
+            continue;
+        };
+        metrics::observe_session_quality(&sample);
+        by_verdict[Verdict::ALL
+            .iter()
+            .position(|v| *v == sample.verdict)
+            .unwrap_or(0)] += 1;
+    }
+    metrics::set_sessions_by_verdict(&by_verdict);
+}
+
+/// Samples every `QUALITY_EVERY`: one task for all sessions, none per message.
+pub struct QualitySampler;
+
+#[async_trait]
+impl BackgroundService for QualitySampler {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(QUALITY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => sample_quality(),
             }
         }
     }
