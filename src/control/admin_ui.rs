@@ -11,7 +11,7 @@ use crate::edge::gateway::Gateway;
 use crate::hub::runtime_routes::RuntimeRoutes;
 use crate::routing::UpstreamRef;
 use crate::support::secret::{constant_time_eq, random_hex, Secret};
-use crate::telemetry::quality::{LegFigures, QualitySample, Verdict};
+use crate::telemetry::quality::{HistoryPoint, LegFigures, QualitySample, Verdict};
 use crate::telemetry::sessions::SESSIONS;
 use http::{HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
@@ -314,10 +314,11 @@ fn quality_json(q: &QualitySample) -> Value {
     })
 }
 
-fn history_point(q: &QualitySample) -> Value {
+fn history_point(p: &HistoryPoint) -> Value {
     json!({
-        "t": q.at_ms, "browser_rtt_ms": ms(q.browser.rtt_us),
-        "desktop_rtt_ms": q.desktop.map(|d| ms(d.rtt_us)),
-        "backlog": q.backlog_bytes, "rate_down": q.rate_down, "verdict": q.verdict.code(),
+        "t": p.at_s as u64 * 1000, "browser_rtt_ms": p.browser_rtt_ms(),
+        "desktop_rtt_ms": p.desktop_rtt_ms(),
+        "backlog": p.backlog_kib as u64 * 1024, "rate_down": p.rate_down_kib as u64 * 1024,
+        "verdict": p.verdict.code(),
     })
 }

@@ -50,7 +50,7 @@ pub struct LegFigures {
 }
 
 impl LegFigures {
-    fn between(before: Option<&LegInfo>, now: &LegInfo) -> LegFigures {
+    fn between(before: Option<Sent>, now: &LegInfo) -> LegFigures {
         let (retrans, segments) = match before {
             Some(b) => (
                 now.retrans_total.wrapping_sub(b.retrans_total),
@@ -182,18 +182,70 @@ pub struct QualitySample {
     pub verdict: Verdict,
 }
 
+/// One point of a session's history, small (20 bytes): a busy session keeps 60 of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryPoint {
+    /// Unix time (s).
+    pub at_s: u32,
+    /// Browser RTT in units of 100 µs (at most 6.5 s).
+    pub browser_rtt: u16,
+    /// Desktop RTT in units of 100 µs; `u16::MAX` when unknown.
+    pub desktop_rtt: u16,
+    pub backlog_kib: u32,
+    pub rate_down_kib: u32,
+    pub verdict: Verdict,
+}
+
+impl HistoryPoint {
+    fn of(q: &QualitySample) -> HistoryPoint {
+        let tenths = |us: u32| (us / 100).min(u16::MAX as u32 - 1) as u16;
+        HistoryPoint {
+            at_s: (q.at_ms / 1000) as u32,
+            browser_rtt: tenths(q.browser.rtt_us),
+            desktop_rtt: q.desktop.map_or(u16::MAX, |d| tenths(d.rtt_us)),
+            backlog_kib: (q.backlog_bytes / 1024).min(u32::MAX as u64) as u32,
+            rate_down_kib: (q.rate_down / 1024).min(u32::MAX as u64) as u32,
+            verdict: q.verdict,
+        }
+    }
+
+    pub fn browser_rtt_ms(&self) -> f64 {
+        self.browser_rtt as f64 / 10.0
+    }
+
+    pub fn desktop_rtt_ms(&self) -> Option<f64> {
+        (self.desktop_rtt != u16::MAX).then(|| self.desktop_rtt as f64 / 10.0)
+    }
+}
+
+/// A leg's counters the next reading's loss is computed from.
+#[derive(Clone, Copy, Default)]
+struct Sent {
+    retrans_total: u32,
+    data_segs_out: u32,
+}
+
+impl From<&LegInfo> for Sent {
+    fn from(l: &LegInfo) -> Sent {
+        Sent {
+            retrans_total: l.retrans_total,
+            data_segs_out: l.data_segs_out,
+        }
+    }
+}
+
 /// What the sampler keeps per session; only the sampler writes it.
 #[derive(Default)]
 pub struct SessionQuality {
-    last_browser: Option<LegInfo>,
-    last_desktop: Option<LegInfo>,
+    last_browser: Option<Sent>,
+    last_desktop: Option<Sent>,
     last_bytes_down: u64,
     last_bytes_up: u64,
     last_at_ms: u64,
     pub latest: Option<QualitySample>,
     /// Oldest first. Only intervals in which bytes moved are added: an idle desktop keeps one
-    /// sample, not sixty copies of it.
-    pub history: VecDeque<QualitySample>,
+    /// point, not sixty copies of it.
+    pub history: VecDeque<HistoryPoint>,
 }
 
 /// The two legs' kernel readings of one session, plus what the session counted.
@@ -209,11 +261,11 @@ impl SessionQuality {
     /// Turns a reading into a sample, keeps it, and returns it (None without a browser socket).
     pub fn record(&mut self, r: &Reading, now_ms: u64) -> Option<QualitySample> {
         let browser_now = r.browser?;
-        let browser = LegFigures::between(self.last_browser.as_ref(), &browser_now);
+        let browser = LegFigures::between(self.last_browser, &browser_now);
         let desktop = r
             .desktop
             .as_ref()
-            .map(|d| LegFigures::between(self.last_desktop.as_ref(), d));
+            .map(|d| LegFigures::between(self.last_desktop, d));
         let backlog_bytes = r.held_down + browser_now.notsent_bytes as u64;
         let elapsed = now_ms.saturating_sub(self.last_at_ms);
         let rate_down = if self.last_at_ms == 0 || elapsed == 0 {
@@ -232,8 +284,8 @@ impl SessionQuality {
         let moved = self.latest.is_none()
             || r.bytes_down != self.last_bytes_down
             || r.bytes_up != self.last_bytes_up;
-        self.last_browser = Some(browser_now);
-        self.last_desktop = r.desktop;
+        self.last_browser = Some(Sent::from(&browser_now));
+        self.last_desktop = r.desktop.as_ref().map(Sent::from);
         self.last_bytes_down = r.bytes_down;
         self.last_bytes_up = r.bytes_up;
         self.last_at_ms = now_ms;
@@ -242,7 +294,7 @@ impl SessionQuality {
             if self.history.len() == QUALITY_SAMPLES_KEPT {
                 self.history.pop_front();
             }
-            self.history.push_back(sample);
+            self.history.push_back(HistoryPoint::of(&sample));
         }
         Some(sample)
     }
@@ -341,13 +393,18 @@ mod tests {
         for i in 0..100 {
             q.record(
                 &reading(leg(10, 0, i), leg(1, 0, i), i as u64),
-                1_000 + i as u64,
+                1_000 * (1 + i as u64),
             );
         }
         assert_eq!(q.history.len(), QUALITY_SAMPLES_KEPT);
-        q.record(&reading(leg(10, 0, 100), leg(1, 0, 100), 99), 5_000);
-        assert_eq!(q.history.back().unwrap().at_ms, 1_099);
-        assert_eq!(q.latest.unwrap().at_ms, 5_000);
+        q.record(&reading(leg(10, 0, 100), leg(1, 0, 100), 99), 500_000);
+        let last = q.history.back().unwrap();
+        assert_eq!(
+            (last.at_s, last.browser_rtt_ms(), last.desktop_rtt_ms()),
+            (100, 10.0, Some(1.0))
+        );
+        assert_eq!(q.latest.unwrap().at_ms, 500_000);
+        assert_eq!(std::mem::size_of::<HistoryPoint>(), 20);
     }
 
     #[test]
