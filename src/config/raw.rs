@@ -30,6 +30,23 @@ pub struct RawConfig {
     pub proxy_headers: Option<RawProxyHeaders>,
     pub errors: Option<RawErrors>,
     pub metrics: Option<RawMetrics>,
+    /// Defaults for every route's `websocket:` block (runtime routes included).
+    pub websocket: Option<RawWebSocket>,
+}
+
+/// `websocket:` at the top level (defaults) and per route.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    /// The close code sent to the browser for a desktop lost mid-session, or `none`.
+    pub close_on_desktop_loss: Option<RawCloseCode>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawCloseCode {
+    Code(i64),
+    Word(String),
 }
 
 #[derive(Deserialize)]
@@ -230,6 +247,8 @@ pub struct RawRoute {
     /// Pass the browser's `Cookie` header on to the upstream (off for desktops by default when
     /// an access check is configured: the hub's session cookie stays with the hub).
     pub forward_cookies: Option<bool>,
+    /// Overrides of the top-level `websocket:` keys for this route.
+    pub websocket: Option<RawWebSocket>,
 }
 
 #[derive(Deserialize)]

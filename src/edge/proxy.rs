@@ -345,7 +345,11 @@ impl ProxyHttp for EdgeProxy {
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             let ws = open_session(session, ctx);
-            ctx.traffic.open(ws);
+            let close_on_desktop_loss = ctx
+                .route
+                .as_ref()
+                .map_or(Some(1011), |r| r.websocket.close_on_desktop_loss);
+            ctx.traffic.open(ws, close_on_desktop_loss);
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
@@ -368,7 +372,7 @@ impl ProxyHttp for EdgeProxy {
         }
         let now = now_ms();
         if ctx.upgraded {
-            ctx.traffic.up(n, now);
+            ctx.traffic.up(body.as_deref().unwrap_or_default(), now);
         }
         if n > 0 {
             // Uploads and WebSocket frames from the browser are activity.
@@ -393,7 +397,7 @@ impl ProxyHttp for EdgeProxy {
             if let (true, Some(frame)) = (end, ctx.traffic.closing_frame()) {
                 // The desktop ended without a close frame: send one, not a bare EOF (1006).
                 let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
-                out.extend_from_slice(frame);
+                out.extend_from_slice(&frame);
                 *body = Some(bytes::Bytes::from(out));
             }
             ctx.activity.touch(now);
@@ -474,7 +478,7 @@ impl ProxyHttp for EdgeProxy {
         // session properly, whatever its connection did next (often no TLS close_notify).
         if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
             let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
-            if ctx.traffic.frames.saw_close {
+            if ctx.traffic.closing() {
                 log::debug!("desktop {upstream} closed a WebSocket, then its connection");
             } else {
                 log::warn!(
@@ -565,15 +569,11 @@ impl ProxyHttp for EdgeProxy {
             .map_or("-".to_string(), |u| u.name.clone());
         if ctx.upgraded {
             // The 101 is out: an error page cannot be sent, but a close frame can.
-            if ctx.traffic.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
-                let _ = session
-                    .write_response_body(
-                        Some(bytes::Bytes::from_static(
-                            &crate::edge::websocket::CLOSE_BAD_GATEWAY,
-                        )),
-                        true,
-                    )
-                    .await;
+            if e.esource() == &ErrorSource::Upstream {
+                if let Some(frame) = ctx.traffic.closing_frame() {
+                    let frame = bytes::Bytes::copy_from_slice(&frame);
+                    let _ = session.write_response_body(Some(frame), true).await;
+                }
             }
             return FailToProxy {
                 error_code: 0,

@@ -275,6 +275,25 @@ pub struct Route {
     pub data_captures: Captures,
     /// Requests by status class, for `/metrics` (runtime routes share one).
     pub stats: Arc<RouteStats>,
+    /// The route's `websocket:` settings (the top-level ones where it sets none).
+    pub websocket: WebSocketSettings,
+}
+
+/// The `websocket:` block: how deskgate treats a route's upgraded connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebSocketSettings {
+    /// The close code deskgate sends the browser when the desktop's connection ends while
+    /// both sides are open (no close frame either way); `None`: the browser sees the drop.
+    pub close_on_desktop_loss: Option<u16>,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        // 1011 (server error): what noVNC shows as a server problem instead of 1006.
+        WebSocketSettings {
+            close_on_desktop_loss: Some(1011),
+        }
+    }
 }
 
 impl Route {
@@ -298,6 +317,7 @@ impl Route {
             target_path: None,
             activity: None,
             data_captures: Captures::default(),
+            websocket: WebSocketSettings::default(),
         }
     }
 

@@ -4,5 +4,6 @@
 
 pub mod access_log;
 pub mod activity;
+pub mod log_noise;
 pub mod metrics;
 pub mod sessions;
