@@ -8,6 +8,7 @@ pub mod hsts;
 pub mod limits;
 pub mod novnc;
 pub mod proxy;
+pub mod request_id;
 pub mod respond;
 pub mod tunnel;
 pub mod websocket;

@@ -236,6 +236,8 @@ pub enum Resolution {
     Found(Arc<Upstream>),
     /// The hub knows no desktop by this name (the route's fallback, else 404).
     NoDesktop(String),
+    /// The lookup failed: `status` for the browser, `reason` (the hub's URL, what went wrong)
+    /// for the log only.
     Failed {
         status: u16,
         reason: String,
