@@ -172,6 +172,7 @@ fn demo_desktop_in_novnc_and_the_admin_page_in_chromium() {
         "bytesGrew",
         "qualityShown",
         "loopbackNoted",
+        "capShown",
         "disconnected",
     ] {
         assert_eq!(seen[step], true, "{step} failed: {seen:#}");

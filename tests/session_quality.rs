@@ -113,6 +113,84 @@ async fn both_legs_figures_reach_the_sessions_api_and_the_metrics() {
     ws.close(None).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capped_route_keeps_its_desktop_under_the_cap() {
+    let fx = Fixture::new();
+    let (https_port, admin_port) = (free_port(), free_port());
+    let alice = fx.desktop("alice");
+    let yaml = format!(
+        "listeners:\n{}upstreams:\n{}websocket: {{ max_rate: 1MiB/s, burst: 64KiB }}\nroutes:\n  - {{ path: \"/desktop/alice/\", strip_prefix: true, upstream: desktop-alice }}\n  - {{ path: \"/free/\", strip_prefix: true, upstream: desktop-alice, websocket: {{ max_rate: none }} }}\nadmin: {{ addr: \"127.0.0.1:{admin_port}\", token_env: CONFIGPROXY_AUTH_TOKEN }}\n",
+        fx.tls_listener(https_port),
+        fx.desktop_upstream("desktop-alice", alice),
+    );
+    let _edge = Deskgate::start_with_admin(fx.path(), "edge", &yaml, https_port, admin_port);
+    let (mut capped, _) = ws_connect(&format!(
+        "wss://hub.test:{https_port}/desktop/alice/websockify"
+    ))
+    .await
+    .unwrap();
+    let (mut free, _) = ws_connect(&format!("wss://hub.test:{https_port}/free/websockify"))
+        .await
+        .unwrap();
+    // 16 MiB asked of the desktop: far more than the cap lets through while the test looks.
+    capped
+        .send(Message::text("stream 1024 16384"))
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut got = 0u64;
+        while let Some(Ok(m)) = capped.next().await {
+            got += m.len() as u64;
+        }
+        got
+    });
+    assert_eq!(ask(&mut free, "hello").await, "hello");
+    let found = tokio::task::spawn_blocking(move || {
+        wait_for_quality(admin_port, "two samples of the capped stream", |v| {
+            v.as_array().unwrap().iter().any(|s| {
+                s["route"] == "/desktop/alice/"
+                    && s["quality_history"].as_array().unwrap().len() >= 3
+                    && s["quality"]["rate_down"].as_u64().unwrap() > 0
+            })
+        })
+    })
+    .await
+    .unwrap();
+    let (capped_s, free_s) = (
+        found
+            .iter()
+            .find(|s| s["route"] == "/desktop/alice/")
+            .unwrap(),
+        found.iter().find(|s| s["route"] == "/free/").unwrap(),
+    );
+    assert_eq!(capped_s["max_rate"], 1024 * 1024, "{capped_s}");
+    assert!(free_s["max_rate"].is_null(), "{free_s}");
+    // Between two samples (2 s apart, at least 1 s) the bucket lets through at most its rate
+    // plus what it held: a bound, whatever the machine's speed.
+    let most = 1024 * 1024 + 64 * 1024;
+    for p in capped_s["quality_history"].as_array().unwrap() {
+        assert!(p["rate_down"].as_u64().unwrap() <= most, "{p} over {most}");
+    }
+    // And from the session's start to its last read, at most the burst plus the rate.
+    let age_ms = capped_s["last_activity"].as_u64().unwrap() - capped_s["since"].as_u64().unwrap();
+    let bytes = capped_s["bytes_down"].as_u64().unwrap();
+    assert!(
+        bytes <= 64 * 1024 + 1024 * 1024 * (age_ms + 1) / 1000,
+        "{bytes} bytes in {age_ms} ms"
+    );
+    eprintln!(
+        "capped at 1 MiB/s: {bytes} bytes in {age_ms} ms; rates {:?}",
+        capped_s["quality_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["rate_down"].clone())
+            .collect::<Vec<_>>()
+    );
+    reader.abort();
+    free.close(None).await.ok();
+}
+
 /// Two network namespaces joined by a veth pair (10.231.0.1/30 on deskgate's side, .2 on the
 /// browser's): the addresses exist only inside them, so no traffic leaves the machine. Deleted
 /// on drop, also when the test fails; the thread that entered one goes back first.

@@ -13,7 +13,7 @@ pub mod span;
 pub mod model;
 
 use crate::routing::response_rewrite::ResponseRewrite;
-use crate::routing::{HostPattern, PathPattern, Route, Template, WebSocketSettings};
+use crate::routing::{HostPattern, PathPattern, RateCap, Route, Template, WebSocketSettings};
 use crate::support::secret::{self, Secret};
 use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
 use crate::upstream::settings::{
@@ -326,7 +326,59 @@ impl Validator {
         };
         WebSocketSettings {
             close_on_desktop_loss,
+            max_rate: self.rate_cap(at, raw, base.max_rate),
         }
+    }
+
+    /// `max_rate` and `burst` of a `websocket:` block over `base`. A `max_rate` without `burst`
+    /// gets the default burst for its rate; a `burst` alone changes the inherited cap's.
+    fn rate_cap(&mut self, at: &str, raw: &RawWebSocket, base: Option<RateCap>) -> Option<RateCap> {
+        let rate = match &raw.max_rate {
+            None => base.map(|c| c.bytes_per_sec),
+            Some(r) => match size::parse_rate(r) {
+                Ok(Some(0)) => {
+                    self.error(
+                        &format!("{at}.max_rate"),
+                        "expected a rate above 0 (or `none` for no cap), found `0`".to_string(),
+                    );
+                    return base;
+                }
+                Ok(rate) => rate,
+                Err(e) => {
+                    self.error(&format!("{at}.max_rate"), e);
+                    return base;
+                }
+            },
+        };
+        let burst = match &raw.burst {
+            None if raw.max_rate.is_some() => rate.map(RateCap::default_burst),
+            None => base.map(|c| c.burst),
+            Some(b) => match size::parse_size(b) {
+                Ok(0) => {
+                    self.error(
+                        &format!("{at}.burst"),
+                        "expected a size above 0, found `0`".to_string(),
+                    );
+                    return base;
+                }
+                Ok(b) if rate.is_none() => {
+                    self.error(
+                        &format!("{at}.burst"),
+                        format!("a burst ({b} bytes) needs a `max_rate` to go with"),
+                    );
+                    return base;
+                }
+                Ok(b) => Some(b),
+                Err(e) => {
+                    self.error(&format!("{at}.burst"), e);
+                    return base;
+                }
+            },
+        };
+        Some(RateCap {
+            bytes_per_sec: rate?,
+            burst: burst?,
+        })
     }
 
     fn proxy_headers(&mut self, h: RawProxyHeaders) -> ProxyHeaders {

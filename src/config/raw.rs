@@ -41,6 +41,10 @@ pub struct RawConfig {
 pub struct RawWebSocket {
     /// The close code sent to the browser for a desktop lost mid-session, or `none`.
     pub close_on_desktop_loss: Option<RawCloseCode>,
+    /// The cap on the desktop -> browser direction of each session (`8MiB/s`, `none`).
+    pub max_rate: Option<super::size::RawSize>,
+    /// The bucket of that cap (`1MiB`).
+    pub burst: Option<super::size::RawSize>,
 }
 
 #[derive(Deserialize, Clone)]

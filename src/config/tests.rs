@@ -157,3 +157,74 @@ fn websocket_close_code_must_be_one_a_server_sends() {
         "{e:?}"
     );
 }
+
+#[test]
+fn websocket_max_rate_defaults_and_overrides() {
+    let load = |yaml: &str| {
+        load_str(
+            "t.yaml",
+            yaml,
+            LoadOptions {
+                skip_files: true,
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}", e[0]))
+    };
+    const MIB: u64 = 1024 * 1024;
+    let routes = "routes:\n  - path: /a/\n    upstream: hub\n  - path: /b/\n    upstream: hub\n    websocket: { max_rate: 20Mbit/s }\n  - path: /c/\n    upstream: hub\n    websocket: { max_rate: none }\n  - path: /d/\n    upstream: hub\n    websocket: { burst: 64KiB }\n";
+    // No cap anywhere unless configured.
+    let c = load(&format!("{BASE}{routes}").replace("    websocket: { burst: 64KiB }\n", ""));
+    assert_eq!(c.routes[0].websocket.max_rate, None);
+    assert_eq!(c.dynamic.websocket.max_rate, None);
+    let c = load(&format!(
+        "{BASE}websocket: {{ max_rate: 8MiB/s, burst: 1MiB }}\n{routes}"
+    ));
+    let cap = |i: usize| {
+        c.routes[i]
+            .websocket
+            .max_rate
+            .map(|r| (r.bytes_per_sec, r.burst))
+    };
+    assert_eq!(cap(0), Some((8 * MIB, MIB)));
+    // Its own rate, and the default burst for it (an eighth of a second).
+    assert_eq!(cap(1), Some((2_500_000, 312_500)));
+    assert_eq!(cap(2), None);
+    assert_eq!(cap(3), Some((8 * MIB, 64 * 1024)));
+    // Runtime routes take the top level's.
+    assert_eq!(
+        c.dynamic.websocket.max_rate.map(|r| r.bytes_per_sec),
+        Some(8 * MIB)
+    );
+    // The close code of the same block is unaffected.
+    assert_eq!(c.routes[1].websocket.close_on_desktop_loss, Some(1011));
+}
+
+#[test]
+fn websocket_max_rate_and_burst_errors_have_positions() {
+    let e = errors(&format!(
+        "{BASE}routes:\n  - path: /\n    upstream: hub\n    websocket: {{ max_rate: 8MiB }}\n"
+    ));
+    assert!(e[0].starts_with("t.yaml:9:28: "), "{e:?}");
+    assert!(
+        e[0].contains("expected a rate such as `8MiB/s`") && e[0].contains("`8MiB`"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{BASE}websocket:\n  max_rate: 0\n"));
+    assert!(
+        e[0].starts_with("t.yaml:7:13: ") && e[0].contains("above 0"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{BASE}websocket:\n  max_rate: 1MiB/s\n  burst: lots\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:8:10: ") && e[0].contains("`lots`"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{BASE}websocket:\n  burst: 1MiB\n"));
+    assert!(
+        e[0].starts_with("t.yaml:7:10: ") && e[0].contains("needs a `max_rate`"),
+        "{e:?}"
+    );
+}

@@ -74,6 +74,8 @@ routes:
   - path: "/"
     upstream: desktop-demo
 admin: {{ addr: "{admin_listen}", token_file: "{token_file}" }}
+# Each desktop's picture to the browser is capped (the admin page shows its rate against it).
+websocket: {{ max_rate: 8MiB/s, burst: 1MiB }}
 timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
 "#,
         listen = opts.listen,

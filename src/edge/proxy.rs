@@ -464,7 +464,7 @@ impl ProxyHttp for EdgeProxy {
             log,
             slot: ctx._slot.take(),
             in_flight: ctx._in_flight.take(),
-            max_rate: None,
+            max_rate: ctx.route.as_ref().and_then(|r| r.websocket.max_rate),
         };
         crate::edge::tunnel::spawn(streams, state);
     }

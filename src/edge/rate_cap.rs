@@ -7,28 +7,12 @@
 //! so memory stays flat however fast the desktop produces. Without a cap the tunnel holds no
 //! bucket and pays one `Option` check per read.
 
+pub use crate::routing::RateCap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-
-/// A configured cap (`websocket.max_rate`, `websocket.burst`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateCap {
-    /// Bytes per second, long-run.
-    pub bytes_per_sec: u64,
-    /// Bytes that may go at once after a quiet spell (the bucket's size).
-    pub burst: u64,
-}
-
-impl RateCap {
-    /// The burst when none is configured: an eighth of a second at the rate, at least 64 KiB
-    /// (one read).
-    pub fn default_burst(bytes_per_sec: u64) -> u64 {
-        (bytes_per_sec / 8).max(64 * 1024)
-    }
-}
 
 /// Tokens are bytes. Starts full.
 pub struct TokenBucket {

@@ -290,6 +290,9 @@ pub struct WebSocketSettings {
     /// The close code deskgate sends the browser when the desktop's connection ends while
     /// both sides are open (no close frame either way); `None`: the browser sees the drop.
     pub close_on_desktop_loss: Option<u16>,
+    /// `max_rate`/`burst`: the cap on the desktop -> browser direction of each session
+    /// (`edge::rate_cap`); `None`: no cap.
+    pub max_rate: Option<RateCap>,
 }
 
 impl Default for WebSocketSettings {
@@ -297,7 +300,25 @@ impl Default for WebSocketSettings {
         // 1011 (server error): what noVNC shows as a server problem instead of 1006.
         WebSocketSettings {
             close_on_desktop_loss: Some(1011),
+            max_rate: None,
         }
+    }
+}
+
+/// A cap on one session's desktop -> browser rate (`websocket.max_rate`, `websocket.burst`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateCap {
+    /// Bytes per second, long-run.
+    pub bytes_per_sec: u64,
+    /// Bytes that may go at once after a quiet spell (the bucket's size).
+    pub burst: u64,
+}
+
+impl RateCap {
+    /// The burst when none is configured: an eighth of a second at the rate, at least 64 KiB
+    /// (one read).
+    pub fn default_burst(bytes_per_sec: u64) -> u64 {
+        (bytes_per_sec / 8).max(64 * 1024)
     }
 }
 

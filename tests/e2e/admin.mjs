@@ -14,7 +14,7 @@ const left = () => Math.max(1000, deadline - Date.now());
 const browser = await launch({ viewport: { width: 1000, height: 700 } });
 const context = browser.context;
 const result = { connected: false, pictureChanged: false, wrongTokenRejected: false, stateWithoutLogin: 0,
-  sessionListed: false, bytesGrew: false, qualityShown: false, loopbackNoted: false, disconnected: false,
+  sessionListed: false, bytesGrew: false, qualityShown: false, loopbackNoted: false, capShown: false, disconnected: false,
   detail: [] };
 
 async function canvasPixels(page) {
@@ -72,8 +72,8 @@ try {
     await admin.waitForTimeout(200);
   }
   // The screenshot for the README shows a current rate: wait until the page has one.
-  await admin.waitForFunction(() => [...document.querySelectorAll("#sessions tbody td.num")]
-    .some((td) => td.textContent.endsWith("/s") && !td.textContent.startsWith("0 B")),
+  await admin.waitForFunction(() => [...document.querySelectorAll("#sessions tbody td.rate")]
+    .some((td) => !td.textContent.startsWith("0 B")),
     null, { timeout: left(), polling: 200 });
   // The sampler's figures (every 2 s): a verdict, both legs' RTT, the loopback note.
   await admin.waitForSelector("#sessions tbody td.verdict.fine", { timeout: left() });
@@ -83,6 +83,8 @@ try {
       && /ms/.test(row.querySelector("td.desktop-rtt").textContent);
   });
   result.loopbackNoted = await admin.isVisible("#loopback-note");
+  // The demo caps its desktop (websocket.max_rate): the rate shows against the cap.
+  result.capShown = /of 8\.0 MiB\/s cap/.test(await admin.textContent("#sessions tbody td.rate"));
   await admin.screenshot({ path: join(outDir, "admin-page.png"), fullPage: true });
   await admin.click(`${row} button.disconnect`);
   await desk.waitForFunction(() => !document.documentElement.classList.contains("noVNC_connected"),
