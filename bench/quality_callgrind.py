@@ -6,7 +6,7 @@ binary messages. The counters are zeroed after a warm-up and dumped after MESSAG
 so the figure is the tunnel's cost per message (both directions) plus whatever the sampler did
 in that time (it reads both legs every 2 s, whatever the message rate).
 
-usage: bench/quality_callgrind.py [--deskgate target/release/deskgate] [--messages 2000]
+usage: bench/quality_callgrind.py [--deskgate target/release/deskgate] [--messages 10000]
 Needs valgrind (callgrind_control) and python3-websocket (websocket-client).
 """
 import argparse
@@ -94,7 +94,8 @@ log: {{ level: warn }}
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--deskgate", default=str(ROOT / "target/release/deskgate"))
-    ap.add_argument("--messages", type=int, default=2000)
+    # 10,000 round trips take about 5 s under callgrind: the window spans two or three samples.
+    ap.add_argument("--messages", type=int, default=10000)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
