@@ -451,10 +451,10 @@ mod tests {
         eprintln!(
             "capped at 8 MiB/s, burst 1 MiB: {received} bytes in 10 s (burst + rate: {expected})"
         );
-        assert!(received <= expected + 17 * 1024, "{received}");
+        assert!(received <= expected + 65 * 1024, "{received}");
         // Less than the rate allows only by what the browser's side still holds (one read)
         // and the bucket's last refill.
-        assert!(received + 64 * 1024 + 17 * 1024 >= expected, "{received}");
+        assert!(received + 64 * 1024 + 65 * 1024 >= expected, "{received}");
         // What the desktop got rid of beyond that sits in the two pipes (64 KiB each) and the
         // pump's one read: nothing accumulates.
         assert!(
