@@ -258,7 +258,8 @@ https://localhost:{self.port} {{
 
     def stop(self):
         if self.proc:
-            for p in reversed(tree(self.proc.pid)):
+            # Parents first: an nginx master that outlives a worker starts a new one, orphaned.
+            for p in tree(self.proc.pid):
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
