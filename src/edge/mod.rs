@@ -8,6 +8,7 @@ pub mod hsts;
 pub mod limits;
 pub mod novnc;
 pub mod proxy;
+pub mod rate_cap;
 pub mod request_checks;
 pub mod respond;
 pub mod tunnel;
