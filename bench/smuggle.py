@@ -488,7 +488,10 @@ def parse_responses(buf):
     while pos < len(buf):
         end = buf.find(b"\r\n\r\n", pos)
         if end < 0 or not buf.startswith(b"HTTP/", pos):
-            out.append({"status": None, "raw": buf[pos:pos + 80].decode("latin-1")})
+            # An HTTP/0.9 answer is the body alone: the origin's marker is in its text.
+            m = re.search(rb"upstream conn (\d+) request (\d+)", buf[pos:])
+            out.append({"status": None, "raw": buf[pos:pos + 80].decode("latin-1"),
+                        "upstream": m and f"{int(m.group(1))}.{int(m.group(2))}"})
             break
         head = buf[pos:end].decode("latin-1")
         lines = head.split("\r\n")
