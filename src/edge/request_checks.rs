@@ -61,12 +61,7 @@ pub async fn refuse_ambiguous(session: &mut Session) -> Result<bool> {
     };
     // debug, not warn: any client can send these, as often as it likes.
     log::debug!("refused a request: {}", refusal.reason);
-    let text = match refusal.status {
-        405 => "method not allowed\n",
-        501 => "not implemented\n",
-        _ => "bad request\n",
-    };
-    respond::text(session, refusal.status, text).await
+    respond::error(session, refusal.status).await
 }
 
 /// The refusal for a request header, if any. `raw_header` is the HTTP/1 header section as it
@@ -196,7 +191,10 @@ fn is_host_and_port(value: &[u8]) -> bool {
     } else {
         let split = value.iter().position(|&b| b == b':').unwrap_or(value.len());
         let host = &value[..split];
-        let name_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        // RFC 3986 reg-name's unreserved characters and percent-encoding: clients on a Unix
+        // socket (JupyterHub's aiohttp) send the socket's path percent-encoded as the host.
+        let name_byte =
+            |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%');
         if host.is_empty() || !host.iter().all(name_byte) {
             return false;
         }
@@ -248,6 +246,7 @@ mod tests {
         assert_eq!(status("GET", "/", &[("Host", "hub.test:8443")]), None);
         assert_eq!(status("GET", "/", &[("Host", "[::1]:8443")]), None);
         assert_eq!(status("GET", "/", &[("Host", "127.0.0.1")]), None);
+        assert_eq!(status("GET", "/", &[("Host", "%2ftmp%2fproxy.sock")]), None);
         assert_eq!(status("POST", "/", &[HOST, ("Content-Length", "5")]), None);
         let te = ("Transfer-Encoding", "Chunked");
         assert_eq!(status("POST", "/", &[HOST, te]), None);
