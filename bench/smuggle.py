@@ -32,10 +32,14 @@ import bench  # noqa: E402  (free_port, wait_port, System: the side-by-side benc
 
 ROOT = bench.ROOT
 HOST = "smuggle.test"
-CLIENT_IDLE = 1.2      # the client stops reading after this long without a byte
-CLIENT_LIMIT = 8.0     # and after this long in all
-UPSTREAM_IDLE = 0.6    # the upstream closes a connection this long after its last byte
-UPSTREAM_LIMIT = 10.0
+# Generous waits: on a loaded machine a proxy may take a second to answer, and a missed answer
+# would read as a refusal or as a lost canary.
+CLIENT_FIRST = 5.0     # the client waits this long for a first byte
+CLIENT_IDLE = 1.0      # then stops reading after this long without one
+CLIENT_LIMIT = 10.0    # and after this long in all
+UPSTREAM_IDLE = 3.0    # the upstream closes a connection this long after its last byte
+UPSTREAM_AFTER = 1.0   # or this long once it answered (close mode)
+UPSTREAM_LIMIT = 12.0
 
 # ---------------------------------------------------------------------------------------------
 # The corpus. Each case: (name, class, what it probes, bytes or list of byte parts sent with a
@@ -432,6 +436,8 @@ class Upstream:
         s.settimeout(UPSTREAM_IDLE if self.mode == "close" else UPSTREAM_LIMIT)
         try:
             while time.time() - start < UPSTREAM_LIMIT:
+                if answered and self.mode == "close":
+                    s.settimeout(UPSTREAM_AFTER)
                 try:
                     data = s.recv(65536)
                 except socket.timeout:
@@ -536,7 +542,7 @@ def complete_response(buf):
 
 def send_case(port, payload, tls=False, one_response=False):
     parts = payload if isinstance(payload, list) else [payload]
-    raw = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_IDLE)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_FIRST)
     s = raw
     if tls:
         ctx = ssl.create_default_context()
@@ -564,6 +570,7 @@ def send_case(port, payload, tls=False, one_response=False):
             except OSError:
                 closed = True; break
         while not closed and time.time() - start < CLIENT_LIMIT:
+            s.settimeout(CLIENT_IDLE if got else CLIENT_FIRST)
             try:
                 d = s.recv(65536)
             except (socket.timeout, ssl.SSLError):
