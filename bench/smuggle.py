@@ -473,6 +473,18 @@ class Upstream:
                 except OSError:
                     pass
 
+    def barrier(self, limit=UPSTREAM_LIMIT):
+        """Returns once every connection a proxy opened so far is accepted and tagged with the
+        case: connections are accepted in order, so the harness's own marked connection comes
+        after them (on a loaded machine the accept thread can lag a few cases behind)."""
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            s.sendall(b"BARRIER\r\n\r\n")
+            end = time.time() + limit
+            while time.time() < end and not any(c["bytes"].startswith(b"BARRIER") for c in self.conns):
+                time.sleep(0.01)
+        with self.lock:
+            self.conns = [c for c in self.conns if not c["bytes"].startswith(b"BARRIER")]
+
     def settle(self, limit=UPSTREAM_LIMIT + 1):
         end = time.time() + limit
         while time.time() < end and any(c["open"] for c in self.conns):
@@ -735,6 +747,8 @@ def main():
                     target = f"/canary-{i}"
                     canary_got, _ = send_case(systems[t].port, http([], method="GET", target=target), one_response=True)
                     canary = (canary_got, target)
+                up.barrier()
+                if up.mode == "early":
                     up.close_all()
                 up.settle()
                 up.case = None
