@@ -362,7 +362,12 @@ impl ProxyHttp for EdgeProxy {
                 .route
                 .as_ref()
                 .map_or(Some(1011), |r| r.websocket.close_on_desktop_loss);
-            ctx.traffic.open(ws, close_on_desktop_loss);
+            let deflate = resp
+                .headers
+                .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .any(|v| v.as_bytes().windows(18).any(|w| w == b"permessage-deflate"));
+            ctx.traffic.open(ws, close_on_desktop_loss, deflate);
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
