@@ -263,6 +263,7 @@ impl Assembler<'_> {
             drop_websocket_protocol: spec.drop_websocket_protocol,
             forward_cookies: spec.forward_cookies,
             websocket: spec.websocket,
+            response_rewrite: spec.response_rewrite.clone(),
             ..Route::new(spec.host.clone(), spec.path.clone(), upstream)
         })
     }
