@@ -401,16 +401,14 @@ impl ProxyHttp for EdgeProxy {
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             let ws = open_session(session, ctx);
-            let close_on_desktop_loss = ctx
-                .route
-                .as_ref()
-                .map_or(Some(1011), |r| r.websocket.close_on_desktop_loss);
+            let websocket = ctx.route.as_ref().map(|r| r.websocket).unwrap_or_default();
             let deflate = resp
                 .headers
                 .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
                 .iter()
                 .any(|v| v.as_bytes().windows(18).any(|w| w == b"permessage-deflate"));
-            ctx.traffic.open(ws, close_on_desktop_loss, deflate);
+            ctx.traffic
+                .open(ws, websocket.close_on_desktop_loss, deflate);
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
