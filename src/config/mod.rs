@@ -844,8 +844,8 @@ impl Validator {
             fallback_redirect: r.fallback.map(|f| f.redirect),
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
-            websocket,
             response_rewrite,
+            websocket,
         })
     }
 

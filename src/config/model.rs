@@ -177,9 +177,9 @@ pub struct RouteSpec {
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
+    pub response_rewrite: Option<std::sync::Arc<crate::routing::response_rewrite::ResponseRewrite>>,
     /// The top-level `websocket:` keys with this route's own on top.
     pub websocket: WebSocketSettings,
-    pub response_rewrite: Option<std::sync::Arc<crate::routing::response_rewrite::ResponseRewrite>>,
 }
 
 /// How a route names its upstream.

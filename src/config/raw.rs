@@ -267,8 +267,6 @@ pub struct RawRoute {
     /// Pass the browser's `Cookie` header on to the upstream (off for desktops by default when
     /// an access check is configured: the hub's session cookie stays with the hub).
     pub forward_cookies: Option<bool>,
-    /// Overrides of the top-level `websocket:` keys for this route.
-    pub websocket: Option<RawWebSocket>,
     /// Absolute `Location`/`Content-Location` from these URLs (or, `true`, from the server
     /// that answered) rewritten to the public scheme and host (nginx's `proxy_redirect`).
     pub rewrite_location: Option<RawRewriteLocation>,
@@ -276,6 +274,8 @@ pub struct RawRoute {
     pub cookie_domain: Option<BTreeMap<String, String>>,
     /// `Set-Cookie` `Path=` prefix from -> to (nginx's `proxy_cookie_path`).
     pub cookie_path: Option<BTreeMap<String, String>>,
+    /// Overrides of the top-level `websocket:` keys for this route.
+    pub websocket: Option<RawWebSocket>,
 }
 
 #[derive(Deserialize)]

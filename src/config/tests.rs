@@ -79,6 +79,39 @@ fn hsts_preload_needs_subdomains_and_a_year() {
 }
 
 #[test]
+fn route_store_sentinel() {
+    let ok = format!(
+        "{BASE}route_store:\n  sentinel:\n    master: hub\n    addrs: [\"10.0.0.5:26379\", \"[::1]:26380\"]\n"
+    );
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let e = errors(&format!(
+        "{BASE}route_store:\n  sentinel:\n    master: hub\n    addrs: [\"10.0.0.5:26379\", \"sentinel-b\"]\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.yaml:9:31: "), "{e:?}");
+    assert!(e[0].contains("`sentinel-b`"), "{e:?}");
+    let e = errors(&format!(
+        "{BASE}route_store:\n  redis: redis://127.0.0.1/0\n  sentinel: {{ master: hub, addrs: [\"a:1\"] }}\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:8:3: ") && e[0].contains("not both"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{BASE}route_store:\n  key_prefix: x\n"));
+    assert!(
+        e[0].starts_with("t.yaml:6:") && e[0].contains("sentinel:"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{BASE}route_store:\n  sentinel: {{ master: hub, addrs: [\"a:1\"], password_env: A, password_file: /b }}\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:7:") && e[0].contains("not both"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn websocket_close_on_desktop_loss_defaults_and_overrides() {
     let load = |yaml: &str| {
         load_str(
@@ -121,39 +154,6 @@ fn websocket_close_code_must_be_one_a_server_sends() {
     let e = errors(&format!("{BASE}websocket:\n  close_on_loss: 1011\n"));
     assert!(
         e[0].starts_with("t.yaml:7:3: ") && e[0].contains("unknown field"),
-        "{e:?}"
-    );
-}
-
-#[test]
-fn route_store_sentinel() {
-    let ok = format!(
-        "{BASE}route_store:\n  sentinel:\n    master: hub\n    addrs: [\"10.0.0.5:26379\", \"[::1]:26380\"]\n"
-    );
-    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
-    let e = errors(&format!(
-        "{BASE}route_store:\n  sentinel:\n    master: hub\n    addrs: [\"10.0.0.5:26379\", \"sentinel-b\"]\n"
-    ));
-    assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("t.yaml:9:31: "), "{e:?}");
-    assert!(e[0].contains("`sentinel-b`"), "{e:?}");
-    let e = errors(&format!(
-        "{BASE}route_store:\n  redis: redis://127.0.0.1/0\n  sentinel: {{ master: hub, addrs: [\"a:1\"] }}\n"
-    ));
-    assert!(
-        e[0].starts_with("t.yaml:8:3: ") && e[0].contains("not both"),
-        "{e:?}"
-    );
-    let e = errors(&format!("{BASE}route_store:\n  key_prefix: x\n"));
-    assert!(
-        e[0].starts_with("t.yaml:6:") && e[0].contains("sentinel:"),
-        "{e:?}"
-    );
-    let e = errors(&format!(
-        "{BASE}route_store:\n  sentinel: {{ master: hub, addrs: [\"a:1\"], password_env: A, password_file: /b }}\n"
-    ));
-    assert!(
-        e[0].starts_with("t.yaml:7:") && e[0].contains("not both"),
         "{e:?}"
     );
 }

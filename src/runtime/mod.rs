@@ -262,8 +262,8 @@ impl Assembler<'_> {
             fallback_redirect: spec.fallback_redirect.clone(),
             drop_websocket_protocol: spec.drop_websocket_protocol,
             forward_cookies: spec.forward_cookies,
-            websocket: spec.websocket,
             response_rewrite: spec.response_rewrite.clone(),
+            websocket: spec.websocket,
             ..Route::new(spec.host.clone(), spec.path.clone(), upstream)
         })
     }

@@ -272,7 +272,6 @@ pub fn render(g: &Gauges) -> String {
     Lazy::force(&RUNTIME_ROUTE_STATS);
     Lazy::force(&NO_ROUTE);
     Lazy::force(&HANDSHAKE_FAILURES);
-    Lazy::force(&BAD_SNI);
     Lazy::force(&SESSION_BACKLOG);
     for leg in ["browser", "desktop"] {
         SESSION_RTT.with_label_values(&[leg]);
@@ -280,6 +279,7 @@ pub fn render(g: &Gauges) -> String {
     for v in crate::telemetry::quality::Verdict::ALL {
         SESSIONS_BY_VERDICT.with_label_values(&[v.code()]);
     }
+    Lazy::force(&BAD_SNI);
     let now = crate::telemetry::activity::now_ms() / 1000;
     for (host, not_after) in CERT_NOT_AFTER.lock().expect("expiry lock").iter() {
         CERT_EXPIRY
