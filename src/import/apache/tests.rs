@@ -399,3 +399,26 @@ fn location_cookies_ipv6_and_dotted_hosts() {
         c.yaml
     );
 }
+
+#[test]
+fn host_regexes_cover_templates_only_when_every_name_matches() {
+    let t = "desktop-{name}.hub.example.org";
+    for (regex, covers) in [
+        ("^desktop-", true),
+        ("desktop-", true),
+        ("^desktop-.*\\.hub\\.example\\.org$", true),
+        ("^desktop-(.+)\\.hub\\.example\\.org$", true),
+        ("^desktop-.*\\.other\\.org$", false),
+        ("^desktop-[a-z]+", false),
+        ("^desktop-a", false),
+        ("^(desktop|vnc)-", false),
+        ("^desktop-alice\\.hub\\.example\\.org$", false),
+    ] {
+        assert_eq!(regex_covers(regex, t), covers, "{regex}");
+    }
+    assert!(regex_covers("^hub\\.example\\.org$", "hub.example.org"));
+    assert!(!regex_covers(
+        "^hub\\.example\\.org$",
+        "www.hub.example.org"
+    ));
+}
