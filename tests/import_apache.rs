@@ -78,6 +78,108 @@ fn hub_vhosts_convert_to_the_golden_yaml_that_deskgate_accepts() {
     }
 }
 
+/// Issue 28's shapes (`tests/apache/items/`) and the corpus of public configs
+/// (`tests/apache/corpus/`, sources in its SOURCES.md): each converts to its golden YAML (in
+/// `golden/` next to it; `UPDATE_GOLDEN=1` rewrites them), which `deskgate -t --skip-files`
+/// accepts, with the exit code below (0: all carried over; 2: a real gap, named in the file;
+/// 1: refused, nothing written). The corpus README says per file what is not carried over.
+#[test]
+fn items_and_corpus_convert_to_their_golden_yaml() {
+    let items: [(&str, i32); 3] = [
+        ("second-vhost", 0),
+        // The X-API-Key under `!=` is refused by name.
+        ("production-fallback", 2),
+        ("workarounds-without-anchor", 0),
+    ];
+    let corpus: [(&str, i32); 31] = [
+        ("01-jupyterhub-docs-https", 2),
+        ("02-coder-wildcard-subdomains", 2),
+        ("03-guacamole-manual-locations", 0),
+        ("04-jenkins-https-forwarded-port", 0),
+        ("05-zammad-ssl-ws-cable", 2),
+        ("06-jitsi-meet-alias-bosh", 2),
+        ("07-iserv-hub-rewritemap", 0),
+        ("08-iserv-setenvif-upgrade", 0),
+        ("09-gitea-subpath-nocanon", 0),
+        ("10-nextcloud-spreed-signaling", 0),
+        ("11-galaxy-ipython-setenvif-port", 1),
+        ("12-socketio-httpd-single", 0),
+        ("13-socketio-sticky-balancer", 2),
+        ("14-leonardo-rstudio-jupyter-define", 1),
+        ("15-freedombox-cockpit-wss-proxymatch", 2),
+        ("16-freedombox-home-assistant", 0),
+        ("17-freedombox-janus-ws-location", 0),
+        ("18-freedombox-transmission-if-else-auth", 1),
+        ("19-freedombox-matrix-synapse-nocanon", 0),
+        ("20-synapse-two-vhosts-8448", 2),
+        ("21-wetty-socketio-locationmatch", 2),
+        ("22-wetty-saml-remote-user", 2),
+        ("23-netdata-proxypassmatch-any-host", 2),
+        ("24-netdata-basic-auth-proxy", 2),
+        ("25-xpra-location-sessions", 0),
+        ("26-nextcloud-collabora-wss-proxypassmatch", 0),
+        ("27-nextcloud-notify-push", 0),
+        ("28-freedombox-syncthing-location-regex", 2),
+        ("29-jenkins-location-header-edit", 2),
+        ("30-httpd-manual-balancer-failover", 2),
+        ("31-open-ondemand-portal-node-proxy", 2),
+    ];
+    let cases = items
+        .iter()
+        .map(|(n, c)| ("tests/apache/items", *n, *c))
+        .chain(corpus.iter().map(|(n, c)| ("tests/apache/corpus", *n, *c)));
+    let mut wrong = Vec::new();
+    let mut table = String::new();
+    for (dir_name, name, code) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("deskgate.yaml");
+        let source = format!("{dir_name}/{name}.conf");
+        let mut args = vec![source.as_str()];
+        // The hub's own files: its lookup URL, as an operator passes it.
+        if name.contains("iserv-hub")
+            || name.starts_with("second")
+            || name.starts_with("production")
+        {
+            args.extend_from_slice(&RESOLVER);
+        }
+        let result = import(&args, Some(&out));
+        let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+        let got = result.status.code().unwrap_or(-1);
+        let gaps = stderr
+            .lines()
+            .filter(|l| l.starts_with("NOT TRANSLATED"))
+            .count();
+        table.push_str(&format!("{name:<45} exit {got} ({gaps} not translated)\n"));
+        if got != code {
+            wrong.push(format!("{name}: exit {got}, expected {code}: {stderr}"));
+            continue;
+        }
+        let golden = Path::new(ROOT)
+            .join(dir_name)
+            .join("golden")
+            .join(format!("{name}.yaml"));
+        // Refused files: the reason is the golden text.
+        let text = if code == 1 {
+            assert!(!out.exists(), "{name}: nothing is written on exit 1");
+            stderr.clone()
+        } else {
+            check_config(&out);
+            std::fs::read_to_string(&out).unwrap()
+        };
+        let normalized = text.replace(&dir.path().display().to_string(), "OUT");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+            std::fs::write(&golden, &normalized).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+        if normalized != expected {
+            wrong.push(format!("{name}: differs from {}", golden.display()));
+        }
+    }
+    println!("{table}");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn secrets_leave_the_yaml_and_a_missing_resolver_url_is_marked() {
     let dir = tempfile::tempdir().unwrap();
