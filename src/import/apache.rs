@@ -768,6 +768,16 @@ impl Converter<'_> {
                     for c in &s.children {
                         match c {
                             Node::Directive(d) if is_authentication(d) => {}
+                            // `<Location "/"> Redirect permanent "https://%{HTTP_HOST}%{REQUEST_URI}"`
+                            // (Apache 2.4.19's expression form): the whole vhost redirects.
+                            Node::Directive(d)
+                                if location == "/"
+                                    && !tls
+                                    && (d.is("Redirect") || d.is("RedirectPermanent"))
+                                    && location_redirect(d).is_some() =>
+                            {
+                                redirect = Some((format!("{}: {}", d.at, d.text), location_redirect(d).flatten()));
+                            }
                             Node::Directive(d) if upgrade_rules && (d.is("RewriteEngine") || d.is("RewriteCond") || d.is("RewriteRule")) => self.ignore_workaround(d),
                             Node::Directive(d) if d.is("ProxyPass") => {
                                 self.proxy_pass(index, &scope, &hosts, d, Some(s.args.trim_matches('"')))
@@ -2027,6 +2037,19 @@ fn location_upgrade_workaround(children: &[Node]) -> bool {
             let t = r.arg(1).to_ascii_lowercase();
             (t.starts_with("ws://") || t.starts_with("wss://")) && Flags::parse(r.arg(2)).proxy
         })
+}
+
+/// `Redirect [permanent] "https://%{HTTP_HOST}%{REQUEST_URI}"` inside `<Location "/">`:
+/// `Some(None)` for the request's own host, `Some(Some(origin))` for a fixed one.
+fn location_redirect(d: &Directive) -> Option<Option<String>> {
+    let (first, url) = redirect_args(d);
+    let url = if url.is_empty() { first } else { return None };
+    let origin = url.strip_suffix("%{REQUEST_URI}")?;
+    match origin.strip_prefix("https://")? {
+        "%{HTTP_HOST}" | "%{SERVER_NAME}" => Some(None),
+        h if !h.is_empty() && !h.contains(['%', '$', '@', '/']) => Some(Some(origin.to_string())),
+        _ => None,
+    }
 }
 
 /// `Require all granted`, `Order allow,deny`, `Allow from all`: access for everyone.

@@ -53,6 +53,7 @@ fn plain_vhosts_that_only_redirect_become_redirect_https() {
     for body in [
         "RewriteEngine On\nRewriteCond %{HTTPS} off\nRewriteRule ^ https://%{HTTP_HOST}%{REQUEST_URI} [R=301,L]",
         "RewriteEngine On\nRewriteRule ^/(.*)$ https://%{HTTP_HOST}/$1 [R=301,L]",
+        "<Location \"/\">\nRedirect permanent \"https://%{HTTP_HOST}%{REQUEST_URI}\"\n</Location>",
     ] {
         let c = convert_text(&vhost(80, body));
         assert!(c.yaml.contains("redirect_https: true"), "{body}: {}", c.yaml);
