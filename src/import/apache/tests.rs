@@ -423,3 +423,26 @@ fn host_regexes_cover_templates_only_when_every_name_matches() {
         "www.hub.example.org"
     ));
 }
+
+/// deskgate's routes apply to every listener: a vhost on another address with other routes is
+/// a gap; the same routes on both addresses are not.
+#[test]
+fn routes_of_one_address_served_on_another_are_reported() {
+    let c = convert_text(&format!(
+        "{}{}",
+        vhost(8080, "ProxyPass /a/ http://a:1/\nProxyPass / http://b:2/"),
+        vhost(8448, "ProxyPass / http://b:2/")
+    ));
+    assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
+    assert!(
+        c.skipped[0].contains("also served on [::]:8448"),
+        "{:?}",
+        c.skipped
+    );
+    let c = convert_text(&format!(
+        "{}{}",
+        vhost(8080, "ProxyPass / http://b:2/"),
+        vhost(8081, "ProxyPass / http://b:2/")
+    ));
+    assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+}
