@@ -200,7 +200,10 @@ fn main() -> ExitCode {
     };
     let config = &runtime.config;
     let level = config.log_level.clone().unwrap_or_else(|| "info".into());
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    // Behind `log_noise`'s filter: WARN lines any client can cause are counted, not printed.
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).build();
+    let _ = deskgate::telemetry::log_noise::install(logger);
     let opt = pingora::server::configuration::Opt {
         upgrade: cli.upgrade,
         ..Default::default()
@@ -244,9 +247,10 @@ fn run_chp(flags: Vec<String>) -> ExitCode {
         }
     };
     // Before `plan`, which logs the flags it ignores.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .target(env_logger::Target::Stdout)
-        .init();
+        .build();
+    let _ = deskgate::telemetry::log_noise::install(logger);
     let plan = match deskgate::hub::chp::plan(args) {
         Ok(p) => p,
         Err(e) => {

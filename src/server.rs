@@ -41,9 +41,6 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         };
         init(format, path)?;
     }
-    pingora::proxy::set_client_header_timeout(
-        Some(config.timeouts.client_header).filter(|d| !d.is_zero()),
-    );
     if !opt.upgrade {
         check_addresses_free(config)?;
     }
@@ -114,9 +111,8 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
     );
     let ready = Arc::new(AtomicBool::new(false));
     let store = match &config.route_store {
-        Some((url, prefix)) => {
-            let store =
-                crate::hub::route_store::RouteStore::new(url, prefix, runtime_routes.clone())?;
+        Some(spec) => {
+            let store = crate::hub::route_store::RouteStore::new(spec, runtime_routes.clone())?;
             server.add_service(pingora::services::background::background_service(
                 "route store",
                 crate::hub::route_store::RouteStoreService(store.clone()),
@@ -168,6 +164,13 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
             proxy,
             &format!("deskgate {addr}"),
         );
+        // The whole request header within `client_header` (vendored pingora-core 01 and
+        // pingora-proxy 01): Pingora's own timeout restarts with every byte read.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.client_header_timeout = Some(config.timeouts.client_header).filter(|d| !d.is_zero());
+        if let Some(proxy) = service.app_logic_mut() {
+            proxy.server_options = Some(options);
+        }
         match tls {
             Some((resolver, alpn_01, client_verifier)) => {
                 let mut settings = tls_settings(client_verifier)
@@ -207,6 +210,14 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         "session history",
         crate::telemetry::sessions::HistorySampler,
     ));
+    // `DESKGATE_SESSION_QUALITY=off` leaves the sampler out: for A/B measurements of its cost
+    // (docs/operations.md, "Session quality").
+    if std::env::var("DESKGATE_SESSION_QUALITY").as_deref() != Ok("off") {
+        server.add_service(pingora::services::background::background_service(
+            "session quality",
+            crate::telemetry::quality::QualitySampler,
+        ));
+    }
     server.add_service(pingora::services::background::background_service(
         "health checks",
         crate::upstream::health::HealthChecks {

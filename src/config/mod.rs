@@ -7,12 +7,13 @@
 
 pub mod duration;
 pub mod raw;
+pub mod size;
 pub mod span;
 
 pub mod model;
 
 use crate::routing::response_rewrite::ResponseRewrite;
-use crate::routing::{HostPattern, PathPattern, Route, Template};
+use crate::routing::{HostPattern, PathPattern, Route, Template, WebSocketSettings};
 use crate::support::secret::{self, Secret};
 use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
 use crate::upstream::settings::{
@@ -44,6 +45,18 @@ impl fmt::Display for ConfigError {
             self.file, self.line, self.column, self.message
         )
     }
+}
+
+/// `host:port` or `[v6]:port`, split (the brackets dropped).
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 /// `ip:port`, `[v6]:port` or `unix:/path/to.sock`.
@@ -195,10 +208,15 @@ impl Validator {
             upstream_keepalive: t.upstream_keepalive.map_or(d.upstream_keepalive, |x| x.0),
             drain: t.drain.map_or(d.drain, |x| x.0),
         };
+        let websocket = self.websocket(
+            "websocket",
+            raw.websocket.as_ref(),
+            WebSocketSettings::default(),
+        );
         let mut seen = HashSet::new();
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if let Some(route) = self.route(i, r, &upstreams) {
+            if let Some(route) = self.route(i, r, &upstreams, websocket) {
                 if !seen.insert(route.label.clone()) {
                     self.error(
                         &format!("routes[{i}]"),
@@ -212,7 +230,10 @@ impl Validator {
             }
         }
         let admin = raw.admin.map(|a| self.admin(a));
-        let dynamic = raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default();
+        let dynamic = DynamicSpec {
+            websocket,
+            ..raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default()
+        };
         // One worker per core unless told otherwise: Pingora's default of 1 leaves cores idle.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match raw.threads {
@@ -240,9 +261,7 @@ impl Validator {
             admin,
             dynamic,
             state_file: raw.state_file,
-            route_store: raw
-                .route_store
-                .map(|r| (r.redis, r.key_prefix.unwrap_or_else(|| "deskgate:".into()))),
+            route_store: raw.route_store.and_then(|r| self.route_store(r)),
             threads: threads.max(1),
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
@@ -276,7 +295,37 @@ impl Validator {
                 }
                 m.addr
             }),
+            websocket,
             spans: SpanIndex::default(),
+        }
+    }
+
+    /// A `websocket:` block at `at`: its keys over `base` (the defaults, or the top level's).
+    fn websocket(
+        &mut self,
+        at: &str,
+        raw: Option<&RawWebSocket>,
+        base: WebSocketSettings,
+    ) -> WebSocketSettings {
+        let Some(raw) = raw else { return base };
+        let close_on_desktop_loss = match &raw.close_on_desktop_loss {
+            None => base.close_on_desktop_loss,
+            Some(RawCloseCode::Word(w)) if w == "none" => None,
+            Some(RawCloseCode::Code(c)) if is_server_close_code(*c) => Some(*c as u16),
+            Some(other) => {
+                let found = match other {
+                    RawCloseCode::Code(c) => c.to_string(),
+                    RawCloseCode::Word(w) => w.clone(),
+                };
+                self.error(
+                    &format!("{at}.close_on_desktop_loss"),
+                    format!("expected a close code a server may send (1011, the default; 1000-1003, 1007-1009, 1011-1013, 3000-4999) or `none`, found `{found}`"),
+                );
+                base.close_on_desktop_loss
+            }
+        };
+        WebSocketSettings {
+            close_on_desktop_loss,
         }
     }
 
@@ -676,6 +725,7 @@ impl Validator {
         i: usize,
         r: RawRoute,
         upstreams: &HashMap<String, UpstreamSpec>,
+        websocket: WebSocketSettings,
     ) -> Option<RouteSpec> {
         let at = format!("routes[{i}]");
         let host = match r.host.as_deref().map(HostPattern::parse) {
@@ -779,6 +829,7 @@ impl Validator {
         }
         let forward_cookies = r.forward_cookies.unwrap_or(access.is_none());
         let label = Route::label_for(host.as_ref(), &path);
+        let websocket = self.websocket(&format!("{at}.websocket"), r.websocket.as_ref(), websocket);
         Some(RouteSpec {
             at,
             label,
@@ -794,6 +845,7 @@ impl Validator {
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
             response_rewrite,
+            websocket,
         })
     }
 
@@ -897,6 +949,93 @@ impl Validator {
         }
     }
 
+    fn route_store(&mut self, r: RawRouteStore) -> Option<RouteStoreSpec> {
+        let key_prefix = r.key_prefix.unwrap_or_else(|| "deskgate:".into());
+        let backend = match (r.redis, r.sentinel) {
+            (Some(url), None) => StoreBackend::Redis { url },
+            (None, Some(s)) => StoreBackend::Sentinel(self.sentinel(s)?),
+            (Some(_), Some(_)) => {
+                self.error(
+                    "route_store.sentinel",
+                    "give `redis:` (one server) or `sentinel:` (a primary found by Redis Sentinel), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    "route_store",
+                    "expected `redis: redis://HOST:PORT/DB` or `sentinel: { master: NAME, addrs: [HOST:PORT, ...] }`",
+                );
+                return None;
+            }
+        };
+        Some(RouteStoreSpec {
+            key_prefix,
+            backend,
+        })
+    }
+
+    fn sentinel(&mut self, s: RawSentinel) -> Option<SentinelSpec> {
+        let at = "route_store.sentinel";
+        let mut ok = true;
+        if s.master.trim().is_empty() {
+            self.error(
+                &format!("{at}.master"),
+                "expected the name the sentinels monitor (`sentinel monitor NAME ...`), found an empty string",
+            );
+            ok = false;
+        }
+        if s.addrs.is_empty() {
+            self.error(
+                &format!("{at}.addrs"),
+                "expected at least one sentinel as `host:port` (26379 is Sentinel's port)",
+            );
+            ok = false;
+        }
+        let mut addrs = Vec::new();
+        for (i, a) in s.addrs.iter().enumerate() {
+            match split_host_port(a) {
+                Some(hp) => addrs.push(hp),
+                None => {
+                    self.error(
+                        &format!("{at}.addrs[{i}]"),
+                        format!("expected a sentinel as `host:port` such as `10.0.0.5:26379`, found `{a}`"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let password = (s.password_env.is_some() || s.password_file.is_some())
+            .then(|| {
+                self.secret(
+                    at,
+                    s.password_file.as_deref(),
+                    s.password_env.as_deref(),
+                    "Redis password",
+                )
+            })
+            .flatten();
+        let sentinel_password = (s.sentinel_password_env.is_some()
+            || s.sentinel_password_file.is_some())
+        .then(|| {
+            self.secret(
+                at,
+                s.sentinel_password_file.as_deref(),
+                s.sentinel_password_env.as_deref(),
+                "sentinel password",
+            )
+        })
+        .flatten();
+        ok.then(|| SentinelSpec {
+            master: s.master,
+            addrs,
+            password,
+            sentinel_password,
+            ack_replicas: s.ack_replicas.unwrap_or(1),
+            ack_timeout: s.ack_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+        })
+    }
+
     fn dynamic(&mut self, d: RawDynamic) -> DynamicSpec {
         let authorization = d
             .basic_auth
@@ -911,11 +1050,19 @@ impl Validator {
             strip_prefix: d.strip_prefix,
             prepend_path: d.prepend_path.unwrap_or(true),
             host_routing: d.host_routing,
+            websocket: WebSocketSettings::default(),
         }
     }
 }
 
 /// Checked where it is built (`runtime`): its URL's placeholders depend on the route.
+/// Close codes RFC 6455 (7.4.1, 7.4.2) lets a server send: not 1004-1006 and 1015 (reserved,
+/// never on the wire), 1010 (a client's), 1014 (rejected as reserved by clients such as
+/// tungstenite), 2000-2999 (for extensions); 3000-4999 belong to libraries and applications.
+fn is_server_close_code(code: i64) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1009 | 1011..=1013 | 3000..=4999)
+}
+
 fn access_spec(a: &RawAuth) -> AccessSpec {
     AccessSpec {
         url: a.url.clone(),
