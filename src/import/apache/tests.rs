@@ -446,3 +446,21 @@ fn routes_of_one_address_served_on_another_are_reported() {
     ));
     assert!(c.skipped.is_empty(), "{:?}", c.skipped);
 }
+
+/// `timeout=` on one ProxyPass only: the others waited Apache's ProxyTimeout/Timeout, which
+/// deskgate's single `upgraded_idle` must not undercut.
+#[test]
+fn one_short_route_timeout_does_not_cut_the_others() {
+    let c = convert_text(&vhost(
+        80,
+        "ProxyPass /metrics/ http://m:1/ timeout=30\nProxyPass / http://hub:2/",
+    ));
+    assert!(c.yaml.contains("  upgraded_idle: 60s"), "{}", c.yaml);
+    let c = convert_text(&vhost(
+        80,
+        "Timeout 600\nProxyPass /metrics/ http://m:1/ timeout=30\nProxyPass / http://hub:2/",
+    ));
+    assert!(c.yaml.contains("  upgraded_idle: 600s"), "{}", c.yaml);
+    let c = convert_text(&vhost(80, "ProxyPass / http://hub:2/ timeout=30"));
+    assert!(c.yaml.contains("  upgraded_idle: 30s"), "{}", c.yaml);
+}
