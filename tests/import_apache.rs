@@ -214,6 +214,28 @@ fn secrets_leave_the_yaml_and_a_missing_resolver_url_is_marked() {
         "{stdout}"
     );
     assert!(!stdout.contains("vnc-secret-pw") && !stderr.contains("vnc-secret-pw"));
+    // A relative -o: the password_file is written absolute, so deskgate finds it wherever it
+    // is started.
+    let result = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["import", "apache"])
+        .arg(Path::new(ROOT).join("tests/apache/subdomain.conf"))
+        .args(["-o", "relative.yaml"])
+        .args(RESOLVER)
+        .output()
+        .unwrap();
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let yaml = std::fs::read_to_string(dir.path().join("relative.yaml")).unwrap();
+    let expected = format!(
+        "password_file: \"{}/relative.secrets/basic-auth-1\"",
+        dir.path().display()
+    );
+    assert!(yaml.contains(&expected), "{expected} in {yaml}");
 }
 
 #[test]
