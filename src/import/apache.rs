@@ -887,6 +887,10 @@ impl Converter<'_> {
                 self.out.listeners.len() - 1
             });
             let l = &mut self.out.listeners[i];
+            if existing.is_none() && addr.starts_with("[::]:") {
+                // Not both `0.0.0.0` and `[::]`: on Linux the second would find the port taken.
+                l.comments.push("[::] is every address, IPv4 too (dual-stack, as Apache's `*`); where IPv6 is off, write 0.0.0.0".into());
+            }
             l.comments.extend(comments.iter().cloned());
             l.proxies |= proxies;
             l.redirect_https &= redirect.is_some() && !tls;
