@@ -246,6 +246,7 @@ log: {{ level: warn }}
         rss1 = {n: rss_kib(self.edges[n]["pid"]) for n in "AB"}
         open_metric = {n: self.admin[n].metric("deskgate_websockets_open") for n in "AB"}
         cpu0 = {n: cpu_seconds(self.edges[n]["pid"]) for n in "AB"}
+        redis0 = cpu_seconds(self.procs["redis"].pid)
         for n in "AB":
             (self.work / f"go{n}").touch()
         went = time.time()
@@ -255,6 +256,8 @@ log: {{ level: warn }}
             samples.append((time.time() - went, {n: self.admin[n].metric("deskgate_websockets_open") for n in "AB"},
                             {n: rss_kib(self.edges[n]["pid"]) / 1024 for n in "AB"}))
         held = {n: self.admin[n].metric("deskgate_websockets_open") for n in "AB"}
+        # Redis's steady cost with N routes and two edges: each edge's activity sync a second.
+        redis_ms_per_s = (cpu_seconds(self.procs["redis"].pid) - redis0) / (time.time() - went) * 1e3
         cpu_b_hold = cpu_seconds(self.edges["B"]["pid"]) - cpu0["B"]
         # Edge B dies (SIGKILL, as a crash) and is started again while A carries on.
         killed = time.time()
@@ -273,7 +276,7 @@ log: {{ level: warn }}
         out = {n: json.loads(loads[n].communicate(timeout=hold_s + after + 300)[0].strip().splitlines()[-1]) for n in "AB"}
         cpu_a = cpu_seconds(self.edges["A"]["pid"]) - cpu0["A"]
         self.results["hold"] = {
-            "sockets_per_edge": s, "opened": opened, "open_metric_after_opening": open_metric,
+            "sockets_per_edge": s, "opened": opened, "redis_cpu_ms_per_s": redis_ms_per_s, "open_metric_after_opening": open_metric,
             "open_metric_after_hold": held, "hold_seconds": hold_s,
             "kib_per_websocket": {n: (rss1[n] - rss0[n]) / max(1, opened[n]) for n in "AB"},
             "edge_a_cpu_us_per_message": cpu_a / max(1, out["A"]["echoed"]) * 1e6,
@@ -390,6 +393,8 @@ def report(res, date):
                   f"| edge CPU us per message | {h['edge_a_cpu_us_per_message']:.1f} | {h['edge_b_cpu_us_per_message_before_restart']:.1f} (before the restart) |",
                   f"| messages sent / echoed / lost | {wa['sent']:,} / {wa['echoed']:,} / {wa['lost']:,} | {wb['sent']:,} / {wb['echoed']:,} / {wb['lost']:,} |",
                   f"| WebSockets dropped | {wa['dropped']:,} | {wb['dropped']:,} (the restart) |", "",
+                  f"Redis during the hold ({r['count']:,} routes, two edges syncing activity every second): "
+                  f"{h['redis_cpu_ms_per_s']:.1f} ms CPU per second.", "",
                   f"Restarted edge B: listening {rb['listening_s']:.2f} s after the kill, in sync with all {r['count']:,} routes "
                   f"from Redis after {rb['in_sync_s']:.2f} s; then every route requested through it: {rb['routes_served']:,} of "
                   f"{r['count']:,} answered by the right desktop ({rb['serve_all_s']:.0f} s, one kept-alive connection).", ""]
