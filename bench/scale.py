@@ -415,6 +415,87 @@ def report(res, date):
     print((results / f"{base}.md").read_text())
 
 
+# ---- capacity plan (docs/scaling.md): measured per-unit costs x a stated load model
+MODEL = {
+    "open_window_s": 60,          # at 8:00 every desktop of the size opens within the same minute
+    "open_tls": 7,                # new TLS connections per desktop opened (6 for the page, 1 WebSocket)
+    "open_requests": 60,          # HTTP requests per desktop opened (noVNC's page and modules)
+    "in_use_share": 0.6,          # desktops in use at a given moment in school hours; the rest idle
+    "in_use_msgs": 30,            # WebSocket messages/s of a desktop in use (framebuffer updates + input)
+    "in_use_mb": 0.15,            # MB/s of a desktop in use
+    "idle_msgs": 0.2,             # messages/s of an idle desktop (a clock, a cursor blink)
+    "cpu_headroom": 0.5,          # plan edges at half their cores at the 8:00 peak
+    "edges": {1000: (2, 2), 10000: (3, 8), 100000: (12, 16)},  # (edges incl. one spare, cores each)
+}
+
+
+def table_value(bench, scenario, metric_start):
+    for row in bench["table"]:
+        if row["scenario"] == scenario and row["metric"].startswith(metric_start):
+            return row["values"]["deskgate"]
+    raise KeyError((scenario, metric_start))
+
+
+def plan(scale_json, bench_json):
+    """The capacity table of docs/scaling.md and its plots, from measured costs."""
+    sc, bn = json.loads(Path(scale_json).read_text()), json.loads(Path(bench_json).read_text())
+    m = MODEL
+    cost = {  # CPU seconds per unit, one core
+        "tls": table_value(bn, "handshake", "proxy CPU ms/connection") / 1e3,
+        "request": table_value(bn, "https_small", "proxy CPU us/request") / 1e6,
+        "message": table_value(bn, "ws_rtt", "proxy CPU us/message") / 1e6,
+        "mb": table_value(bn, "ws_stream", "proxy CPU ms/MB") / 1e3,
+        "idle_message": sc["hold"]["edge_a_cpu_us_per_message"] / 1e6,
+        "kib_ws": max(sc["hold"]["kib_per_websocket"].values()),
+    }
+    windows = list(sc["routes"]["adds"].values())
+    routes_measured = sc["routes"]["count"]
+    # Every edge rebuilds its route table per change (O(routes)): a line through the edge
+    # applying the events (B) at ~1,050 and ~N-50 routes, extended to the size.
+    slope = max(0.0, (windows[-1]["edge_b_cpu_us"] - windows[1]["edge_b_cpu_us"]) / (routes_measured - 1100)) / 1e6
+    base = windows[1]["edge_b_cpu_us"] / 1e6 - slope * 1050
+    add_cpu = lambda n: max(base + slope * n, windows[0]["edge_b_cpu_us"] / 1e6)
+    redis_per_route_edge = sc["hold"]["redis_cpu_ms_per_s"] / 1e3 / (routes_measured * 2)
+    rows = []
+    for n, (edges, cores) in m["edges"].items():
+        steady = n * (m["in_use_share"] * (m["in_use_msgs"] * cost["message"] + m["in_use_mb"] * cost["mb"])
+                      + (1 - m["in_use_share"]) * m["idle_msgs"] * cost["idle_message"])
+        opening = n / m["open_window_s"] * (m["open_tls"] * cost["tls"] + m["open_requests"] * cost["request"])
+        adds_per_s = n / m["open_window_s"]
+        add_cpu_each_edge = adds_per_s * add_cpu(n)
+        active = edges - 1  # one edge may be down (a restart, a failure)
+        peak_per_edge = (steady + opening) / active + add_cpu_each_edge
+        rows.append({
+            "desktops": n, "edges": edges, "cores_per_edge": cores,
+            "add_cpu_ms_at_size": add_cpu(n) * 1e3, "steady_cores": steady, "opening_cores": opening, "route_add_cores_per_edge": add_cpu_each_edge,
+            "peak_cores_per_edge": peak_per_edge, "peak_share_of_edge": peak_per_edge / cores,
+            "websockets_per_edge": n / active, "descriptors_per_edge": 2 * n / active + m["open_tls"] * n / m["open_window_s"] * 2,
+            "memory_gib_per_edge": n / active * cost["kib_ws"] / 1024 / 1024,
+            "handshakes_per_s": n / m["open_window_s"] * m["open_tls"],
+            "redis_commands_per_s_at_8": adds_per_s * (5 + edges),
+            "redis_cores_steady": redis_per_route_edge * n * edges,
+        })
+    return cost, rows
+
+
+def plan_report(scale_json, bench_json, out_dir):
+    import math
+    cost, rows = plan(scale_json, bench_json)
+    print(json.dumps({"cost": cost, "rows": rows}, indent=1))
+    sizes = [r["desktops"] for r in rows]
+    svg_lines("CPU cores needed at the 8:00 peak (all edges together)", "concurrent desktops (log scale)", "cores",
+              [("WebSocket traffic (steady)", [(r["desktops"], r["steady_cores"]) for r in rows]),
+               ("opening within 60 s (TLS, page)", [(r["desktops"], r["opening_cores"]) for r in rows]),
+               ("route adds, per edge (table rebuilds)", [(r["desktops"], r["route_add_cores_per_edge"]) for r in rows])],
+              Path(out_dir) / "scaling-cores.svg", log_x=True)
+    svg_lines("Per edge, share of its limit at the 8:00 peak (1 = the limit)", "concurrent desktops (log scale)", "share",
+              [("CPU (at the planned cores)", [(r["desktops"], r["peak_share_of_edge"]) for r in rows]),
+               ("descriptors (LimitNOFILE 1,048,576)", [(r["desktops"], r["descriptors_per_edge"] / 1048576) for r in rows]),
+               ("memory (of 8 GiB)", [(r["desktops"], r["memory_gib_per_edge"] / 8) for r in rows]),
+               ("Redis (one core)", [(r["desktops"], r["redis_cores_steady"]) for r in rows])],
+              Path(out_dir) / "scaling-limits.svg", log_x=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--routes", type=int, default=10000)
@@ -425,7 +506,12 @@ def main():
     ap.add_argument("--request-seconds", type=int, default=5)
     ap.add_argument("--skip-hold", action="store_true")
     ap.add_argument("--date", default=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+    ap.add_argument("--plan", nargs=2, metavar=("SCALE_JSON", "BENCH_JSON"),
+                    help="only compute docs/scaling.md's table and plots from two results files")
     a = ap.parse_args()
+    if a.plan:
+        plan_report(*a.plan, ROOT / "docs")
+        return
     assert a.routes <= 100000 and a.sockets_per_edge <= 20000 and a.hold_seconds <= 600, "bounded runs only"
     work = Path(tempfile.mkdtemp(prefix="deskgate-scale-"))
     s = Scale(a, work)
