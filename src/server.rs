@@ -24,6 +24,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
     let config = &runtime.config;
     let mut conf = ServerConf::default();
     conf.threads = config.threads;
+    conf.upstream_keepalive_pool_size = config.upstream_keepalive_connections;
     // Per-instance pid file and upgrade socket, so several deskgates (and their zero-downtime
     // upgrades) can share a machine.
     let pid_file = crate::control::reload::pid_file_for(config);
@@ -40,9 +41,6 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         };
         init(format, path)?;
     }
-    pingora::proxy::set_client_header_timeout(
-        Some(config.timeouts.client_header).filter(|d| !d.is_zero()),
-    );
     if !opt.upgrade {
         check_addresses_free(config)?;
     }
@@ -64,6 +62,8 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         let role = ListenerRole {
             tls: l.tls.is_some(),
             redirect_https_port: l.redirect_https.then_some(https_port),
+            redirect_to: l.redirect_to.as_deref().map(Arc::from),
+            port: crate::edge::forwarding::port_header(&l.addr),
             client_auth: l.client_auth.is_some(),
             hsts: l
                 .hsts
@@ -164,6 +164,13 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
             proxy,
             &format!("deskgate {addr}"),
         );
+        // The whole request header within `client_header` (vendored pingora-core 01 and
+        // pingora-proxy 01): Pingora's own timeout restarts with every byte read.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.client_header_timeout = Some(config.timeouts.client_header).filter(|d| !d.is_zero());
+        if let Some(proxy) = service.app_logic_mut() {
+            proxy.server_options = Some(options);
+        }
         match tls {
             Some((resolver, alpn_01, client_verifier)) => {
                 let mut settings = tls_settings(client_verifier)
@@ -203,6 +210,14 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         "session history",
         crate::telemetry::sessions::HistorySampler,
     ));
+    // `DESKGATE_SESSION_QUALITY=off` leaves the sampler out: for A/B measurements of its cost
+    // (docs/operations.md, "Session quality").
+    if std::env::var("DESKGATE_SESSION_QUALITY").as_deref() != Ok("off") {
+        server.add_service(pingora::services::background::background_service(
+            "session quality",
+            crate::telemetry::quality::QualitySampler,
+        ));
+    }
     server.add_service(pingora::services::background::background_service(
         "health checks",
         crate::upstream::health::HealthChecks {

@@ -7,11 +7,13 @@
 
 pub mod duration;
 pub mod raw;
+pub mod size;
 pub mod span;
 
 pub mod model;
 
-use crate::routing::{HostPattern, PathPattern, Route, Template};
+use crate::routing::response_rewrite::ResponseRewrite;
+use crate::routing::{HostPattern, PathPattern, Route, Template, WebSocketSettings};
 use crate::support::secret::{self, Secret};
 use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
 use crate::upstream::settings::{
@@ -206,10 +208,15 @@ impl Validator {
             upstream_keepalive: t.upstream_keepalive.map_or(d.upstream_keepalive, |x| x.0),
             drain: t.drain.map_or(d.drain, |x| x.0),
         };
+        let websocket = self.websocket(
+            "websocket",
+            raw.websocket.as_ref(),
+            WebSocketSettings::default(),
+        );
         let mut seen = HashSet::new();
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if let Some(route) = self.route(i, r, &upstreams) {
+            if let Some(route) = self.route(i, r, &upstreams, websocket) {
                 if !seen.insert(route.label.clone()) {
                     self.error(
                         &format!("routes[{i}]"),
@@ -223,7 +230,10 @@ impl Validator {
             }
         }
         let admin = raw.admin.map(|a| self.admin(a));
-        let dynamic = raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default();
+        let dynamic = DynamicSpec {
+            websocket,
+            ..raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default()
+        };
         // One worker per core unless told otherwise: Pingora's default of 1 leaves cores idle.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match raw.threads {
@@ -263,6 +273,11 @@ impl Validator {
             }),
             log_level: raw.log.and_then(|l| l.level),
             max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024),
+            // Pingora keeps 128: past that many kept-alive clients busy at once, the surplus
+            // upstream connections were closed after each answer and opened (with a TLS
+            // handshake) for the next request. The pool never holds more than the peak of
+            // concurrent upstream requests, so a high cap costs nothing until it is used.
+            upstream_keepalive_connections: raw.upstream_keepalive_connections.unwrap_or(8192),
             proxy_headers: raw
                 .proxy_headers
                 .map(|h| self.proxy_headers(h))
@@ -280,7 +295,37 @@ impl Validator {
                 }
                 m.addr
             }),
+            websocket,
             spans: SpanIndex::default(),
+        }
+    }
+
+    /// A `websocket:` block at `at`: its keys over `base` (the defaults, or the top level's).
+    fn websocket(
+        &mut self,
+        at: &str,
+        raw: Option<&RawWebSocket>,
+        base: WebSocketSettings,
+    ) -> WebSocketSettings {
+        let Some(raw) = raw else { return base };
+        let close_on_desktop_loss = match &raw.close_on_desktop_loss {
+            None => base.close_on_desktop_loss,
+            Some(RawCloseCode::Word(w)) if w == "none" => None,
+            Some(RawCloseCode::Code(c)) if is_server_close_code(*c) => Some(*c as u16),
+            Some(other) => {
+                let found = match other {
+                    RawCloseCode::Code(c) => c.to_string(),
+                    RawCloseCode::Word(w) => w.clone(),
+                };
+                self.error(
+                    &format!("{at}.close_on_desktop_loss"),
+                    format!("expected a close code a server may send (1011, the default; 1000-1003, 1007-1009, 1011-1013, 3000-4999) or `none`, found `{found}`"),
+                );
+                base.close_on_desktop_loss
+            }
+        };
+        WebSocketSettings {
+            close_on_desktop_loss,
         }
     }
 
@@ -375,6 +420,19 @@ impl Validator {
                 "TLS is offered on `ip:port` listeners; a `unix:` socket listener is plain HTTP",
             );
         }
+        let redirect_to = l.redirect_to.as_ref().and_then(|to| {
+            let at = format!("{at}.redirect_to");
+            if tls.is_some() || l.redirect_https {
+                self.error(&at, "`redirect_to` belongs on a plain-HTTP listener without `tls:` or `redirect_https`");
+            }
+            match redirect_origin(to) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    self.error(&at, e);
+                    None
+                }
+            }
+        });
         if l.redirect_https && tls.is_some() {
             self.error(
                 &format!("{at}.redirect_https"),
@@ -384,6 +442,7 @@ impl Validator {
         Listener {
             addr: l.addr,
             redirect_https: l.redirect_https,
+            redirect_to,
             max_connections: l.max_connections,
             max_connections_per_client: l.max_connections_per_client,
             tls,
@@ -666,6 +725,7 @@ impl Validator {
         i: usize,
         r: RawRoute,
         upstreams: &HashMap<String, UpstreamSpec>,
+        websocket: WebSocketSettings,
     ) -> Option<RouteSpec> {
         let at = format!("routes[{i}]");
         let host = match r.host.as_deref().map(HostPattern::parse) {
@@ -692,6 +752,7 @@ impl Validator {
         if let Some(HostPattern::Captures(t)) = &host {
             captures.extend(t.capture_names().map(str::to_string));
         }
+        let response_rewrite = self.response_rewrite(&at, &r);
         let Some(upstream_raw) = r.upstream else {
             self.error(&at, "a route needs `upstream:` (a name, a `desktop-{name}` template, or `{ resolve: URL }`)");
             return None;
@@ -768,6 +829,7 @@ impl Validator {
         }
         let forward_cookies = r.forward_cookies.unwrap_or(access.is_none());
         let label = Route::label_for(host.as_ref(), &path);
+        let websocket = self.websocket(&format!("{at}.websocket"), r.websocket.as_ref(), websocket);
         Some(RouteSpec {
             at,
             label,
@@ -782,7 +844,57 @@ impl Validator {
             fallback_redirect: r.fallback.map(|f| f.redirect),
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
+            response_rewrite,
+            websocket,
         })
+    }
+
+    /// `rewrite_location`, `cookie_domain`, `cookie_path`: None when the route sets none, so
+    /// answers on other routes are not looked at.
+    fn response_rewrite(&mut self, at: &str, r: &RawRoute) -> Option<Arc<ResponseRewrite>> {
+        let mut rw = ResponseRewrite::default();
+        let urls: Vec<&String> = match &r.rewrite_location {
+            None | Some(RawRewriteLocation::OwnServer(false)) => Vec::new(),
+            Some(RawRewriteLocation::OwnServer(true)) => {
+                rw.own_server = true;
+                Vec::new()
+            }
+            Some(RawRewriteLocation::One(u)) => vec![u],
+            Some(RawRewriteLocation::Many(us)) => us.iter().collect(),
+        };
+        for u in urls {
+            match location_prefix(u) {
+                Ok(p) => rw.locations.push(p),
+                Err(e) => self.error(&format!("{at}.rewrite_location"), e),
+            }
+        }
+        for (key, map, list) in [
+            ("cookie_domain", &r.cookie_domain, &mut rw.cookie_domain),
+            ("cookie_path", &r.cookie_path, &mut rw.cookie_path),
+        ] {
+            for (from, to) in map.iter().flatten() {
+                let path = key == "cookie_path";
+                let bad = |v: &str| {
+                    v.is_empty()
+                        || v.contains([';', ',', ' ', '\t', '=', '"'])
+                        || (path && !v.starts_with('/'))
+                };
+                if bad(from) || bad(to) {
+                    let what = if path {
+                        "paths starting with `/`"
+                    } else {
+                        "domain names"
+                    };
+                    self.error(
+                        &format!("{at}.{key}"),
+                        format!("expected {what} (from: to), found `{from}: {to}`"),
+                    );
+                } else {
+                    list.push((from.clone(), to.clone()));
+                }
+            }
+        }
+        (rw != ResponseRewrite::default()).then(|| Arc::new(rw))
     }
 
     fn admin(&mut self, a: RawAdmin) -> AdminSettings {
@@ -938,11 +1050,19 @@ impl Validator {
             strip_prefix: d.strip_prefix,
             prepend_path: d.prepend_path.unwrap_or(true),
             host_routing: d.host_routing,
+            websocket: WebSocketSettings::default(),
         }
     }
 }
 
 /// Checked where it is built (`runtime`): its URL's placeholders depend on the route.
+/// Close codes RFC 6455 (7.4.1, 7.4.2) lets a server send: not 1004-1006 and 1015 (reserved,
+/// never on the wire), 1010 (a client's), 1014 (rejected as reserved by clients such as
+/// tungstenite), 2000-2999 (for extensions); 3000-4999 belong to libraries and applications.
+fn is_server_close_code(code: i64) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1009 | 1011..=1013 | 3000..=4999)
+}
+
 fn access_spec(a: &RawAuth) -> AccessSpec {
     AccessSpec {
         url: a.url.clone(),
@@ -955,3 +1075,40 @@ fn access_spec(a: &RawAuth) -> AccessSpec {
 
 #[cfg(test)]
 mod tests;
+
+/// A `rewrite_location` URL as the prefix it is compared with: lower-case scheme and host,
+/// ending in `/`.
+fn location_prefix(url: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "expected an http:// or https:// URL such as `http://127.0.0.1:3000/`, found `{url}`"
+        )
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") {
+        return Err(bad());
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) || path.contains(['?', '#'])
+    {
+        return Err(bad());
+    }
+    let path = if path.ends_with('/') {
+        path.to_string()
+    } else {
+        format!("{path}/")
+    };
+    Ok(format!(
+        "{scheme}://{}{path}",
+        authority.to_ascii_lowercase()
+    ))
+}
+
+/// A `redirect_to` origin (`https://hub.example.org[:port][/base]`), without a trailing `/`.
+fn redirect_origin(url: &str) -> Result<String, String> {
+    let prefix = location_prefix(url).map_err(|_| {
+        format!("expected an origin such as `https://hub.example.org`, found `{url}`")
+    })?;
+    Ok(prefix.trim_end_matches('/').to_string())
+}

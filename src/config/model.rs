@@ -4,7 +4,7 @@
 
 use super::span::SpanIndex;
 use super::ConfigError;
-use crate::routing::{HostPattern, PathPattern, Template};
+use crate::routing::{HostPattern, PathPattern, Template, WebSocketSettings};
 use crate::support::secret::Secret;
 use crate::upstream::balance::{HealthSpec, Policy};
 use crate::upstream::settings::{Timeouts, UpstreamTls};
@@ -29,10 +29,14 @@ pub struct Config {
     pub access_log: Option<(AccessLogFormat, String)>,
     pub log_level: Option<String>,
     pub max_header_bytes: usize,
+    /// Idle upstream connections kept for reuse, across all upstreams.
+    pub upstream_keepalive_connections: usize,
     pub proxy_headers: ProxyHeaders,
     pub error_pages: ErrorPagesSpec,
     /// A listener serving only `/metrics` (besides the admin listener's).
     pub metrics_addr: Option<String>,
+    /// The top-level `websocket:` block (each route's defaults).
+    pub websocket: WebSocketSettings,
     /// Where each YAML path (`routes[2].upstream`) sits in the file.
     pub(super) spans: SpanIndex,
 }
@@ -54,6 +58,8 @@ impl Config {
 pub struct Listener {
     pub addr: String,
     pub redirect_https: bool,
+    /// `redirect_to`: the origin (no trailing `/`) every request is redirected to.
+    pub redirect_to: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub tls: Option<Vec<CertificateSpec>>,
@@ -171,6 +177,9 @@ pub struct RouteSpec {
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
+    pub response_rewrite: Option<std::sync::Arc<crate::routing::response_rewrite::ResponseRewrite>>,
+    /// The top-level `websocket:` keys with this route's own on top.
+    pub websocket: WebSocketSettings,
 }
 
 /// How a route names its upstream.
@@ -221,6 +230,8 @@ pub struct DynamicSpec {
     /// Every route's first segment is a host (`/alice.hub.test/...`), as with
     /// configurable-http-proxy's `--host-routing`; without it, only a first segment with a dot is.
     pub host_routing: bool,
+    /// The top-level `websocket:` block (runtime routes have none of their own).
+    pub websocket: WebSocketSettings,
 }
 
 impl Default for DynamicSpec {
@@ -234,6 +245,7 @@ impl Default for DynamicSpec {
             strip_prefix: false,
             prepend_path: true,
             host_routing: false,
+            websocket: WebSocketSettings::default(),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The Pingora `ProxyHttp` implementation. Each phase is a short table of contents; the work
 //! lives in the modules it calls.
 //!
-//! Request path: `request_filter` (redirect plain HTTP -> match route -> noVNC redirect ->
-//! block -> access check -> choose upstream -> strip prefix) -> `upstream_peer` (TLS, timeouts)
+//! Request path: `request_filter` (refuse ambiguous requests -> redirect plain HTTP -> match
+//! route -> noVNC redirect -> block -> access check -> choose upstream -> strip prefix) ->
+//! `upstream_peer` (TLS, timeouts)
 //! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies; after an upgrade's `101`,
 //! `upgraded_streams` hands both connections to `edge::tunnel`.
 
 use crate::edge::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::edge::gateway::{Gateway, Snapshot};
+use crate::edge::request_id;
 use crate::edge::respond;
 use crate::routing::{RequestPath, Resolution, Route, RouteMatch, UpstreamRef};
 use crate::telemetry::activity::now_ms;
@@ -28,6 +30,10 @@ pub struct ListenerRole {
     pub tls: bool,
     /// A plain-HTTP listener that only redirects to this HTTPS port.
     pub redirect_https_port: Option<u16>,
+    /// A plain-HTTP listener that only redirects to this fixed origin (`redirect_to`).
+    pub redirect_to: Option<Arc<str>>,
+    /// The listener's port as `X-Forwarded-Port` (None on `unix:` sockets).
+    pub port: Option<http::HeaderValue>,
     /// `Strict-Transport-Security` for every answer (TLS listeners with `tls.hsts` only).
     pub hsts: Option<http::HeaderValue>,
     /// The listener verifies client certificates (`tls.client_ca`).
@@ -50,6 +56,9 @@ pub struct RequestCtx {
     server: Option<String>,
     _in_flight: Option<crate::upstream::balance::InFlight>,
     original_host: String,
+    /// The path prefix the route matched (`/app/`), kept only for routes that rewrite
+    /// `Location` (`rewrite_location`).
+    mount: Option<String>,
     upgrade: bool,
     connect_failures: u32,
     /// Set once the upstream answered 101: bytes now count as WebSocket traffic.
@@ -123,6 +132,11 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // First: every answer from here on, deskgate's or the upstream's, carries it.
+        request_id::assign(session.req_header_mut())?;
+        if crate::edge::request_checks::refuse_ambiguous(session).await? {
+            return Ok(true);
+        }
         if self.role.client_auth {
             pass_client_subject(session)?;
         }
@@ -136,6 +150,13 @@ impl ProxyHttp for EdgeProxy {
                 return Box::pin(respond::body(session, 200, "text/plain", answer.as_bytes()))
                     .await;
             }
+        }
+        if let Some(origin) = &self.role.redirect_to {
+            let location = format!(
+                "{origin}{}",
+                req.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            return Box::pin(respond::redirect(session, 308, &location)).await;
         }
         if let Some(port) = self.role.redirect_https_port {
             let location = respond::https_location(
@@ -165,16 +186,25 @@ impl ProxyHttp for EdgeProxy {
             .sum::<usize>()
             + req.raw_path().len();
         if header_bytes > snapshot.max_header_bytes {
-            let text = "deskgate: request header fields too large\n";
-            return Box::pin(respond::text(session, 431, text)).await;
+            return Box::pin(respond::error(session, 431)).await;
+        }
+        if ctx.upgrade && is_websocket_handshake(session) && !session.is_body_empty() {
+            // A WebSocket handshake ends at its head, and its connections go to `edge::tunnel`
+            // once the 101 is out (vendored pingora-proxy 02). With a body, Pingora would relay
+            // the upgraded stream inside the request instead: the path deskgate no longer keeps.
+            log::debug!("refused a WebSocket handshake with a body");
+            return Box::pin(respond::error(session, 400)).await;
         }
         if !self.limits.is_unlimited() {
             let client = client_ip(session);
             match self.limits.acquire(client) {
                 Some(slot) => ctx._slot = Some(slot),
                 None => {
-                    let text = "deskgate: too many connections, try again shortly\n";
-                    return Box::pin(respond::text(session, 503, text)).await;
+                    log::debug!(
+                        "request {}: over the connection limits of its listener",
+                        request_id::of(session.req_header())
+                    );
+                    return Box::pin(respond::error(session, 503)).await;
                 }
             }
         }
@@ -187,9 +217,13 @@ impl ProxyHttp for EdgeProxy {
         }
         let Some(found) = snapshot.routes.lookup(&host, &path.decoded) else {
             metrics::NO_ROUTE.inc();
-            let text = format!("deskgate: no route for {host}{}\n", path.decoded);
+            log::info!(
+                "request {}: no route for {host}{}",
+                request_id::of(req),
+                path.decoded
+            );
             let pages = &snapshot.error_pages;
-            return Box::pin(pages.send(session, 404, &text, snapshot.timeouts.connect)).await;
+            return Box::pin(pages.send(session, 404, snapshot.timeouts.connect)).await;
         };
         let route = found.route.clone();
         ctx.activity = crate::telemetry::activity::Toucher::new(route.activity.clone());
@@ -213,8 +247,12 @@ impl ProxyHttp for EdgeProxy {
             .iter()
             .any(|b| crate::routing::is_under(rest, b))
         {
-            let text = format!("deskgate: {rest} is blocked on route {}\n", route.label);
-            return Box::pin(respond::text(session, 403, &text)).await;
+            log::info!(
+                "request {}: {rest} is blocked on route {}",
+                request_id::of(req),
+                route.label
+            );
+            return Box::pin(respond::error(session, 403)).await;
         }
         if let Some(check) = &route.access {
             let mut captures = route.data_captures.clone();
@@ -234,6 +272,9 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         ctx.upstream = Some(upstream);
+        if route.response_rewrite.is_some() {
+            ctx.mount = Some(path.wire[..wire_prefix_len].to_string());
+        }
         if session
             .req_header()
             .headers
@@ -315,6 +356,7 @@ impl ProxyHttp for EdgeProxy {
                 client_ip,
                 downstream_tls: self.role.tls,
                 original_host: &ctx.original_host,
+                listener_port: self.role.port.as_ref(),
                 upgrade: ctx.upgrade,
                 authorization: ctx.upstream.as_ref().and_then(|u| u.authorization.as_ref()),
                 forward_cookies: route.forward_cookies,
@@ -342,17 +384,32 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(rewrite) = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.response_rewrite.as_deref())
+        {
+            crate::edge::forwarding::rewrite_upstream_response(
+                resp,
+                rewrite,
+                &self.public_origin(ctx),
+            );
+        }
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             let ws = open_session(session, ctx);
-            ctx.traffic.open(ws);
+            let close_on_desktop_loss = ctx
+                .route
+                .as_ref()
+                .map_or(Some(1011), |r| r.websocket.close_on_desktop_loss);
+            ctx.traffic.open(ws, close_on_desktop_loss);
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
         if resp.status.as_u16() < 300 {
             ctx.activity.touch(now_ms());
         }
-        Ok(())
+        request_id::put_on(session.req_header(), resp)
     }
 
     async fn request_body_filter(
@@ -362,43 +419,11 @@ impl ProxyHttp for EdgeProxy {
         _end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let n = body.as_ref().map_or(0, |b| b.len()) as u64;
-        if !ctx.upgraded && n == 0 {
-            return Ok(());
-        }
-        let now = now_ms();
-        if ctx.upgraded {
-            ctx.traffic.up(n, now);
-        }
-        if n > 0 {
-            // Uploads and WebSocket frames from the browser are activity.
-            ctx.activity.touch(now);
+        // Uploads are activity (WebSocket frames are counted by `edge::tunnel`).
+        if body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.activity.touch(now_ms());
         }
         Ok(())
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
-        end: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        // Only upgrades Pingora relays itself come here (see `upgraded_streams`).
-        if ctx.upgraded {
-            let now = now_ms();
-            if let Some(b) = body.as_ref() {
-                ctx.traffic.down(b, now);
-            }
-            if let (true, Some(frame)) = (end, ctx.traffic.closing_frame()) {
-                // The desktop ended without a close frame: send one, not a bare EOF (1006).
-                let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
-                out.extend_from_slice(frame);
-                *body = Some(bytes::Bytes::from(out));
-            }
-            ctx.activity.touch(now);
-        }
-        Ok(None)
     }
 
     /// Both upgrade legs go to their own task once the `101` is out (pingora-proxy patch 19):
@@ -439,6 +464,7 @@ impl ProxyHttp for EdgeProxy {
             log,
             slot: ctx._slot.take(),
             in_flight: ctx._in_flight.take(),
+            max_rate: None,
         };
         crate::edge::tunnel::spawn(streams, state);
     }
@@ -459,7 +485,7 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         let closed = matches!(
             e.etype(),
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
@@ -469,22 +495,22 @@ impl ProxyHttp for EdgeProxy {
         if closed && e.esource() == &ErrorSource::Downstream {
             return true;
         }
-        // So is a desktop stopped under an open session (the hub's idle culler, a restart):
-        // one warning, not an error. A desktop that sent its close frame first ended the
-        // session properly, whatever its connection did next (often no TLS close_notify).
-        if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
-            let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
-            if ctx.traffic.frames.saw_close {
-                log::debug!("desktop {upstream} closed a WebSocket, then its connection");
-            } else {
-                log::warn!(
-                    "desktop {upstream} ended an open WebSocket: {}",
-                    e.etype().as_str()
-                );
-            }
-            return true;
-        }
+        // (A desktop stopped under an open WebSocket is the tunnel's to report: `edge::tunnel`.)
         false
+    }
+
+    /// Pingora's error lines end with this: the request, where it was going, and the id the
+    /// browser was given (the answer itself names none of it).
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        format!(
+            "{}, route {}, upstream {}{}{}, request id {}",
+            session.as_ref().request_summary(),
+            ctx.route_label(),
+            ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+            if ctx.server.is_some() { " server " } else { "" },
+            ctx.server.as_deref().unwrap_or(""),
+            request_id::of(session.req_header())
+        )
     }
 
     /// A kept-alive upstream connection that fails before any answer went out was stale: the
@@ -559,22 +585,8 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let upstream = ctx
-            .upstream
-            .as_ref()
-            .map_or("-".to_string(), |u| u.name.clone());
         if ctx.upgraded {
-            // The 101 is out: an error page cannot be sent, but a close frame can.
-            if ctx.traffic.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
-                let _ = session
-                    .write_response_body(
-                        Some(bytes::Bytes::from_static(
-                            &crate::edge::websocket::CLOSE_BAD_GATEWAY,
-                        )),
-                        true,
-                    )
-                    .await;
-            }
+            // The 101 went out and its hand-over to the tunnel failed: no page can follow it.
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -587,20 +599,9 @@ impl ProxyHttp for EdgeProxy {
         let own_code = respond::status_for_error(e);
         let code = snapshot.error_pages.upstream_failure(own_code);
         if code > 0 {
-            let what = if own_code == 504 {
-                "timed out"
-            } else {
-                "failed"
-            };
-            let body = format!(
-                "deskgate: upstream {upstream} for route {} {what}: {}\n",
-                ctx.route_label(),
-                e.etype().as_str()
-            );
+            // What failed where is in Pingora's error line (`request_summary`), not the page.
             let pages = &snapshot.error_pages;
-            let _ = pages
-                .send(session, code, &body, snapshot.timeouts.connect)
-                .await;
+            let _ = pages.send(session, code, snapshot.timeouts.connect).await;
         }
         FailToProxy {
             error_code: code,
@@ -688,6 +689,7 @@ fn access_entry<'a>(
         duration_ms: ctx.started.map_or(0, |t| t.elapsed().as_millis()),
         route: ctx.route_label(),
         upstream: ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+        request_id: request_id::of(req),
         websocket,
     }
 }
@@ -712,6 +714,18 @@ fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::telemetry::se
 }
 
 impl EdgeProxy {
+    /// Where the browser reached this answer: for `rewrite_location`.
+    fn public_origin<'a>(&self, ctx: &'a RequestCtx) -> crate::edge::forwarding::PublicOrigin<'a> {
+        crate::edge::forwarding::PublicOrigin {
+            tls: self.role.tls,
+            host: &ctx.original_host,
+            mount: ctx.mount.as_deref().unwrap_or("/"),
+            stripped: ctx.route.as_ref().is_some_and(|r| r.strip_prefix),
+            server: ctx.server.as_deref(),
+            upstream_tls: ctx.upstream.as_ref().is_some_and(|u| u.tls.is_some()),
+        }
+    }
+
     /// `Ok(Ok(upstream))`, or `Ok(Err(true))` when a response (404, redirect, 502) was sent.
     async fn choose_upstream(
         &self,
@@ -735,11 +749,12 @@ impl EdgeProxy {
                 Resolution::Found(u) => Ok(Ok(u)),
                 Resolution::NoDesktop(name) => Ok(Err(no_desktop(session, route, &name).await?)),
                 Resolution::Failed { status, reason } => {
-                    let body = format!(
-                        "deskgate: desktop lookup for route {} failed: {reason}\n",
+                    log::warn!(
+                        "request {}: desktop lookup for route {} failed: {reason}",
+                        request_id::of(session.req_header()),
                         route.label
                     );
-                    Ok(Err(respond::text(session, status, &body).await?))
+                    Ok(Err(respond::error(session, status).await?))
                 }
             },
         }
@@ -763,12 +778,21 @@ async fn no_desktop(session: &mut Session, route: &Route, name: &str) -> Result<
     match &route.fallback_redirect {
         Some(location) => respond::redirect(session, 302, location).await,
         None => {
-            respond::text(
-                session,
-                404,
-                &format!("deskgate: no desktop {name} for route {}\n", route.label),
-            )
-            .await
+            log::info!(
+                "request {}: no desktop {name} for route {}",
+                request_id::of(session.req_header()),
+                route.label
+            );
+            respond::error(session, 404).await
         }
     }
+}
+
+/// An HTTP/1.1 request asking to become a WebSocket (what Pingora forwards as an upgrade).
+fn is_websocket_handshake(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }

@@ -110,12 +110,11 @@ impl AccessGate for AccessCheck {
         }
         let Some(url) = self.url.fill(captures, encode_segment) else {
             log::warn!(
-                "access check for route {label}: the route has no value for a placeholder in {}",
+                "request {}: access check for route {label}: the route has no value for a placeholder in {}",
+                crate::edge::request_id::of(session.req_header()),
                 self.url
             );
-            return respond::text(session, 403, "deskgate: access denied\n")
-                .await
-                .map(Some);
+            return respond::error(session, 403).await.map(Some);
         };
         let forwarded: Vec<(HeaderName, HeaderValue)> = self
             .forward
@@ -151,21 +150,16 @@ impl AccessGate for AccessCheck {
                 crate::telemetry::metrics::ACCESS_DENIED.inc();
                 match &self.deny_redirect {
                     Some(location) => respond::redirect(session, 302, location).await.map(Some),
-                    None => respond::text(session, status, "deskgate: access denied\n")
-                        .await
-                        .map(Some),
+                    None => respond::error(session, status).await.map(Some),
                 }
             }
             Decision::Unavailable(reason) => {
                 crate::telemetry::metrics::ACCESS_DENIED.inc();
-                log::warn!("access check for route {label} failed closed: {reason}");
-                respond::text(
-                    session,
-                    503,
-                    "deskgate: access check unavailable, request denied\n",
-                )
-                .await
-                .map(Some)
+                log::warn!(
+                    "request {}: access check for route {label} failed closed: {reason}",
+                    crate::edge::request_id::of(session.req_header())
+                );
+                respond::error(session, 503).await.map(Some)
             }
         }
     }

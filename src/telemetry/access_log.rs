@@ -69,6 +69,8 @@ pub struct Entry<'a> {
     pub duration_ms: u128,
     pub route: &'a str,
     pub upstream: &'a str,
+    /// `X-Request-Id`, as the client got it (`edge::request_id`).
+    pub request_id: &'a str,
     /// Set for WebSockets: bytes client->desktop, desktop->client, and why it ended.
     pub websocket: Option<(u64, u64, &'a str)>,
     /// The subject of the client certificate a listener verified (mutual TLS).
@@ -87,6 +89,7 @@ pub struct PendingEntry {
     user_agent: String,
     route: String,
     upstream: String,
+    request_id: String,
     client_subject: Option<String>,
     started: std::time::Instant,
 }
@@ -103,6 +106,7 @@ impl Entry<'_> {
             user_agent: self.user_agent.to_string(),
             route: self.route.to_string(),
             upstream: self.upstream.to_string(),
+            request_id: self.request_id.to_string(),
             client_subject: self.client_subject.map(str::to_string),
             started: started.unwrap_or_else(std::time::Instant::now),
         }
@@ -124,6 +128,7 @@ impl PendingEntry {
             duration_ms: self.started.elapsed().as_millis(),
             route: &self.route,
             upstream: &self.upstream,
+            request_id: &self.request_id,
             websocket: Some(websocket),
             client_subject: self.client_subject.as_deref(),
         });
@@ -145,7 +150,7 @@ pub fn record(e: &Entry<'_>) {
 fn combined(e: &Entry<'_>) -> String {
     let now = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S %z");
     let mut line = format!(
-        "{} - - [{now}] \"{} {} {}\" {} {} \"{}\" \"{}\" {}ms route=\"{}\" upstream=\"{}\"",
+        "{} - - [{now}] \"{} {} {}\" {} {} \"{}\" \"{}\" {}ms route=\"{}\" upstream=\"{}\" request_id=\"{}\"",
         e.client,
         e.method,
         redact_query(e.uri),
@@ -156,7 +161,8 @@ fn combined(e: &Entry<'_>) -> String {
         quote_safe(e.user_agent),
         e.duration_ms,
         e.route,
-        e.upstream
+        e.upstream,
+        e.request_id
     );
     if let Some((up, down, reason)) = e.websocket {
         line.push_str(&format!(
@@ -184,6 +190,7 @@ fn json(e: &Entry<'_>) -> String {
         "duration_ms": e.duration_ms as u64,
         "route": e.route,
         "upstream": e.upstream,
+        "request_id": e.request_id,
     });
     if let Some((up, down, reason)) = e.websocket {
         v["websocket"] = serde_json::json!({ "bytes_up": up, "bytes_down": down, "close": reason });
