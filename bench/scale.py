@@ -425,7 +425,7 @@ MODEL = {
     "in_use_mb": 0.15,            # MB/s of a desktop in use
     "idle_msgs": 0.2,             # messages/s of an idle desktop (a clock, a cursor blink)
     "cpu_headroom": 0.5,          # plan edges at half their cores at the 8:00 peak
-    "edges": {1000: (2, 2), 10000: (3, 8), 100000: (12, 16)},  # (edges incl. one spare, cores each)
+    "edges": {1000: (2, 2), 10000: (4, 8), 100000: (14, 16)},  # (edges incl. one spare, cores each)
 }
 
 
