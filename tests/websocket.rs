@@ -342,7 +342,11 @@ async fn a_websocket_handshake_with_a_body_is_refused() {
         tokio_rustls::TlsConnector::from(client_tls(Arc::new(RecordingVerifier::default())));
     for (extra, body, status) in [
         ("Content-Length: 5\r\n", "hello", "HTTP/1.1 400"),
-        ("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n", "HTTP/1.1 400"),
+        (
+            "Transfer-Encoding: chunked\r\n",
+            "5\r\nhello\r\n0\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
         ("", "", "HTTP/1.1 101"),
     ] {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
