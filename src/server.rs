@@ -167,7 +167,8 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
         // The whole request header within `client_header` (vendored pingora-core 01 and
         // pingora-proxy 01): Pingora's own timeout restarts with every byte read.
         let mut options = pingora::apps::HttpServerOptions::default();
-        options.client_header_timeout = Some(config.timeouts.client_header).filter(|d| !d.is_zero());
+        options.client_header_timeout =
+            Some(config.timeouts.client_header).filter(|d| !d.is_zero());
         if let Some(proxy) = service.app_logic_mut() {
             proxy.server_options = Some(options);
         }

@@ -27,7 +27,10 @@ fn metrics_text(admin_port: u16) -> String {
 
 fn metric_line(text: &str, prefix: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(prefix).map(|v| v.trim().parse::<f64>().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix(prefix)
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
         .unwrap_or_else(|| panic!("no {prefix} in metrics"))
 }
 
@@ -90,8 +93,18 @@ async fn both_legs_figures_reach_the_sessions_api_and_the_metrics() {
     assert!(found[0]["max_rate"].is_null());
 
     let text = metrics_text(admin_port);
-    assert!(metric_line(&text, "deskgate_websocket_rtt_seconds_count{leg=\"browser\"}") >= 1.0);
-    assert!(metric_line(&text, "deskgate_websocket_rtt_seconds_count{leg=\"desktop\"}") >= 1.0);
+    assert!(
+        metric_line(
+            &text,
+            "deskgate_websocket_rtt_seconds_count{leg=\"browser\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric_line(
+            &text,
+            "deskgate_websocket_rtt_seconds_count{leg=\"desktop\"}"
+        ) >= 1.0
+    );
     assert!(metric_line(&text, "deskgate_websocket_backlog_bytes_count") >= 1.0);
     assert_eq!(
         metric_line(&text, "deskgate_websocket_sessions{verdict=\"fine\"}"),
@@ -133,7 +146,9 @@ impl Namespaces {
         let (veth_s, veth_c) = (format!("dgqs{id}"), format!("dgqc{id}"));
         ip(&["netns", "add", &ns.server]);
         ip(&["netns", "add", &ns.client]);
-        ip(&["link", "add", &veth_s, "type", "veth", "peer", "name", &veth_c]);
+        ip(&[
+            "link", "add", &veth_s, "type", "veth", "peer", "name", &veth_c,
+        ]);
         ip(&["link", "set", &veth_s, "netns", &ns.server]);
         ip(&["link", "set", &veth_c, "netns", &ns.client]);
         for (name, dev, addr) in [
@@ -148,11 +163,19 @@ impl Namespaces {
         // (this kernel has TBF, no netem). A desktop streaming into it fills the queue, which
         // raises the RTT deskgate's kernel measures on that connection.
         let tc = Command::new("ip")
-            .args(["netns", "exec", &ns.server, "tc", "qdisc", "add", "dev", &veth_s])
-            .args(["root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "400ms"])
+            .args([
+                "netns", "exec", &ns.server, "tc", "qdisc", "add", "dev", &veth_s,
+            ])
+            .args([
+                "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "400ms",
+            ])
             .output()
             .unwrap();
-        assert!(tc.status.success(), "tc: {}", String::from_utf8_lossy(&tc.stderr));
+        assert!(
+            tc.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&tc.stderr)
+        );
         ns
     }
 
@@ -208,7 +231,9 @@ fn slow_browser(
                 tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector))
                     .await
                     .map_err(|e| format!("handshake: {e}"))?;
-            ws.send(Message::text("hello")).await.map_err(|e| e.to_string())?;
+            ws.send(Message::text("hello"))
+                .await
+                .map_err(|e| e.to_string())?;
             let mut streaming = false;
             let mut received = 0u64;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -273,14 +298,27 @@ fn a_slow_browser_leg_shows_in_its_rtt_and_verdict_while_a_fast_one_stays_fine()
         ws
     });
 
-    let (start, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let browser = slow_browser(namespaces.client.clone(), https_port, start.clone(), stop.clone());
+    let (start, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let browser = slow_browser(
+        namespaces.client.clone(),
+        https_port,
+        start.clone(),
+        stop.clone(),
+    );
     let before = wait_for_quality(admin_port, "both sessions measured", |v| {
-        assert!(!browser.is_finished(), "the slow browser ended (its error is above)");
+        assert!(
+            !browser.is_finished(),
+            "the slow browser ended (its error is above)"
+        );
         let v = v.as_array().unwrap();
         v.len() == 2 && v.iter().all(|s| s["quality"]["verdict"].is_string())
     });
-    let slow_before = by_client(&before, CLIENT_ADDR).expect("the namespaced browser's session")["quality"].clone();
+    let slow_before = by_client(&before, CLIENT_ADDR).expect("the namespaced browser's session")
+        ["quality"]
+        .clone();
     eprintln!("slow leg before streaming: {slow_before}");
     assert_eq!(slow_before["verdict"], "fine", "{slow_before}");
 
@@ -304,27 +342,42 @@ fn a_slow_browser_leg_shows_in_its_rtt_and_verdict_while_a_fast_one_stays_fine()
     // The desktop leg is the server namespace's loopback: not what is slow.
     assert!(q["desktop"]["rtt_ms"].as_f64().unwrap() < 50.0, "{q}");
     // A 1 Mbit/s link delivers at most ~125 kB/s, whatever the desktop sends.
-    assert!(q["browser"]["delivery_rate"].as_u64().unwrap() < 1_000_000, "{q}");
+    assert!(
+        q["browser"]["delivery_rate"].as_u64().unwrap() < 1_000_000,
+        "{q}"
+    );
     assert_eq!(fast_q["verdict"], "fine", "{fast_q}");
     let history = slow["quality_history"].as_array().unwrap();
     assert!(history.len() >= 2, "{history:?}");
 
     let text = metrics_text(admin_port);
     assert_eq!(
-        metric_line(&text, "deskgate_websocket_sessions{verdict=\"browser_slow\"}"),
+        metric_line(
+            &text,
+            "deskgate_websocket_sessions{verdict=\"browser_slow\"}"
+        ),
         1.0
     );
-    let count = metric_line(&text, "deskgate_websocket_rtt_seconds_count{leg=\"browser\"}");
+    let count = metric_line(
+        &text,
+        "deskgate_websocket_rtt_seconds_count{leg=\"browser\"}",
+    );
     let under_150ms = metric_line(
         &text,
         "deskgate_websocket_rtt_seconds_bucket{leg=\"browser\",le=\"0.15\"}",
     );
-    assert!(under_150ms < count, "no browser RTT sample above 150 ms:\n{text}");
+    assert!(
+        under_150ms < count,
+        "no browser RTT sample above 150 ms:\n{text}"
+    );
 
     // The page a support person sees now, in Chromium: docs/session-quality.png is a copy.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("session-quality.png");
     let out = Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/quality.mjs"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/quality.mjs"
+        ))
         .arg(format!("http://127.0.0.1:{admin_port}/ui/"))
         .arg(ADMIN_TOKEN)
         .arg(&shot)
@@ -333,10 +386,18 @@ fn a_slow_browser_leg_shows_in_its_rtt_and_verdict_while_a_fast_one_stays_fine()
         .expect("node (./dev test installs it and playwright-core)");
     let raw = String::from_utf8_lossy(&out.stdout);
     let seen: Value = serde_json::from_str(raw.lines().last().unwrap_or("{}")).unwrap();
-    assert_eq!(seen["slowShown"], true, "{seen:#} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        seen["slowShown"],
+        true,
+        "{seen:#} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(seen["fineShown"], true, "{seen:#}");
     assert_eq!(seen["slowText"], "browser's network slow", "{seen:#}");
-    assert!(seen["why"].as_str().is_some_and(|w| w.contains("browser")), "{seen:#}");
+    assert!(
+        seen["why"].as_str().is_some_and(|w| w.contains("browser")),
+        "{seen:#}"
+    );
     assert!(shot.exists());
 
     stop.store(true, Ordering::Relaxed);

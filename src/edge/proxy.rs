@@ -192,7 +192,10 @@ impl ProxyHttp for EdgeProxy {
             // A WebSocket handshake ends at its head, and its connections go to `edge::tunnel`
             // once the 101 is out (vendored pingora-proxy 02). With a body, Pingora would relay
             // the upgraded stream inside the request instead: the path deskgate no longer keeps.
-            log::debug!("refused a WebSocket handshake with a body");
+            log::debug!(
+                "request {}: refused: a WebSocket handshake with a body",
+                request_id::of(session.req_header())
+            );
             return Box::pin(respond::error(session, 400)).await;
         }
         if !self.limits.is_unlimited() {
@@ -398,11 +401,14 @@ impl ProxyHttp for EdgeProxy {
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             let ws = open_session(session, ctx);
-            let close_on_desktop_loss = ctx
-                .route
-                .as_ref()
-                .map_or(Some(1011), |r| r.websocket.close_on_desktop_loss);
-            ctx.traffic.open(ws, close_on_desktop_loss);
+            let websocket = ctx.route.as_ref().map(|r| r.websocket).unwrap_or_default();
+            let deflate = resp
+                .headers
+                .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .any(|v| v.as_bytes().windows(18).any(|w| w == b"permessage-deflate"));
+            ctx.traffic
+                .open(ws, websocket.close_on_desktop_loss, deflate);
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.

@@ -120,7 +120,11 @@ impl Verdict {
     }
 
     /// Which thresholds the figures crossed, in words (empty when fine).
-    pub fn reasons(browser: &LegFigures, desktop: Option<&LegFigures>, backlog: u64) -> Vec<String> {
+    pub fn reasons(
+        browser: &LegFigures,
+        desktop: Option<&LegFigures>,
+        backlog: u64,
+    ) -> Vec<String> {
         let mut why = Vec::new();
         if browser.rtt_us >= BROWSER_SLOW_RTT_MS * 1000 {
             why.push(format!(
@@ -319,12 +323,18 @@ mod tests {
     #[test]
     fn verdict_follows_the_slow_leg() {
         let mut q = SessionQuality::default();
-        let s = q.record(&reading(leg(20, 0, 100), leg(1, 0, 100), 0), 1_000).unwrap();
+        let s = q
+            .record(&reading(leg(20, 0, 100), leg(1, 0, 100), 0), 1_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::Fine);
-        let s = q.record(&reading(leg(400, 0, 200), leg(1, 0, 200), 0), 3_000).unwrap();
+        let s = q
+            .record(&reading(leg(400, 0, 200), leg(1, 0, 200), 0), 3_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::BrowserSlow);
         assert_eq!(s.verdict.text(), "browser's network slow");
-        let s = q.record(&reading(leg(20, 0, 300), leg(80, 0, 300), 0), 5_000).unwrap();
+        let s = q
+            .record(&reading(leg(20, 0, 300), leg(80, 0, 300), 0), 5_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::DesktopSlow);
         assert_eq!(
             Verdict::reasons(&s.browser, s.desktop.as_ref(), s.backlog_bytes),
@@ -337,13 +347,22 @@ mod tests {
         let mut q = SessionQuality::default();
         // 30 retransmits long ago, none since: fine.
         q.record(&reading(leg(10, 30, 1000), leg(1, 0, 10), 0), 1_000);
-        let s = q.record(&reading(leg(10, 30, 2000), leg(1, 0, 20), 0), 3_000).unwrap();
+        let s = q
+            .record(&reading(leg(10, 30, 2000), leg(1, 0, 20), 0), 3_000)
+            .unwrap();
         assert_eq!((s.browser.loss_permille, s.verdict), (0, Verdict::Fine));
         // 50 of 1000 in this interval: 5 %.
-        let s = q.record(&reading(leg(10, 80, 3000), leg(1, 0, 30), 0), 5_000).unwrap();
-        assert_eq!((s.browser.loss_permille, s.verdict), (50, Verdict::BrowserSlow));
+        let s = q
+            .record(&reading(leg(10, 80, 3000), leg(1, 0, 30), 0), 5_000)
+            .unwrap();
+        assert_eq!(
+            (s.browser.loss_permille, s.verdict),
+            (50, Verdict::BrowserSlow)
+        );
         // 2 of 10 segments: too few to say anything.
-        let s = q.record(&reading(leg(10, 82, 3010), leg(1, 0, 40), 0), 7_000).unwrap();
+        let s = q
+            .record(&reading(leg(10, 82, 3010), leg(1, 0, 40), 0), 7_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::Fine);
     }
 
@@ -359,7 +378,9 @@ mod tests {
         assert_eq!(s.backlog_bytes, 100_000 + 64 * 1024);
         assert_eq!(s.rate_down, 2_000_000);
         b.notsent_bytes = 600_000;
-        let s = q.record(&reading(b, leg(1, 0, 1), 4_000_000), 5_000).unwrap();
+        let s = q
+            .record(&reading(b, leg(1, 0, 1), 4_000_000), 5_000)
+            .unwrap();
         assert_eq!(s.verdict, Verdict::BrowserSlow);
     }
 
@@ -367,7 +388,10 @@ mod tests {
     fn history_is_bounded_and_skips_idle_intervals() {
         let mut q = SessionQuality::default();
         for i in 0..100 {
-            q.record(&reading(leg(10, 0, i), leg(1, 0, i), i as u64), 1_000 + i as u64);
+            q.record(
+                &reading(leg(10, 0, i), leg(1, 0, i), i as u64),
+                1_000 + i as u64,
+            );
         }
         assert_eq!(q.history.len(), QUALITY_SAMPLES_KEPT);
         q.record(&reading(leg(10, 0, 100), leg(1, 0, 100), 99), 5_000);

@@ -6,13 +6,13 @@
 //! relaxed atomics) and when the session ends (one remove). Each session also carries its
 //! network figures (`telemetry::quality`), which one background task fills.
 
+use crate::telemetry::quality::{Reading, SessionQuality};
+use crate::telemetry::tcp_info::LegInfo;
 use async_trait::async_trait;
 use once_cell::sync::Lazy;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::{BTreeMap, VecDeque};
-use crate::telemetry::quality::{Reading, SessionQuality};
-use crate::telemetry::tcp_info::LegInfo;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,9 +170,7 @@ impl SessionRegistry {
                 let desktop_fd = s.desktop_fd.load(Ordering::Relaxed);
                 let reading = Reading {
                     browser: s.fd.and_then(|fd| read(fd).ok()),
-                    desktop: (desktop_fd >= 0)
-                        .then(|| read(desktop_fd).ok())
-                        .flatten(),
+                    desktop: (desktop_fd >= 0).then(|| read(desktop_fd).ok()).flatten(),
                     held_down: s.held_down.load(Ordering::Relaxed),
                     bytes_up: s.bytes_up.load(Ordering::Relaxed),
                     bytes_down: s.bytes_down.load(Ordering::Relaxed),
