@@ -9,7 +9,9 @@
 use crate::edge::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::edge::gateway::{Gateway, Snapshot};
 use crate::edge::respond;
-use crate::routing::{RequestPath, Resolution, Route, RouteMatch, UpstreamRef};
+use crate::routing::{
+    AccessDecision, AccessGate, Captures, RequestPath, Resolution, Route, RouteMatch, UpstreamRef,
+};
 use crate::telemetry::activity::now_ms;
 use crate::telemetry::metrics;
 use crate::upstream::Upstream;
@@ -220,7 +222,9 @@ impl ProxyHttp for EdgeProxy {
             let mut captures = route.data_captures.clone();
             captures.extend(found.captures.clone());
             // Boxed by the trait (async_trait), like the other rare awaits below.
-            if let Some(done) = check.enforce(session, &captures, &route.label).await? {
+            if let Some(done) =
+                check_access(session, check.as_ref(), &captures, &route.label).await?
+            {
                 return Ok(done);
             }
         }
@@ -756,6 +760,42 @@ fn pass_client_subject(session: &mut Session) -> Result<()> {
         session.req_header_mut().insert_header(SUBJECT_HEADER, s)?;
     }
     Ok(())
+}
+
+/// Asks the route's access gate and answers what it decided: `Ok(Some(true))` when the
+/// request was answered here (denied), `Ok(None)` to go on, with the hub's identity headers.
+async fn check_access(
+    session: &mut Session,
+    gate: &dyn AccessGate,
+    captures: &Captures,
+    route_label: &str,
+) -> Result<Option<bool>> {
+    // Identity headers come only from the hub's answer, never from the browser.
+    for name in gate.identity_headers() {
+        session.req_header_mut().remove_header(name);
+    }
+    let decision = gate
+        .decide(&session.req_header().headers, captures, route_label)
+        .await;
+    let answered = match decision {
+        AccessDecision::Allow(headers) => {
+            for (name, value) in headers {
+                session.req_header_mut().insert_header(name, value)?;
+            }
+            return Ok(None);
+        }
+        AccessDecision::Deny(status) => {
+            respond::text(session, status, "deskgate: access denied\n").await?
+        }
+        AccessDecision::RedirectToLogin(location) => {
+            respond::redirect(session, 302, &location).await?
+        }
+        AccessDecision::Unavailable => {
+            let text = "deskgate: access check unavailable, request denied\n";
+            respond::text(session, 503, text).await?
+        }
+    };
+    Ok(Some(answered))
 }
 
 /// A route matched but names no existing desktop: its fallback redirect, else 404.
