@@ -47,6 +47,7 @@ impl Config {
             line: pos.line,
             column: pos.column,
             message: message.into(),
+            cause: None,
         }
     }
 }

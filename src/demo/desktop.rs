@@ -162,7 +162,7 @@ pub fn acceptor(
     key: &std::path::Path,
     tls12_only: bool,
 ) -> Result<TlsAcceptor, String> {
-    let ck = crate::tls::load_certified_key(cert, key)?;
+    let ck = crate::tls::load_certified_key(cert, key).map_err(|e| e.to_string())?;
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]
     } else {

@@ -72,7 +72,8 @@ pub fn prepare(opts: &DemoArgs) -> Result<Demo, String> {
     let desktop = desktop::spawn(sim, "127.0.0.1:0", &desk_cert, &desk_key)?;
     let admin_token = crate::support::secret::random_hex(16);
     let token_file = dir.join("admin-token");
-    crate::support::secret::write_private(&token_file, admin_token.as_bytes())?;
+    crate::support::secret::write_private(&token_file, admin_token.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", token_file.display()))?;
     let yaml = format!(
         r#"# deskgate demo (generated)
 listeners:

@@ -32,6 +32,22 @@ enum HubAnswer {
     Unavailable(String),
 }
 
+/// Why an `auth:` block cannot become an access check.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessCheckError {
+    #[error("{0}")]
+    Template(String),
+    #[error("`{{{0}}}` in the auth URL is not captured by this route's host or path")]
+    Uncaptured(String),
+    #[error("{0}")]
+    Url(String),
+    #[error("`{name}` is not a valid header name")]
+    HeaderName {
+        name: String,
+        source: http::header::InvalidHeaderName,
+    },
+}
+
 impl AccessCheck {
     /// `captures` are the names the route captures; for runtime routes (`dynamic:`) the
     /// placeholders are filled from the route's data, so they are not checked here.
@@ -39,22 +55,24 @@ impl AccessCheck {
         spec: &AccessSpec,
         captures: Option<&[String]>,
         timeout: Duration,
-    ) -> Result<AccessCheck, String> {
+    ) -> Result<AccessCheck, AccessCheckError> {
         let raw = spec;
-        let url = Template::parse(&raw.url)?;
+        let url = Template::parse(&raw.url).map_err(AccessCheckError::Template)?;
         if let Some(captures) = captures {
             if let Some(m) = url.uncaptured(captures) {
-                return Err(format!(
-                    "`{{{m}}}` in the auth URL is not captured by this route's host or path"
-                ));
+                return Err(AccessCheckError::Uncaptured(m.to_string()));
             }
         }
-        hub_client::parse_url(&raw.url.replace(['{', '}'], ""))?;
-        let names = |list: &[String]| -> Result<Vec<HeaderName>, String> {
+        hub_client::parse_url(&raw.url.replace(['{', '}'], "")).map_err(AccessCheckError::Url)?;
+        let names = |list: &[String]| -> Result<Vec<HeaderName>, AccessCheckError> {
             list.iter()
                 .map(|n| {
-                    HeaderName::from_bytes(n.as_bytes())
-                        .map_err(|_| format!("`{n}` is not a valid header name"))
+                    HeaderName::from_bytes(n.as_bytes()).map_err(|source| {
+                        AccessCheckError::HeaderName {
+                            name: n.clone(),
+                            source,
+                        }
+                    })
                 })
                 .collect()
         };

@@ -47,8 +47,8 @@ impl RouteStore {
         url: &str,
         key_prefix: &str,
         local: Arc<RuntimeRoutes>,
-    ) -> Result<Arc<RouteStore>, String> {
-        let client = Client::open(url).map_err(|e| format!("route_store: bad Redis URL: {e}"))?;
+    ) -> redis::RedisResult<Arc<RouteStore>> {
+        let client = Client::open(url)?;
         Ok(Arc::new(RouteStore {
             client,
             routes_key: format!("{key_prefix}routes"),

@@ -106,13 +106,40 @@ pub fn serve(runtime: &Runtime, upgrade: bool, reload_from: Option<&Path>) -> Ex
     built.server.run_forever()
 }
 
+/// Why the server could not be built: what, where, and the error underneath.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open access log {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    AddressTaken {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("route_store: bad Redis URL: {source}")]
+    RouteStoreUrl { source: redis::RedisError },
+    #[error("TLS settings for {listener}: {source}")]
+    TlsSettings {
+        listener: String,
+        source: Box<pingora::Error>,
+    },
+    #[error("cannot write pid file {}: {source}", path.display())]
+    PidFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 pub struct Built {
     pub server: Server,
     pub gateway: Arc<Gateway>,
     pub runtime_routes: Arc<RuntimeRoutes>,
 }
 
-pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
+pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, ServerError> {
     let config = &runtime.config;
     let pid_file = crate::control::reload::pid_file_for(config);
     let conf = server_conf(config, &pid_file);
@@ -170,8 +197,12 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, String> {
     // Pingora binds listeners before it runs services; by the time requests can reach
     // /readyz, config is loaded and listeners are bound.
     ready.store(true, Ordering::Release);
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("cannot write pid file {}: {e}", pid_file.display()))?;
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|source| {
+        ServerError::PidFile {
+            path: pid_file.clone(),
+            source,
+        }
+    })?;
     Ok(Built {
         server,
         gateway,
@@ -192,7 +223,7 @@ fn server_conf(config: &Config, pid_file: &Path) -> ServerConf {
     conf
 }
 
-fn start_access_log(config: &Config) -> Result<(), String> {
+fn start_access_log(config: &Config) -> Result<(), ServerError> {
     use crate::telemetry::access_log::{init, Format};
     let Some((format, path)) = &config.access_log else {
         return Ok(());
@@ -201,7 +232,10 @@ fn start_access_log(config: &Config) -> Result<(), String> {
         AccessLogFormat::Combined => Format::Combined,
         AccessLogFormat::Json => Format::Json,
     };
-    init(format, path)
+    init(format, path).map_err(|source| ServerError::AccessLog {
+        path: path.clone(),
+        source,
+    })
 }
 
 /// A proxy listener as planned before the gateway exists (the gateway needs every TLS
@@ -286,11 +320,12 @@ fn add_route_store(
     server: &mut Server,
     config: &Config,
     runtime_routes: &Arc<RuntimeRoutes>,
-) -> Result<Option<Arc<RouteStore>>, String> {
+) -> Result<Option<Arc<RouteStore>>, ServerError> {
     let Some((url, prefix)) = &config.route_store else {
         return Ok(None);
     };
-    let store = RouteStore::new(url, prefix, runtime_routes.clone())?;
+    let store = RouteStore::new(url, prefix, runtime_routes.clone())
+        .map_err(|source| ServerError::RouteStoreUrl { source })?;
     server.add_service(background_service(
         "route store",
         RouteStoreService(store.clone()),
@@ -303,12 +338,16 @@ fn add_admin_service(
     api: AdminApi,
     addr: &str,
     runtime: &Runtime,
-) -> Result<(), String> {
+) -> Result<(), ServerError> {
     let mut service = Service::new("deskgate admin".to_string(), api);
     match &runtime.admin_tls {
         Some(tls) => {
-            let mut settings = tls_settings(tls.client_verifier.clone())
-                .map_err(|e| format!("TLS settings for admin {addr}: {e}"))?;
+            let mut settings = tls_settings(tls.client_verifier.clone()).map_err(|source| {
+                ServerError::TlsSettings {
+                    listener: format!("admin {addr}"),
+                    source,
+                }
+            })?;
             settings.set_cert_resolver(CertResolver::new(CertSet::new(&tls.certificates)));
             service.add_tls_with_settings(addr, None, settings);
             service.set_pre_tls_callback(Arc::new(crate::tls::plain_http::PlainHttpOnTlsPort));
@@ -323,7 +362,7 @@ fn add_proxy_service(
     server: &mut Server,
     gateway: &Arc<Gateway>,
     listener: ProxyListener,
-) -> Result<(), String> {
+) -> Result<(), ServerError> {
     let ProxyListener {
         addr,
         role,
@@ -342,8 +381,11 @@ fn add_proxy_service(
     );
     match tls {
         Some(tls) => {
-            let mut settings = tls_settings(tls.client_verifier)
-                .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
+            let mut settings =
+                tls_settings(tls.client_verifier).map_err(|source| ServerError::TlsSettings {
+                    listener: addr.clone(),
+                    source,
+                })?;
             settings.set_cert_resolver(tls.resolver);
             // Our order (edge/tls.rs: AES-128-GCM first) over the client's: rustls and
             // OpenSSL clients list AES-256-GCM-SHA384 first (vendored pingora-core patch 11).
@@ -422,7 +464,7 @@ fn bind_plain<A>(service: &mut Service<A>, addr: &str) {
 /// Pingora binds listeners in service threads and only panics there when an address is
 /// taken, leaving a process that serves nothing; find that out before starting, and say so.
 /// (An upgrade takes the old process's sockets instead, so it skips this.)
-fn check_addresses_free(config: &Config) -> Result<(), String> {
+fn check_addresses_free(config: &Config) -> Result<(), ServerError> {
     let addrs = config
         .listeners
         .iter()
@@ -430,7 +472,10 @@ fn check_addresses_free(config: &Config) -> Result<(), String> {
         .chain(config.admin.as_ref().map(|a| a.addr.as_str()))
         .chain(config.metrics_addr.as_deref());
     for addr in addrs.filter(|a| !a.starts_with("unix:")) {
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        std::net::TcpListener::bind(addr).map_err(|source| ServerError::AddressTaken {
+            addr: addr.to_string(),
+            source,
+        })?;
     }
     Ok(())
 }

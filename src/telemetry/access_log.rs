@@ -22,7 +22,7 @@ static LOG: OnceCell<AccessLog> = OnceCell::new();
 
 /// Starts the writer; `path` is `stdout`, `stderr` or a file (appended). Only the first call
 /// counts: the log destination is fixed for the life of the process.
-pub fn init(format: Format, path: &str) -> Result<(), String> {
+pub fn init(format: Format, path: &str) -> std::io::Result<()> {
     let mut out: Box<dyn Write + Send> = match path {
         "stdout" | "-" => Box::new(std::io::stdout()),
         "stderr" => Box::new(std::io::stderr()),
@@ -30,8 +30,7 @@ pub fn init(format: Format, path: &str) -> Result<(), String> {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(file)
-                .map_err(|e| format!("cannot open access log {file}: {e}"))?,
+                .open(file)?,
         ),
     };
     let (tx, rx) = sync_channel::<String>(65_536);
@@ -47,8 +46,7 @@ pub fn init(format: Format, path: &str) -> Result<(), String> {
                 }
                 let _ = buf.flush();
             }
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     let _ = LOG.set(AccessLog { format, tx });
     Ok(())
 }
