@@ -93,29 +93,38 @@ def rss_kib(pid):
     return total
 
 
-def deskgate_config(d, port, up_port, cert, key, threads):
-    """deskgate's config for the bench: one TLS listener, the upstream, `threads` workers."""
+def deskgate_config(d, port, up_port, cert, key, threads, extra_yaml="", front_tls=True, up_tls=True):
+    """deskgate's config for the bench: one TLS listener, the upstream, `threads` workers.
+    bench/smuggle.py and bench/autobahn turn either TLS side off."""
     cfg = d / "deskgate.yaml"
+    listener_tls = f"""
+    tls: {{ certs: [ {{ cert: "{cert}", key: "{key}" }} ] }}""" if front_tls else ""
+    upstream_tls = ", tls: { verify: false, sni: localhost }" if up_tls else ""
     cfg.write_text(f"""threads: {threads}
 pid_file: "{d}/deskgate.pid"
 listeners:
-  - addr: "127.0.0.1:{port}"
-    tls: {{ certs: [ {{ cert: "{cert}", key: "{key}" }} ] }}
+  - addr: "127.0.0.1:{port}"{listener_tls}
 upstreams:
-  up: {{ servers: ["127.0.0.1:{up_port}"], tls: {{ verify: false, sni: localhost }} }}
+  up: {{ servers: ["127.0.0.1:{up_port}"]{upstream_tls} }}
 routes:
   - {{ path: "/", upstream: up }}
 log: {{ level: warn }}
 timeouts: {{ client_header: 60s }}
-""")
+{extra_yaml}""")
     return cfg
 
 
 class System:
-    def __init__(self, name, work, up_port, cert, key, pem):
+    """One proxy (or the direct floor) on loopback. `front_tls`/`up_tls` off give the plain-HTTP
+    variants the conformance and smuggling runs use (nginx, HAProxy and deskgate only)."""
+    def __init__(self, name, work, up_port, cert, key, pem, front_tls=True, up_tls=True, binary=None):
         self.name, self.work, self.up, self.cert, self.key, self.pem = name, work, up_port, cert, key, pem
+        self.front_tls, self.up_tls = front_tls, up_tls
+        self.binary = binary or DESKGATE
         self.port = up_port if name == "direct" else free_port()
         self.proc = None
+        if not (front_tls and up_tls) and name not in ("deskgate", "nginx", "haproxy"):
+            raise ValueError(f"{name}: only deskgate, nginx and HAProxy have plain-HTTP configs")
 
     def start(self):
         if self.name == "direct":
@@ -124,10 +133,15 @@ class System:
         d.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.name == "deskgate":
-            cfg = deskgate_config(d, self.port, self.up, self.cert, self.key, threads=1)
-            cmd = [str(DESKGATE), "-c", str(cfg)]
+            cfg = deskgate_config(d, self.port, self.up, self.cert, self.key, threads=1,
+                                  front_tls=self.front_tls, up_tls=self.up_tls)
+            cmd = [str(self.binary), "-c", str(cfg)]
         elif self.name == "nginx":
             cfg = d / "nginx.conf"
+            listen = (f"listen 127.0.0.1:{self.port} ssl;\n    ssl_certificate {self.cert}; ssl_certificate_key {self.key};"
+                      if self.front_tls else f"listen 127.0.0.1:{self.port};")
+            upstream = ("proxy_pass https://up;\n      proxy_ssl_verify off; proxy_ssl_server_name on; proxy_ssl_name localhost;"
+                        if self.up_tls else "proxy_pass http://up;")
             cfg.write_text(f"""worker_processes 1;
 worker_rlimit_nofile 200000;
 pid {d}/nginx.pid;
@@ -140,11 +154,9 @@ http {{
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
   upstream up {{ server 127.0.0.1:{self.up}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{self.port} ssl;
-    ssl_certificate {self.cert}; ssl_certificate_key {self.key};
+    {listen}
     location / {{
-      proxy_pass https://up;
-      proxy_ssl_verify off; proxy_ssl_server_name on; proxy_ssl_name localhost;
+      {upstream}
       proxy_http_version 1.1;
       proxy_set_header Host $host;
       proxy_set_header Upgrade $http_upgrade;
@@ -169,10 +181,10 @@ defaults
   timeout tunnel 3600s
   http-reuse always
 frontend fe
-  bind 127.0.0.1:{self.port} ssl crt {self.pem} alpn http/1.1
+  bind 127.0.0.1:{self.port}{f" ssl crt {self.pem} alpn http/1.1" if self.front_tls else ""}
   default_backend be
 backend be
-  server s1 127.0.0.1:{self.up} ssl verify none sni str(localhost) maxconn 9900
+  server s1 127.0.0.1:{self.up}{" ssl verify none sni str(localhost)" if self.up_tls else ""} maxconn 9900
 """)
             cmd = ["haproxy", "-db", "-f", str(cfg)]
         elif self.name == "apache":
@@ -272,8 +284,8 @@ def measured(system, fn):
     return result
 
 
-def wrk_small(system, secs):
-    out = load(["wrk", "-t1", "-c50", f"-d{int(secs)}s", "--latency", f"https://localhost:{system.port}/whoami"], secs + 60)
+def wrk_small(system, secs, conns=50):
+    out = load(["wrk", "-t1", f"-c{conns}", f"-d{int(secs)}s", "--latency", f"https://localhost:{system.port}/whoami"], secs + 60)
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     def lat(p):
@@ -297,40 +309,41 @@ def run_system(system, a):
     res = {"system": system.name}
     system.start()
     try:
-        # Hold first, on a fresh process: idle memory per WebSocket, then the hold itself.
-        ready, go = system.work / f"{system.name}.ready", system.work / f"{system.name}.go"
-        burst_ready, burst_go = ready.with_suffix(".ready.burst"), go.with_suffix(".go.burst")
-        for f in (ready, go, burst_ready, burst_go):
-            f.unlink(missing_ok=True)
-        rss0 = system.rss()
-        hold_secs = a.hold_seconds if system.name in ("deskgate", "direct") else a.peer_hold_seconds
-        p = subprocess.Popen(["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{system.port}", "hold", "--sockets", str(a.sockets),
-                              "--seconds", str(hold_secs), "--period", "5", "--ready-file", str(ready), "--go-file", str(go),
-                              "--burst-bytes", str(BURST_BYTES)],
-                             stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
-        end = time.time() + 240
-        while not ready.exists() and time.time() < end and p.poll() is None:
-            time.sleep(0.1)
-        time.sleep(1.0)
-        rss1 = system.rss()
-        opened = int(ready.read_text()) if ready.exists() else 0
-        go.write_text("go")
-        # Then one 64 KiB message through each (a desktop that was busy), and idle again.
-        end = time.time() + 240
-        while not burst_ready.exists() and time.time() < end and p.poll() is None:
-            time.sleep(0.1)
-        time.sleep(1.0)
-        rss2 = system.rss()
-        burst_go.write_text("go")
-        hold = json.loads(p.communicate(timeout=hold_secs + 240)[0].strip().splitlines()[-1])
-        hold["seconds"] = hold_secs
-        if rss0 is not None and opened:
-            hold["kib_per_ws"] = (rss1 - rss0) / opened
-            if rss2 is not None and burst_ready.exists():
-                hold["kib_per_ws_after_burst"] = (rss2 - rss0) / opened
-        res["hold"] = hold
-        print(f"  {system.name}: hold {hold}", flush=True)
-        time.sleep(2)
+        if not a.scenarios or "idle" in a.scenarios:
+            # Hold first, on a fresh process: idle memory per WebSocket, then the hold itself.
+            ready, go = system.work / f"{system.name}.ready", system.work / f"{system.name}.go"
+            burst_ready, burst_go = ready.with_suffix(".ready.burst"), go.with_suffix(".go.burst")
+            for f in (ready, go, burst_ready, burst_go):
+                f.unlink(missing_ok=True)
+            rss0 = system.rss()
+            hold_secs = a.hold_seconds if system.name in ("deskgate", "direct") else a.peer_hold_seconds
+            p = subprocess.Popen(["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{system.port}", "hold", "--sockets", str(a.sockets),
+                                  "--seconds", str(hold_secs), "--period", "5", "--ready-file", str(ready), "--go-file", str(go),
+                                  "--burst-bytes", str(BURST_BYTES)],
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
+            end = time.time() + 240
+            while not ready.exists() and time.time() < end and p.poll() is None:
+                time.sleep(0.1)
+            time.sleep(1.0)
+            rss1 = system.rss()
+            opened = int(ready.read_text()) if ready.exists() else 0
+            go.write_text("go")
+            # Then one 64 KiB message through each (a desktop that was busy), and idle again.
+            end = time.time() + 240
+            while not burst_ready.exists() and time.time() < end and p.poll() is None:
+                time.sleep(0.1)
+            time.sleep(1.0)
+            rss2 = system.rss()
+            burst_go.write_text("go")
+            hold = json.loads(p.communicate(timeout=hold_secs + 240)[0].strip().splitlines()[-1])
+            hold["seconds"] = hold_secs
+            if rss0 is not None and opened:
+                hold["kib_per_ws"] = (rss1 - rss0) / opened
+                if rss2 is not None and burst_ready.exists():
+                    hold["kib_per_ws_after_burst"] = (rss2 - rss0) / opened
+            res["hold"] = hold
+            print(f"  {system.name}: hold {hold}", flush=True)
+            time.sleep(2)
         for scenario, fn in [
             ("https_small", lambda: wrk_small(system, a.seconds)),
             ("https_paced", lambda: paced(system, a)),
@@ -338,7 +351,14 @@ def run_system(system, a):
             ("ws_pingpong", lambda: wsload(system, ["rtt", "--sockets", "100", "--in-flight", "1", "--seconds", str(a.seconds)])),
             ("ws_stream", lambda: wsload(system, ["stream", "--seconds", str(a.seconds)])),
             ("handshake", lambda: wsload(system, ["handshake", "--concurrency", "8", "--seconds", str(a.seconds)])),
+        ] + [
+            # The cost curve: the same small request with more kept-alive clients at once. A
+            # proxy whose CPU per request grows with them is paying per connection, not per
+            # request (issue 33: deskgate's pool of 128 idle upstream connections).
+            (f"https_c{n}", lambda n=n: wrk_small(system, a.seconds, n)) for n in a.conns
         ]:
+            if a.scenarios and scenario not in a.scenarios:
+                continue
             runs = []
             for _ in range(a.repeat):
                 try:
@@ -352,13 +372,13 @@ def run_system(system, a):
     return res
 
 
-def deskgate_only(work, up_port, cert, key, threads, cores):
+def deskgate_only(work, up_port, cert, key, threads, cores, extra_yaml="", label=None):
     """A deskgate with `threads` workers on `cores` (for the scaling and churn scenarios)."""
-    s = System("deskgate", work / f"deskgate-{threads}w", up_port, cert, key, None)
+    s = System("deskgate", work / (label or f"deskgate-{threads}w"), up_port, cert, key, None)
     s.work.mkdir(parents=True, exist_ok=True)
     d = s.work / "deskgate"
     d.mkdir(parents=True, exist_ok=True)
-    cfg = deskgate_config(d, s.port, up_port, cert, key, threads)
+    cfg = deskgate_config(d, s.port, up_port, cert, key, threads, extra_yaml)
     log = open(d / "stdout.log", "w")
     s.proc = subprocess.Popen(["taskset", "-c", cores, str(DESKGATE), "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
     wait_port(s.port, s.proc)
@@ -379,6 +399,24 @@ def scaling(work, up_port, cert, key, a):
                               "cpu_us_per_request": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs),
                               "p99_ms": statistics.median(r["p99_ms"] for r in runs)}
         print(f"  scaling {threads} worker(s): {out[f'{threads}w']}", flush=True)
+    return out
+
+
+def pool_ab(work, up_port, cert, key, a):
+    """2,000 kept-alive HTTPS clients with Pingora's 128 idle upstream connections and with
+    deskgate's default: what the pool's size costs per request when more clients are busy."""
+    out = {}
+    for label, extra in (("pool128", "upstream_keepalive_connections: 128\n"), ("default", "")):
+        s = deskgate_only(work, up_port, cert, key, 1, "0", extra, f"deskgate-{label}")
+        try:
+            runs = [measured(s, lambda: wrk_small(s, a.seconds, 2000)) for _ in range(a.repeat)]
+        finally:
+            s.stop()
+        out[label] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+        out[label]["cpu_us_per_request"] = statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs)
+        out[label]["errors"] = sum(r["errors"] for r in runs)
+        print(f"  pool {label} at 2000 connections: {out[label]}", flush=True)
+        time.sleep(3)
     return out
 
 
@@ -423,7 +461,7 @@ def med(runs, key, per=None, scale=1.0):
     return statistics.median(vals), (max(vals) - min(vals))
 
 
-def summarize(results):
+def summarize(results, a):
     """rows: (scenario, metric, better, {system: (median, spread)})"""
     rows = []
     def add(scn, label, better, key, per=None, scale=1.0):
@@ -446,6 +484,10 @@ def summarize(results):
     add("ws_stream", "proxy CPU ms/MB", "low", "cpu_s", "bytes", 1e9)
     add("handshake", "new WSS connections/s", "high", "per_s")
     add("handshake", "proxy CPU ms/connection", "low", "cpu_s", "handshakes", 1e3)
+    for n in a.conns:
+        add(f"https_c{n}", f"requests/s ({n} conns)", "high", "rps")
+        add(f"https_c{n}", f"p99 latency ms ({n} conns)", "low", "p99_ms")
+        add(f"https_c{n}", f"proxy CPU us/request ({n} conns)", "low", "cpu_s", "requests", 1e6)
     for r in results:
         h = r.get("hold", {})
         r["idle"] = [{k: h[k] for k in ("kib_per_ws", "kib_per_ws_after_burst") if k in h}] if "kib_per_ws" in h else []
@@ -503,6 +545,13 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
         for k in ("1w", "2w"):
             v = sc.get(k, {})
             lines.append(f"| {k[0]} | {fmt(v.get('rps'))} | {fmt(v.get('cpu_us_per_request'))} | {fmt(v.get('p99_ms'))} |")
+    if "pool" in extras:
+        po = extras["pool"]
+        lines += ["", "deskgate, one worker, 2,000 kept-alive HTTPS clients (wrk -c2000): Pingora's 128 idle upstream connections vs `upstream_keepalive_connections`' default:", "",
+                  "| pool | requests/s | proxy CPU us/request | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+        for k, name in (("pool128", "128 (Pingora's default)"), ("default", "8192 (deskgate's default)")):
+            v = po.get(k, {})
+            lines.append(f"| {name} | {fmt(v.get('rps'))} | {fmt(v.get('cpu_us_per_request'))} | {fmt(v.get('p50_ms'))} | {fmt(v.get('p99_ms'))} | {v.get('errors', '-')} |")
     if "churn" in extras:
         c = extras["churn"]
         lines += ["", "Churn (deskgate, one worker): RSS after a warm-up, after WebSocket open/close cycles, after small requests:", "",
@@ -543,9 +592,15 @@ def main():
     ap.add_argument("--only", default="direct,deskgate,nginx,haproxy,apache,caddy")
     ap.add_argument("--no-lookup", action="store_true")
     ap.add_argument("--no-deskgate-extras", action="store_true", help="skip the worker scaling and churn runs")
+    ap.add_argument("--conns", default="500,2000", help="kept-alive client counts for the cost curve (besides 50)")
+    ap.add_argument("--scenarios", default="", help="run only these scenarios (comma-separated names, e.g. https_small,https_c2000); default all")
+    ap.add_argument("--extras", default="scaling,pool,churn", help="deskgate-only extra runs")
     ap.add_argument("--churn-ws", type=int, default=100000, help="WebSocket open/close cycles in the churn run")
     ap.add_argument("--churn-http-seconds", type=int, default=90, help="seconds of small requests in the churn run (about 1,000,000)")
     a = ap.parse_args()
+    a.conns = [int(n) for n in a.conns.split(",") if n]
+    a.scenarios = [x for x in a.scenarios.split(",") if x]
+    a.extras = [x for x in a.extras.split(",") if x]
     raise_nofile()
     out_dir = ROOT / "bench/results"
     work = out_dir / "tmp"
@@ -576,12 +631,16 @@ def main():
         wait_port(up_port, upstream)
         try:
             print("== deskgate scaling and churn", flush=True)
-            extra["scaling"] = scaling(work, up_port, cert, key, a)
-            extra["churn"] = churn(work, up_port, cert, key, a)
+            if "scaling" in a.extras:
+                extra["scaling"] = scaling(work, up_port, cert, key, a)
+            if "pool" in a.extras:
+                extra["pool"] = pool_ab(work, up_port, cert, key, a)
+            if "churn" in a.extras:
+                extra["churn"] = churn(work, up_port, cert, key, a)
         finally:
             upstream.kill()
     lookup = {} if a.no_lookup else route_lookup()
-    write_report(results, summarize(results), lookup, a, out_dir, extra)
+    write_report(results, summarize(results, a), lookup, a, out_dir, extra)
 
 
 if __name__ == "__main__":

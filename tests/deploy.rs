@@ -103,7 +103,11 @@ fn dockerfile_copies_what_the_build_reads_and_runs_like_the_packaged_image() {
             .collect();
         starts.windows(2).map(|w| &dockerfile[w[0]..w[1]]).collect()
     };
-    assert_eq!(stages.len(), 2, "a build stage and the image: {dockerfile:?}");
+    assert_eq!(
+        stages.len(),
+        2,
+        "a build stage and the image: {dockerfile:?}"
+    );
     let (build, image) = (stages[0], stages[1]);
     let args = |stage: &[(String, String)], keyword: &str| -> Vec<String> {
         stage
@@ -126,7 +130,10 @@ fn dockerfile_copies_what_the_build_reads_and_runs_like_the_packaged_image() {
         })
         .collect();
     for source in &copied {
-        assert!(root.join(source).exists(), "COPY {source}: not in the repository");
+        assert!(
+            root.join(source).exists(),
+            "COPY {source}: not in the repository"
+        );
     }
     // What cargo reads: the manifests, every `path = "..."` and workspace member.
     let mut needed = vec!["Cargo.toml".to_string(), "Cargo.lock".to_string()];
@@ -165,7 +172,9 @@ fn dockerfile_copies_what_the_build_reads_and_runs_like_the_packaged_image() {
     );
 
     // The image: the binary built above, run like deploy/package's image.
-    let workdir = args(build, "WORKDIR").pop().expect("the build stage's WORKDIR");
+    let workdir = args(build, "WORKDIR")
+        .pop()
+        .expect("the build stage's WORKDIR");
     let from_build = args(image, "COPY")
         .into_iter()
         .find(|a| a.starts_with("--from=build "))
@@ -185,12 +194,22 @@ fn dockerfile_copies_what_the_build_reads_and_runs_like_the_packaged_image() {
     assert!(runs.contains(&format!("--uid {uid} ")), "{runs}");
     let oci_workdir = oci_config_value(&oci, "WorkingDir").trim_matches('"');
     assert_eq!(args(image, "WORKDIR"), [oci_workdir]);
-    assert!(runs.contains(oci_workdir), "the image makes {oci_workdir}: {runs}");
+    assert!(
+        runs.contains(oci_workdir),
+        "the image makes {oci_workdir}: {runs}"
+    );
     let cmd = args(image, "CMD").pop().unwrap();
     assert_eq!(cmd, oci_config_value(&oci, "Cmd"));
-    let config_file = cmd.trim_matches(|c| "[]\"".contains(c)).rsplit("\", \"").next().unwrap();
+    let config_file = cmd
+        .trim_matches(|c| "[]\"".contains(c))
+        .rsplit("\", \"")
+        .next()
+        .unwrap();
     let config_dir = config_file.rsplit_once('/').unwrap().0;
-    assert!(runs.contains(config_dir), "the image makes {config_dir}: {runs}");
+    assert!(
+        runs.contains(config_dir),
+        "the image makes {config_dir}: {runs}"
+    );
     let oci_ports = oci_config_value(&oci, "ExposedPorts");
     for port in args(image, "EXPOSE")
         .iter()

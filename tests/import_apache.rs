@@ -451,3 +451,132 @@ async fn converted_config_answers_like_apache() {
         "{table_text}"
     );
 }
+
+// ---- What the importer translates to that deskgate did not do before (issue 28, item 6-7).
+
+/// A backend that answers like one behind Apache's ProxyPassReverse*: absolute redirects to
+/// its own address, cookies for `localhost`; and shows the X-Forwarded-Port it was sent.
+fn self_addressed_backend(port: u16) -> String {
+    format!(
+        r#"import http.server
+class App(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/login"):
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:{port}/after?x=1")
+            self.send_header("Set-Cookie", "sid=1; Domain=localhost; Path=/; HttpOnly")
+            self.send_header("Set-Cookie", "theme=dark")
+            body = b""
+        else:
+            self.send_response(200)
+            body = ("path=%s port=%s" % (self.path, self.headers.get("X-Forwarded-Port"))).encode()
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", {port}), App).serve_forever()
+"#
+    )
+}
+
+#[test]
+fn locations_cookies_fixed_redirects_and_the_pid_file_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, redirect, backend) = (free_port(), free_port(), free_port());
+    std::fs::write(dir.path().join("app.py"), self_addressed_backend(backend)).unwrap();
+    let _app = Killed(
+        Command::new("python3")
+            .arg(dir.path().join("app.py"))
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(backend);
+    let pid_file = dir.path().join("deskgate.pid");
+    let yaml = format!(
+        r#"listeners:
+  - addr: "127.0.0.1:{edge}"
+  - addr: "127.0.0.1:{redirect}"
+    redirect_to: "https://hub.test:8443/"
+upstreams:
+  app: {{ servers: ["127.0.0.1:{backend}"] }}
+routes:
+  - path: /app/
+    upstream: app
+    strip_prefix: true
+    rewrite_location: "http://127.0.0.1:{backend}/"
+    cookie_domain: {{ localhost: hub.test }}
+    cookie_path: {{ "/": "/app/" }}
+  - path: /
+    upstream: app
+pid_file: {pid}
+"#,
+        pid = pid_file.display()
+    );
+    let mut d = Deskgate::start(dir.path(), "rewrites", &yaml, edge);
+    wait_port(redirect);
+    let r = curl(&format!("http://hub.test:{edge}/app/login"), &[]);
+    assert_eq!(r.status, 302, "{r:?}");
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some(format!("http://hub.test:{edge}/app/after?x=1").as_str())
+    );
+    let cookies: Vec<&str> = r
+        .headers
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .map(|l| l[11..].trim())
+        .collect();
+    assert_eq!(
+        cookies,
+        ["sid=1; Domain=hub.test; Path=/app/; HttpOnly", "theme=dark"]
+    );
+    // A route without them passes the backend's answer as it is.
+    let r = curl(&format!("http://hub.test:{edge}/login"), &[]);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some(format!("http://127.0.0.1:{backend}/after?x=1").as_str())
+    );
+    // X-Forwarded-Port: the listener's port.
+    let r = curl(&format!("http://hub.test:{edge}/app/page"), &[]);
+    assert_eq!(r.body, format!("path=/page port={edge}"));
+    // redirect_to: a fixed origin, whatever Host the browser asked for.
+    let r = curl(&format!("http://other.test:{redirect}/a/b?c=1"), &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://hub.test:8443/a/b?c=1")
+    );
+    // SIGTERM: the pid file goes with the process.
+    assert!(pid_file.exists());
+    signal(d.pid(), "TERM");
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "deskgate exits on SIGTERM",
+        || !d.is_running(),
+    );
+    assert!(!pid_file.exists(), "{}", d.log_text());
+
+    // Bad values are named by FILE:LINE:COL.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listeners:\n  - addr: \"127.0.0.1:1\"\n    redirect_to: \"https://a@b/\"\nupstreams:\n  app: { servers: [\"127.0.0.1:2\"] }\nroutes:\n  - path: /\n    upstream: app\n    rewrite_location: \"ftp://x/\"\n    cookie_path: { \"x\": \"/y\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["-t", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let name = bad.display().to_string();
+    for expected in [
+        format!("{name}:3:18: expected an origin such as `https://hub.example.org`"),
+        format!("{name}:9:23: expected an http:// or https:// URL"),
+        format!("{name}:10:5: expected paths starting with `/`"),
+    ] {
+        assert!(text.contains(&expected), "{expected} in {text}");
+    }
+}

@@ -141,10 +141,13 @@ async fn hub_shapes_reach_the_right_desktops() {
     );
 }
 
-/// cloudflare/pingora#946: a fast WSS upstream's 101 raced the request's empty body and the
-/// tunnel was torn down right after 101 (the browser's 1006). The eager desktop answers 101 in
-/// the TLS 1.2 handshake's last flight, so the race is lost on ~40% of upgrades without
-/// vendor/pingora-proxy's patch (measured: 802 of 2000) instead of a few per thousand.
+/// cloudflare/pingora#946: when Pingora relayed upgrades, a fast WSS upstream's 101 raced the
+/// request's empty body and the tunnel was torn down right after 101 (the browser's 1006). The
+/// eager desktop answers 101 in the TLS 1.2 handshake's last flight, so Pingora's relay lost the
+/// race on ~40% of upgrades (measured: 802 of 2000). Which path this proves: every WebSocket
+/// handshake now goes to `edge::tunnel` (vendored pingora-proxy 02: request head out, 101 in,
+/// then both streams handed over, so nothing can race), and one with a body is refused (below),
+/// so it proves the hand-over's handshake; Pingora's relay and its #946 patch are gone.
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_survives_fast_wss_upstream_2000_times() {
     let (_hub, url) = one_desktop("{ read: 60s }", "eager");
@@ -323,6 +326,54 @@ async fn bytes_sent_with_the_handshake_are_passed_on() {
             read.is_ok() && got.ends_with(&expected) && text.starts_with("HTTP/1.1 101"),
             "round {round}: got {text:?}"
         );
+    }
+}
+
+/// A WebSocket handshake is a GET that ends at its head; one that carries a body would have
+/// been relayed by Pingora inside its request (the path deskgate dropped), so it gets `400`,
+/// and the desktop never sees it. A handshake without a body on the next connection still
+/// upgrades.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_handshake_with_a_body_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = hub_with("{ read: 60s }", &["first"]);
+    let port = hub.edge.https_port;
+    let connector =
+        tokio_rustls::TlsConnector::from(client_tls(Arc::new(RecordingVerifier::default())));
+    for (extra, body, status) in [
+        ("Content-Length: 5\r\n", "hello", "HTTP/1.1 400"),
+        (
+            "Transfer-Encoding: chunked\r\n",
+            "5\r\nhello\r\n0\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+        ("", "", "HTTP/1.1 101"),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("hub.test").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let request = format!(
+            "GET /desktop/first/websockify HTTP/1.1\r\nHost: hub.test:{port}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Origin: https://hub.test\r\nSec-WebSocket-Protocol: binary\r\n{extra}\r\n{body}"
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut chunk = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut chunk).await {
+                    Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(status), "{extra:?}: got {text:?}");
     }
 }
 

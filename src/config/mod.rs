@@ -7,10 +7,12 @@
 
 pub mod duration;
 pub mod raw;
+pub mod size;
 pub mod span;
 
 pub mod model;
 
+use crate::routing::response_rewrite::ResponseRewrite;
 use crate::routing::{HostPattern, PathPattern, Route, Template};
 use crate::support::secret::{self, Secret};
 use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
@@ -77,6 +79,18 @@ impl PartialEq for ConfigError {
 }
 
 impl Eq for ConfigError {}
+
+/// `host:port` or `[v6]:port`, split (the brackets dropped).
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
 
 /// `ip:port`, `[v6]:port` or `unix:/path/to.sock`.
 pub fn is_listen_addr(addr: &str) -> bool {
@@ -277,9 +291,7 @@ impl Validator {
             admin,
             dynamic,
             state_file: raw.state_file,
-            route_store: raw
-                .route_store
-                .map(|r| (r.redis, r.key_prefix.unwrap_or_else(|| "deskgate:".into()))),
+            route_store: raw.route_store.and_then(|r| self.route_store(r)),
             threads: threads.max(1),
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
@@ -291,6 +303,11 @@ impl Validator {
             }),
             log_level: raw.log.and_then(|l| l.level),
             max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024),
+            // Pingora keeps 128: past that many kept-alive clients busy at once, the surplus
+            // upstream connections were closed after each answer and opened (with a TLS
+            // handshake) for the next request. The pool never holds more than the peak of
+            // concurrent upstream requests, so a high cap costs nothing until it is used.
+            upstream_keepalive_connections: raw.upstream_keepalive_connections.unwrap_or(8192),
             proxy_headers: raw
                 .proxy_headers
                 .map(|h| self.proxy_headers(h))
@@ -403,6 +420,19 @@ impl Validator {
                 "TLS is offered on `ip:port` listeners; a `unix:` socket listener is plain HTTP",
             );
         }
+        let redirect_to = l.redirect_to.as_ref().and_then(|to| {
+            let at = format!("{at}.redirect_to");
+            if tls.is_some() || l.redirect_https {
+                self.error(&at, "`redirect_to` belongs on a plain-HTTP listener without `tls:` or `redirect_https`");
+            }
+            match redirect_origin(to) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    self.error(&at, e);
+                    None
+                }
+            }
+        });
         if l.redirect_https && tls.is_some() {
             self.error(
                 &format!("{at}.redirect_https"),
@@ -412,6 +442,7 @@ impl Validator {
         Listener {
             addr: l.addr,
             redirect_https: l.redirect_https,
+            redirect_to,
             max_connections: l.max_connections,
             max_connections_per_client: l.max_connections_per_client,
             tls,
@@ -720,6 +751,7 @@ impl Validator {
         if let Some(HostPattern::Captures(t)) = &host {
             captures.extend(t.capture_names().map(str::to_string));
         }
+        let response_rewrite = self.response_rewrite(&at, &r);
         let Some(upstream_raw) = r.upstream else {
             self.error(&at, "a route needs `upstream:` (a name, a `desktop-{name}` template, or `{ resolve: URL }`)");
             return None;
@@ -810,7 +842,56 @@ impl Validator {
             fallback_redirect: r.fallback.map(|f| f.redirect),
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
+            response_rewrite,
         })
+    }
+
+    /// `rewrite_location`, `cookie_domain`, `cookie_path`: None when the route sets none, so
+    /// answers on other routes are not looked at.
+    fn response_rewrite(&mut self, at: &str, r: &RawRoute) -> Option<Arc<ResponseRewrite>> {
+        let mut rw = ResponseRewrite::default();
+        let urls: Vec<&String> = match &r.rewrite_location {
+            None | Some(RawRewriteLocation::OwnServer(false)) => Vec::new(),
+            Some(RawRewriteLocation::OwnServer(true)) => {
+                rw.own_server = true;
+                Vec::new()
+            }
+            Some(RawRewriteLocation::One(u)) => vec![u],
+            Some(RawRewriteLocation::Many(us)) => us.iter().collect(),
+        };
+        for u in urls {
+            match location_prefix(u) {
+                Ok(p) => rw.locations.push(p),
+                Err(e) => self.error(&format!("{at}.rewrite_location"), e),
+            }
+        }
+        for (key, map, list) in [
+            ("cookie_domain", &r.cookie_domain, &mut rw.cookie_domain),
+            ("cookie_path", &r.cookie_path, &mut rw.cookie_path),
+        ] {
+            for (from, to) in map.iter().flatten() {
+                let path = key == "cookie_path";
+                let bad = |v: &str| {
+                    v.is_empty()
+                        || v.contains([';', ',', ' ', '\t', '=', '"'])
+                        || (path && !v.starts_with('/'))
+                };
+                if bad(from) || bad(to) {
+                    let what = if path {
+                        "paths starting with `/`"
+                    } else {
+                        "domain names"
+                    };
+                    self.error(
+                        &format!("{at}.{key}"),
+                        format!("expected {what} (from: to), found `{from}: {to}`"),
+                    );
+                } else {
+                    list.push((from.clone(), to.clone()));
+                }
+            }
+        }
+        (rw != ResponseRewrite::default()).then(|| Arc::new(rw))
     }
 
     fn admin(&mut self, a: RawAdmin) -> AdminSettings {
@@ -865,6 +946,93 @@ impl Validator {
         }
     }
 
+    fn route_store(&mut self, r: RawRouteStore) -> Option<RouteStoreSpec> {
+        let key_prefix = r.key_prefix.unwrap_or_else(|| "deskgate:".into());
+        let backend = match (r.redis, r.sentinel) {
+            (Some(url), None) => StoreBackend::Redis { url },
+            (None, Some(s)) => StoreBackend::Sentinel(self.sentinel(s)?),
+            (Some(_), Some(_)) => {
+                self.error(
+                    "route_store.sentinel",
+                    "give `redis:` (one server) or `sentinel:` (a primary found by Redis Sentinel), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    "route_store",
+                    "expected `redis: redis://HOST:PORT/DB` or `sentinel: { master: NAME, addrs: [HOST:PORT, ...] }`",
+                );
+                return None;
+            }
+        };
+        Some(RouteStoreSpec {
+            key_prefix,
+            backend,
+        })
+    }
+
+    fn sentinel(&mut self, s: RawSentinel) -> Option<SentinelSpec> {
+        let at = "route_store.sentinel";
+        let mut ok = true;
+        if s.master.trim().is_empty() {
+            self.error(
+                &format!("{at}.master"),
+                "expected the name the sentinels monitor (`sentinel monitor NAME ...`), found an empty string",
+            );
+            ok = false;
+        }
+        if s.addrs.is_empty() {
+            self.error(
+                &format!("{at}.addrs"),
+                "expected at least one sentinel as `host:port` (26379 is Sentinel's port)",
+            );
+            ok = false;
+        }
+        let mut addrs = Vec::new();
+        for (i, a) in s.addrs.iter().enumerate() {
+            match split_host_port(a) {
+                Some(hp) => addrs.push(hp),
+                None => {
+                    self.error(
+                        &format!("{at}.addrs[{i}]"),
+                        format!("expected a sentinel as `host:port` such as `10.0.0.5:26379`, found `{a}`"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let password = (s.password_env.is_some() || s.password_file.is_some())
+            .then(|| {
+                self.secret(
+                    at,
+                    s.password_file.as_deref(),
+                    s.password_env.as_deref(),
+                    "Redis password",
+                )
+            })
+            .flatten();
+        let sentinel_password = (s.sentinel_password_env.is_some()
+            || s.sentinel_password_file.is_some())
+        .then(|| {
+            self.secret(
+                at,
+                s.sentinel_password_file.as_deref(),
+                s.sentinel_password_env.as_deref(),
+                "sentinel password",
+            )
+        })
+        .flatten();
+        ok.then(|| SentinelSpec {
+            master: s.master,
+            addrs,
+            password,
+            sentinel_password,
+            ack_replicas: s.ack_replicas.unwrap_or(1),
+            ack_timeout: s.ack_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+        })
+    }
+
     fn dynamic(&mut self, d: RawDynamic) -> DynamicSpec {
         let authorization = d
             .basic_auth
@@ -896,3 +1064,40 @@ fn access_spec(a: &RawAuth) -> AccessSpec {
 
 #[cfg(test)]
 mod tests;
+
+/// A `rewrite_location` URL as the prefix it is compared with: lower-case scheme and host,
+/// ending in `/`.
+fn location_prefix(url: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "expected an http:// or https:// URL such as `http://127.0.0.1:3000/`, found `{url}`"
+        )
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") {
+        return Err(bad());
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) || path.contains(['?', '#'])
+    {
+        return Err(bad());
+    }
+    let path = if path.ends_with('/') {
+        path.to_string()
+    } else {
+        format!("{path}/")
+    };
+    Ok(format!(
+        "{scheme}://{}{path}",
+        authority.to_ascii_lowercase()
+    ))
+}
+
+/// A `redirect_to` origin (`https://hub.example.org[:port][/base]`), without a trailing `/`.
+fn redirect_origin(url: &str) -> Result<String, String> {
+    let prefix = location_prefix(url).map_err(|_| {
+        format!("expected an origin such as `https://hub.example.org`, found `{url}`")
+    })?;
+    Ok(prefix.trim_end_matches('/').to_string())
+}

@@ -22,13 +22,15 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     pub dynamic: DynamicSpec,
     pub state_file: Option<PathBuf>,
-    /// Redis URL and key prefix shared by several edges.
-    pub route_store: Option<(String, String)>,
+    /// Where several edges share their runtime routes (Redis, or Redis found by Sentinel).
+    pub route_store: Option<RouteStoreSpec>,
     pub threads: usize,
     pub pid_file: Option<PathBuf>,
     pub access_log: Option<(AccessLogFormat, String)>,
     pub log_level: Option<String>,
     pub max_header_bytes: usize,
+    /// Idle upstream connections kept for reuse, across all upstreams.
+    pub upstream_keepalive_connections: usize,
     pub proxy_headers: ProxyHeaders,
     pub error_pages: ErrorPagesSpec,
     /// A listener serving only `/metrics` (besides the admin listener's).
@@ -55,6 +57,8 @@ impl Config {
 pub struct Listener {
     pub addr: String,
     pub redirect_https: bool,
+    /// `redirect_to`: the origin (no trailing `/`) every request is redirected to.
+    pub redirect_to: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub tls: Option<Vec<CertificateSpec>>,
@@ -172,6 +176,7 @@ pub struct RouteSpec {
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
+    pub response_rewrite: Option<std::sync::Arc<crate::routing::response_rewrite::ResponseRewrite>>,
 }
 
 /// How a route names its upstream.
@@ -274,4 +279,33 @@ pub struct ErrorPagesSpec {
     pub dir: Option<PathBuf>,
     /// The status for a failed upstream instead of 502/504 (configurable-http-proxy: 503).
     pub upstream_status: Option<u16>,
+}
+
+/// `route_store:`: one Redis, or the primary that Redis Sentinel names.
+#[derive(Debug, Clone)]
+pub struct RouteStoreSpec {
+    pub key_prefix: String,
+    pub backend: StoreBackend,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    Redis { url: String },
+    Sentinel(SentinelSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct SentinelSpec {
+    /// The name the sentinels monitor (`sentinel monitor NAME …`).
+    pub master: String,
+    /// The sentinels, as `(host, port)`.
+    pub addrs: Vec<(String, u16)>,
+    /// The Redis nodes' password (`requirepass`/`masterauth`).
+    pub password: Option<crate::support::secret::Secret>,
+    /// The sentinels' own password, when they have one.
+    pub sentinel_password: Option<crate::support::secret::Secret>,
+    /// A write is acknowledged only once this many replicas have it (`WAIT`): 0 answers as soon
+    /// as the primary has it, and a failover may then lose it.
+    pub ack_replicas: usize,
+    pub ack_timeout: std::time::Duration,
 }

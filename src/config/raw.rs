@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub pid_file: Option<PathBuf>,
     /// Largest request header section accepted (bytes); larger gets 431. Default 64 KiB.
     pub max_header_bytes: Option<usize>,
+    pub upstream_keepalive_connections: Option<usize>,
     pub proxy_headers: Option<RawProxyHeaders>,
     pub errors: Option<RawErrors>,
     pub metrics: Option<RawMetrics>,
@@ -72,8 +73,24 @@ pub enum RawThreads {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouteStore {
-    pub redis: String,
+    pub redis: Option<String>,
+    pub sentinel: Option<RawSentinel>,
     pub key_prefix: Option<String>,
+}
+
+/// `route_store: { sentinel: … }`: the primary found through Redis Sentinel.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master: String,
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub sentinel_password_env: Option<String>,
+    pub sentinel_password_file: Option<PathBuf>,
+    pub ack_replicas: Option<usize>,
+    pub ack_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +99,9 @@ pub struct RawListener {
     pub addr: String,
     #[serde(default)]
     pub redirect_https: bool,
+    /// A plain listener that redirects everything to this fixed origin (`https://hub.example`),
+    /// path and query appended (Apache's `Redirect / https://hub.example/`).
+    pub redirect_to: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub tls: Option<RawListenerTls>,
@@ -230,6 +250,21 @@ pub struct RawRoute {
     /// Pass the browser's `Cookie` header on to the upstream (off for desktops by default when
     /// an access check is configured: the hub's session cookie stays with the hub).
     pub forward_cookies: Option<bool>,
+    /// Absolute `Location`/`Content-Location` from these URLs (or, `true`, from the server
+    /// that answered) rewritten to the public scheme and host (nginx's `proxy_redirect`).
+    pub rewrite_location: Option<RawRewriteLocation>,
+    /// `Set-Cookie` `Domain=` from -> to (nginx's `proxy_cookie_domain`).
+    pub cookie_domain: Option<BTreeMap<String, String>>,
+    /// `Set-Cookie` `Path=` prefix from -> to (nginx's `proxy_cookie_path`).
+    pub cookie_path: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawRewriteLocation {
+    OwnServer(bool),
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]

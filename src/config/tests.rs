@@ -77,3 +77,36 @@ fn hsts_preload_needs_subdomains_and_a_year() {
     let e = errors(&format!("{tls}{{ max_age: soon }}\n"));
     assert!(e[0].contains("soon"), "{e:?}");
 }
+
+#[test]
+fn route_store_sentinel() {
+    let ok = format!(
+        "{BASE}route_store:\n  sentinel:\n    master: hub\n    addrs: [\"10.0.0.5:26379\", \"[::1]:26380\"]\n"
+    );
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let e = errors(&format!(
+        "{BASE}route_store:\n  sentinel:\n    master: hub\n    addrs: [\"10.0.0.5:26379\", \"sentinel-b\"]\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.yaml:9:31: "), "{e:?}");
+    assert!(e[0].contains("`sentinel-b`"), "{e:?}");
+    let e = errors(&format!(
+        "{BASE}route_store:\n  redis: redis://127.0.0.1/0\n  sentinel: {{ master: hub, addrs: [\"a:1\"] }}\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:8:3: ") && e[0].contains("not both"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{BASE}route_store:\n  key_prefix: x\n"));
+    assert!(
+        e[0].starts_with("t.yaml:6:") && e[0].contains("sentinel:"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{BASE}route_store:\n  sentinel: {{ master: hub, addrs: [\"a:1\"], password_env: A, password_file: /b }}\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:7:") && e[0].contains("not both"),
+        "{e:?}"
+    );
+}

@@ -132,6 +132,16 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// After a shutdown (SIGTERM, SIGINT): the pid file goes, unless a newer deskgate that took
+/// over the sockets (`-u`, SIGQUIT) already wrote its own there.
+pub fn remove_pid_file_if_ours(path: &std::path::Path) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// The pid file: `pid_file:` from the config, else one per first listener in the temp dir.
 pub fn pid_file_for(config: &config::Config) -> PathBuf {
     config.pid_file.clone().unwrap_or_else(|| {

@@ -8,6 +8,8 @@ pub mod hsts;
 pub mod limits;
 pub mod novnc;
 pub mod proxy;
+pub mod rate_cap;
+pub mod request_checks;
 pub mod respond;
 pub mod tunnel;
 pub mod websocket;

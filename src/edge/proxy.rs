@@ -1,8 +1,9 @@
 //! The Pingora `ProxyHttp` implementation. Each phase is a short table of contents; the work
 //! lives in the modules it calls.
 //!
-//! Request path: `request_filter` (redirect plain HTTP -> match route -> noVNC redirect ->
-//! block -> access check -> choose upstream -> strip prefix) -> `upstream_peer` (TLS, timeouts)
+//! Request path: `request_filter` (refuse ambiguous requests -> redirect plain HTTP -> match
+//! route -> noVNC redirect -> block -> access check -> choose upstream -> strip prefix) ->
+//! `upstream_peer` (TLS, timeouts)
 //! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies; after an upgrade's `101`,
 //! `upgraded_streams` hands both connections to `edge::tunnel`.
 
@@ -30,6 +31,10 @@ pub struct ListenerRole {
     pub tls: bool,
     /// A plain-HTTP listener that only redirects to this HTTPS port.
     pub redirect_https_port: Option<u16>,
+    /// A plain-HTTP listener that only redirects to this fixed origin (`redirect_to`).
+    pub redirect_to: Option<Arc<str>>,
+    /// The listener's port as `X-Forwarded-Port` (None on `unix:` sockets).
+    pub port: Option<http::HeaderValue>,
     /// `Strict-Transport-Security` for every answer (TLS listeners with `tls.hsts` only).
     pub hsts: Option<http::HeaderValue>,
     /// The listener verifies client certificates (`tls.client_ca`).
@@ -52,6 +57,9 @@ pub struct RequestCtx {
     server: Option<String>,
     _in_flight: Option<crate::upstream::balance::InFlight>,
     original_host: String,
+    /// The path prefix the route matched (`/app/`), kept only for routes that rewrite
+    /// `Location` (`rewrite_location`).
+    mount: Option<String>,
     upgrade: bool,
     connect_failures: u32,
     /// Set once the upstream answered 101: bytes now count as WebSocket traffic.
@@ -125,6 +133,9 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if crate::edge::request_checks::refuse_ambiguous(session).await? {
+            return Ok(true);
+        }
         if self.role.client_auth {
             pass_client_subject(session)?;
         }
@@ -138,6 +149,13 @@ impl ProxyHttp for EdgeProxy {
                 return Box::pin(respond::body(session, 200, "text/plain", answer.as_bytes()))
                     .await;
             }
+        }
+        if let Some(origin) = &self.role.redirect_to {
+            let location = format!(
+                "{origin}{}",
+                req.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            return Box::pin(respond::redirect(session, 308, &location)).await;
         }
         if let Some(port) = self.role.redirect_https_port {
             let location = respond::https_location(
@@ -169,6 +187,13 @@ impl ProxyHttp for EdgeProxy {
         if header_bytes > snapshot.max_header_bytes {
             let text = "deskgate: request header fields too large\n";
             return Box::pin(respond::text(session, 431, text)).await;
+        }
+        if ctx.upgrade && is_websocket_handshake(session) && !session.is_body_empty() {
+            // A WebSocket handshake ends at its head, and its connections go to `edge::tunnel`
+            // once the 101 is out (vendored pingora-proxy 02). With a body, Pingora would relay
+            // the upgraded stream inside the request instead: the path deskgate no longer keeps.
+            let text = "deskgate: a WebSocket handshake carries no body\n";
+            return Box::pin(respond::text(session, 400, text)).await;
         }
         if !self.limits.is_unlimited() {
             let client = client_ip(session);
@@ -238,6 +263,9 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         ctx.upstream = Some(upstream);
+        if route.response_rewrite.is_some() {
+            ctx.mount = Some(path.wire[..wire_prefix_len].to_string());
+        }
         if session
             .req_header()
             .headers
@@ -319,6 +347,7 @@ impl ProxyHttp for EdgeProxy {
                 client_ip,
                 downstream_tls: self.role.tls,
                 original_host: &ctx.original_host,
+                listener_port: self.role.port.as_ref(),
                 upgrade: ctx.upgrade,
                 authorization: ctx.upstream.as_ref().and_then(|u| u.authorization.as_ref()),
                 forward_cookies: route.forward_cookies,
@@ -346,6 +375,17 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(rewrite) = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.response_rewrite.as_deref())
+        {
+            crate::edge::forwarding::rewrite_upstream_response(
+                resp,
+                rewrite,
+                &self.public_origin(ctx),
+            );
+        }
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             let ws = open_session(session, ctx);
@@ -366,43 +406,11 @@ impl ProxyHttp for EdgeProxy {
         _end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let n = body.as_ref().map_or(0, |b| b.len()) as u64;
-        if !ctx.upgraded && n == 0 {
-            return Ok(());
-        }
-        let now = now_ms();
-        if ctx.upgraded {
-            ctx.traffic.up(n, now);
-        }
-        if n > 0 {
-            // Uploads and WebSocket frames from the browser are activity.
-            ctx.activity.touch(now);
+        // Uploads are activity (WebSocket frames are counted by `edge::tunnel`).
+        if body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.activity.touch(now_ms());
         }
         Ok(())
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
-        end: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        // Only upgrades Pingora relays itself come here (see `upgraded_streams`).
-        if ctx.upgraded {
-            let now = now_ms();
-            if let Some(b) = body.as_ref() {
-                ctx.traffic.down(b, now);
-            }
-            if let (true, Some(frame)) = (end, ctx.traffic.closing_frame()) {
-                // The desktop ended without a close frame: send one, not a bare EOF (1006).
-                let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
-                out.extend_from_slice(frame);
-                *body = Some(bytes::Bytes::from(out));
-            }
-            ctx.activity.touch(now);
-        }
-        Ok(None)
     }
 
     /// Both upgrade legs go to their own task once the `101` is out (pingora-proxy patch 19):
@@ -443,6 +451,7 @@ impl ProxyHttp for EdgeProxy {
             log,
             slot: ctx._slot.take(),
             in_flight: ctx._in_flight.take(),
+            max_rate: None,
         };
         crate::edge::tunnel::spawn(streams, state);
     }
@@ -463,7 +472,7 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         let closed = matches!(
             e.etype(),
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
@@ -473,21 +482,7 @@ impl ProxyHttp for EdgeProxy {
         if closed && e.esource() == &ErrorSource::Downstream {
             return true;
         }
-        // So is a desktop stopped under an open session (the hub's idle culler, a restart):
-        // one warning, not an error. A desktop that sent its close frame first ended the
-        // session properly, whatever its connection did next (often no TLS close_notify).
-        if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
-            let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
-            if ctx.traffic.frames.saw_close {
-                log::debug!("desktop {upstream} closed a WebSocket, then its connection");
-            } else {
-                log::warn!(
-                    "desktop {upstream} ended an open WebSocket: {}",
-                    e.etype().as_str()
-                );
-            }
-            return true;
-        }
+        // (A desktop stopped under an open WebSocket is the tunnel's to report: `edge::tunnel`.)
         false
     }
 
@@ -568,17 +563,7 @@ impl ProxyHttp for EdgeProxy {
             .as_ref()
             .map_or("-".to_string(), |u| u.name.clone());
         if ctx.upgraded {
-            // The 101 is out: an error page cannot be sent, but a close frame can.
-            if ctx.traffic.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
-                let _ = session
-                    .write_response_body(
-                        Some(bytes::Bytes::from_static(
-                            &crate::edge::websocket::CLOSE_BAD_GATEWAY,
-                        )),
-                        true,
-                    )
-                    .await;
-            }
+            // The 101 went out and its hand-over to the tunnel failed: no page can follow it.
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -716,6 +701,18 @@ fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::telemetry::se
 }
 
 impl EdgeProxy {
+    /// Where the browser reached this answer: for `rewrite_location`.
+    fn public_origin<'a>(&self, ctx: &'a RequestCtx) -> crate::edge::forwarding::PublicOrigin<'a> {
+        crate::edge::forwarding::PublicOrigin {
+            tls: self.role.tls,
+            host: &ctx.original_host,
+            mount: ctx.mount.as_deref().unwrap_or("/"),
+            stripped: ctx.route.as_ref().is_some_and(|r| r.strip_prefix),
+            server: ctx.server.as_deref(),
+            upstream_tls: ctx.upstream.as_ref().is_some_and(|u| u.tls.is_some()),
+        }
+    }
+
     /// `Ok(Ok(upstream))`, or `Ok(Err(true))` when a response (404, redirect, 502) was sent.
     async fn choose_upstream(
         &self,
@@ -811,4 +808,13 @@ async fn no_desktop(session: &mut Session, route: &Route, name: &str) -> Result<
             .await
         }
     }
+}
+
+/// An HTTP/1.1 request asking to become a WebSocket (what Pingora forwards as an upgrade).
+fn is_websocket_handshake(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }

@@ -190,6 +190,7 @@ impl RuntimeRoutes {
             fallback_redirect: None,
             drop_websocket_protocol: false,
             forward_cookies: flag("forward_cookies", dynamic.access.is_none()),
+            response_rewrite: None,
             target_path: dynamic.prepend_path.then(|| target_path(&target)).flatten(),
             activity: Some(activity.clone()),
             data_captures: captures_from(prefix, &data),

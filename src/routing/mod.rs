@@ -18,6 +18,7 @@
 //! edge calls; routing imports neither.
 
 pub mod pattern;
+pub mod response_rewrite;
 
 use crate::telemetry::activity::Activity;
 use crate::telemetry::metrics::RouteStats;
@@ -284,6 +285,8 @@ pub struct Route {
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
+    /// `rewrite_location`/`cookie_domain`/`cookie_path`: None (nothing to do) on most routes.
+    pub response_rewrite: Option<Arc<response_rewrite::ResponseRewrite>>,
     /// The path of a runtime route's target URL (`http://host:port/base/`), put in front of
     /// what the upstream is sent (configurable-http-proxy's `prepend_path`).
     pub target_path: Option<String>,
@@ -313,6 +316,7 @@ impl Route {
             fallback_redirect: None,
             drop_websocket_protocol: false,
             forward_cookies: true,
+            response_rewrite: None,
             target_path: None,
             activity: None,
             data_captures: Captures::default(),

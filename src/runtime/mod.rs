@@ -268,6 +268,7 @@ impl Assembler<'_> {
             fallback_redirect: spec.fallback_redirect.clone(),
             drop_websocket_protocol: spec.drop_websocket_protocol,
             forward_cookies: spec.forward_cookies,
+            response_rewrite: spec.response_rewrite.clone(),
             ..Route::new(spec.host.clone(), spec.path.clone(), upstream)
         })
     }

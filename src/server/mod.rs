@@ -91,6 +91,7 @@ pub fn serve(runtime: &Runtime, upgrade: bool, reload_from: Option<&Path>) -> Ex
             return ExitCode::FAILURE;
         }
     };
+    let pid_file = crate::control::reload::pid_file_for(config);
     if let Some(path) = reload_from {
         let reloader = Arc::new(Reloader {
             path: path.to_path_buf(),
@@ -103,7 +104,9 @@ pub fn serve(runtime: &Runtime, upgrade: bool, reload_from: Option<&Path>) -> Ex
             return ExitCode::FAILURE;
         }
     }
-    built.server.run_forever()
+    built.server.run(pingora::server::RunArgs::default());
+    crate::control::reload::remove_pid_file_if_ours(&pid_file);
+    ExitCode::SUCCESS
 }
 
 /// Why the server could not be built: what, where, and the error underneath.
@@ -119,8 +122,9 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("route_store: bad Redis URL: {source}")]
-    RouteStoreUrl { source: redis::RedisError },
+    /// The route store's Redis or Sentinel settings (`hub::route_store` words it).
+    #[error("{0}")]
+    RouteStore(String),
     #[error("TLS settings for {listener}: {source}")]
     TlsSettings {
         listener: String,
@@ -144,9 +148,6 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, ServerError> {
     let pid_file = crate::control::reload::pid_file_for(config);
     let conf = server_conf(config, &pid_file);
     start_access_log(config)?;
-    pingora::proxy::set_client_header_timeout(
-        Some(config.timeouts.client_header).filter(|d| !d.is_zero()),
-    );
     if !opt.upgrade {
         check_addresses_free(config)?;
     }
@@ -190,8 +191,11 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, ServerError> {
         bind_plain(&mut service, addr);
         server.add_service(service);
     }
+    // The whole request header within `client_header` (vendored pingora-core 01 and
+    // pingora-proxy 01): Pingora's own timeout restarts with every byte read.
+    let client_header_timeout = Some(config.timeouts.client_header).filter(|d| !d.is_zero());
     for listener in listeners.proxies {
-        add_proxy_service(&mut server, &gateway, listener)?;
+        add_proxy_service(&mut server, &gateway, listener, client_header_timeout)?;
     }
     add_background_services(&mut server, listeners.acme, &gateway);
     // Pingora binds listeners before it runs services; by the time requests can reach
@@ -215,6 +219,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, ServerError> {
 fn server_conf(config: &Config, pid_file: &Path) -> ServerConf {
     let mut conf = ServerConf::default();
     conf.threads = config.threads;
+    conf.upstream_keepalive_pool_size = config.upstream_keepalive_connections;
     conf.pid_file = pid_file.display().to_string();
     conf.upgrade_sock = format!("{}.upgrade.sock", pid_file.display());
     // After SIGTERM/SIGQUIT: stop accepting at once, then give open desktops the drain time.
@@ -280,6 +285,8 @@ fn plan_listeners(runtime: &Runtime) -> PlannedListeners {
         let role = ListenerRole {
             tls: l.tls.is_some(),
             redirect_https_port: l.redirect_https.then_some(https_port),
+            redirect_to: l.redirect_to.as_deref().map(Arc::from),
+            port: crate::edge::forwarding::port_header(&l.addr),
             client_auth: l.client_auth.is_some(),
             hsts: l
                 .hsts
@@ -321,11 +328,10 @@ fn add_route_store(
     config: &Config,
     runtime_routes: &Arc<RuntimeRoutes>,
 ) -> Result<Option<Arc<RouteStore>>, ServerError> {
-    let Some((url, prefix)) = &config.route_store else {
+    let Some(spec) = &config.route_store else {
         return Ok(None);
     };
-    let store = RouteStore::new(url, prefix, runtime_routes.clone())
-        .map_err(|source| ServerError::RouteStoreUrl { source })?;
+    let store = RouteStore::new(spec, runtime_routes.clone()).map_err(ServerError::RouteStore)?;
     server.add_service(background_service(
         "route store",
         RouteStoreService(store.clone()),
@@ -362,6 +368,7 @@ fn add_proxy_service(
     server: &mut Server,
     gateway: &Arc<Gateway>,
     listener: ProxyListener,
+    client_header_timeout: Option<std::time::Duration>,
 ) -> Result<(), ServerError> {
     let ProxyListener {
         addr,
@@ -379,6 +386,11 @@ fn add_proxy_service(
         proxy,
         &format!("deskgate {addr}"),
     );
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.client_header_timeout = client_header_timeout;
+    if let Some(proxy) = service.app_logic_mut() {
+        proxy.server_options = Some(options);
+    }
     match tls {
         Some(tls) => {
             let mut settings =
@@ -413,7 +425,8 @@ fn add_proxy_service(
     Ok(())
 }
 
-/// Certificate renewal per ACME listener, the admin page's session history, health checks.
+/// Certificate renewal per ACME listener, the admin page's session history and quality,
+/// health checks.
 fn add_background_services(server: &mut Server, acme: Vec<AcmeService>, gateway: &Arc<Gateway>) {
     for service in acme {
         let name = format!("acme {}", service.settings.spec.hosts.join(","));
@@ -423,6 +436,14 @@ fn add_background_services(server: &mut Server, acme: Vec<AcmeService>, gateway:
         "session history",
         crate::telemetry::sessions::HistorySampler,
     ));
+    // `DESKGATE_SESSION_QUALITY=off` leaves the sampler out: for A/B measurements of its cost
+    // (docs/operations.md, "Session quality").
+    if std::env::var("DESKGATE_SESSION_QUALITY").as_deref() != Ok("off") {
+        server.add_service(background_service(
+            "session quality",
+            crate::telemetry::quality::QualitySampler,
+        ));
+    }
     let gateway = gateway.clone();
     server.add_service(background_service(
         "health checks",

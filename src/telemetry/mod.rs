@@ -5,4 +5,6 @@
 pub mod access_log;
 pub mod activity;
 pub mod metrics;
+pub mod quality;
 pub mod sessions;
+pub mod tcp_info;

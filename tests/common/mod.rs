@@ -428,6 +428,7 @@ pub fn read_all(mut r: impl Read) -> String {
 }
 
 pub mod hub;
+pub mod redis;
 
 /// Waits (bounded) until something listens on `port`.
 pub fn wait_port(port: u16) {
