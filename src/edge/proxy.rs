@@ -137,7 +137,7 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         if self.role.client_auth {
-            pass_client_subject(session)?;
+            crate::tls::client_auth::pass_subject_upstream(session)?;
         }
         let req = session.req_header();
         let given_host = raw_host(req);
@@ -307,7 +307,9 @@ impl ProxyHttp for EdgeProxy {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
         ctx.upstream_started = Some(std::time::Instant::now());
-        let key = balance_key(session, &upstream);
+        let key = upstream.pool.as_ref().map_or_else(Vec::new, |pool| {
+            pool.request_key(&session.req_header().headers, || client_ip(session))
+        });
         let Some((server, in_flight)) = upstream.choose(&key, &ctx.tried) else {
             return Error::e_explain(
                 ErrorType::HTTPStatus(502),
@@ -598,39 +600,6 @@ impl ProxyHttp for EdgeProxy {
     }
 }
 
-/// What `balance: hash` hashes: the client address, a header, or a cookie.
-fn balance_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
-    use crate::upstream::balance::{HashKey, Policy};
-    let Some(Policy::Hash(key)) = upstream.pool.as_ref().map(|p| p.policy()) else {
-        return Vec::new();
-    };
-    match key {
-        HashKey::ClientAddr => client_ip(session)
-            .map(|ip| ip.to_string().into_bytes())
-            .unwrap_or_default(),
-        HashKey::Header(name) => session
-            .req_header()
-            .headers
-            .get(name)
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashKey::Cookie(name) => session
-            .req_header()
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|kv| {
-                kv.trim()
-                    .strip_prefix(name.as_str())
-                    .and_then(|r| r.strip_prefix('='))
-            })
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default(),
-    }
-}
-
 /// The client's IP address; `None` for a client on a Unix socket.
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
@@ -645,14 +614,6 @@ fn access_entry<'a>(
     ctx: &'a RequestCtx,
     status: u16,
 ) -> crate::telemetry::access_log::Entry<'a> {
-    let req = session.req_header();
-    let header = |name: http::header::HeaderName| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-    };
-    let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
     let websocket = ctx.upgraded.then(|| {
         let reason = match e {
             None => "closed",
@@ -660,25 +621,16 @@ fn access_entry<'a>(
         };
         (ctx.traffic.bytes_up, ctx.traffic.bytes_down, reason)
     });
-    crate::telemetry::access_log::Entry {
-        client_subject: crate::tls::client_auth::subject_of(session),
-        client,
-        method: req.method.as_str(),
-        uri: ctx.original_uri.as_deref().unwrap_or("-"),
-        version: match req.version {
-            http::Version::HTTP_2 => "HTTP/2.0",
-            http::Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        },
+    let outcome = crate::telemetry::access_log::Outcome {
         status,
-        bytes_sent: session.body_bytes_sent(),
-        referer: header(http::header::REFERER),
-        user_agent: header(http::header::USER_AGENT),
-        duration_ms: ctx.started.map_or(0, |t| t.elapsed().as_millis()),
+        uri: ctx.original_uri.as_deref().unwrap_or("-"),
         route: ctx.route_label(),
         upstream: ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+        started: ctx.started,
+        client_subject: crate::tls::client_auth::subject_of(session),
         websocket,
-    }
+    };
+    crate::telemetry::access_log::Entry::new(session, outcome)
 }
 
 /// Puts an upgraded connection on the admin page's list of sessions.
@@ -745,18 +697,6 @@ impl EdgeProxy {
             },
         }
     }
-}
-
-/// The verified client certificate's subject goes upstream (and to access checks) in
-/// `X-Client-Cert-Subject`; a client's own header of that name never does.
-fn pass_client_subject(session: &mut Session) -> Result<()> {
-    use crate::tls::client_auth::{subject_of, SUBJECT_HEADER};
-    let subject = subject_of(session).map(str::to_string);
-    session.req_header_mut().remove_header(SUBJECT_HEADER);
-    if let Some(s) = subject {
-        session.req_header_mut().insert_header(SUBJECT_HEADER, s)?;
-    }
-    Ok(())
 }
 
 /// Asks the route's access gate and answers what it decided: `Ok(Some(true))` when the

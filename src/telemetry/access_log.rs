@@ -73,6 +73,56 @@ pub struct Entry<'a> {
     pub client_subject: Option<&'a str>,
 }
 
+/// What deskgate did with a request, for its line (the rest comes from the request).
+pub struct Outcome<'a> {
+    pub status: u16,
+    /// The request target as the client sent it (`-` when it was not kept).
+    pub uri: &'a str,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub started: Option<std::time::Instant>,
+    /// The subject of the client certificate a listener verified (mutual TLS).
+    pub client_subject: Option<&'a str>,
+    /// Set for WebSockets: bytes client->desktop, desktop->client, and why it ended.
+    pub websocket: Option<(u64, u64, &'a str)>,
+}
+
+impl<'a> Entry<'a> {
+    /// The line of a request Pingora served: client, request line and headers from `session`.
+    pub fn new(session: &'a pingora::proxy::Session, outcome: Outcome<'a>) -> Entry<'a> {
+        let req = session.req_header();
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+        Entry {
+            client_subject: outcome.client_subject,
+            client,
+            method: req.method.as_str(),
+            uri: outcome.uri,
+            version: match req.version {
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: outcome.status,
+            bytes_sent: session.body_bytes_sent(),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            duration_ms: outcome.started.map_or(0, |t| t.elapsed().as_millis()),
+            route: outcome.route,
+            upstream: outcome.upstream,
+            websocket: outcome.websocket,
+        }
+    }
+}
+
 /// The line of a request that outlives its handler (a WebSocket handed to its tunnel): owned
 /// copies of what the entry borrowed, recorded when the connection ends.
 pub struct PendingEntry {

@@ -57,6 +57,17 @@ pub fn verifier(spec: &ClientAuthSpec) -> Result<Arc<dyn ClientCertVerifier>, St
         .map_err(|e| format!("client verifier from {}: {e}", spec.ca.display()))
 }
 
+/// The verified client certificate's subject goes upstream (and to access checks) in
+/// `X-Client-Cert-Subject`; a client's own header of that name never does.
+pub fn pass_subject_upstream(session: &mut pingora::proxy::Session) -> pingora::Result<()> {
+    let subject = subject_of(session).map(str::to_string);
+    session.req_header_mut().remove_header(SUBJECT_HEADER);
+    if let Some(s) = subject {
+        session.req_header_mut().insert_header(SUBJECT_HEADER, s)?;
+    }
+    Ok(())
+}
+
 /// The subject a listener verified for this request's connection, if any.
 pub fn subject_of(session: &pingora::proxy::Session) -> Option<&str> {
     let digest = session.digest()?.ssl_digest.as_ref()?;
