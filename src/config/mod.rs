@@ -13,7 +13,7 @@ pub mod span;
 pub mod model;
 
 use crate::routing::response_rewrite::ResponseRewrite;
-use crate::routing::{HostPattern, PathPattern, Route, Template};
+use crate::routing::{HostPattern, PathPattern, Route, Template, WebSocketSettings};
 use crate::support::secret::{self, Secret};
 use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
 use crate::upstream::settings::{
@@ -246,10 +246,15 @@ impl Validator {
             upstream_keepalive: t.upstream_keepalive.map_or(d.upstream_keepalive, |x| x.0),
             drain: t.drain.map_or(d.drain, |x| x.0),
         };
+        let websocket = self.websocket(
+            "websocket",
+            raw.websocket.as_ref(),
+            WebSocketSettings::default(),
+        );
         let mut seen = HashSet::new();
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if let Some(route) = self.route(i, r, &upstreams) {
+            if let Some(route) = self.route(i, r, &upstreams, websocket) {
                 if !seen.insert(route.label.clone()) {
                     self.error(
                         &format!("routes[{i}]"),
@@ -263,7 +268,10 @@ impl Validator {
             }
         }
         let admin = raw.admin.map(|a| self.admin(a));
-        let dynamic = raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default();
+        let dynamic = DynamicSpec {
+            websocket,
+            ..raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default()
+        };
         // One worker per core unless told otherwise: Pingora's default of 1 leaves cores idle.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match raw.threads {
@@ -325,7 +333,37 @@ impl Validator {
                 }
                 m.addr
             }),
+            websocket,
             spans: SpanIndex::default(),
+        }
+    }
+
+    /// A `websocket:` block at `at`: its keys over `base` (the defaults, or the top level's).
+    fn websocket(
+        &mut self,
+        at: &str,
+        raw: Option<&RawWebSocket>,
+        base: WebSocketSettings,
+    ) -> WebSocketSettings {
+        let Some(raw) = raw else { return base };
+        let close_on_desktop_loss = match &raw.close_on_desktop_loss {
+            None => base.close_on_desktop_loss,
+            Some(RawCloseCode::Word(w)) if w == "none" => None,
+            Some(RawCloseCode::Code(c)) if is_server_close_code(*c) => Some(*c as u16),
+            Some(other) => {
+                let found = match other {
+                    RawCloseCode::Code(c) => c.to_string(),
+                    RawCloseCode::Word(w) => w.clone(),
+                };
+                self.error(
+                    &format!("{at}.close_on_desktop_loss"),
+                    format!("expected a close code a server may send (1011, the default; 1000-1003, 1007-1009, 1011-1013, 3000-4999) or `none`, found `{found}`"),
+                );
+                base.close_on_desktop_loss
+            }
+        };
+        WebSocketSettings {
+            close_on_desktop_loss,
         }
     }
 
@@ -725,6 +763,7 @@ impl Validator {
         i: usize,
         r: RawRoute,
         upstreams: &HashMap<String, UpstreamSpec>,
+        websocket: WebSocketSettings,
     ) -> Option<RouteSpec> {
         let at = format!("routes[{i}]");
         let host = match r.host.as_deref().map(HostPattern::parse) {
@@ -828,6 +867,7 @@ impl Validator {
         }
         let forward_cookies = r.forward_cookies.unwrap_or(access.is_none());
         let label = Route::label_for(host.as_ref(), &path);
+        let websocket = self.websocket(&format!("{at}.websocket"), r.websocket.as_ref(), websocket);
         Some(RouteSpec {
             at,
             label,
@@ -843,6 +883,7 @@ impl Validator {
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
             response_rewrite,
+            websocket,
         })
     }
 
@@ -1047,11 +1088,19 @@ impl Validator {
             strip_prefix: d.strip_prefix,
             prepend_path: d.prepend_path.unwrap_or(true),
             host_routing: d.host_routing,
+            websocket: WebSocketSettings::default(),
         }
     }
 }
 
 /// Checked where it is built (`runtime`): its URL's placeholders depend on the route.
+/// Close codes RFC 6455 (7.4.1, 7.4.2) lets a server send: not 1004-1006 and 1015 (reserved,
+/// never on the wire), 1010 (a client's), 1014 (rejected as reserved by clients such as
+/// tungstenite), 2000-2999 (for extensions); 3000-4999 belong to libraries and applications.
+fn is_server_close_code(code: i64) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1009 | 1011..=1013 | 3000..=4999)
+}
+
 fn access_spec(a: &RawAuth) -> AccessSpec {
     AccessSpec {
         url: a.url.clone(),

@@ -4,7 +4,7 @@
 
 use super::span::SpanIndex;
 use super::ConfigError;
-use crate::routing::{HostPattern, PathPattern, Template};
+use crate::routing::{HostPattern, PathPattern, Template, WebSocketSettings};
 use crate::support::secret::Secret;
 use crate::upstream::balance::{HealthSpec, Policy};
 use crate::upstream::settings::{Timeouts, UpstreamTls};
@@ -35,6 +35,8 @@ pub struct Config {
     pub error_pages: ErrorPagesSpec,
     /// A listener serving only `/metrics` (besides the admin listener's).
     pub metrics_addr: Option<String>,
+    /// The top-level `websocket:` block (each route's defaults).
+    pub websocket: WebSocketSettings,
     /// Where each YAML path (`routes[2].upstream`) sits in the file.
     pub(super) spans: SpanIndex,
 }
@@ -177,6 +179,8 @@ pub struct RouteSpec {
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
     pub response_rewrite: Option<std::sync::Arc<crate::routing::response_rewrite::ResponseRewrite>>,
+    /// The top-level `websocket:` keys with this route's own on top.
+    pub websocket: WebSocketSettings,
 }
 
 /// How a route names its upstream.
@@ -227,6 +231,8 @@ pub struct DynamicSpec {
     /// Every route's first segment is a host (`/alice.hub.test/...`), as with
     /// configurable-http-proxy's `--host-routing`; without it, only a first segment with a dot is.
     pub host_routing: bool,
+    /// The top-level `websocket:` block (runtime routes have none of their own).
+    pub websocket: WebSocketSettings,
 }
 
 impl Default for DynamicSpec {
@@ -240,6 +246,7 @@ impl Default for DynamicSpec {
             strip_prefix: false,
             prepend_path: true,
             host_routing: false,
+            websocket: WebSocketSettings::default(),
         }
     }
 }

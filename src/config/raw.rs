@@ -31,6 +31,23 @@ pub struct RawConfig {
     pub proxy_headers: Option<RawProxyHeaders>,
     pub errors: Option<RawErrors>,
     pub metrics: Option<RawMetrics>,
+    /// Defaults for every route's `websocket:` block (runtime routes included).
+    pub websocket: Option<RawWebSocket>,
+}
+
+/// `websocket:` at the top level (defaults) and per route.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    /// The close code sent to the browser for a desktop lost mid-session, or `none`.
+    pub close_on_desktop_loss: Option<RawCloseCode>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawCloseCode {
+    Code(i64),
+    Word(String),
 }
 
 #[derive(Deserialize)]
@@ -257,6 +274,8 @@ pub struct RawRoute {
     pub cookie_domain: Option<BTreeMap<String, String>>,
     /// `Set-Cookie` `Path=` prefix from -> to (nginx's `proxy_cookie_path`).
     pub cookie_path: Option<BTreeMap<String, String>>,
+    /// Overrides of the top-level `websocket:` keys for this route.
+    pub websocket: Option<RawWebSocket>,
 }
 
 #[derive(Deserialize)]

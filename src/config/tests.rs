@@ -110,3 +110,50 @@ fn route_store_sentinel() {
         "{e:?}"
     );
 }
+
+#[test]
+fn websocket_close_on_desktop_loss_defaults_and_overrides() {
+    let load = |yaml: &str| {
+        load_str(
+            "t.yaml",
+            yaml,
+            LoadOptions {
+                skip_files: true,
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}", e[0]))
+    };
+    let routes = "routes:\n  - path: /a/\n    upstream: hub\n  - path: /b/\n    upstream: hub\n    websocket: { close_on_desktop_loss: 4000 }\n";
+    let c = load(&format!("{BASE}{routes}"));
+    assert_eq!(c.routes[0].websocket.close_on_desktop_loss, Some(1011));
+    assert_eq!(c.routes[1].websocket.close_on_desktop_loss, Some(4000));
+    assert_eq!(c.dynamic.websocket.close_on_desktop_loss, Some(1011));
+    let c = load(&format!(
+        "{BASE}websocket:\n  close_on_desktop_loss: none\n{routes}"
+    ));
+    assert_eq!(c.routes[0].websocket.close_on_desktop_loss, None);
+    assert_eq!(c.routes[1].websocket.close_on_desktop_loss, Some(4000));
+    assert_eq!(c.dynamic.websocket.close_on_desktop_loss, None);
+}
+
+#[test]
+fn websocket_close_code_must_be_one_a_server_sends() {
+    let e = errors(&format!(
+        "{BASE}routes:\n  - path: /\n    upstream: hub\n    websocket: {{ close_on_desktop_loss: 1006 }}\n"
+    ));
+    assert!(e[0].starts_with("t.yaml:9:41: "), "{e:?}");
+    assert!(e[0].contains("found `1006`"), "{e:?}");
+    let e = errors(&format!(
+        "{BASE}websocket:\n  close_on_desktop_loss: never\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:7:26: ") && e[0].contains("`none`"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{BASE}websocket:\n  close_on_loss: 1011\n"));
+    assert!(
+        e[0].starts_with("t.yaml:7:3: ") && e[0].contains("unknown field"),
+        "{e:?}"
+    );
+}

@@ -10,6 +10,7 @@ pub mod novnc;
 pub mod proxy;
 pub mod rate_cap;
 pub mod request_checks;
+pub mod request_id;
 pub mod respond;
 pub mod tunnel;
 pub mod websocket;

@@ -9,6 +9,7 @@
 
 use crate::edge::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::edge::gateway::{Gateway, Snapshot};
+use crate::edge::request_id;
 use crate::edge::respond;
 use crate::routing::{
     AccessDecision, AccessGate, Captures, RequestPath, Resolution, Route, RouteMatch, UpstreamRef,
@@ -133,6 +134,8 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // First: every answer from here on, deskgate's or the upstream's, carries it.
+        request_id::assign(session.req_header_mut())?;
         if crate::edge::request_checks::refuse_ambiguous(session).await? {
             return Ok(true);
         }
@@ -185,23 +188,25 @@ impl ProxyHttp for EdgeProxy {
             .sum::<usize>()
             + req.raw_path().len();
         if header_bytes > snapshot.max_header_bytes {
-            let text = "deskgate: request header fields too large\n";
-            return Box::pin(respond::text(session, 431, text)).await;
+            return Box::pin(respond::error(session, 431)).await;
         }
         if ctx.upgrade && is_websocket_handshake(session) && !session.is_body_empty() {
             // A WebSocket handshake ends at its head, and its connections go to `edge::tunnel`
             // once the 101 is out (vendored pingora-proxy 02). With a body, Pingora would relay
             // the upgraded stream inside the request instead: the path deskgate no longer keeps.
-            let text = "deskgate: a WebSocket handshake carries no body\n";
-            return Box::pin(respond::text(session, 400, text)).await;
+            log::debug!("refused a WebSocket handshake with a body");
+            return Box::pin(respond::error(session, 400)).await;
         }
         if !self.limits.is_unlimited() {
             let client = client_ip(session);
             match self.limits.acquire(client) {
                 Some(slot) => ctx._slot = Some(slot),
                 None => {
-                    let text = "deskgate: too many connections, try again shortly\n";
-                    return Box::pin(respond::text(session, 503, text)).await;
+                    log::debug!(
+                        "request {}: over the connection limits of its listener",
+                        request_id::of(session.req_header())
+                    );
+                    return Box::pin(respond::error(session, 503)).await;
                 }
             }
         }
@@ -214,9 +219,13 @@ impl ProxyHttp for EdgeProxy {
         }
         let Some(found) = snapshot.routes.lookup(&host, &path.decoded) else {
             metrics::NO_ROUTE.inc();
-            let text = format!("deskgate: no route for {host}{}\n", path.decoded);
+            log::info!(
+                "request {}: no route for {host}{}",
+                request_id::of(req),
+                path.decoded
+            );
             let pages = &snapshot.error_pages;
-            return Box::pin(pages.send(session, 404, &text, snapshot.timeouts.connect)).await;
+            return Box::pin(pages.send(session, 404, snapshot.timeouts.connect)).await;
         };
         let route = found.route.clone();
         ctx.activity = crate::telemetry::activity::Toucher::new(route.activity.clone());
@@ -240,8 +249,12 @@ impl ProxyHttp for EdgeProxy {
             .iter()
             .any(|b| crate::routing::is_under(rest, b))
         {
-            let text = format!("deskgate: {rest} is blocked on route {}\n", route.label);
-            return Box::pin(respond::text(session, 403, &text)).await;
+            log::info!(
+                "request {}: {rest} is blocked on route {}",
+                request_id::of(req),
+                route.label
+            );
+            return Box::pin(respond::error(session, 403)).await;
         }
         if let Some(check) = &route.access {
             let mut captures = route.data_captures.clone();
@@ -391,14 +404,18 @@ impl ProxyHttp for EdgeProxy {
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             let ws = open_session(session, ctx);
-            ctx.traffic.open(ws);
+            let close_on_desktop_loss = ctx
+                .route
+                .as_ref()
+                .map_or(Some(1011), |r| r.websocket.close_on_desktop_loss);
+            ctx.traffic.open(ws, close_on_desktop_loss);
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
         if resp.status.as_u16() < 300 {
             ctx.activity.touch(now_ms());
         }
-        Ok(())
+        request_id::put_on(session.req_header(), resp)
     }
 
     async fn request_body_filter(
@@ -488,6 +505,20 @@ impl ProxyHttp for EdgeProxy {
         false
     }
 
+    /// Pingora's error lines end with this: the request, where it was going, and the id the
+    /// browser was given (the answer itself names none of it).
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        format!(
+            "{}, route {}, upstream {}{}{}, request id {}",
+            session.as_ref().request_summary(),
+            ctx.route_label(),
+            ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+            if ctx.server.is_some() { " server " } else { "" },
+            ctx.server.as_deref().unwrap_or(""),
+            request_id::of(session.req_header())
+        )
+    }
+
     /// A kept-alive upstream connection that fails before any answer went out was stale: the
     /// server closed it or wrote on it while it idled, and the check when it was taken from the
     /// pool ran before the kernel's news reached the reactor. Pingora retries only errors of the
@@ -560,10 +591,6 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let upstream = ctx
-            .upstream
-            .as_ref()
-            .map_or("-".to_string(), |u| u.name.clone());
         if ctx.upgraded {
             // The 101 went out and its hand-over to the tunnel failed: no page can follow it.
             return FailToProxy {
@@ -578,20 +605,9 @@ impl ProxyHttp for EdgeProxy {
         let own_code = respond::status_for_error(e);
         let code = snapshot.error_pages.upstream_failure(own_code);
         if code > 0 {
-            let what = if own_code == 504 {
-                "timed out"
-            } else {
-                "failed"
-            };
-            let body = format!(
-                "deskgate: upstream {upstream} for route {} {what}: {}\n",
-                ctx.route_label(),
-                e.etype().as_str()
-            );
+            // What failed where is in Pingora's error line (`request_summary`), not the page.
             let pages = &snapshot.error_pages;
-            let _ = pages
-                .send(session, code, &body, snapshot.timeouts.connect)
-                .await;
+            let _ = pages.send(session, code, snapshot.timeouts.connect).await;
         }
         FailToProxy {
             error_code: code,
@@ -628,6 +644,7 @@ fn access_entry<'a>(
         upstream: ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
         started: ctx.started,
         client_subject: crate::tls::client_auth::subject_of(session),
+        request_id: request_id::of(session.req_header()),
         websocket,
     };
     crate::telemetry::access_log::Entry::new(session, outcome)
@@ -688,11 +705,12 @@ impl EdgeProxy {
                 Resolution::Found(u) => Ok(Ok(u)),
                 Resolution::NoDesktop(name) => Ok(Err(no_desktop(session, route, &name).await?)),
                 Resolution::Failed { status, reason } => {
-                    let body = format!(
-                        "deskgate: desktop lookup for route {} failed: {reason}\n",
+                    log::warn!(
+                        "request {}: desktop lookup for route {} failed: {reason}",
+                        request_id::of(session.req_header()),
                         route.label
                     );
-                    Ok(Err(respond::text(session, status, &body).await?))
+                    Ok(Err(respond::error(session, status).await?))
                 }
             },
         }
@@ -721,16 +739,11 @@ async fn check_access(
             }
             return Ok(None);
         }
-        AccessDecision::Deny(status) => {
-            respond::text(session, status, "deskgate: access denied\n").await?
-        }
+        AccessDecision::Deny(status) => respond::error(session, status).await?,
         AccessDecision::RedirectToLogin(location) => {
             respond::redirect(session, 302, &location).await?
         }
-        AccessDecision::Unavailable => {
-            let text = "deskgate: access check unavailable, request denied\n";
-            respond::text(session, 503, text).await?
-        }
+        AccessDecision::Unavailable => respond::error(session, 503).await?,
     };
     Ok(Some(answered))
 }
@@ -740,12 +753,12 @@ async fn no_desktop(session: &mut Session, route: &Route, name: &str) -> Result<
     match &route.fallback_redirect {
         Some(location) => respond::redirect(session, 302, location).await,
         None => {
-            respond::text(
-                session,
-                404,
-                &format!("deskgate: no desktop {name} for route {}\n", route.label),
-            )
-            .await
+            log::info!(
+                "request {}: no desktop {name} for route {}",
+                request_id::of(session.req_header()),
+                route.label
+            );
+            respond::error(session, 404).await
         }
     }
 }

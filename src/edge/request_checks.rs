@@ -61,12 +61,7 @@ pub async fn refuse_ambiguous(session: &mut Session) -> Result<bool> {
     };
     // debug, not warn: any client can send these, as often as it likes.
     log::debug!("refused a request: {}", refusal.reason);
-    let text = match refusal.status {
-        405 => "method not allowed\n",
-        501 => "not implemented\n",
-        _ => "bad request\n",
-    };
-    respond::text(session, refusal.status, text).await
+    respond::error(session, refusal.status).await
 }
 
 /// The refusal for a request header, if any. `raw_header` is the HTTP/1 header section as it

@@ -7,8 +7,8 @@
 //! read (pingora-core patch 8), so an idle tunnel holds none.
 //!
 //! What the request path did per chunk happens here too: bytes and activity are counted
-//! (`websocket::Traffic`, the route's clock), the desktop's frames are followed so the browser
-//! gets a close frame if the desktop dies, and `timeouts.upgraded_idle` ends a tunnel that
+//! (`websocket::Traffic`, the route's clock), the frames are followed both ways so the browser
+//! gets a close frame if the desktop dies mid-session (and only then), and `timeouts.upgraded_idle` ends a tunnel that
 //! carried nothing either way for that long (cloudflare/pingora#255: never the HTTP read
 //! timeout). When the tunnel ends, the admin page's session is closed before the browser's
 //! socket (see `SessionRegistry::close`), and the access log gets the WebSocket's line.
@@ -67,7 +67,7 @@ pub fn spawn(streams: UpgradedStreams, state: TunnelState) {
     let mut state = state;
     let now = now_ms();
     if let Some(bytes) = streams.downstream_unread.filter(|b| !b.is_empty()) {
-        state.traffic.up(bytes.len() as u64, now);
+        state.traffic.up(&bytes, now);
         to_desktop.pending = Some(bytes);
     }
     if let Some(bytes) = streams.upstream_unread.filter(|b| !b.is_empty()) {
@@ -159,7 +159,7 @@ impl Tunnel {
         let up = to_desktop.poll(cx, browser, desktop, |bytes| {
             *moved = true;
             let now = now_ms();
-            state.traffic.up(bytes.len() as u64, now);
+            state.traffic.up(bytes, now);
             state.activity.touch(now);
         });
         if let Poll::Ready(result) = up {
@@ -189,13 +189,17 @@ impl Tunnel {
 
     async fn end(&mut self, end: End) {
         let upstream = &self.state.upstream;
+        let traffic = &self.state.traffic;
         match &end {
             End::Failed(Leg::Desktop, what, e) => {
                 // A desktop stopped under an open session (the hub's idle culler, a restart) is
                 // a warning; one that sent its close frame first ended the session properly,
-                // whatever its connection did next (often no TLS close_notify).
-                if self.state.traffic.frames.saw_close {
+                // whatever its connection did next (often no TLS close_notify), and one that
+                // drops the connection after the browser's close may be rejecting that close.
+                if traffic.from_desktop.saw_close {
                     log::debug!("desktop {upstream} closed a WebSocket, then its connection");
+                } else if traffic.from_browser.saw_close {
+                    log::debug!("desktop {upstream} dropped a WebSocket after the browser's close: {what} ({e})");
                 } else {
                     log::warn!("desktop {upstream} ended an open WebSocket: {what} ({e})");
                 }
@@ -223,17 +227,42 @@ impl Tunnel {
         if let (true, Some(frame)) = (desktop_ended, self.state.traffic.closing_frame()) {
             // Not a bare EOF, which noVNC reports as 1006.
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                browser.write_all(frame).await?;
+                browser.write_all(&frame).await?;
                 browser.flush().await
             })
             .await;
         }
-        use pingora::protocols::Shutdown;
+        // A leg whose read or write failed is gone: a TLS close_notify toward it would only
+        // fail again (a broken pipe).
+        let browser_gone = matches!(end, End::Failed(Leg::Browser, ..));
+        let desktop_gone = matches!(end, End::Failed(Leg::Desktop, ..));
         let (browser, desktop) = (&mut *self.browser, &mut *self.desktop);
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            tokio::join!(Shutdown::shutdown(browser), Shutdown::shutdown(desktop))
+            tokio::join!(
+                close_write(browser, browser_gone, "browser", upstream),
+                close_write(desktop, desktop_gone, "desktop", upstream)
+            )
         })
         .await;
+    }
+}
+
+/// Ends the writing side of one leg (TLS close_notify, then FIN), unless it is known gone.
+/// Instead of Pingora's `Shutdown`, which logs a WARN for every peer that left first.
+async fn close_write(
+    stream: &mut dyn pingora::protocols::IO,
+    gone: bool,
+    leg: &str,
+    upstream: &str,
+) {
+    if gone {
+        return;
+    }
+    if let Err(e) = AsyncWriteExt::shutdown(stream).await {
+        if crate::telemetry::log_noise::peer_gone(&e) {
+            crate::telemetry::log_noise::count_shutdown_to_gone_peer();
+        }
+        log::debug!("closing the {leg} side of a WebSocket to {upstream}: {e}");
     }
 }
 

@@ -128,7 +128,8 @@ impl AccessGate for AccessCheck {
     ) -> AccessDecision {
         let Some(url) = self.url.fill(captures, encode_segment) else {
             log::warn!(
-                "access check for route {label}: the route has no value for a placeholder in {}",
+                "request {}: access check for route {label}: the route has no value for a placeholder in {}",
+                request_id(headers),
                 self.url
             );
             return AccessDecision::Deny(403);
@@ -165,9 +166,20 @@ impl AccessGate for AccessCheck {
             }
             HubAnswer::Unavailable(reason) => {
                 crate::telemetry::metrics::ACCESS_DENIED.inc();
-                log::warn!("access check for route {label} failed closed: {reason}");
+                log::warn!(
+                    "request {}: access check for route {label} failed closed: {reason}",
+                    request_id(headers)
+                );
                 AccessDecision::Unavailable
             }
         }
     }
+}
+
+/// The request's id (`edge::request_id`, set before any check), for log lines.
+fn request_id(headers: &HeaderMap) -> &str {
+    headers
+        .get(crate::edge::request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
 }

@@ -111,7 +111,7 @@ impl Resolver {
                 (
                     Resolution::Failed {
                         status: e.status(),
-                        reason: e.reason(),
+                        reason: format!("{url}: {}", e.reason()),
                     },
                     Duration::ZERO,
                 )
@@ -145,7 +145,7 @@ impl Resolver {
             Ok(r) => (
                 Resolution::Failed {
                     status: 502,
-                    reason: format!("the hub answered {}", r.status),
+                    reason: format!("{url}: the hub answered {}", r.status),
                 },
                 Duration::ZERO,
             ),

@@ -33,6 +33,8 @@ pub struct DynamicSettings {
     /// Every route's first segment is a host (`/alice.hub.test/...`), as with
     /// configurable-http-proxy's `--host-routing`; without it, only a first segment with a dot is.
     pub host_routing: bool,
+    /// The top-level `websocket:` block.
+    pub websocket: crate::routing::WebSocketSettings,
 }
 
 struct Entry {
@@ -195,6 +197,7 @@ impl RuntimeRoutes {
             activity: Some(activity.clone()),
             data_captures: captures_from(prefix, &data),
             stats: crate::telemetry::metrics::RUNTIME_ROUTE_STATS.clone(),
+            websocket: dynamic.websocket,
         };
         Ok(Entry {
             target,

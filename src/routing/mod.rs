@@ -255,6 +255,8 @@ pub enum Resolution {
     Found(Arc<Upstream>),
     /// The hub knows no desktop by this name (the route's fallback, else 404).
     NoDesktop(String),
+    /// The lookup failed: `status` for the browser, `reason` (the hub's URL, what went wrong)
+    /// for the log only.
     Failed {
         status: u16,
         reason: String,
@@ -296,6 +298,25 @@ pub struct Route {
     pub data_captures: Captures,
     /// Requests by status class, for `/metrics` (runtime routes share one).
     pub stats: Arc<RouteStats>,
+    /// The route's `websocket:` settings (the top-level ones where it sets none).
+    pub websocket: WebSocketSettings,
+}
+
+/// The `websocket:` block: how deskgate treats a route's upgraded connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebSocketSettings {
+    /// The close code deskgate sends the browser when the desktop's connection ends while
+    /// both sides are open (no close frame either way); `None`: the browser sees the drop.
+    pub close_on_desktop_loss: Option<u16>,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        // 1011 (server error): what noVNC shows as a server problem instead of 1006.
+        WebSocketSettings {
+            close_on_desktop_loss: Some(1011),
+        }
+    }
 }
 
 impl Route {
@@ -320,6 +341,7 @@ impl Route {
             target_path: None,
             activity: None,
             data_captures: Captures::default(),
+            websocket: WebSocketSettings::default(),
         }
     }
 

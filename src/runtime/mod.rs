@@ -158,6 +158,7 @@ impl Assembler<'_> {
             strip_prefix: d.strip_prefix,
             prepend_path: d.prepend_path,
             host_routing: d.host_routing,
+            websocket: d.websocket,
         };
         let listener_tls = c
             .listeners
@@ -269,6 +270,7 @@ impl Assembler<'_> {
             drop_websocket_protocol: spec.drop_websocket_protocol,
             forward_cookies: spec.forward_cookies,
             response_rewrite: spec.response_rewrite.clone(),
+            websocket: spec.websocket,
             ..Route::new(spec.host.clone(), spec.path.clone(), upstream)
         })
     }

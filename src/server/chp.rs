@@ -18,9 +18,10 @@ pub fn run(flags: Vec<String>) -> ExitCode {
         }
     };
     // Before `plan`, which logs the flags it ignores.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .target(env_logger::Target::Stdout)
-        .init();
+        .build();
+    let _ = crate::telemetry::log_noise::install(logger);
     let plan = match chp::plan(args) {
         Ok(p) => p,
         Err(e) => {

@@ -79,7 +79,10 @@ pub fn run(args: &ServeArgs) -> ExitCode {
 pub fn serve(runtime: &Runtime, upgrade: bool, reload_from: Option<&Path>) -> ExitCode {
     let config = &runtime.config;
     let level = config.log_level.clone().unwrap_or_else(|| "info".into());
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    // Behind `log_noise`'s filter: WARN lines any client can cause are counted, not printed.
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).build();
+    let _ = crate::telemetry::log_noise::install(logger);
     let opt = Opt {
         upgrade,
         ..Default::default()

@@ -67,6 +67,8 @@ pub struct Entry<'a> {
     pub duration_ms: u128,
     pub route: &'a str,
     pub upstream: &'a str,
+    /// `X-Request-Id`, as the client got it (`edge::request_id`).
+    pub request_id: &'a str,
     /// Set for WebSockets: bytes client->desktop, desktop->client, and why it ended.
     pub websocket: Option<(u64, u64, &'a str)>,
     /// The subject of the client certificate a listener verified (mutual TLS).
@@ -83,6 +85,8 @@ pub struct Outcome<'a> {
     pub started: Option<std::time::Instant>,
     /// The subject of the client certificate a listener verified (mutual TLS).
     pub client_subject: Option<&'a str>,
+    /// `X-Request-Id`, as the client got it (`edge::request_id`).
+    pub request_id: &'a str,
     /// Set for WebSockets: bytes client->desktop, desktop->client, and why it ended.
     pub websocket: Option<(u64, u64, &'a str)>,
 }
@@ -118,6 +122,7 @@ impl<'a> Entry<'a> {
             duration_ms: outcome.started.map_or(0, |t| t.elapsed().as_millis()),
             route: outcome.route,
             upstream: outcome.upstream,
+            request_id: outcome.request_id,
             websocket: outcome.websocket,
         }
     }
@@ -135,6 +140,7 @@ pub struct PendingEntry {
     user_agent: String,
     route: String,
     upstream: String,
+    request_id: String,
     client_subject: Option<String>,
     started: std::time::Instant,
 }
@@ -151,6 +157,7 @@ impl Entry<'_> {
             user_agent: self.user_agent.to_string(),
             route: self.route.to_string(),
             upstream: self.upstream.to_string(),
+            request_id: self.request_id.to_string(),
             client_subject: self.client_subject.map(str::to_string),
             started: started.unwrap_or_else(std::time::Instant::now),
         }
@@ -172,6 +179,7 @@ impl PendingEntry {
             duration_ms: self.started.elapsed().as_millis(),
             route: &self.route,
             upstream: &self.upstream,
+            request_id: &self.request_id,
             websocket: Some(websocket),
             client_subject: self.client_subject.as_deref(),
         });
@@ -193,7 +201,7 @@ pub fn record(e: &Entry<'_>) {
 fn combined(e: &Entry<'_>) -> String {
     let now = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S %z");
     let mut line = format!(
-        "{} - - [{now}] \"{} {} {}\" {} {} \"{}\" \"{}\" {}ms route=\"{}\" upstream=\"{}\"",
+        "{} - - [{now}] \"{} {} {}\" {} {} \"{}\" \"{}\" {}ms route=\"{}\" upstream=\"{}\" request_id=\"{}\"",
         e.client,
         e.method,
         redact_query(e.uri),
@@ -204,7 +212,8 @@ fn combined(e: &Entry<'_>) -> String {
         quote_safe(e.user_agent),
         e.duration_ms,
         e.route,
-        e.upstream
+        e.upstream,
+        e.request_id
     );
     if let Some((up, down, reason)) = e.websocket {
         line.push_str(&format!(
@@ -232,6 +241,7 @@ fn json(e: &Entry<'_>) -> String {
         "duration_ms": e.duration_ms as u64,
         "route": e.route,
         "upstream": e.upstream,
+        "request_id": e.request_id,
     });
     if let Some((up, down, reason)) = e.websocket {
         v["websocket"] = serde_json::json!({ "bytes_up": up, "bytes_down": down, "close": reason });

@@ -46,6 +46,19 @@ static HANDSHAKE_FAILURES: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
+static BAD_SNI: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter_vec(
+        "deskgate_tls_bad_sni_total",
+        "ClientHellos whose server name (SNI) was an IP address, no valid host name, or given twice.",
+        &["kind"],
+    )
+});
+
+/// `kind`: ip_address, invalid_name or duplicate (see `telemetry::log_noise`).
+pub fn count_bad_sni(kind: &str) {
+    BAD_SNI.with_label_values(&[kind]).inc();
+}
+
 pub fn count_handshake_failure(reason: &str) {
     HANDSHAKE_FAILURES.with_label_values(&[reason]).inc();
 }
@@ -182,6 +195,7 @@ counters! {
     RELOADS_FAILED = "deskgate_reload_failures_total", "Config reloads rejected (the old config kept serving).";
     ACME_ISSUED = "deskgate_certificates_issued_total", "Certificates obtained through ACME.";
     ACME_FAILURES = "deskgate_acme_failures_total", "ACME orders that failed (retried with backoff).";
+    TLS_SHUTDOWN_PEER_GONE = "deskgate_tls_shutdown_peer_gone_total", "TLS close_notify not written because the peer had already closed its connection (logged at debug).";
 }
 
 static CERT_EXPIRY: Lazy<prometheus::IntGaugeVec> = Lazy::new(|| {
@@ -266,6 +280,7 @@ pub fn render(g: &Gauges) -> String {
     for v in crate::telemetry::quality::Verdict::ALL {
         SESSIONS_BY_VERDICT.with_label_values(&[v.code()]);
     }
+    Lazy::force(&BAD_SNI);
     let now = crate::telemetry::activity::now_ms() / 1000;
     for (host, not_after) in CERT_NOT_AFTER.lock().expect("expiry lock").iter() {
         CERT_EXPIRY

@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod activity;
+pub mod log_noise;
 pub mod metrics;
 pub mod quality;
 pub mod sessions;
