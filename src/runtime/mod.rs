@@ -117,7 +117,7 @@ impl Assembler<'_> {
             if !self.opts.skip_files {
                 match files.load() {
                     Ok(identity) => tls.identity = Some(Arc::new(identity)),
-                    Err(e) => self.error(at, e),
+                    Err(e) => self.failed(at, e),
                 }
             }
         }
@@ -183,7 +183,7 @@ impl Assembler<'_> {
         match crate::tls::client_auth::verifier(spec) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.error(&spec.at, e);
+                self.failed(&spec.at, e);
                 None
             }
         }
