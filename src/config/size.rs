@@ -95,7 +95,9 @@ mod tests {
         assert_eq!(parse_size(&text("1.5MB")), Ok(1_500_000));
         assert_eq!(parse_size(&text("4096")), Ok(4096));
         assert_eq!(parse_size(&RawSize::Bytes(7)), Ok(7));
-        assert!(parse_size(&text("1 parsec")).unwrap_err().contains("found `1 parsec`"));
+        assert!(parse_size(&text("1 parsec"))
+            .unwrap_err()
+            .contains("found `1 parsec`"));
         assert!(parse_size(&text("MiB")).is_err());
     }
 

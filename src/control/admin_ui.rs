@@ -271,7 +271,10 @@ pub fn sessions_json() -> Vec<Value> {
         .map(|s| {
             let (latest, history) = {
                 let q = s.quality.lock().expect("quality lock");
-                (q.latest, q.history.iter().map(history_point).collect::<Vec<_>>())
+                (
+                    q.latest,
+                    q.history.iter().map(history_point).collect::<Vec<_>>(),
+                )
             };
             let max_rate = s.max_rate.load(Ordering::Relaxed);
             json!({

@@ -55,7 +55,9 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled_at).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
         self.tokens =
             (self.tokens + elapsed * self.cap.bytes_per_sec as f64).min(self.cap.burst as f64);
         self.refilled_at = now;

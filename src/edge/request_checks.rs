@@ -191,7 +191,10 @@ fn is_host_and_port(value: &[u8]) -> bool {
     } else {
         let split = value.iter().position(|&b| b == b':').unwrap_or(value.len());
         let host = &value[..split];
-        let name_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        // RFC 3986 reg-name's unreserved characters and percent-encoding: clients on a Unix
+        // socket (JupyterHub's aiohttp) send the socket's path percent-encoded as the host.
+        let name_byte =
+            |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%');
         if host.is_empty() || !host.iter().all(name_byte) {
             return false;
         }
@@ -243,6 +246,7 @@ mod tests {
         assert_eq!(status("GET", "/", &[("Host", "hub.test:8443")]), None);
         assert_eq!(status("GET", "/", &[("Host", "[::1]:8443")]), None);
         assert_eq!(status("GET", "/", &[("Host", "127.0.0.1")]), None);
+        assert_eq!(status("GET", "/", &[("Host", "%2ftmp%2fproxy.sock")]), None);
         assert_eq!(status("POST", "/", &[HOST, ("Content-Length", "5")]), None);
         let te = ("Transfer-Encoding", "Chunked");
         assert_eq!(status("POST", "/", &[HOST, te]), None);

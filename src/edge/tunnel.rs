@@ -17,8 +17,8 @@ use crate::edge::rate_cap::{RateCap, TokenBucket};
 use crate::edge::websocket::Traffic;
 use crate::telemetry::access_log::PendingEntry;
 use crate::telemetry::activity::{now_ms, Toucher};
-use bytes::BytesMut;
 use crate::telemetry::sessions::Session;
+use bytes::BytesMut;
 use pingora::protocols::{io_buffers, Stream};
 use pingora::proxy::UpgradedStreams;
 use std::future::poll_fn;
@@ -448,13 +448,18 @@ mod tests {
         let received = received.load(std::sync::atomic::Ordering::Relaxed);
         let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         let expected = MIB + 80 * MIB;
-        eprintln!("capped at 8 MiB/s, burst 1 MiB: {received} bytes in 10 s (burst + rate: {expected})");
+        eprintln!(
+            "capped at 8 MiB/s, burst 1 MiB: {received} bytes in 10 s (burst + rate: {expected})"
+        );
         assert!(received <= expected + 17 * 1024, "{received}");
         // Less than the rate allows only by what the browser's side still holds (one read)
         // and the bucket's last refill.
         assert!(received + 64 * 1024 + 17 * 1024 >= expected, "{received}");
         // What the desktop got rid of beyond that sits in the two pipes (64 KiB each) and the
         // pump's one read: nothing accumulates.
-        assert!(sent <= received + 3 * 64 * 1024 + 16 * 1024, "{sent} sent, {received} received");
+        assert!(
+            sent <= received + 3 * 64 * 1024 + 16 * 1024,
+            "{sent} sent, {received} received"
+        );
     }
 }

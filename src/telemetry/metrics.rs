@@ -135,8 +135,7 @@ static SESSION_BACKLOG: Lazy<Histogram> = Lazy::new(|| {
                 "Bytes from desktops not yet taken by browsers, per open WebSocket, sampled.",
             )
             .buckets(vec![
-                0.0, 4096.0, 16384.0, 65536.0, 262144.0, 524288.0, 1048576.0, 4194304.0,
-                16777216.0,
+                0.0, 4096.0, 16384.0, 65536.0, 262144.0, 524288.0, 1048576.0, 4194304.0, 16777216.0,
             ]),
         )
         .expect("valid metric"),
