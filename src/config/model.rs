@@ -51,6 +51,7 @@ impl Config {
             line: pos.line,
             column: pos.column,
             message: message.into(),
+            cause: None,
         }
     }
 }
