@@ -380,7 +380,18 @@ impl Validator {
                 (_, Err(_)) => self.error(&at, "not a valid header value (control characters?)"),
             }
         }
+        let mut remove = Vec::new();
+        for (i, name) in h.remove.iter().enumerate() {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => remove.push(n),
+                Err(_) => self.error(
+                    &format!("proxy_headers.remove[{i}]"),
+                    format!("`{name}` is not a valid header name"),
+                ),
+            }
+        }
         ProxyHeaders {
+            remove,
             x_forwarded: match h.x_forwarded {
                 None | Some(RawXForwarded::Set) => XForwarded::Set,
                 Some(RawXForwarded::Append) => XForwarded::Append,
