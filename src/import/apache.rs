@@ -184,6 +184,8 @@ struct Output {
     routes: Vec<Route>,
     timeouts: BTreeMap<&'static str, (u64, Vec<String>)>,
     headers: BTreeMap<String, (String, Vec<String>)>,
+    /// `RequestHeader unset NAME`, with where each came from.
+    removed_headers: BTreeMap<String, Vec<String>>,
     skipped: Vec<String>,
     ignored: BTreeMap<String, Vec<String>>,
     secret_files: Vec<(PathBuf, String)>,
@@ -571,7 +573,18 @@ impl Converter<'_> {
             return;
         }
         if action == "unset" {
-            return self.skip(&d.at, &d.text, "deskgate cannot remove a request header: the browser's own copy reaches the backend (if the backend trusts it for identity, anyone can set it)");
+            // Removing a header in more places than Apache did is the safe direction (the
+            // backend loses a browser-sent value, never gains one), so a host condition does
+            // not block it; an env=/expr= condition might mean "only sometimes", so it does.
+            if condition.is_some() {
+                return self.skip(&d.at, &d.text, "a conditional unset (env=/expr=): not translated; the browser's own copy would reach the backend");
+            }
+            self.out
+                .removed_headers
+                .entry(header.clone())
+                .or_default()
+                .push(format!("{}: RequestHeader unset {header}", d.at));
+            return;
         }
         if action != "set" {
             return self.skip(&d.at, &d.text, "only `RequestHeader set` is translated (deskgate adds headers; it does not unset, append or edit the browser's)");
@@ -592,6 +605,14 @@ impl Converter<'_> {
         }
         let value = d.arg(2);
         if value.contains("%{") {
+            // Apache overwrote whatever the browser sent (often an identity from its login,
+            // `remote-user`); deskgate cannot compute the value, but it must not pass the
+            // browser's own copy on either.
+            self.out
+                .removed_headers
+                .entry(header.clone())
+                .or_default()
+                .push(format!("{}: RequestHeader set {header} %{{...}} (the browser's copy must not reach the backend)", d.at));
             return self.skip(
                 &d.at,
                 &d.text,
@@ -1954,13 +1975,25 @@ impl Converter<'_> {
                 y.push_str(&format!("  {k}: {secs}s\n"));
             }
         }
+        if !o.headers.is_empty() || !o.removed_headers.is_empty() {
+            y.push_str("\nproxy_headers:\n");
+        }
         if !o.headers.is_empty() {
-            y.push_str("\nproxy_headers:\n  add:\n");
+            y.push_str("  add:\n");
             for (k, (v, why)) in &o.headers {
                 for w in why {
                     y.push_str(&format!("    # {w}\n"));
                 }
                 y.push_str(&format!("    {}: {}\n", q(k), q(v)));
+            }
+        }
+        if !o.removed_headers.is_empty() {
+            y.push_str("  # removed from every proxied request (Apache removed them per vhost)\n  remove:\n");
+            for (k, why) in &o.removed_headers {
+                for w in why {
+                    y.push_str(&format!("    # {w}\n"));
+                }
+                y.push_str(&format!("    - {}\n", q(k)));
             }
         }
         Conversion {

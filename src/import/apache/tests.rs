@@ -94,10 +94,10 @@ fn tls_files_notes_and_lets_encrypt() {
 }
 
 #[test]
-fn request_headers_set_are_added_others_reported() {
+fn request_headers_set_are_added_unset_removed_others_reported() {
     let c = convert_text(&vhost(
         80,
-        "ProxyPass / http://hub:5020/\nRequestHeader set X-Hub-Edge deskgate\nRequestHeader set X-Forwarded-Proto https\nRequestHeader unset X-User\nRequestHeader set Upgrade websocket env=WS",
+        "ProxyPass / http://hub:5020/\nRequestHeader set X-Hub-Edge deskgate\nRequestHeader set X-Forwarded-Proto https\nRequestHeader unset X-User\nRequestHeader unset Remote-User env=SSO\nRequestHeader set Upgrade websocket env=WS",
     ));
     assert!(
         c.yaml.contains("proxy_headers:\n  add:")
@@ -105,8 +105,10 @@ fn request_headers_set_are_added_others_reported() {
         "{}",
         c.yaml
     );
+    assert!(c.yaml.contains("  remove:\n") && c.yaml.contains("- \"X-User\""), "{}", c.yaml);
+    // Only sometimes removed in Apache: refused rather than guessed.
     assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
-    assert!(c.skipped[0].contains("RequestHeader unset X-User"));
+    assert!(c.skipped[0].contains("RequestHeader unset Remote-User env=SSO"));
     assert!(c.ignored.iter().any(|i| i.starts_with("X-Forwarded-For/")));
     assert!(c
         .ignored
