@@ -717,6 +717,9 @@ def main():
                    check=True, capture_output=True)
     pem.write_text(cert.read_text() + key.read_text())
     targets = a.only.split(",") + [f"{t}/early" for t in a.early.split(",") if t]
+    for peer in {t.split("/")[0] for t in targets} - {"deskgate", "deskgate-tls"}:
+        if not shutil.which(peer):
+            sys.exit(f"smuggle: {peer} is not installed (bench/run installs nginx and haproxy; or --only deskgate --early deskgate)")
     systems, upstreams = {}, {}
     versions = {}
     try:
