@@ -117,10 +117,11 @@ timeouts: {{ client_header: 60s }}
 class System:
     """One proxy (or the direct floor) on loopback. `front_tls`/`up_tls` off give the plain-HTTP
     variants the conformance and smuggling runs use (nginx, HAProxy and deskgate only)."""
-    def __init__(self, name, work, up_port, cert, key, pem, front_tls=True, up_tls=True, binary=None):
+    def __init__(self, name, work, up_port, cert, key, pem, front_tls=True, up_tls=True, binary=None, extra_yaml=""):
         self.name, self.work, self.up, self.cert, self.key, self.pem = name, work, up_port, cert, key, pem
         self.front_tls, self.up_tls = front_tls, up_tls
         self.binary = binary or DESKGATE
+        self.extra_yaml = extra_yaml  # more top-level YAML for deskgate
         self.port = up_port if name == "direct" else free_port()
         self.proc = None
         if not (front_tls and up_tls) and name not in ("deskgate", "nginx", "haproxy"):
@@ -134,7 +135,7 @@ class System:
         env = dict(os.environ)
         if self.name == "deskgate":
             cfg = deskgate_config(d, self.port, self.up, self.cert, self.key, threads=1,
-                                  front_tls=self.front_tls, up_tls=self.up_tls)
+                                  front_tls=self.front_tls, up_tls=self.up_tls, extra_yaml=self.extra_yaml)
             cmd = [str(self.binary), "-c", str(cfg)]
         elif self.name == "nginx":
             cfg = d / "nginx.conf"
@@ -258,7 +259,8 @@ https://localhost:{self.port} {{
 
     def stop(self):
         if self.proc:
-            for p in reversed(tree(self.proc.pid)):
+            # Parents first: an nginx master that outlives a worker starts a new one, orphaned.
+            for p in tree(self.proc.pid):
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:

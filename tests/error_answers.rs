@@ -457,3 +457,36 @@ fn no_self_made_answer_names_anything_internal() {
     let held = holder.join().unwrap();
     s.check("held until the read timeout", &held, 504);
 }
+
+/// A WebSocket's `101` carries the id, and its access log line (written when it closes) too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websockets_request_id_is_on_its_101_and_its_access_log_line() {
+    use futures_util::SinkExt;
+    let s = site();
+    let url = format!(
+        "wss://other.test:{}/desktop/alice/websockify",
+        s.edge.https_port
+    );
+    let (mut ws, resp) = ws_connect_with(
+        &url,
+        &[
+            ("Origin", "https://other.test"),
+            ("Sec-WebSocket-Protocol", "binary"),
+            ("X-Request-Id", "ws-42"),
+        ],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 101);
+    assert_eq!(resp.headers().get("x-request-id").unwrap(), "ws-42");
+    assert_eq!(ask(&mut ws, "whoami").await, "alice");
+    ws.close(None).await.unwrap();
+    let entry = s.access_line("ws-42");
+    assert_eq!(entry["status"], 101);
+    assert!(
+        entry["websocket"]["bytes_up"].as_u64().unwrap() > 0,
+        "{entry}"
+    );
+    let _ = ws.flush().await;
+}

@@ -15,11 +15,6 @@ use std::time::{Duration, Instant};
 const MASTER: &str = "hub";
 const REDIS_PASSWORD: &str = "redis-pw-for-tests";
 
-struct Edge {
-    d: Deskgate,
-    admin: u16,
-}
-
 fn sentinel_edge(fx: &Fixture, name: &str, sentinels: &[String], extra: &str) -> Edge {
     let (https_port, admin) = (free_port(), free_port());
     let password_file = fx.path().join("redis.password");
@@ -34,14 +29,6 @@ fn sentinel_edge(fx: &Fixture, name: &str, sentinels: &[String], extra: &str) ->
     );
     let d = Deskgate::start_with_admin(fx.path(), name, &yaml, https_port, admin);
     Edge { d, admin }
-}
-
-fn served(e: &Edge, prefix: &str) -> Option<String> {
-    let r = curl(
-        &format!("https://hub.test:{}{prefix}/whoami", e.d.https_port),
-        &[],
-    );
-    (r.status == 200).then(|| r.body.trim().to_string())
 }
 
 fn post(admin_port: u16, prefix: &str, target: &str) -> u16 {
@@ -352,24 +339,6 @@ impl Drop for ChpReplica {
     }
 }
 
-/// JupyterHub's own proxy client (`jupyterhub.proxy.ConfigurableHTTPProxy`) against `api`.
-fn jupyterhub(api: u16, args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jupyterhub_client.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{api}"))
-        .arg(ADMIN_TOKEN)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "jupyterhub client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn two_chp_replicas_share_jupyterhubs_routes_and_survive_losing_one() {
     let fx = Fixture::new();
@@ -396,7 +365,7 @@ fn two_chp_replicas_share_jupyterhubs_routes_and_survive_losing_one() {
         .collect();
     for (user, target) in users.iter().zip(&targets) {
         jupyterhub(
-            a.api,
+            &format!("http://127.0.0.1:{}", a.api),
             &[
                 "add",
                 &format!("/user/{user}/"),
@@ -420,7 +389,7 @@ fn two_chp_replicas_share_jupyterhubs_routes_and_survive_losing_one() {
     // `Proxy.check_routes` compares: `get_all_routes`) finds each one, with its data.
     a.kill();
     assert!(serves_all(&b));
-    let routes = jupyterhub(b.api, &["get_all"]);
+    let routes = jupyterhub(&format!("http://127.0.0.1:{}", b.api), &["get_all"]);
     for (user, target) in users.iter().zip(&targets) {
         let route = &routes[&format!("/user/{user}/")];
         assert_eq!(route["target"], target.as_str(), "{routes}");
@@ -434,7 +403,7 @@ fn two_chp_replicas_share_jupyterhubs_routes_and_survive_losing_one() {
         "restarted A to serve every route",
         || serves_all(&a),
     );
-    let again = jupyterhub(a.api, &["get_all"]);
+    let again = jupyterhub(&format!("http://127.0.0.1:{}", a.api), &["get_all"]);
     for (user, target) in users.iter().zip(&targets) {
         let route = &again[&format!("/user/{user}/")];
         assert_eq!(route["target"], target.as_str(), "{again}");

@@ -342,7 +342,11 @@ async fn a_websocket_handshake_with_a_body_is_refused() {
         tokio_rustls::TlsConnector::from(client_tls(Arc::new(RecordingVerifier::default())));
     for (extra, body, status) in [
         ("Content-Length: 5\r\n", "hello", "HTTP/1.1 400"),
-        ("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n", "HTTP/1.1 400"),
+        (
+            "Transfer-Encoding: chunked\r\n",
+            "5\r\nhello\r\n0\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
         ("", "", "HTTP/1.1 101"),
     ] {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -434,7 +438,8 @@ async fn idle_websockets_give_back_io_buffers_after_a_burst() {
 
 /// A desktop that speaks WebSocket frame by frame over TLS, so a test decides exactly when it
 /// drops its connection (as Autobahn's echo server does on a protocol error). It echoes text
-/// and binary messages; on the text message `die` it drops the connection (a crash mid-session).
+/// and binary messages; on the text message `die` it drops the connection (a crash mid-session),
+/// and on a frame with a reserved opcode too (failing the connection, as RFC 6455 says).
 /// On the browser's close frame it answers as a strict server does: a valid close is echoed,
 /// an invalid one (a code no endpoint may send, a 1-byte payload) is answered by dropping the
 /// connection without a close frame. On the path `/drop-on-close` it drops on any close.
@@ -554,6 +559,7 @@ async fn scripted_session(
                 return Ok(());
             }
             0x1 if payload == b"die" => return Ok(()),
+            0x3..=0x7 | 0xB..=0xF => return Ok(()),
             0x1 | 0x2 => {
                 let mut reply = vec![0x80 | opcode];
                 if payload.len() < 126 {
@@ -692,6 +698,36 @@ async fn a_desktop_dropping_an_invalid_close_is_seen_as_a_drop_and_a_valid_close
         .await
         .unwrap();
         assert_eq!(ending(&mut ws).await, expected, "close with {code}");
+    }
+    assert_quiet_log(&hub);
+}
+
+/// Issue 32, Autobahn cases 4.x (and 3.x, 5.x): a desktop that fails the connection on a frame
+/// RFC 6455 makes it fail (here a reserved opcode) by dropping it did not crash: the browser
+/// sees the drop, as it would directly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_desktop_failing_the_connection_on_a_bad_frame_is_seen_as_a_drop() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{coding::*, Frame, FrameHeader};
+    let hub = scripted_hub();
+    let url = format!(
+        "wss://hub.test:{}/desktop/scripted/websockify",
+        hub.edge.https_port
+    );
+    for opcode in [3u8, 7, 11, 15] {
+        let (mut ws, _) = ws_connect(&url).await.unwrap();
+        echo_once(&mut ws, Message::text("hello")).await;
+        let code = OpCode::from(opcode);
+        assert!(matches!(
+            code,
+            OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_))
+        ));
+        let header = FrameHeader {
+            opcode: code,
+            ..FrameHeader::default()
+        };
+        let frame = Frame::from_payload(header, bytes::Bytes::from_static(b"x"));
+        ws.send(Message::Frame(frame)).await.unwrap();
+        assert_eq!(ending(&mut ws).await, Ending::Dropped, "opcode {opcode}");
     }
     assert_quiet_log(&hub);
 }

@@ -24,28 +24,61 @@ pub use model::*;
 use raw::*;
 use span::SpanIndex;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A problem with a config, at the `FILE:LINE:COL` of the YAML it comes from.
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
+    /// What failed underneath, when more than the text was wrong: the file that could not be
+    /// read, the certificate that did not load (its own error, for logs that walk the chain).
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ConfigError {
+            file, line, column, ..
+        } = self;
+        write!(f, "{file}:{line}:{column}: {}", self.message)
     }
 }
+
+/// By hand, not derived: the cause is the failed layer's own error (downcast it to its type),
+/// not the `Arc` that shares it.
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl ConfigError {
+    /// The problem `cause` (a typed error from the layer that failed), with its message.
+    pub fn caused_by(
+        mut self,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> ConfigError {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+}
+
+/// Two reports of one problem: same place, same words (whatever their causes).
+impl PartialEq for ConfigError {
+    fn eq(&self, other: &ConfigError) -> bool {
+        (&self.file, self.line, self.column, &self.message)
+            == (&other.file, other.line, other.column, &other.message)
+    }
+}
+
+impl Eq for ConfigError {}
 
 /// `host:port` or `[v6]:port`, split (the brackets dropped).
 fn split_host_port(addr: &str) -> Option<(String, u16)> {
@@ -94,7 +127,9 @@ pub fn parse_file(path: &Path, opts: LoadOptions) -> (Option<Config>, Vec<Config
                 line: 1,
                 column: 1,
                 message: format!("cannot read config: {e}"),
-            };
+                cause: None,
+            }
+            .caused_by(e);
             (None, vec![error])
         }
     }
@@ -122,7 +157,9 @@ pub fn parse_str(file: &str, text: &str, opts: LoadOptions) -> (Option<Config>, 
                 line,
                 column,
                 message: serde_message(&e),
-            };
+                cause: None,
+            }
+            .caused_by(e);
             return (None, vec![error]);
         }
     };
@@ -166,6 +203,7 @@ impl Validator {
             line: pos.line,
             column: pos.column,
             message: message.into(),
+            cause: None,
         });
     }
 
@@ -394,7 +432,18 @@ impl Validator {
                 (_, Err(_)) => self.error(&at, "not a valid header value (control characters?)"),
             }
         }
+        let mut remove = Vec::new();
+        for (i, name) in h.remove.iter().enumerate() {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => remove.push(n),
+                Err(_) => self.error(
+                    &format!("proxy_headers.remove[{i}]"),
+                    format!("`{name}` is not a valid header name"),
+                ),
+            }
+        }
         ProxyHeaders {
+            remove,
             x_forwarded: match h.x_forwarded {
                 None | Some(RawXForwarded::Set) => XForwarded::Set,
                 Some(RawXForwarded::Append) => XForwarded::Append,

@@ -51,6 +51,7 @@ impl Config {
             line: pos.line,
             column: pos.column,
             message: message.into(),
+            cause: None,
         }
     }
 }
@@ -274,6 +275,9 @@ pub struct ProxyHeaders {
     pub x_forwarded: XForwarded,
     /// Added to (replacing) the request's own (`--custom-header` in `deskgate chp`).
     pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Removed from every proxied request: a browser must not be able to send what the
+    /// backend takes as the edge's word (`X-Forwarded-User`, `Remote-User`).
+    pub remove: Vec<http::HeaderName>,
 }
 
 /// The `errors:` block: where error pages come from.

@@ -60,6 +60,9 @@ pub struct RawProxyHeaders {
     pub x_forwarded: Option<RawXForwarded>,
     #[serde(default)]
     pub add: BTreeMap<String, String>,
+    /// Request headers never passed on (Apache's `RequestHeader unset`).
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Deserialize, Clone, Copy)]

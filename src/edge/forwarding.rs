@@ -89,6 +89,10 @@ pub fn upstream_target(
 }
 
 pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
+    // First, so that what deskgate sets below (X-Forwarded-*, `add:`) is never removed.
+    for name in &f.headers.remove {
+        req.remove_header(name);
+    }
     // Headers named in `Connection` are hop-by-hop too (RFC 9110 7.6.1). Most requests carry
     // only `keep-alive` or `upgrade` there, so nothing is collected for them.
     let named: Vec<String> = req
@@ -498,7 +502,9 @@ mod tests {
         req.append_header("X-Forwarded-For", "10.0.0.1").unwrap();
         req.append_header("X-Forwarded-Proto", "https").unwrap();
         req.append_header("X-Forwarded-Host", "outer.test").unwrap();
+        req.append_header("Remote-User", "admin").unwrap();
         let headers = ProxyHeaders {
+            remove: vec![http::HeaderName::from_static("remote-user")],
             x_forwarded: XForwarded::Append,
             add: vec![(
                 http::HeaderName::from_static("x-hub"),
@@ -525,6 +531,7 @@ mod tests {
         assert_eq!(h("x-forwarded-proto").as_deref(), Some("https,http"));
         assert_eq!(h("x-forwarded-host").as_deref(), Some("outer.test"));
         assert_eq!(h("x-hub").as_deref(), Some("1"));
+        assert_eq!(h("remote-user"), None, "a browser's identity header is removed");
     }
 
     #[test]

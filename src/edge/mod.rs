@@ -1,5 +1,6 @@
 //! The data plane: Pingora's `ProxyHttp` phases (`proxy`) and the pieces they call.
 
+pub mod answer;
 pub mod error_pages;
 pub mod forwarding;
 pub mod gateway;

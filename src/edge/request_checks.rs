@@ -60,7 +60,11 @@ pub async fn refuse_ambiguous(session: &mut Session) -> Result<bool> {
         return Ok(false);
     };
     // debug, not warn: any client can send these, as often as it likes.
-    log::debug!("refused a request: {}", refusal.reason);
+    log::debug!(
+        "request {}: refused: {}",
+        crate::edge::request_id::of(session.req_header()),
+        refusal.reason
+    );
     respond::error(session, refusal.status).await
 }
 

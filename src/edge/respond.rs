@@ -52,11 +52,13 @@ fn wording(status: u16) -> (&'static str, &'static str) {
         401 => "Please sign in first.",
         403 => "Access to this page is not allowed.",
         404 => "There is nothing at this address.",
+        405 => "This method is not allowed here.",
         429 => "Too many requests. Please try again shortly.",
         431 => "The request's headers are too large.",
         500 => "Something went wrong. Please try again shortly.",
         502 => "The service behind this address did not answer properly. Please try again shortly.",
         503 => "The service is unavailable right now. Please try again shortly.",
+        501 => "This request is not supported.",
         504 => "The service behind this address did not answer in time. Please try again shortly.",
         _ => "The request could not be completed.",
     };

@@ -200,6 +200,8 @@ impl Tunnel {
                     log::debug!("desktop {upstream} closed a WebSocket, then its connection");
                 } else if traffic.from_browser.saw_close {
                     log::debug!("desktop {upstream} dropped a WebSocket after the browser's close: {what} ({e})");
+                } else if traffic.from_browser.broke_protocol {
+                    log::info!("desktop {upstream} failed a WebSocket after a frame from the browser that broke RFC 6455: {what} ({e})");
                 } else {
                     log::warn!("desktop {upstream} ended an open WebSocket: {what} ({e})");
                 }

@@ -13,6 +13,10 @@
 //! has its answer; after the browser's, a desktop may legitimately answer a close it rejects
 //! (an invalid code, a 1-byte payload, a reason that is not UTF-8) by dropping the connection,
 //! and the browser must see that drop, not a "server error" the desktop never sent.
+//! Nor after a browser frame that RFC 6455 makes its receiver fail the connection for, as far
+//! as the header shows it (reserved bits or opcodes, a bad control frame, broken
+//! fragmentation): the desktop's drop is then its answer, not a crash. Faults inside payloads
+//! (text that is not UTF-8) are not looked for: that would mean reading every byte.
 
 use crate::telemetry::{metrics, sessions};
 use std::sync::Arc;
@@ -42,12 +46,22 @@ pub struct Traffic {
 
 impl Traffic {
     /// The upgrade succeeded: the WebSocket counts as open and is on the admin page.
-    /// `close_on_desktop_loss`: the route's setting.
-    pub fn open(&mut self, session: Arc<sessions::Session>, close_on_desktop_loss: Option<u16>) {
+    /// `close_on_desktop_loss`: the route's setting; `deflate`: the `101` agreed on
+    /// permessage-deflate (whose frames set RSV1).
+    pub fn open(
+        &mut self,
+        session: Arc<sessions::Session>,
+        close_on_desktop_loss: Option<u16>,
+        deflate: bool,
+    ) {
         metrics::WEBSOCKETS_OPEN.inc();
         metrics::WEBSOCKETS_TOTAL.inc();
         self.session = Some(session);
         self.desktop_loss_close = close_on_desktop_loss.map(close_frame);
+        if deflate {
+            self.from_browser.rsv_allowed = RSV1;
+            self.from_desktop.rsv_allowed = RSV1;
+        }
     }
 
     /// The WebSocket ended. Called before its connection closes: after this, the admin page's
@@ -87,12 +101,16 @@ impl Traffic {
     }
 
     /// The close frame to send the browser now that the desktop's side ended: only for a
-    /// desktop lost mid-session (no close frame either way), at a frame boundary, and when the
-    /// route asks for one.
+    /// desktop lost mid-session (no close frame either way, and no frame from the browser that
+    /// the desktop had to fail the connection for), at a frame boundary, and when the route
+    /// asks for one.
     pub fn closing_frame(&mut self) -> Option<[u8; 4]> {
         let frame = self.desktop_loss_close?;
         // A browser whose frames deskgate lost track of may have sent a close: stay silent.
-        let mid_session = !self.closing() && !self.from_browser.lost;
+        // One that broke the protocol was answered as RFC 6455 7.1.7 says: the desktop failed
+        // the connection, it did not crash.
+        let browser = &self.from_browser;
+        let mid_session = !self.closing() && !browser.lost && !browser.broke_protocol;
         if !mid_session || !self.from_desktop.at_boundary() {
             return None;
         }
@@ -104,6 +122,8 @@ impl Traffic {
 
 /// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
 const MAX_HEADER: usize = 14;
+/// The first reserved bit, which permessage-deflate (RFC 7692) sets on compressed messages.
+const RSV1: u8 = 0x40;
 
 /// Follows one direction's frames by their headers. Once a close frame went by, or the bytes
 /// made no sense as frames, it stops looking.
@@ -118,6 +138,12 @@ pub struct FrameTracker {
     pub saw_close: bool,
     /// Bytes made no sense as frames: stop tracking, never inject.
     pub lost: bool,
+    /// A frame broke RFC 6455 in a way its receiver must fail the connection for.
+    pub broke_protocol: bool,
+    /// A fragmented message is under way.
+    in_message: bool,
+    /// Reserved bits an extension claimed (RSV1 for permessage-deflate).
+    rsv_allowed: u8,
 }
 
 enum Header {
@@ -126,7 +152,8 @@ enum Header {
     Complete {
         header_len: usize,
         payload_len: u64,
-        opcode: u8,
+        /// FIN, RSV1-3 and the opcode.
+        first: u8,
     },
     /// A 64-bit length with its top bit set (RFC 6455 5.2: MUST be 0).
     Invalid,
@@ -155,10 +182,10 @@ impl FrameTracker {
                 Header::Complete {
                     header_len,
                     payload_len,
-                    opcode,
+                    first,
                 } => {
                     data = &data[header_len..];
-                    self.frame(payload_len, opcode);
+                    self.frame(payload_len, first);
                 }
                 Header::Invalid => self.lost = true,
                 Header::Incomplete => data = self.gather(data),
@@ -175,10 +202,10 @@ impl FrameTracker {
             Header::Complete {
                 header_len,
                 payload_len,
-                opcode,
+                first,
             } => {
                 self.header_len = 0;
-                self.frame(payload_len, opcode);
+                self.frame(payload_len, first);
                 &data[header_len - had..]
             }
             Header::Invalid => {
@@ -192,8 +219,27 @@ impl FrameTracker {
         }
     }
 
-    fn frame(&mut self, payload_len: u64, opcode: u8) {
+    fn frame(&mut self, payload_len: u64, first: u8) {
         self.remaining = payload_len;
+        let fin = first & 0x80 != 0;
+        let opcode = first & 0x0F;
+        // What RFC 6455 (5.2, 5.4, 5.5) makes the receiver fail the connection for, as far as
+        // headers tell: reserved bits no extension claimed, reserved opcodes, a control frame
+        // fragmented or over 125 bytes, a continuation with no message begun, a new message
+        // inside one.
+        let reserved_bits = first & 0x70 & !self.rsv_allowed != 0;
+        let broken = match opcode {
+            0x0 => !self.in_message,
+            0x1 | 0x2 => self.in_message,
+            0x8..=0xA => !fin || payload_len > 125,
+            _ => true,
+        };
+        if reserved_bits || broken {
+            self.broke_protocol = true;
+        }
+        if opcode < 0x8 {
+            self.in_message = !fin;
+        }
         if opcode == 0x8 {
             self.saw_close = true;
         }
@@ -204,7 +250,6 @@ fn parse_header(h: &[u8]) -> Header {
     if h.len() < 2 {
         return Header::Incomplete;
     }
-    let opcode = h[0] & 0x0F;
     let mask_len = if h[1] & 0x80 != 0 { 4 } else { 0 };
     let (payload_len, ext) = match h[1] & 0x7F {
         126 if h.len() >= 4 => (u16::from_be_bytes([h[2], h[3]]) as u64, 2),
@@ -225,7 +270,7 @@ fn parse_header(h: &[u8]) -> Header {
     Header::Complete {
         header_len,
         payload_len,
-        opcode,
+        first: h[0],
     }
 }
 
@@ -294,6 +339,42 @@ mod tests {
     }
 
     #[test]
+    fn frames_a_receiver_must_fail_are_noticed() {
+        let broke = |frames: &[Vec<u8>], rsv_allowed: u8| {
+            let mut t = FrameTracker {
+                rsv_allowed,
+                ..FrameTracker::default()
+            };
+            for f in frames {
+                t.feed(f);
+            }
+            t.broke_protocol
+        };
+        let text = masked(0x1, b"hi");
+        let mut first_part = masked(0x1, b"h");
+        first_part[0] &= 0x7F; // FIN off
+        let mut rsv1 = text.clone();
+        rsv1[0] |= RSV1;
+        let mut fragmented_ping = masked(0x9, b"p");
+        fragmented_ping[0] &= 0x7F;
+        // Fine: messages, a fragmented one with a ping inside, RSV1 when deflate was agreed.
+        assert!(!broke(&[text.clone(), masked(0xA, b"")], 0));
+        assert!(!broke(
+            &[first_part.clone(), masked(0x9, b"p"), masked(0x0, b"i")],
+            0
+        ));
+        assert!(!broke(&[rsv1.clone()], RSV1));
+        // Broken.
+        assert!(broke(&[rsv1], 0), "RSV1 without an extension");
+        assert!(broke(&[masked(0x3, b"")], 0), "reserved opcode");
+        assert!(broke(&[masked(0xB, b"")], 0), "reserved control opcode");
+        assert!(broke(&[masked(0x9, &[0; 126])], 0), "ping over 125 bytes");
+        assert!(broke(&[fragmented_ping], 0), "fragmented ping");
+        assert!(broke(&[masked(0x0, b"x")], 0), "continuation of nothing");
+        assert!(broke(&[first_part, text], 0), "a message inside a message");
+    }
+
+    #[test]
     fn an_invalid_length_stops_tracking() {
         let mut t = FrameTracker::default();
         t.feed(&[0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0]);
@@ -328,6 +409,11 @@ mod tests {
         // After the desktop's close: never.
         let mut t = open(Some(1011));
         t.down(&close_frame(1000), 0);
+        assert_eq!(t.closing_frame(), None);
+
+        // After a frame the desktop had to fail the connection for: its drop is its answer.
+        let mut t = open(Some(1011));
+        t.up(&masked(0x3, b""), 0);
         assert_eq!(t.closing_frame(), None);
 
         // Mid-frame: a close frame would land inside the desktop's message.

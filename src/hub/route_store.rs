@@ -273,6 +273,9 @@ impl RouteStore {
             Some(("set", prefix)) => {
                 let json: Option<String> = conn.hget(&self.routes_key, prefix).await?;
                 match json.and_then(|j| serde_json::from_str::<Value>(&j).ok()) {
+                    // This edge's own write (applied when it was answered), or a repeat:
+                    // adding it again would rebuild the route table for nothing.
+                    Some(Value::Object(m)) if self.holds(prefix, &m) => {}
                     Some(Value::Object(m)) => {
                         if let Err(e) = self.local.add(prefix, m) {
                             log::warn!("route store: route {prefix} from Redis is unusable: {e:?}");
@@ -289,6 +292,17 @@ impl RouteStore {
             _ => log::warn!("route store: unknown event `{event}`"),
         }
         Ok(())
+    }
+
+    /// Whether the local table has `prefix` with exactly this target and data.
+    fn holds(&self, prefix: &str, data: &Map<String, Value>) -> bool {
+        let Some(Value::Object(mut local)) = self.local.get(prefix) else {
+            return false;
+        };
+        local.remove("last_activity");
+        let mut data = data.clone();
+        data.remove("last_activity");
+        local == data
     }
 
     /// Pushes local activity that Redis does not have yet (latest wins) and pulls everyone

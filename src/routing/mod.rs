@@ -212,16 +212,34 @@ impl PathPattern {
 }
 
 /// A route's access check (`auth:`; the hub's `hub::access::AccessCheck`), run by the edge
-/// before anything is forwarded, upgrades included.
+/// before anything is forwarded, upgrades included. It decides; the edge answers.
 #[async_trait]
 pub trait AccessGate: Send + Sync {
-    /// `Ok(Some(true))` when it answered the request itself (denied); `Ok(None)` to go on.
-    async fn enforce(
+    /// Headers only the gate's answer may set (`X-User`...): the edge removes the client's
+    /// before it asks, so they never come from the browser.
+    fn identity_headers(&self) -> &[http::HeaderName];
+
+    /// Decides on a request from its headers (`Cookie`, `Authorization`) and the route's
+    /// captures (`{name}` in the hub's URL).
+    async fn decide(
         &self,
-        session: &mut pingora::proxy::Session,
+        headers: &http::HeaderMap,
         captures: &Captures,
         route_label: &str,
-    ) -> pingora::Result<Option<bool>>;
+    ) -> AccessDecision;
+}
+
+/// What an [`AccessGate`] decided, for the edge to answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccessDecision {
+    /// Go on, with these headers set on the upstream request (who the hub vouched for).
+    Allow(Vec<(http::HeaderName, http::HeaderValue)>),
+    /// Answer this status (403, or the hub's 401).
+    Deny(u16),
+    /// Send the browser to the login page (302).
+    RedirectToLogin(String),
+    /// The hub could not be asked, or answered nonsense: 503, fail closed.
+    Unavailable,
 }
 
 /// Finds a route's upstream per request by asking someone else (the hub's

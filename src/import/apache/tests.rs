@@ -53,6 +53,7 @@ fn plain_vhosts_that_only_redirect_become_redirect_https() {
     for body in [
         "RewriteEngine On\nRewriteCond %{HTTPS} off\nRewriteRule ^ https://%{HTTP_HOST}%{REQUEST_URI} [R=301,L]",
         "RewriteEngine On\nRewriteRule ^/(.*)$ https://%{HTTP_HOST}/$1 [R=301,L]",
+        "<Location \"/\">\nRedirect permanent \"https://%{HTTP_HOST}%{REQUEST_URI}\"\n</Location>",
     ] {
         let c = convert_text(&vhost(80, body));
         assert!(c.yaml.contains("redirect_https: true"), "{body}: {}", c.yaml);
@@ -93,10 +94,10 @@ fn tls_files_notes_and_lets_encrypt() {
 }
 
 #[test]
-fn request_headers_set_are_added_others_reported() {
+fn request_headers_set_are_added_unset_removed_others_reported() {
     let c = convert_text(&vhost(
         80,
-        "ProxyPass / http://hub:5020/\nRequestHeader set X-Hub-Edge deskgate\nRequestHeader set X-Forwarded-Proto https\nRequestHeader unset X-User\nRequestHeader set Upgrade websocket env=WS",
+        "ProxyPass / http://hub:5020/\nRequestHeader set X-Hub-Edge deskgate\nRequestHeader set X-Forwarded-Proto https\nRequestHeader unset X-User\nRequestHeader unset Remote-User env=SSO\nRequestHeader set Upgrade websocket env=WS",
     ));
     assert!(
         c.yaml.contains("proxy_headers:\n  add:")
@@ -104,8 +105,10 @@ fn request_headers_set_are_added_others_reported() {
         "{}",
         c.yaml
     );
+    assert!(c.yaml.contains("  remove:\n") && c.yaml.contains("- \"X-User\""), "{}", c.yaml);
+    // Only sometimes removed in Apache: refused rather than guessed.
     assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
-    assert!(c.skipped[0].contains("RequestHeader unset X-User"));
+    assert!(c.skipped[0].contains("RequestHeader unset Remote-User env=SSO"));
     assert!(c.ignored.iter().any(|i| i.starts_with("X-Forwarded-For/")));
     assert!(c
         .ignored
@@ -398,4 +401,68 @@ fn location_cookies_ipv6_and_dotted_hosts() {
         "{}",
         c.yaml
     );
+}
+
+#[test]
+fn host_regexes_cover_templates_only_when_every_name_matches() {
+    let t = "desktop-{name}.hub.example.org";
+    for (regex, covers) in [
+        ("^desktop-", true),
+        ("desktop-", true),
+        ("^desktop-.*\\.hub\\.example\\.org$", true),
+        ("^desktop-(.+)\\.hub\\.example\\.org$", true),
+        ("^desktop-.*\\.other\\.org$", false),
+        ("^desktop-[a-z]+", false),
+        ("^desktop-a", false),
+        ("^(desktop|vnc)-", false),
+        ("^desktop-alice\\.hub\\.example\\.org$", false),
+    ] {
+        assert_eq!(regex_covers(regex, t), covers, "{regex}");
+    }
+    assert!(regex_covers("^hub\\.example\\.org$", "hub.example.org"));
+    assert!(!regex_covers(
+        "^hub\\.example\\.org$",
+        "www.hub.example.org"
+    ));
+}
+
+/// deskgate's routes apply to every listener: a vhost on another address with other routes is
+/// a gap; the same routes on both addresses are not.
+#[test]
+fn routes_of_one_address_served_on_another_are_reported() {
+    let c = convert_text(&format!(
+        "{}{}",
+        vhost(8080, "ProxyPass /a/ http://a:1/\nProxyPass / http://b:2/"),
+        vhost(8448, "ProxyPass / http://b:2/")
+    ));
+    assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
+    assert!(
+        c.skipped[0].contains("also served on [::]:8448"),
+        "{:?}",
+        c.skipped
+    );
+    let c = convert_text(&format!(
+        "{}{}",
+        vhost(8080, "ProxyPass / http://b:2/"),
+        vhost(8081, "ProxyPass / http://b:2/")
+    ));
+    assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+}
+
+/// `timeout=` on one ProxyPass only: the others waited Apache's ProxyTimeout/Timeout, which
+/// deskgate's single `upgraded_idle` must not undercut.
+#[test]
+fn one_short_route_timeout_does_not_cut_the_others() {
+    let c = convert_text(&vhost(
+        80,
+        "ProxyPass /metrics/ http://m:1/ timeout=30\nProxyPass / http://hub:2/",
+    ));
+    assert!(c.yaml.contains("  upgraded_idle: 60s"), "{}", c.yaml);
+    let c = convert_text(&vhost(
+        80,
+        "Timeout 600\nProxyPass /metrics/ http://m:1/ timeout=30\nProxyPass / http://hub:2/",
+    ));
+    assert!(c.yaml.contains("  upgraded_idle: 600s"), "{}", c.yaml);
+    let c = convert_text(&vhost(80, "ProxyPass / http://hub:2/ timeout=30"));
+    assert!(c.yaml.contains("  upgraded_idle: 30s"), "{}", c.yaml);
 }
