@@ -159,6 +159,18 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             request(&[b"Content-Length: 5", b"Content-Length: 6"], b"helloG"),
             Refuse(400),
         ),
+        // A bare LF or CR inside a chunk extension: a peer that ends the line there reads
+        // the rest as data (vendored pingora-core 19).
+        (
+            "bare LF in a chunk extension",
+            request(&[te], b"5;a\nxx\r\nhello\r\n0\r\n\r\n"),
+            Refuse(400),
+        ),
+        (
+            "bare CR in a chunk extension",
+            request(&[te], b"5;a\rb\r\nhello\r\n0\r\n\r\n"),
+            Refuse(400),
+        ),
         (
             "chunk size overflow",
             request(
@@ -251,11 +263,6 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
                 &[te],
                 &[b"5\r\nhello\r\n0\r\n\r\n".as_slice(), SMUGGLED].concat(),
             ),
-            Forward(b"hello"),
-        ),
-        (
-            "bare LF in a chunk extension",
-            request(&[te], b"5;a\nxx\r\nhello\r\n0\r\n\r\n"),
             Forward(b"hello"),
         ),
     ]

@@ -710,6 +710,22 @@ impl BodyReader {
                             "Got size {chunk_size}, payload_index: {payload_index}, chunk: {:?}",
                             String::from_utf8_lossy(buf).escape_default(),
                         );
+                        // deskgate patch (pingora-core 19): httparse skips a bare CR or LF
+                        // inside a chunk extension (`5;a\nb\r\n`), where a peer that ends the
+                        // line at the LF reads the rest as data: refuse it, as nginx and
+                        // HAProxy do.
+                        let line = &buf[..payload_index];
+                        let line = line
+                            .strip_suffix(b"\r\n")
+                            .or_else(|| line.strip_suffix(b"\n"))
+                            .unwrap_or(line);
+                        if line.iter().any(|&b| b == b'\r' || b == b'\n') {
+                            self.body_state = self.body_state.done(0);
+                            return Error::e_explain(
+                                INVALID_CHUNK,
+                                "bare CR or LF inside a chunk-size line",
+                            );
+                        }
                         let chunk_size = match usize::try_from(chunk_size) {
                             Ok(chunk_size) => chunk_size,
                             Err(_) => {
