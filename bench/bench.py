@@ -430,7 +430,7 @@ def run_system(system, a):
             # The cost curve: the same small request with more kept-alive clients at once. A
             # proxy whose CPU per request grows with them is paying per connection, not per
             # request (issue 33: deskgate's pool of 128 idle upstream connections).
-            (f"https_c{n}", lambda n=n: wrk_small(system, a.seconds, n)) for n in a.conns
+            (f"https_c{n}", lambda n=n: wrk_small(system, a.curve_seconds, n)) for n in a.conns
         ]:
             if a.scenarios and scenario not in a.scenarios:
                 continue
@@ -484,11 +484,12 @@ def pool_ab(work, up_port, cert, key, a):
     for label, extra in (("pool128", "upstream_keepalive_connections: 128\n"), ("default", "")):
         s = deskgate_only(work, up_port, cert, key, 1, "0", extra, f"deskgate-{label}")
         try:
-            runs = [measured(s, lambda: wrk_small(s, a.seconds, 2000)) for _ in range(a.repeat)]
+            runs = [measured(s, lambda: wrk_small(s, a.curve_seconds, 2000)) for _ in range(a.repeat)]
         finally:
             s.stop()
         out[label] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
-        out[label]["cpu_us_per_request"] = statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs)
+        done = [r for r in runs if r["requests"]]  # none when 2,000 handshakes did not finish in time
+        out[label]["cpu_us_per_request"] = statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in done) if done else None
         out[label]["errors"] = sum(r["errors"] for r in runs)
         print(f"  pool {label} at 2000 connections: {out[label]}", flush=True)
         time.sleep(3)
@@ -597,7 +598,9 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
              f"load generator and upstream on core 1; TLS on both sides. Median of {a.repeat} runs of {a.seconds} s (spread = max - min in brackets). "
              f"Ratio = deskgate / best peer ({', '.join(PEERS)}); for 'high' metrics above 1 leads, for 'low' metrics below 1 leads. "
              f"https_paced: {a.paced_rate:,} requests/s offered to every system over 50 connections, latency counted from when each request was due; "
-             f"ws_rtt: each of 100 sockets sends its next message when its echo is back; ws_pingpong: the same sockets take turns, one message in flight at a time.", "",
+             f"ws_rtt: each of 100 sockets sends its next message when its echo is back; ws_pingpong: the same sockets take turns, one message in flight at a time. "
+             f"Load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in a.load_before)}, after {', '.join(f'{x:.1f}' for x in a.load_after)} "
+             f"({os.cpu_count()} cores; above {os.cpu_count()} other work shared the cores, so compare ratios within this run).", "",
              "| scenario | metric | " + " | ".join(systems) + " | deskgate / best peer |",
              "|---|---|" + "---|" * len(systems) + "---|"]
     table = []
@@ -690,6 +693,9 @@ def main():
     ap.add_argument("--no-lookup", action="store_true")
     ap.add_argument("--no-deskgate-extras", action="store_true", help="skip the worker scaling and churn runs")
     ap.add_argument("--conns", default="500,2000", help="kept-alive client counts for the cost curve (besides 50)")
+    # wrk opens every connection with a full TLS handshake (no resumption): 2,000 of them with
+    # RSA-2048 cost a proxy several seconds of CPU, so a 5 s window measures handshakes.
+    ap.add_argument("--curve-seconds", type=int, default=15, help="seconds of each cost-curve run (https_c<N> and the pool A/B)")
     ap.add_argument("--scenarios", default="", help="run only these scenarios (comma-separated names, e.g. https_small,https_c2000); default all")
     ap.add_argument("--extras", default="scaling,pool,churn", help="deskgate-only extra runs")
     ap.add_argument("--certs", default="rsa,ecdsa", help="certificate kinds for the handshake modes (hs_full_rsa, hs_browser_ecdsa, ...)")
@@ -704,6 +710,7 @@ def main():
     # "handshake_modes" in --scenarios selects all of them
     a.hs_selected = hs_all if not a.scenarios or "handshake_modes" in a.scenarios else [x for x in hs_all if x in a.scenarios]
     raise_nofile()
+    a.load_before = os.getloadavg()
     out_dir = ROOT / "bench/results"
     work = out_dir / "tmp"
     shutil.rmtree(work, ignore_errors=True); work.mkdir(parents=True)
@@ -745,6 +752,7 @@ def main():
         finally:
             upstream.kill()
     lookup = {} if a.no_lookup else route_lookup()
+    a.load_after = os.getloadavg()
     write_report(results, summarize(results, a), lookup, a, out_dir, extra)
 
 
