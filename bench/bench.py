@@ -605,6 +605,8 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
              "|---|---|" + "---|" * len(systems) + "---|"]
     table = []
     for scn, label, better, vals in rows:
+        if all(vals.get(x, (None, None))[0] is None for x in systems):
+            continue  # a scenario this run skipped (--scenarios)
         cells = []
         for s in systems:
             m, sp = vals.get(s, (None, None))
@@ -620,11 +622,12 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
         lines.append(f"| {scn} | {label} | " + " | ".join(cells) + f" | {fmt(ratio) if ratio else '-'}{extra} |")
         table.append({"scenario": scn, "metric": label, "better": better, "values": {s: vals.get(s, (None, None))[0] for s in systems},
                       "spread": {s: vals.get(s, (None, None))[1] for s in systems}, "best_peer": best, "ratio_to_best_peer": ratio})
-    lines += ["", f"Hold: {a.sockets} WebSockets, one 64-byte message each every 5 s ({a.hold_seconds} s for deskgate and direct, {a.peer_hold_seconds} s for peers):", "",
-              "| system | opened | connect failed | dropped | messages sent | lost |", "|---|---|---|---|---|---|"]
-    for r in results:
-        h = r.get("hold", {})
-        lines.append(f"| {r['system']} | {h.get('opened', '-')} | {h.get('connect_failed', '-')} | {h.get('dropped', '-')} | {h.get('sent', '-')} | {h.get('lost', '-')} |")
+    if any(r.get("hold") for r in results):
+        lines += ["", f"Hold: {a.sockets} WebSockets, one 64-byte message each every 5 s ({a.hold_seconds} s for deskgate and direct, {a.peer_hold_seconds} s for peers):", "",
+                  "| system | opened | connect failed | dropped | messages sent | lost |", "|---|---|---|---|---|---|"]
+        for r in results:
+            h = r.get("hold", {})
+            lines.append(f"| {r['system']} | {h.get('opened', '-')} | {h.get('connect_failed', '-')} | {h.get('dropped', '-')} | {h.get('sent', '-')} | {h.get('lost', '-')} |")
     hs = [x for x in a.hs_selected if any(x in r for r in results)]
     if hs:
         lines += ["", "Handshake modes, checked: resumed handshakes on the browser leg (wsload) and on the upstream leg (counted by the `wsload serve` desktop), over all runs:", "",
