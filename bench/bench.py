@@ -180,16 +180,19 @@ def handshake_modes(name, work, a):
     return res
 
 
-def deskgate_config(d, port, up_port, cert, key, threads, extra_yaml=""):
-    """deskgate's config for the bench: one TLS listener, the upstream, `threads` workers."""
+def deskgate_config(d, port, up_port, cert, key, threads, extra_yaml="", front_tls=True, up_tls=True):
+    """deskgate's config for the bench: one TLS listener, the upstream, `threads` workers.
+    bench/smuggle.py and bench/autobahn turn either TLS side off."""
     cfg = d / "deskgate.yaml"
+    listener_tls = f"""
+    tls: {{ certs: [ {{ cert: "{cert}", key: "{key}" }} ] }}""" if front_tls else ""
+    upstream_tls = ", tls: { verify: false, sni: localhost }" if up_tls else ""
     cfg.write_text(f"""threads: {threads}
 pid_file: "{d}/deskgate.pid"
 listeners:
-  - addr: "127.0.0.1:{port}"
-    tls: {{ certs: [ {{ cert: "{cert}", key: "{key}" }} ] }}
+  - addr: "127.0.0.1:{port}"{listener_tls}
 upstreams:
-  up: {{ servers: ["127.0.0.1:{up_port}"], tls: {{ verify: false, sni: localhost }} }}
+  up: {{ servers: ["127.0.0.1:{up_port}"]{upstream_tls} }}
 routes:
   - {{ path: "/", upstream: up }}
 log: {{ level: warn }}
@@ -199,10 +202,17 @@ timeouts: {{ client_header: 60s }}
 
 
 class System:
-    def __init__(self, name, work, up_port, cert, key, pem):
+    """One proxy (or the direct floor) on loopback. `front_tls`/`up_tls` off give the plain-HTTP
+    variants the conformance and smuggling runs use (nginx, HAProxy and deskgate only)."""
+    def __init__(self, name, work, up_port, cert, key, pem, front_tls=True, up_tls=True, binary=None, extra_yaml=""):
         self.name, self.work, self.up, self.cert, self.key, self.pem = name, work, up_port, cert, key, pem
+        self.front_tls, self.up_tls = front_tls, up_tls
+        self.binary = binary or DESKGATE
+        self.extra_yaml = extra_yaml  # more top-level YAML for deskgate
         self.port = up_port if name == "direct" else free_port()
         self.proc = None
+        if not (front_tls and up_tls) and name not in ("deskgate", "nginx", "haproxy"):
+            raise ValueError(f"{name}: only deskgate, nginx and HAProxy have plain-HTTP configs")
 
     def start(self):
         if self.name == "direct":
@@ -211,10 +221,15 @@ class System:
         d.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.name == "deskgate":
-            cfg = deskgate_config(d, self.port, self.up, self.cert, self.key, threads=1)
-            cmd = [str(DESKGATE), "-c", str(cfg)]
+            cfg = deskgate_config(d, self.port, self.up, self.cert, self.key, threads=1,
+                                  front_tls=self.front_tls, up_tls=self.up_tls, extra_yaml=self.extra_yaml)
+            cmd = [str(self.binary), "-c", str(cfg)]
         elif self.name == "nginx":
             cfg = d / "nginx.conf"
+            listen = (f"listen 127.0.0.1:{self.port} ssl;\n    ssl_certificate {self.cert}; ssl_certificate_key {self.key};"
+                      if self.front_tls else f"listen 127.0.0.1:{self.port};")
+            upstream = ("proxy_pass https://up;\n      proxy_ssl_verify off; proxy_ssl_server_name on; proxy_ssl_name localhost;"
+                        if self.up_tls else "proxy_pass http://up;")
             cfg.write_text(f"""worker_processes 1;
 worker_rlimit_nofile 200000;
 pid {d}/nginx.pid;
@@ -227,11 +242,9 @@ http {{
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
   upstream up {{ server 127.0.0.1:{self.up}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{self.port} ssl;
-    ssl_certificate {self.cert}; ssl_certificate_key {self.key};
+    {listen}
     location / {{
-      proxy_pass https://up;
-      proxy_ssl_verify off; proxy_ssl_server_name on; proxy_ssl_name localhost;
+      {upstream}
       proxy_http_version 1.1;
       proxy_set_header Host $host;
       proxy_set_header Upgrade $http_upgrade;
@@ -256,10 +269,10 @@ defaults
   timeout tunnel 3600s
   http-reuse always
 frontend fe
-  bind 127.0.0.1:{self.port} ssl crt {self.pem} alpn http/1.1
+  bind 127.0.0.1:{self.port}{f" ssl crt {self.pem} alpn http/1.1" if self.front_tls else ""}
   default_backend be
 backend be
-  server s1 127.0.0.1:{self.up} ssl verify none sni str(localhost) maxconn 9900
+  server s1 127.0.0.1:{self.up}{" ssl verify none sni str(localhost)" if self.up_tls else ""} maxconn 9900
 """)
             cmd = ["haproxy", "-db", "-f", str(cfg)]
         elif self.name == "apache":
@@ -333,7 +346,8 @@ https://localhost:{self.port} {{
 
     def stop(self):
         if self.proc:
-            for p in reversed(tree(self.proc.pid)):
+            # Parents first: an nginx master that outlives a worker starts a new one, orphaned.
+            for p in tree(self.proc.pid):
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:

@@ -3,7 +3,8 @@
 //! Where things are, top layer first. Imports point down this list, never up
 //! (`tests/layout.rs` checks the order and that no file imports its way back to itself):
 //! - `demo`: the embedded demo and its KasmVNC-like desktop
-//! - `server`: wires a runtime into a Pingora server (start here for start-up)
+//! - `server`: wires a runtime into a Pingora server and runs it (`deskgate -c FILE`,
+//!   `deskgate chp`); start here for start-up
 //! - `control`: what drives the running edge: the admin API (CHP-compatible routes API,
 //!   metrics, readiness), the admin page, reload
 //! - `runtime`: a validated config becomes the running objects (upstream pools, routes with

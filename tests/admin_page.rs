@@ -170,6 +170,8 @@ fn demo_desktop_in_novnc_and_the_admin_page_in_chromium() {
         "wrongTokenRejected",
         "sessionListed",
         "bytesGrew",
+        "qualityShown",
+        "loopbackNoted",
         "disconnected",
     ] {
         assert_eq!(seen[step], true, "{step} failed: {seen:#}");

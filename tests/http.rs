@@ -112,16 +112,15 @@ fn answers_404_403_502_504_with_short_bodies() {
     let p = e.edge.https_port;
     let r = curl(&format!("https://other.test:{p}/nothing-here"), &[]);
     assert_eq!(r.status, 404);
-    assert!(
-        r.body
-            .starts_with("deskgate: no route for other.test/nothing-here"),
-        "{}",
-        r.body
+    let id = r.header("x-request-id").expect("an X-Request-Id");
+    assert_eq!(
+        r.body,
+        format!("404 Not Found: There is nothing at this address.\nrequest id: {id}\n")
     );
 
     let r = curl(&format!("https://other.test:{p}/desktop/nobody/"), &[]);
     assert_eq!(r.status, 404);
-    assert!(r.body.contains("no desktop desktop-nobody"), "{}", r.body);
+    assert!(!r.body.contains("nobody"), "{}", r.body);
 
     let r = curl(
         &format!("https://other.test:{p}/desktop/alice/api/v1/users"),
@@ -136,12 +135,8 @@ fn answers_404_403_502_504_with_short_bodies() {
 
     let r = curl(&format!("https://other.test:{p}/desktop/down/"), &[]);
     assert_eq!(r.status, 502);
-    assert!(
-        r.body
-            .contains("upstream desktop-down for route /desktop/{name}/"),
-        "{}",
-        r.body
-    );
+    assert!(r.body.starts_with("502 Bad Gateway: "), "{}", r.body);
+    assert!(!r.body.contains("desktop-down"), "{}", r.body);
 
     // A name that does not resolve is a 502 for that request, not a crash.
     let r = curl(&format!("https://other.test:{p}/desktop/nxdomain/"), &[]);
@@ -157,7 +152,7 @@ fn answers_404_403_502_504_with_short_bodies() {
         &["--max-time", "15"],
     );
     assert_eq!(r.status, 504, "{}", r.body);
-    assert!(r.body.contains("timed out"), "{}", r.body);
+    assert!(r.body.contains("did not answer in time"), "{}", r.body);
 }
 
 #[test]

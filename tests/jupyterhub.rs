@@ -3,24 +3,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
-
-fn jupyterhub(api: &str, args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jupyterhub_client.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(api)
-        .arg(ADMIN_TOKEN)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "jupyterhub client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn jupyterhub_proxy_client_adds_lists_and_deletes_routes() {

@@ -225,3 +225,30 @@ fn imports_point_down_the_declared_layers() {
         upward.join("\n")
     );
 }
+
+/// Only the edge answers requests: the layers it calls (the hub's access checks and resolvers
+/// included) return what they decided, and the edge writes the response.
+#[test]
+fn only_the_edge_writes_responses() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut outside: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with(src.join("edge")))
+        .filter(|f| {
+            let module = module_of(&src, f);
+            let text = std::fs::read_to_string(f).unwrap();
+            paths_in(&text, &module)
+                .iter()
+                .any(|p| p.starts_with(&["edge".to_string(), "respond".to_string()]))
+        })
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    outside.sort();
+    assert!(
+        outside.is_empty(),
+        "files outside src/edge/ import edge::respond:\n{}",
+        outside.join("\n")
+    );
+}

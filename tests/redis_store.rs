@@ -55,11 +55,6 @@ impl Drop for Redis {
     }
 }
 
-struct Edge {
-    d: Deskgate,
-    admin: u16,
-}
-
 fn start_edge(fx: &Fixture, name: &str, redis_port: u16) -> Edge {
     let (https_port, admin) = (free_port(), free_port());
     let yaml = format!(
@@ -69,14 +64,6 @@ fn start_edge(fx: &Fixture, name: &str, redis_port: u16) -> Edge {
     );
     let d = Deskgate::start_with_admin(fx.path(), name, &yaml, https_port, admin);
     Edge { d, admin }
-}
-
-fn served(e: &Edge, prefix: &str) -> Option<String> {
-    let r = curl(
-        &format!("https://hub.test:{}{prefix}/whoami", e.d.https_port),
-        &[],
-    );
-    (r.status == 200).then(|| r.body.trim().to_string())
 }
 
 fn post(e: &Edge, prefix: &str, target: &str) -> u16 {

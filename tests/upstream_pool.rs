@@ -196,7 +196,10 @@ fn gated_upstream(per_round: usize) -> (std::net::SocketAddr, Arc<std::sync::ato
                             n = wake.wait(n).unwrap();
                         }
                         drop(n);
-                        if tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                        if tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -230,11 +233,13 @@ fn many_busy_clients_reuse_their_upstream_connections() {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-                conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
                 let mut answers = 0;
                 for _ in 0..rounds {
                     barrier.wait();
-                    conn.write_all(b"GET /x HTTP/1.1\r\nHost: hub\r\n\r\n").unwrap();
+                    conn.write_all(b"GET /x HTTP/1.1\r\nHost: hub\r\n\r\n")
+                        .unwrap();
                     let mut got = Vec::new();
                     let mut chunk = [0u8; 1024];
                     while !got.ends_with(b"\r\n\r\nok") {
@@ -242,7 +247,11 @@ fn many_busy_clients_reuse_their_upstream_connections() {
                         assert!(k > 0, "deskgate closed a kept-alive client");
                         got.extend_from_slice(&chunk[..k]);
                     }
-                    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+                    assert!(
+                        got.starts_with(b"HTTP/1.1 200"),
+                        "{}",
+                        String::from_utf8_lossy(&got)
+                    );
                     answers += 1;
                 }
                 answers
@@ -254,5 +263,8 @@ fn many_busy_clients_reuse_their_upstream_connections() {
     let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
     // Each round has `clients` requests waiting upstream at once, so the first round opens that
     // many connections; every later round must find them all in the pool.
-    assert_eq!(opened, clients, "upstream connections opened for {rounds} rounds of {clients}");
+    assert_eq!(
+        opened, clients,
+        "upstream connections opened for {rounds} rounds of {clients}"
+    );
 }

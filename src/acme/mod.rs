@@ -36,6 +36,81 @@ pub struct AcmeSettings {
     pub dns01: Option<Arc<rfc2136::Rfc2136>>,
 }
 
+/// Why a certificate could not be loaded, ordered or stored: the step, where, and the error
+/// underneath (the CA's, the file system's, the DNS server's).
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("no stored certificate in {}", dir.display())]
+    NothingStored { dir: PathBuf },
+    #[error("{}: {source}", path.display())]
+    ReadStored {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Certificate(#[from] crate::tls::CertificateError),
+    #[error("certificate is not PEM: {0}")]
+    NotPem(#[source] x509_parser::nom::Err<x509_parser::error::PEMError>),
+    #[error("certificate is not X.509: {0}")]
+    NotX509(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    #[error("HTTP client for {directory}: {source}")]
+    HttpClient {
+        directory: String,
+        source: instant_acme::Error,
+    },
+    #[error("{}: not account credentials: {source}", path.display())]
+    Credentials {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    EncodeCredentials(#[source] serde_json::Error),
+    /// An error of the CA's conversation, with its likely cause named (`AcmeService::explain`).
+    #[error("{explained}")]
+    Ca {
+        explained: String,
+        source: instant_acme::Error,
+    },
+    #[error("waiting for validation: {0}")]
+    Validation(#[source] instant_acme::Error),
+    #[error("the CA did not validate the {challenge:?} challenge (order {status:?})")]
+    NotValidated {
+        challenge: ChallengeKind,
+        status: OrderStatus,
+    },
+    #[error("finalizing: {0}")]
+    Finalize(#[source] instant_acme::Error),
+    #[error("downloading the certificate: {0}")]
+    Download(#[source] instant_acme::Error),
+    #[error("authorization: {0}")]
+    Authorization(#[source] instant_acme::Error),
+    #[error("authorization is {0:?}")]
+    AuthorizationState(AuthorizationStatus),
+    #[error("the CA offers no {0:?} challenge")]
+    NoChallenge(ChallengeType),
+    #[error("dns-01 needs `dns01: {{ rfc2136: ... }}`")]
+    NoDns01Settings,
+    #[error(transparent)]
+    DnsUpdate(#[from] rfc2136::DnsUpdateError),
+    #[error("challenge for {identifier}: {source}")]
+    ChallengeReady {
+        identifier: String,
+        source: instant_acme::Error,
+    },
+    #[error("{0}")]
+    AlpnCertificate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// A certificate in force: its key and validity (Unix seconds).
 struct Issued {
     key: Arc<CertifiedKey>,
@@ -148,13 +223,16 @@ impl AcmeService {
         metrics::set_certificate_expiry(&self.settings.spec.hosts, c.not_after);
     }
 
-    fn load_stored(&self) -> Result<Issued, String> {
+    fn load_stored(&self) -> Result<Issued, AcmeError> {
         let dir = self.dir();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         if !cert.exists() {
-            return Err(format!("no stored certificate in {}", dir.display()));
+            return Err(AcmeError::NothingStored { dir });
         }
-        let pem = std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+        let pem = std::fs::read(&cert).map_err(|source| AcmeError::ReadStored {
+            path: cert.clone(),
+            source,
+        })?;
         let (not_before, not_after) = validity(&pem)?;
         let stored_at = std::fs::metadata(&cert)
             .and_then(|m| m.modified())
@@ -169,20 +247,26 @@ impl AcmeService {
         })
     }
 
-    async fn account(&self) -> Result<Account, String> {
+    async fn account(&self) -> Result<Account, AcmeError> {
         let builder = match &self.settings.spec.directory_ca {
             Some(ca) => Account::builder_with_root(ca),
             None => Account::builder(),
         }
-        .map_err(|e| format!("HTTP client for {}: {e}", self.settings.spec.directory))?;
+        .map_err(|source| AcmeError::HttpClient {
+            directory: self.settings.spec.directory.clone(),
+            source,
+        })?;
         let path = self.settings.spec.storage.join("account.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let credentials: AccountCredentials = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not account credentials: {e}", path.display()))?;
+            let credentials: AccountCredentials =
+                serde_json::from_str(&text).map_err(|source| AcmeError::Credentials {
+                    path: path.clone(),
+                    source,
+                })?;
             return builder
                 .from_credentials(credentials)
                 .await
-                .map_err(|e| self.explain(&format!("account from {}", path.display()), &e));
+                .map_err(|e| self.explain(&format!("account from {}", path.display()), e));
         }
         let contact: Vec<&str> = self
             .settings
@@ -202,18 +286,18 @@ impl AcmeService {
                 None,
             )
             .await
-            .map_err(|e| self.explain("creating an account", &e))?;
-        let json = serde_json::to_vec(&credentials).map_err(|e| e.to_string())?;
+            .map_err(|e| self.explain("creating an account", e))?;
+        let json = serde_json::to_vec(&credentials).map_err(AcmeError::EncodeCredentials)?;
         private_dir(&self.settings.spec.storage)?;
-        crate::support::secret::write_private(&path, &json)?;
+        write_private(&path, &json)?;
         Ok(account)
     }
 
     /// An ACME error with its cause named, so the log says what to fix (an untrusted
     /// directory certificate, DNS, a refused connection, a rate limit) and where.
-    fn explain(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    fn explain(&self, what: &str, e: instant_acme::Error) -> AcmeError {
         let mut chain = e.to_string();
-        let mut source = e.source();
+        let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
             chain.push_str(": ");
             chain.push_str(&s.to_string());
@@ -244,14 +328,18 @@ impl AcmeService {
         } else {
             String::new()
         };
-        if cause.is_empty() {
+        let explained = if cause.is_empty() {
             format!("{what} at {directory}: {chain}")
         } else {
             format!("{what} at {directory}: {cause} ({chain})")
+        };
+        AcmeError::Ca {
+            explained,
+            source: e,
         }
     }
 
-    async fn issue(&self) -> Result<Issued, String> {
+    async fn issue(&self) -> Result<Issued, AcmeError> {
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = self
             .settings
@@ -269,7 +357,7 @@ impl AcmeService {
                     // one next time.
                     let _ = std::fs::remove_file(self.settings.spec.storage.join("account.json"));
                 }
-                return Err(self.explain("new order", &e));
+                return Err(self.explain("new order", e));
             }
         };
         let mut pending = Pending::default();
@@ -278,33 +366,30 @@ impl AcmeService {
             Ok(()) => order
                 .poll_ready(&RetryPolicy::default().timeout(Duration::from_secs(60)))
                 .await
-                .map_err(|e| format!("waiting for validation: {e}")),
+                .map_err(AcmeError::Validation),
             Err(e) => Err(e),
         };
         pending.clear(self.settings.dns01.as_deref()).await;
         match ready? {
             OrderStatus::Ready => {}
             status => {
-                return Err(format!(
-                    "the CA did not validate the {:?} challenge (order {status:?})",
-                    self.settings.spec.challenge
-                ))
+                return Err(AcmeError::NotValidated {
+                    challenge: self.settings.spec.challenge,
+                    status,
+                })
             }
         }
-        let key_pem = order
-            .finalize()
-            .await
-            .map_err(|e| format!("finalizing: {e}"))?;
+        let key_pem = order.finalize().await.map_err(AcmeError::Finalize)?;
         let chain_pem = order
             .poll_certificate(&RetryPolicy::default().timeout(Duration::from_secs(60)))
             .await
-            .map_err(|e| format!("downloading the certificate: {e}"))?;
+            .map_err(AcmeError::Download)?;
         let dir = self.dir();
         private_dir(&self.settings.spec.storage)?;
         private_dir(&dir)?;
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        crate::support::secret::write_private(&key, key_pem.as_bytes())?;
-        crate::support::secret::write_private(&cert, chain_pem.as_bytes())?;
+        write_private(&key, key_pem.as_bytes())?;
+        write_private(&cert, chain_pem.as_bytes())?;
         let (not_before, not_after) = validity(chain_pem.as_bytes())?;
         Ok(Issued {
             key: crate::tls::load_certified_key(&cert, &key)?,
@@ -318,7 +403,7 @@ impl AcmeService {
         &self,
         order: &mut instant_acme::Order,
         pending: &mut Pending,
-    ) -> Result<(), String> {
+    ) -> Result<(), AcmeError> {
         let kind = match self.settings.spec.challenge {
             ChallengeKind::Http01 => ChallengeType::Http01,
             ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
@@ -326,15 +411,15 @@ impl AcmeService {
         };
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+            let mut authz = authz.map_err(AcmeError::Authorization)?;
             match authz.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
-                other => return Err(format!("authorization is {other:?}")),
+                other => return Err(AcmeError::AuthorizationState(other)),
             }
             let mut challenge = authz
                 .challenge(kind.clone())
-                .ok_or_else(|| format!("the CA offers no {kind:?} challenge"))?;
+                .ok_or_else(|| AcmeError::NoChallenge(kind.clone()))?;
             let key_auth = challenge.key_authorization();
             let identifier = challenge.identifier().to_string();
             let host = identifier.trim_start_matches("*.").to_string();
@@ -353,7 +438,7 @@ impl AcmeService {
                         .settings
                         .dns01
                         .as_ref()
-                        .ok_or("dns-01 needs `dns01: { rfc2136: ... }`")?;
+                        .ok_or(AcmeError::NoDns01Settings)?;
                     let name = format!("_acme-challenge.{host}");
                     if !pending.dns.contains(&name) {
                         // Stale answers of an earlier attempt would not validate.
@@ -366,7 +451,10 @@ impl AcmeService {
             challenge
                 .set_ready()
                 .await
-                .map_err(|e| format!("challenge for {identifier}: {e}"))?;
+                .map_err(|source| AcmeError::ChallengeReady {
+                    identifier: identifier.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -400,15 +488,16 @@ impl Pending {
 
 /// The self-signed certificate of TLS-ALPN-01 (RFC 8737): the name, and the key
 /// authorization's digest in the acmeIdentifier extension.
-fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| AcmeError::AlpnCertificate(e);
     let mut params =
-        rcgen::CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
+        rcgen::CertificateParams::new(vec![host.to_string()]).map_err(|e| failed(e.into()))?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let key = rcgen::KeyPair::generate().map_err(|e| failed(e.into()))?;
+    let cert = params.self_signed(&key).map_err(|e| failed(e.into()))?;
     let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let signing =
-        rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| e.to_string())?;
+        rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| failed(e.into()))?;
     Ok(Arc::new(CertifiedKey::new(
         vec![cert.der().clone()],
         signing,
@@ -416,12 +505,9 @@ fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, Stri
 }
 
 /// (notBefore, notAfter) of the first certificate in a PEM chain, in Unix seconds.
-fn validity(pem: &[u8]) -> Result<(u64, u64), String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|e| format!("certificate is not PEM: {e}"))?;
-    let cert = pem
-        .parse_x509()
-        .map_err(|e| format!("certificate is not X.509: {e}"))?;
+fn validity(pem: &[u8]) -> Result<(u64, u64), AcmeError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(AcmeError::NotPem)?;
+    let cert = pem.parse_x509().map_err(AcmeError::NotX509)?;
     let v = cert.validity();
     Ok((
         v.not_before.timestamp().max(0) as u64,
@@ -429,11 +515,21 @@ fn validity(pem: &[u8]) -> Result<(u64, u64), String> {
     ))
 }
 
-fn private_dir(dir: &Path) -> Result<(), String> {
+fn private_dir(dir: &Path) -> Result<(), AcmeError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        .map_err(|source| AcmeError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AcmeError> {
+    crate::support::secret::write_private(path, bytes).map_err(|source| AcmeError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

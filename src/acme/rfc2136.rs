@@ -18,8 +18,44 @@ impl std::fmt::Debug for TsigKey {
     }
 }
 
+/// Why a TSIG key file is not one `tsig-keygen` wrote.
+#[derive(Debug, thiserror::Error)]
+pub enum TsigKeyError {
+    #[error("expected `key \"NAME\" {{ ... }}` (tsig-keygen's format)")]
+    NoName,
+    #[error("expected `algorithm hmac-sha256;`")]
+    NoAlgorithm,
+    #[error("TSIG algorithm `{0}` is not offered; use hmac-sha256 (tsig-keygen's default)")]
+    Algorithm(String),
+    #[error("expected `secret \"BASE64\";`")]
+    NoSecret,
+    #[error("the TSIG secret is not base64: {0}")]
+    SecretNotBase64(#[source] base64::DecodeError),
+}
+
+/// Why a DNS update did not go through, naming the server (and the key and zone it refused).
+#[derive(Debug, thiserror::Error)]
+pub enum DnsUpdateError {
+    #[error("DNS server {server} did not answer in 10 s")]
+    Timeout { server: String },
+    #[error("DNS update to {server}: {source}")]
+    Exchange {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error("DNS server {server} sent a malformed answer")]
+    Malformed { server: String },
+    #[error("DNS server {server} refused the update: {rcode} (key {key}, zone {zone})")]
+    Refused {
+        server: String,
+        rcode: &'static str,
+        key: String,
+        zone: String,
+    },
+}
+
 impl TsigKey {
-    pub fn parse(text: &str) -> Result<TsigKey, String> {
+    pub fn parse(text: &str) -> Result<TsigKey, TsigKeyError> {
         let quoted = |after: &str| -> Option<String> {
             let start = text.find(after)? + after.len();
             let rest = &text[start..];
@@ -27,23 +63,21 @@ impl TsigKey {
             let close = rest[open + 1..].find('"')?;
             Some(rest[open + 1..open + 1 + close].to_string())
         };
-        let name = quoted("key").ok_or("expected `key \"NAME\" { ... }` (tsig-keygen's format)")?;
+        let name = quoted("key").ok_or(TsigKeyError::NoName)?;
         let algorithm = text
             .split("algorithm")
             .nth(1)
             .and_then(|r| r.split(';').next())
             .map(|a| a.trim().trim_matches('"').to_ascii_lowercase())
-            .ok_or("expected `algorithm hmac-sha256;`")?;
+            .ok_or(TsigKeyError::NoAlgorithm)?;
         if algorithm != "hmac-sha256" {
-            return Err(format!(
-                "TSIG algorithm `{algorithm}` is not offered; use hmac-sha256 (tsig-keygen's default)"
-            ));
+            return Err(TsigKeyError::Algorithm(algorithm));
         }
-        let secret = quoted("secret").ok_or("expected `secret \"BASE64\";`")?;
+        let secret = quoted("secret").ok_or(TsigKeyError::NoSecret)?;
         use base64::Engine;
         let secret = base64::engine::general_purpose::STANDARD
             .decode(secret.trim())
-            .map_err(|e| format!("the TSIG secret is not base64: {e}"))?;
+            .map_err(TsigKeyError::SecretNotBase64)?;
         Ok(TsigKey {
             name: name.trim_end_matches('.').to_ascii_lowercase(),
             secret,
@@ -79,7 +113,7 @@ fn push_name(out: &mut Vec<u8>, name: &str) {
 
 impl Rfc2136 {
     /// Adds `value` to the TXT records of `name` (a wildcard and its base name share one).
-    pub async fn add_txt(&self, name: &str, value: &str) -> Result<(), String> {
+    pub async fn add_txt(&self, name: &str, value: &str) -> Result<(), DnsUpdateError> {
         let mut update = Vec::new();
         push_name(&mut update, name);
         update.extend_from_slice(&TYPE_TXT.to_be_bytes());
@@ -93,13 +127,13 @@ impl Rfc2136 {
     }
 
     /// Removes the TXT records of `name`.
-    pub async fn clear_txt(&self, name: &str) -> Result<(), String> {
+    pub async fn clear_txt(&self, name: &str) -> Result<(), DnsUpdateError> {
         let mut updates = Vec::new();
         delete_rrset(&mut updates, name);
         self.send(1, &updates).await
     }
 
-    async fn send(&self, update_count: u16, updates: &[u8]) -> Result<(), String> {
+    async fn send(&self, update_count: u16, updates: &[u8]) -> Result<(), DnsUpdateError> {
         let id = (SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
@@ -128,29 +162,32 @@ impl Rfc2136 {
         };
         let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
             .await
-            .map_err(|_| format!("DNS server {} did not answer in 10 s", self.server))?
-            .map_err(|e| format!("DNS update to {}: {e}", self.server))?;
+            .map_err(|_| DnsUpdateError::Timeout {
+                server: self.server.clone(),
+            })?
+            .map_err(|source| DnsUpdateError::Exchange {
+                server: self.server.clone(),
+                source,
+            })?;
         if answer.len() < 12 || answer[..2] != id.to_be_bytes() {
-            return Err(format!(
-                "DNS server {} sent a malformed answer",
-                self.server
-            ));
+            return Err(DnsUpdateError::Malformed {
+                server: self.server.clone(),
+            });
         }
         match answer[3] & 0x0f {
             0 => Ok(()),
-            rcode => Err(format!(
-                "DNS server {} refused the update: {} (key {}, zone {})",
-                self.server,
-                match rcode {
+            rcode => Err(DnsUpdateError::Refused {
+                server: self.server.clone(),
+                rcode: match rcode {
                     2 => "SERVFAIL",
                     5 => "REFUSED",
                     9 => "NOTAUTH (wrong key or zone)",
                     10 => "NOTZONE",
                     _ => "error",
                 },
-                self.key.name,
-                self.zone
-            )),
+                key: self.key.name.clone(),
+                zone: self.zone.clone(),
+            }),
         }
     }
 

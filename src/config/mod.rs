@@ -7,11 +7,13 @@
 
 pub mod duration;
 pub mod raw;
+pub mod size;
 pub mod span;
 
 pub mod model;
 
-use crate::routing::{HostPattern, PathPattern, Route, Template};
+use crate::routing::response_rewrite::ResponseRewrite;
+use crate::routing::{HostPattern, PathPattern, Route, Template, WebSocketSettings};
 use crate::support::secret::{self, Secret};
 use crate::upstream::balance::{HealthProbe, HealthSpec, Policy};
 use crate::upstream::settings::{
@@ -22,27 +24,72 @@ pub use model::*;
 use raw::*;
 use span::SpanIndex;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A problem with a config, at the `FILE:LINE:COL` of the YAML it comes from.
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
+    /// What failed underneath, when more than the text was wrong: the file that could not be
+    /// read, the certificate that did not load (its own error, for logs that walk the chain).
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ConfigError {
+            file, line, column, ..
+        } = self;
+        write!(f, "{file}:{line}:{column}: {}", self.message)
     }
+}
+
+/// By hand, not derived: the cause is the failed layer's own error (downcast it to its type),
+/// not the `Arc` that shares it.
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl ConfigError {
+    /// The problem `cause` (a typed error from the layer that failed), with its message.
+    pub fn caused_by(
+        mut self,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> ConfigError {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+}
+
+/// Two reports of one problem: same place, same words (whatever their causes).
+impl PartialEq for ConfigError {
+    fn eq(&self, other: &ConfigError) -> bool {
+        (&self.file, self.line, self.column, &self.message)
+            == (&other.file, other.line, other.column, &other.message)
+    }
+}
+
+impl Eq for ConfigError {}
+
+/// `host:port` or `[v6]:port`, split (the brackets dropped).
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 /// `ip:port`, `[v6]:port` or `unix:/path/to.sock`.
@@ -80,7 +127,9 @@ pub fn parse_file(path: &Path, opts: LoadOptions) -> (Option<Config>, Vec<Config
                 line: 1,
                 column: 1,
                 message: format!("cannot read config: {e}"),
-            };
+                cause: None,
+            }
+            .caused_by(e);
             (None, vec![error])
         }
     }
@@ -108,7 +157,9 @@ pub fn parse_str(file: &str, text: &str, opts: LoadOptions) -> (Option<Config>, 
                 line,
                 column,
                 message: serde_message(&e),
-            };
+                cause: None,
+            }
+            .caused_by(e);
             return (None, vec![error]);
         }
     };
@@ -152,6 +203,7 @@ impl Validator {
             line: pos.line,
             column: pos.column,
             message: message.into(),
+            cause: None,
         });
     }
 
@@ -194,10 +246,15 @@ impl Validator {
             upstream_keepalive: t.upstream_keepalive.map_or(d.upstream_keepalive, |x| x.0),
             drain: t.drain.map_or(d.drain, |x| x.0),
         };
+        let websocket = self.websocket(
+            "websocket",
+            raw.websocket.as_ref(),
+            WebSocketSettings::default(),
+        );
         let mut seen = HashSet::new();
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if let Some(route) = self.route(i, r, &upstreams) {
+            if let Some(route) = self.route(i, r, &upstreams, websocket) {
                 if !seen.insert(route.label.clone()) {
                     self.error(
                         &format!("routes[{i}]"),
@@ -211,7 +268,10 @@ impl Validator {
             }
         }
         let admin = raw.admin.map(|a| self.admin(a));
-        let dynamic = raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default();
+        let dynamic = DynamicSpec {
+            websocket,
+            ..raw.dynamic.map(|d| self.dynamic(d)).unwrap_or_default()
+        };
         // One worker per core unless told otherwise: Pingora's default of 1 leaves cores idle.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match raw.threads {
@@ -239,9 +299,7 @@ impl Validator {
             admin,
             dynamic,
             state_file: raw.state_file,
-            route_store: raw
-                .route_store
-                .map(|r| (r.redis, r.key_prefix.unwrap_or_else(|| "deskgate:".into()))),
+            route_store: raw.route_store.and_then(|r| self.route_store(r)),
             threads: threads.max(1),
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
@@ -275,7 +333,37 @@ impl Validator {
                 }
                 m.addr
             }),
+            websocket,
             spans: SpanIndex::default(),
+        }
+    }
+
+    /// A `websocket:` block at `at`: its keys over `base` (the defaults, or the top level's).
+    fn websocket(
+        &mut self,
+        at: &str,
+        raw: Option<&RawWebSocket>,
+        base: WebSocketSettings,
+    ) -> WebSocketSettings {
+        let Some(raw) = raw else { return base };
+        let close_on_desktop_loss = match &raw.close_on_desktop_loss {
+            None => base.close_on_desktop_loss,
+            Some(RawCloseCode::Word(w)) if w == "none" => None,
+            Some(RawCloseCode::Code(c)) if is_server_close_code(*c) => Some(*c as u16),
+            Some(other) => {
+                let found = match other {
+                    RawCloseCode::Code(c) => c.to_string(),
+                    RawCloseCode::Word(w) => w.clone(),
+                };
+                self.error(
+                    &format!("{at}.close_on_desktop_loss"),
+                    format!("expected a close code a server may send (1011, the default; 1000-1003, 1007-1009, 1011-1013, 3000-4999) or `none`, found `{found}`"),
+                );
+                base.close_on_desktop_loss
+            }
+        };
+        WebSocketSettings {
+            close_on_desktop_loss,
         }
     }
 
@@ -292,7 +380,18 @@ impl Validator {
                 (_, Err(_)) => self.error(&at, "not a valid header value (control characters?)"),
             }
         }
+        let mut remove = Vec::new();
+        for (i, name) in h.remove.iter().enumerate() {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => remove.push(n),
+                Err(_) => self.error(
+                    &format!("proxy_headers.remove[{i}]"),
+                    format!("`{name}` is not a valid header name"),
+                ),
+            }
+        }
         ProxyHeaders {
+            remove,
             x_forwarded: match h.x_forwarded {
                 None | Some(RawXForwarded::Set) => XForwarded::Set,
                 Some(RawXForwarded::Append) => XForwarded::Append,
@@ -370,6 +469,19 @@ impl Validator {
                 "TLS is offered on `ip:port` listeners; a `unix:` socket listener is plain HTTP",
             );
         }
+        let redirect_to = l.redirect_to.as_ref().and_then(|to| {
+            let at = format!("{at}.redirect_to");
+            if tls.is_some() || l.redirect_https {
+                self.error(&at, "`redirect_to` belongs on a plain-HTTP listener without `tls:` or `redirect_https`");
+            }
+            match redirect_origin(to) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    self.error(&at, e);
+                    None
+                }
+            }
+        });
         if l.redirect_https && tls.is_some() {
             self.error(
                 &format!("{at}.redirect_https"),
@@ -379,6 +491,7 @@ impl Validator {
         Listener {
             addr: l.addr,
             redirect_https: l.redirect_https,
+            redirect_to,
             max_connections: l.max_connections,
             max_connections_per_client: l.max_connections_per_client,
             tls,
@@ -661,6 +774,7 @@ impl Validator {
         i: usize,
         r: RawRoute,
         upstreams: &HashMap<String, UpstreamSpec>,
+        websocket: WebSocketSettings,
     ) -> Option<RouteSpec> {
         let at = format!("routes[{i}]");
         let host = match r.host.as_deref().map(HostPattern::parse) {
@@ -687,6 +801,7 @@ impl Validator {
         if let Some(HostPattern::Captures(t)) = &host {
             captures.extend(t.capture_names().map(str::to_string));
         }
+        let response_rewrite = self.response_rewrite(&at, &r);
         let Some(upstream_raw) = r.upstream else {
             self.error(&at, "a route needs `upstream:` (a name, a `desktop-{name}` template, or `{ resolve: URL }`)");
             return None;
@@ -763,6 +878,7 @@ impl Validator {
         }
         let forward_cookies = r.forward_cookies.unwrap_or(access.is_none());
         let label = Route::label_for(host.as_ref(), &path);
+        let websocket = self.websocket(&format!("{at}.websocket"), r.websocket.as_ref(), websocket);
         Some(RouteSpec {
             at,
             label,
@@ -777,7 +893,57 @@ impl Validator {
             fallback_redirect: r.fallback.map(|f| f.redirect),
             drop_websocket_protocol: r.drop_websocket_protocol,
             forward_cookies,
+            response_rewrite,
+            websocket,
         })
+    }
+
+    /// `rewrite_location`, `cookie_domain`, `cookie_path`: None when the route sets none, so
+    /// answers on other routes are not looked at.
+    fn response_rewrite(&mut self, at: &str, r: &RawRoute) -> Option<Arc<ResponseRewrite>> {
+        let mut rw = ResponseRewrite::default();
+        let urls: Vec<&String> = match &r.rewrite_location {
+            None | Some(RawRewriteLocation::OwnServer(false)) => Vec::new(),
+            Some(RawRewriteLocation::OwnServer(true)) => {
+                rw.own_server = true;
+                Vec::new()
+            }
+            Some(RawRewriteLocation::One(u)) => vec![u],
+            Some(RawRewriteLocation::Many(us)) => us.iter().collect(),
+        };
+        for u in urls {
+            match location_prefix(u) {
+                Ok(p) => rw.locations.push(p),
+                Err(e) => self.error(&format!("{at}.rewrite_location"), e),
+            }
+        }
+        for (key, map, list) in [
+            ("cookie_domain", &r.cookie_domain, &mut rw.cookie_domain),
+            ("cookie_path", &r.cookie_path, &mut rw.cookie_path),
+        ] {
+            for (from, to) in map.iter().flatten() {
+                let path = key == "cookie_path";
+                let bad = |v: &str| {
+                    v.is_empty()
+                        || v.contains([';', ',', ' ', '\t', '=', '"'])
+                        || (path && !v.starts_with('/'))
+                };
+                if bad(from) || bad(to) {
+                    let what = if path {
+                        "paths starting with `/`"
+                    } else {
+                        "domain names"
+                    };
+                    self.error(
+                        &format!("{at}.{key}"),
+                        format!("expected {what} (from: to), found `{from}: {to}`"),
+                    );
+                } else {
+                    list.push((from.clone(), to.clone()));
+                }
+            }
+        }
+        (rw != ResponseRewrite::default()).then(|| Arc::new(rw))
     }
 
     fn admin(&mut self, a: RawAdmin) -> AdminSettings {
@@ -832,6 +998,93 @@ impl Validator {
         }
     }
 
+    fn route_store(&mut self, r: RawRouteStore) -> Option<RouteStoreSpec> {
+        let key_prefix = r.key_prefix.unwrap_or_else(|| "deskgate:".into());
+        let backend = match (r.redis, r.sentinel) {
+            (Some(url), None) => StoreBackend::Redis { url },
+            (None, Some(s)) => StoreBackend::Sentinel(self.sentinel(s)?),
+            (Some(_), Some(_)) => {
+                self.error(
+                    "route_store.sentinel",
+                    "give `redis:` (one server) or `sentinel:` (a primary found by Redis Sentinel), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    "route_store",
+                    "expected `redis: redis://HOST:PORT/DB` or `sentinel: { master: NAME, addrs: [HOST:PORT, ...] }`",
+                );
+                return None;
+            }
+        };
+        Some(RouteStoreSpec {
+            key_prefix,
+            backend,
+        })
+    }
+
+    fn sentinel(&mut self, s: RawSentinel) -> Option<SentinelSpec> {
+        let at = "route_store.sentinel";
+        let mut ok = true;
+        if s.master.trim().is_empty() {
+            self.error(
+                &format!("{at}.master"),
+                "expected the name the sentinels monitor (`sentinel monitor NAME ...`), found an empty string",
+            );
+            ok = false;
+        }
+        if s.addrs.is_empty() {
+            self.error(
+                &format!("{at}.addrs"),
+                "expected at least one sentinel as `host:port` (26379 is Sentinel's port)",
+            );
+            ok = false;
+        }
+        let mut addrs = Vec::new();
+        for (i, a) in s.addrs.iter().enumerate() {
+            match split_host_port(a) {
+                Some(hp) => addrs.push(hp),
+                None => {
+                    self.error(
+                        &format!("{at}.addrs[{i}]"),
+                        format!("expected a sentinel as `host:port` such as `10.0.0.5:26379`, found `{a}`"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let password = (s.password_env.is_some() || s.password_file.is_some())
+            .then(|| {
+                self.secret(
+                    at,
+                    s.password_file.as_deref(),
+                    s.password_env.as_deref(),
+                    "Redis password",
+                )
+            })
+            .flatten();
+        let sentinel_password = (s.sentinel_password_env.is_some()
+            || s.sentinel_password_file.is_some())
+        .then(|| {
+            self.secret(
+                at,
+                s.sentinel_password_file.as_deref(),
+                s.sentinel_password_env.as_deref(),
+                "sentinel password",
+            )
+        })
+        .flatten();
+        ok.then(|| SentinelSpec {
+            master: s.master,
+            addrs,
+            password,
+            sentinel_password,
+            ack_replicas: s.ack_replicas.unwrap_or(1),
+            ack_timeout: s.ack_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+        })
+    }
+
     fn dynamic(&mut self, d: RawDynamic) -> DynamicSpec {
         let authorization = d
             .basic_auth
@@ -846,11 +1099,19 @@ impl Validator {
             strip_prefix: d.strip_prefix,
             prepend_path: d.prepend_path.unwrap_or(true),
             host_routing: d.host_routing,
+            websocket: WebSocketSettings::default(),
         }
     }
 }
 
 /// Checked where it is built (`runtime`): its URL's placeholders depend on the route.
+/// Close codes RFC 6455 (7.4.1, 7.4.2) lets a server send: not 1004-1006 and 1015 (reserved,
+/// never on the wire), 1010 (a client's), 1014 (rejected as reserved by clients such as
+/// tungstenite), 2000-2999 (for extensions); 3000-4999 belong to libraries and applications.
+fn is_server_close_code(code: i64) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1009 | 1011..=1013 | 3000..=4999)
+}
+
 fn access_spec(a: &RawAuth) -> AccessSpec {
     AccessSpec {
         url: a.url.clone(),
@@ -863,3 +1124,40 @@ fn access_spec(a: &RawAuth) -> AccessSpec {
 
 #[cfg(test)]
 mod tests;
+
+/// A `rewrite_location` URL as the prefix it is compared with: lower-case scheme and host,
+/// ending in `/`.
+fn location_prefix(url: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "expected an http:// or https:// URL such as `http://127.0.0.1:3000/`, found `{url}`"
+        )
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") {
+        return Err(bad());
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) || path.contains(['?', '#'])
+    {
+        return Err(bad());
+    }
+    let path = if path.ends_with('/') {
+        path.to_string()
+    } else {
+        format!("{path}/")
+    };
+    Ok(format!(
+        "{scheme}://{}{path}",
+        authority.to_ascii_lowercase()
+    ))
+}
+
+/// A `redirect_to` origin (`https://hub.example.org[:port][/base]`), without a trailing `/`.
+fn redirect_origin(url: &str) -> Result<String, String> {
+    let prefix = location_prefix(url).map_err(|_| {
+        format!("expected an origin such as `https://hub.example.org`, found `{url}`")
+    })?;
+    Ok(prefix.trim_end_matches('/').to_string())
+}

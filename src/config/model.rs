@@ -4,7 +4,7 @@
 
 use super::span::SpanIndex;
 use super::ConfigError;
-use crate::routing::{HostPattern, PathPattern, Template};
+use crate::routing::{HostPattern, PathPattern, Template, WebSocketSettings};
 use crate::support::secret::Secret;
 use crate::upstream::balance::{HealthSpec, Policy};
 use crate::upstream::settings::{Timeouts, UpstreamTls};
@@ -22,8 +22,8 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     pub dynamic: DynamicSpec,
     pub state_file: Option<PathBuf>,
-    /// Redis URL and key prefix shared by several edges.
-    pub route_store: Option<(String, String)>,
+    /// Where several edges share their runtime routes (Redis, or Redis found by Sentinel).
+    pub route_store: Option<RouteStoreSpec>,
     pub threads: usize,
     pub pid_file: Option<PathBuf>,
     pub access_log: Option<(AccessLogFormat, String)>,
@@ -35,6 +35,8 @@ pub struct Config {
     pub error_pages: ErrorPagesSpec,
     /// A listener serving only `/metrics` (besides the admin listener's).
     pub metrics_addr: Option<String>,
+    /// The top-level `websocket:` block (each route's defaults).
+    pub websocket: WebSocketSettings,
     /// Where each YAML path (`routes[2].upstream`) sits in the file.
     pub(super) spans: SpanIndex,
 }
@@ -49,6 +51,7 @@ impl Config {
             line: pos.line,
             column: pos.column,
             message: message.into(),
+            cause: None,
         }
     }
 }
@@ -56,6 +59,8 @@ impl Config {
 pub struct Listener {
     pub addr: String,
     pub redirect_https: bool,
+    /// `redirect_to`: the origin (no trailing `/`) every request is redirected to.
+    pub redirect_to: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub tls: Option<Vec<CertificateSpec>>,
@@ -173,6 +178,9 @@ pub struct RouteSpec {
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
+    pub response_rewrite: Option<std::sync::Arc<crate::routing::response_rewrite::ResponseRewrite>>,
+    /// The top-level `websocket:` keys with this route's own on top.
+    pub websocket: WebSocketSettings,
 }
 
 /// How a route names its upstream.
@@ -223,6 +231,8 @@ pub struct DynamicSpec {
     /// Every route's first segment is a host (`/alice.hub.test/...`), as with
     /// configurable-http-proxy's `--host-routing`; without it, only a first segment with a dot is.
     pub host_routing: bool,
+    /// The top-level `websocket:` block (runtime routes have none of their own).
+    pub websocket: WebSocketSettings,
 }
 
 impl Default for DynamicSpec {
@@ -236,6 +246,7 @@ impl Default for DynamicSpec {
             strip_prefix: false,
             prepend_path: true,
             host_routing: false,
+            websocket: WebSocketSettings::default(),
         }
     }
 }
@@ -264,6 +275,9 @@ pub struct ProxyHeaders {
     pub x_forwarded: XForwarded,
     /// Added to (replacing) the request's own (`--custom-header` in `deskgate chp`).
     pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Removed from every proxied request: a browser must not be able to send what the
+    /// backend takes as the edge's word (`X-Forwarded-User`, `Remote-User`).
+    pub remove: Vec<http::HeaderName>,
 }
 
 /// The `errors:` block: where error pages come from.
@@ -275,4 +289,33 @@ pub struct ErrorPagesSpec {
     pub dir: Option<PathBuf>,
     /// The status for a failed upstream instead of 502/504 (configurable-http-proxy: 503).
     pub upstream_status: Option<u16>,
+}
+
+/// `route_store:`: one Redis, or the primary that Redis Sentinel names.
+#[derive(Debug, Clone)]
+pub struct RouteStoreSpec {
+    pub key_prefix: String,
+    pub backend: StoreBackend,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    Redis { url: String },
+    Sentinel(SentinelSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct SentinelSpec {
+    /// The name the sentinels monitor (`sentinel monitor NAME …`).
+    pub master: String,
+    /// The sentinels, as `(host, port)`.
+    pub addrs: Vec<(String, u16)>,
+    /// The Redis nodes' password (`requirepass`/`masterauth`).
+    pub password: Option<crate::support::secret::Secret>,
+    /// The sentinels' own password, when they have one.
+    pub sentinel_password: Option<crate::support::secret::Secret>,
+    /// A write is acknowledged only once this many replicas have it (`WAIT`): 0 answers as soon
+    /// as the primary has it, and a failover may then lose it.
+    pub ack_replicas: usize,
+    pub ack_timeout: std::time::Duration,
 }

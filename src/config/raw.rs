@@ -31,6 +31,23 @@ pub struct RawConfig {
     pub proxy_headers: Option<RawProxyHeaders>,
     pub errors: Option<RawErrors>,
     pub metrics: Option<RawMetrics>,
+    /// Defaults for every route's `websocket:` block (runtime routes included).
+    pub websocket: Option<RawWebSocket>,
+}
+
+/// `websocket:` at the top level (defaults) and per route.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    /// The close code sent to the browser for a desktop lost mid-session, or `none`.
+    pub close_on_desktop_loss: Option<RawCloseCode>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawCloseCode {
+    Code(i64),
+    Word(String),
 }
 
 #[derive(Deserialize)]
@@ -39,6 +56,9 @@ pub struct RawProxyHeaders {
     pub x_forwarded: Option<RawXForwarded>,
     #[serde(default)]
     pub add: BTreeMap<String, String>,
+    /// Request headers never passed on (Apache's `RequestHeader unset`).
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -73,8 +93,24 @@ pub enum RawThreads {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouteStore {
-    pub redis: String,
+    pub redis: Option<String>,
+    pub sentinel: Option<RawSentinel>,
     pub key_prefix: Option<String>,
+}
+
+/// `route_store: { sentinel: … }`: the primary found through Redis Sentinel.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master: String,
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub sentinel_password_env: Option<String>,
+    pub sentinel_password_file: Option<PathBuf>,
+    pub ack_replicas: Option<usize>,
+    pub ack_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +119,9 @@ pub struct RawListener {
     pub addr: String,
     #[serde(default)]
     pub redirect_https: bool,
+    /// A plain listener that redirects everything to this fixed origin (`https://hub.example`),
+    /// path and query appended (Apache's `Redirect / https://hub.example/`).
+    pub redirect_to: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub tls: Option<RawListenerTls>,
@@ -231,6 +270,23 @@ pub struct RawRoute {
     /// Pass the browser's `Cookie` header on to the upstream (off for desktops by default when
     /// an access check is configured: the hub's session cookie stays with the hub).
     pub forward_cookies: Option<bool>,
+    /// Absolute `Location`/`Content-Location` from these URLs (or, `true`, from the server
+    /// that answered) rewritten to the public scheme and host (nginx's `proxy_redirect`).
+    pub rewrite_location: Option<RawRewriteLocation>,
+    /// `Set-Cookie` `Domain=` from -> to (nginx's `proxy_cookie_domain`).
+    pub cookie_domain: Option<BTreeMap<String, String>>,
+    /// `Set-Cookie` `Path=` prefix from -> to (nginx's `proxy_cookie_path`).
+    pub cookie_path: Option<BTreeMap<String, String>>,
+    /// Overrides of the top-level `websocket:` keys for this route.
+    pub websocket: Option<RawWebSocket>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawRewriteLocation {
+    OwnServer(bool),
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]

@@ -77,3 +77,83 @@ fn hsts_preload_needs_subdomains_and_a_year() {
     let e = errors(&format!("{tls}{{ max_age: soon }}\n"));
     assert!(e[0].contains("soon"), "{e:?}");
 }
+
+#[test]
+fn route_store_sentinel() {
+    let ok = format!(
+        "{BASE}route_store:\n  sentinel:\n    master: hub\n    addrs: [\"10.0.0.5:26379\", \"[::1]:26380\"]\n"
+    );
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let e = errors(&format!(
+        "{BASE}route_store:\n  sentinel:\n    master: hub\n    addrs: [\"10.0.0.5:26379\", \"sentinel-b\"]\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.yaml:9:31: "), "{e:?}");
+    assert!(e[0].contains("`sentinel-b`"), "{e:?}");
+    let e = errors(&format!(
+        "{BASE}route_store:\n  redis: redis://127.0.0.1/0\n  sentinel: {{ master: hub, addrs: [\"a:1\"] }}\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:8:3: ") && e[0].contains("not both"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{BASE}route_store:\n  key_prefix: x\n"));
+    assert!(
+        e[0].starts_with("t.yaml:6:") && e[0].contains("sentinel:"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{BASE}route_store:\n  sentinel: {{ master: hub, addrs: [\"a:1\"], password_env: A, password_file: /b }}\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:7:") && e[0].contains("not both"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn websocket_close_on_desktop_loss_defaults_and_overrides() {
+    let load = |yaml: &str| {
+        load_str(
+            "t.yaml",
+            yaml,
+            LoadOptions {
+                skip_files: true,
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}", e[0]))
+    };
+    let routes = "routes:\n  - path: /a/\n    upstream: hub\n  - path: /b/\n    upstream: hub\n    websocket: { close_on_desktop_loss: 4000 }\n";
+    let c = load(&format!("{BASE}{routes}"));
+    assert_eq!(c.routes[0].websocket.close_on_desktop_loss, Some(1011));
+    assert_eq!(c.routes[1].websocket.close_on_desktop_loss, Some(4000));
+    assert_eq!(c.dynamic.websocket.close_on_desktop_loss, Some(1011));
+    let c = load(&format!(
+        "{BASE}websocket:\n  close_on_desktop_loss: none\n{routes}"
+    ));
+    assert_eq!(c.routes[0].websocket.close_on_desktop_loss, None);
+    assert_eq!(c.routes[1].websocket.close_on_desktop_loss, Some(4000));
+    assert_eq!(c.dynamic.websocket.close_on_desktop_loss, None);
+}
+
+#[test]
+fn websocket_close_code_must_be_one_a_server_sends() {
+    let e = errors(&format!(
+        "{BASE}routes:\n  - path: /\n    upstream: hub\n    websocket: {{ close_on_desktop_loss: 1006 }}\n"
+    ));
+    assert!(e[0].starts_with("t.yaml:9:41: "), "{e:?}");
+    assert!(e[0].contains("found `1006`"), "{e:?}");
+    let e = errors(&format!(
+        "{BASE}websocket:\n  close_on_desktop_loss: never\n"
+    ));
+    assert!(
+        e[0].starts_with("t.yaml:7:26: ") && e[0].contains("`none`"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{BASE}websocket:\n  close_on_loss: 1011\n"));
+    assert!(
+        e[0].starts_with("t.yaml:7:3: ") && e[0].contains("unknown field"),
+        "{e:?}"
+    );
+}

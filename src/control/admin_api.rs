@@ -266,6 +266,22 @@ impl ServeHttp for AdminApi {
         if path == "/ui" || path.starts_with("/ui/") {
             return self.admin_page(session, &path).await;
         }
+        if path == "/api/sessions" {
+            if !self.authorized(session) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "missing or wrong `Authorization: token ...`",
+                );
+            }
+            if session.req_header().method != http::Method::GET {
+                return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            }
+            // The admin page's table with each session's network figures, for scripts.
+            return json(
+                StatusCode::OK,
+                &serde_json::json!({ "sessions": crate::control::admin_ui::sessions_json() }),
+            );
+        }
         // As in configurable-http-proxy: `/api/routes/` names the route for `/` (POST,
         // DELETE); GET of it lists every route, like `/api/routes`.
         let prefix = match path.strip_prefix("/api/routes") {

@@ -11,6 +11,7 @@ use crate::edge::gateway::Gateway;
 use crate::hub::runtime_routes::RuntimeRoutes;
 use crate::routing::UpstreamRef;
 use crate::support::secret::{constant_time_eq, random_hex, Secret};
+use crate::telemetry::quality::{LegFigures, QualitySample, Verdict};
 use crate::telemetry::sessions::SESSIONS;
 use http::{HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
@@ -247,19 +248,7 @@ fn state(ctx: &UiContext<'_>, csrf: &str) -> Value {
             "last_activity": data.get("last_activity").cloned().unwrap_or(Value::Null),
         }));
     }
-    let sessions: Vec<Value> = SESSIONS
-        .list()
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.id, "route": s.route, "upstream": s.upstream, "user": s.user,
-                "client": s.client, "since": s.since_ms,
-                "bytes_up": s.bytes_up.load(Ordering::Relaxed),
-                "bytes_down": s.bytes_down.load(Ordering::Relaxed),
-                "last_activity": s.last_ms.load(Ordering::Relaxed),
-            })
-        })
-        .collect();
+    let sessions = sessions_json();
     let history: Vec<Value> = SESSIONS
         .history()
         .iter()
@@ -271,5 +260,64 @@ fn state(ctx: &UiContext<'_>, csrf: &str) -> Value {
         "routes": routes,
         "sessions": sessions,
         "history": history,
+    })
+}
+
+/// Open sessions with their network figures: the page's table and `GET /api/sessions`.
+pub fn sessions_json() -> Vec<Value> {
+    SESSIONS
+        .list()
+        .iter()
+        .map(|s| {
+            let (latest, history) = {
+                let q = s.quality.lock().expect("quality lock");
+                (
+                    q.latest,
+                    q.history.iter().map(history_point).collect::<Vec<_>>(),
+                )
+            };
+            let max_rate = s.max_rate.load(Ordering::Relaxed);
+            json!({
+                "id": s.id, "route": s.route, "upstream": s.upstream, "user": s.user,
+                "client": s.client, "since": s.since_ms,
+                "bytes_up": s.bytes_up.load(Ordering::Relaxed),
+                "bytes_down": s.bytes_down.load(Ordering::Relaxed),
+                "last_activity": s.last_ms.load(Ordering::Relaxed),
+                "max_rate": (max_rate > 0).then_some(max_rate),
+                "quality": latest.as_ref().map(quality_json),
+                "quality_history": history,
+            })
+        })
+        .collect()
+}
+
+fn ms(us: u32) -> f64 {
+    (us as f64 / 10.0).round() / 100.0
+}
+
+fn leg_json(l: &LegFigures) -> Value {
+    json!({
+        "rtt_ms": ms(l.rtt_us), "rttvar_ms": ms(l.rttvar_us),
+        "loss_pct": l.loss_permille as f64 / 10.0, "segments": l.segments,
+        "delivery_rate": l.delivery_rate, "unacked_bytes": l.unacked_bytes,
+    })
+}
+
+fn quality_json(q: &QualitySample) -> Value {
+    json!({
+        "at": q.at_ms,
+        "verdict": q.verdict.code(), "verdict_text": q.verdict.text(),
+        "why": Verdict::reasons(&q.browser, q.desktop.as_ref(), q.backlog_bytes),
+        "browser": leg_json(&q.browser),
+        "desktop": q.desktop.as_ref().map(leg_json),
+        "backlog_bytes": q.backlog_bytes, "rate_down": q.rate_down,
+    })
+}
+
+fn history_point(q: &QualitySample) -> Value {
+    json!({
+        "t": q.at_ms, "browser_rtt_ms": ms(q.browser.rtt_us),
+        "desktop_rtt_ms": q.desktop.map(|d| ms(d.rtt_us)),
+        "backlog": q.backlog_bytes, "rate_down": q.rate_down, "verdict": q.verdict.code(),
     })
 }

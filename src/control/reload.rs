@@ -78,6 +78,25 @@ impl Reloader {
     }
 }
 
+/// `deskgate reload -c FILE`: exit 2 without a config, 1 when it does not check or the
+/// running deskgate cannot be signalled.
+pub fn run(config_path: Option<&Path>) -> std::process::ExitCode {
+    let Some(path) = config_path else {
+        eprintln!("deskgate reload: give the running config with -c FILE");
+        return std::process::ExitCode::from(2);
+    };
+    match signal_running(path) {
+        Ok(msg) => {
+            println!("{msg}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("deskgate reload: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `deskgate reload -c FILE`: checks FILE, then signals the process in its pid file.
 pub fn signal_running(config_path: &Path) -> Result<String, String> {
     let runtime = runtime::load_file(config_path, LoadOptions::default()).map_err(|errs| {
@@ -111,6 +130,16 @@ pub fn signal_running(config_path: &Path) -> Result<String, String> {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// After a shutdown (SIGTERM, SIGINT): the pid file goes, unless a newer deskgate that took
+/// over the sockets (`-u`, SIGQUIT) already wrote its own there.
+pub fn remove_pid_file_if_ours(path: &std::path::Path) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// The pid file: `pid_file:` from the config, else one per first listener in the temp dir.

@@ -16,6 +16,8 @@
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -47,6 +49,58 @@ impl DesktopSim {
             eager_upgrade_key: None,
             upgrades: Default::default(),
             novnc_dir: None,
+        }
+    }
+}
+
+/// `deskgate desktop-sim`'s flags.
+#[derive(clap::Args)]
+pub struct SimArgs {
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    pub listen: String,
+    #[arg(long, default_value = "demo")]
+    pub name: String,
+    /// `user:password` to demand in Basic auth (default: none)
+    #[arg(long)]
+    pub credentials: Option<String>,
+    /// Certificate and key (PEM); generated when not given
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Serve noVNC's files from DIR and speak VNC on /websockify (a live picture)
+    #[arg(long)]
+    pub novnc: Option<PathBuf>,
+}
+
+/// `deskgate desktop-sim`: serves one desktop until the process is stopped.
+pub fn run(args: &SimArgs) -> ExitCode {
+    let (cert, key) = match args.cert.clone().zip(args.key.clone()) {
+        Some(files) => files,
+        None => {
+            let dir = std::env::temp_dir().join(format!("deskgate-desktop-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            match crate::tls::write_self_signed(&dir, "desktop", &["kasm", "localhost"]) {
+                Ok(files) => files,
+                Err(e) => {
+                    eprintln!("deskgate desktop-sim: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let mut sim = DesktopSim::new(&args.name, args.credentials.clone());
+    sim.novnc_dir = args.novnc.clone();
+    match spawn(sim, &args.listen, &cert, &key) {
+        Ok(addr) => {
+            println!("desktop {} listening on https://{addr}", args.name);
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            eprintln!("deskgate desktop-sim: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -108,7 +162,7 @@ pub fn acceptor(
     key: &std::path::Path,
     tls12_only: bool,
 ) -> Result<TlsAcceptor, String> {
-    let ck = crate::tls::load_certified_key(cert, key)?;
+    let ck = crate::tls::load_certified_key(cert, key).map_err(|e| e.to_string())?;
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]
     } else {

@@ -10,13 +10,38 @@ pub mod rfb;
 use crate::config::LoadOptions;
 use crate::runtime::{self, Runtime};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub struct DemoOptions {
+/// `deskgate demo`'s flags.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Plain-HTTP listener (redirects to HTTPS)
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// TLS listener
+    #[arg(long, default_value = "127.0.0.1:8443")]
     pub tls_listen: String,
+    /// Admin listener (routes API, metrics, the admin page at /ui/)
+    #[arg(long, default_value = "127.0.0.1:8001")]
     pub admin_listen: String,
-    /// noVNC's files; None (or a folder that does not exist): the echo page.
-    pub novnc_dir: Option<PathBuf>,
+    /// noVNC's files (Debian's `novnc` package); `none` shows the WebSocket echo page
+    #[arg(long, default_value = "/usr/share/novnc")]
+    pub novnc: String,
+}
+
+/// `deskgate demo`: prints where to point a browser, then serves (`upgrade`: `-u`, taking over
+/// a running deskgate's sockets).
+pub fn run(args: &DemoArgs, upgrade: bool) -> ExitCode {
+    match prepare(args) {
+        Ok(demo) => {
+            println!("{}", demo.banner);
+            crate::server::serve(&demo.runtime, upgrade, None)
+        }
+        Err(e) => {
+            eprintln!("deskgate demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 pub struct Demo {
@@ -25,7 +50,7 @@ pub struct Demo {
     pub dir: PathBuf,
 }
 
-pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
+pub fn prepare(opts: &DemoArgs) -> Result<Demo, String> {
     let dir = std::env::temp_dir().join(format!("deskgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let (edge_cert, edge_key) =
@@ -39,16 +64,16 @@ pub fn prepare(opts: &DemoOptions) -> Result<Demo, String> {
     );
     let password_file = dir.join("vnc-password");
     std::fs::write(&password_file, &password).map_err(|e| e.to_string())?;
-    let novnc_dir = opts
-        .novnc_dir
-        .clone()
-        .filter(|d| d.join("vnc.html").is_file());
+    // `none`, or a folder without noVNC: the echo page.
+    let novnc_dir = Some(PathBuf::from(&opts.novnc))
+        .filter(|d| opts.novnc != "none" && d.join("vnc.html").is_file());
     let mut sim = desktop::DesktopSim::new("demo", Some(format!("kasm_user:{password}")));
     sim.novnc_dir = novnc_dir.clone();
     let desktop = desktop::spawn(sim, "127.0.0.1:0", &desk_cert, &desk_key)?;
     let admin_token = crate::support::secret::random_hex(16);
     let token_file = dir.join("admin-token");
-    crate::support::secret::write_private(&token_file, admin_token.as_bytes())?;
+    crate::support::secret::write_private(&token_file, admin_token.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", token_file.display()))?;
     let yaml = format!(
         r#"# deskgate demo (generated)
 listeners:

@@ -1,9 +1,11 @@
 //! Error pages for requests deskgate cannot proxy: no route (404) and a failed upstream.
 //!
-//! By default a one-line text body. Like configurable-http-proxy, an operator can point
-//! `errors.target` at a server that renders them (`GET <target>/<code>?url=<request URL>`,
-//! JupyterHub's `/hub/error/`), or `errors.path` at a folder of `<code>.html` / `error.html`.
-//! Whatever fails on the way falls back to the text body, never to a second error.
+//! By default deskgate's generic answer (`respond::error`: a page for browsers, text for
+//! others, the request id, no internal name). Like configurable-http-proxy, an operator can
+//! point `errors.target` at a server that renders them (`GET <target>/<code>?url=<request
+//! URL>`, JupyterHub's `/hub/error/`), or `errors.path` at a folder of `<code>.html` /
+//! `error.html`. Whatever fails on the way falls back to the generic answer, never to a
+//! second error. Either way the answer carries `X-Request-Id`.
 
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -39,19 +41,18 @@ impl ErrorPages {
         }
     }
 
-    /// Sends the error page for `status`; `text` is the plain fallback body.
+    /// Sends the error page for `status`.
     pub async fn send(
         &self,
         session: &mut Session,
         status: u16,
-        text: &str,
         timeout: Duration,
     ) -> Result<bool> {
         match self.page(session, status, timeout).await {
             Some((content_type, page)) => {
                 crate::edge::respond::body(session, status, &content_type, &page).await
             }
-            None => crate::edge::respond::text(session, status, text).await,
+            None => crate::edge::respond::error(session, status).await,
         }
     }
 
@@ -81,7 +82,8 @@ impl ErrorPages {
                     Some((content_type, answer.body.freeze()))
                 }
                 Err(e) => {
-                    log::warn!("error page {url}: {}", e.reason());
+                    let id = crate::edge::request_id::of(session.req_header());
+                    log::warn!("request {id}: error page {url}: {}", e.reason());
                     None
                 }
             };

@@ -6,18 +6,25 @@
 //!   without them (the Flask relay's bug);
 //! - the upstream's Basic auth injected, replacing whatever the browser sent;
 //! - the hub's cookies kept from desktops unless the route forwards them.
+//!
+//! And what the browser sees of the answer, on routes that ask for it (`rewrite_location`,
+//! `cookie_domain`, `cookie_path`): the upstream's own address in `Location` replaced by the
+//! public one, `Set-Cookie` domains and paths mapped. Other routes' answers are not looked at.
 
 use std::net::IpAddr;
 
 use pingora::http::RequestHeader;
 
 pub use crate::config::{ProxyHeaders, XForwarded};
+use crate::routing::response_rewrite::ResponseRewrite;
 
 pub struct Forwarding<'a> {
     pub headers: &'a ProxyHeaders,
     pub client_ip: Option<IpAddr>,
     pub downstream_tls: bool,
     pub original_host: &'a str,
+    /// `X-Forwarded-Port` with `x_forwarded: set`: the port the browser connected to.
+    pub listener_port: Option<&'a HeaderValue>,
     pub upgrade: bool,
     pub authorization: Option<&'a http::HeaderValue>,
     pub forward_cookies: bool,
@@ -82,6 +89,10 @@ pub fn upstream_target(
 }
 
 pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
+    // First, so that what deskgate sets below (X-Forwarded-*, `add:`) is never removed.
+    for name in &f.headers.remove {
+        req.remove_header(name);
+    }
     // Headers named in `Connection` are hop-by-hop too (RFC 9110 7.6.1). Most requests carry
     // only `keep-alive` or `upgrade` there, so nothing is collected for them.
     let named: Vec<String> = req
@@ -130,6 +141,9 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
             if !f.original_host.is_empty() {
                 let _ = req.insert_header(X_FORWARDED_HOST, f.original_host);
             }
+            if let Some(port) = f.listener_port {
+                let _ = req.insert_header(X_FORWARDED_PORT, port.clone());
+            }
         }
         XForwarded::Append => {
             if let Some(ip) = client_ip {
@@ -166,6 +180,146 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, f: &Forwarding<'_>) {
     if f.drop_websocket_protocol {
         req.remove_header(&header::SEC_WEBSOCKET_PROTOCOL);
     }
+}
+
+/// A listener address's port as a header value, made once per listener (`unix:` sockets: None).
+pub fn port_header(addr: &str) -> Option<HeaderValue> {
+    let port: u16 = addr.rsplit_once(':')?.1.parse().ok()?;
+    (!addr.starts_with("unix:")).then(|| HeaderValue::from(port))
+}
+
+/// The browser's side of an answer: what an upstream's own URLs are rewritten to.
+pub struct PublicOrigin<'a> {
+    pub tls: bool,
+    /// The Host the browser sent (with its port, if any).
+    pub host: &'a str,
+    /// The path prefix the route matched (`/app/`); `/` for the whole host. A `rewrite_location`
+    /// URL is the upstream's view of it, and becomes it.
+    pub mount: &'a str,
+    /// The route strips the prefix: the upstream sees the mount as `/`.
+    pub stripped: bool,
+    /// The server that answered (`127.0.0.1:3000`), for `rewrite_location: true`.
+    pub server: Option<&'a str>,
+    pub upstream_tls: bool,
+}
+
+const CONTENT_LOCATION: HeaderName = HeaderName::from_static("content-location");
+
+/// `rewrite_location`, `cookie_domain`, `cookie_path` on an upstream's answer.
+pub fn rewrite_upstream_response(
+    resp: &mut pingora::http::ResponseHeader,
+    rewrite: &ResponseRewrite,
+    origin: &PublicOrigin<'_>,
+) {
+    if !rewrite.locations.is_empty() || rewrite.own_server {
+        for name in [header::LOCATION, CONTENT_LOCATION] {
+            let new = resp
+                .headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| public_location(v, rewrite, origin));
+            if let Some(new) = new {
+                let _ = resp.insert_header(name, new);
+            }
+        }
+    }
+    if !rewrite.cookie_domain.is_empty() || !rewrite.cookie_path.is_empty() {
+        let cookies: Vec<String> = resp
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let rewritten: Vec<Option<String>> =
+            cookies.iter().map(|c| public_cookie(c, rewrite)).collect();
+        if rewritten.iter().any(Option::is_some) {
+            resp.remove_header(&header::SET_COOKIE);
+            for (old, new) in cookies.into_iter().zip(rewritten) {
+                let _ = resp.append_header(header::SET_COOKIE, new.unwrap_or(old));
+            }
+        }
+    }
+}
+
+/// `http://127.0.0.1:3000/after` -> `https://hub.example/app/after` when it starts with one of
+/// the route's upstream URLs (scheme and authority without case); None when it does not.
+fn public_location(
+    location: &str,
+    rewrite: &ResponseRewrite,
+    origin: &PublicOrigin<'_>,
+) -> Option<String> {
+    if origin.host.is_empty() || !location.contains("://") {
+        return None;
+    }
+    let mount = origin.mount.trim_end_matches('/');
+    let own = origin.server.filter(|_| rewrite.own_server).map(|s| {
+        let scheme = if origin.upstream_tls { "https" } else { "http" };
+        let seen = if origin.stripped { "" } else { mount };
+        format!("{scheme}://{}{seen}/", s.to_ascii_lowercase())
+    });
+    let rest = rewrite
+        .locations
+        .iter()
+        .chain(own.as_ref())
+        .find_map(|prefix| strip_url_prefix(location, prefix))?;
+    let scheme = if origin.tls { "https" } else { "http" };
+    Some(format!("{scheme}://{}{mount}/{rest}", origin.host))
+}
+
+/// What follows `prefix` (`http://h:p/base/`) in `url`, comparing scheme and authority without
+/// case; `http://h:p/base` (no slash) counts as the prefix itself.
+fn strip_url_prefix<'u>(url: &'u str, prefix: &str) -> Option<&'u str> {
+    let scheme_end = prefix.find("://")? + 3;
+    let authority_end = scheme_end + prefix[scheme_end..].find('/')?;
+    let head = url.get(..authority_end)?;
+    if !head.eq_ignore_ascii_case(&prefix[..authority_end]) {
+        return None;
+    }
+    let (url_path, prefix_path) = (&url[authority_end..], &prefix[authority_end..]);
+    if url_path.is_empty() || url_path == prefix_path.trim_end_matches('/') {
+        return Some("");
+    }
+    url_path.strip_prefix(prefix_path)
+}
+
+/// A `Set-Cookie` value with its `Domain=`/`Path=` mapped; None when nothing matched.
+fn public_cookie(cookie: &str, rewrite: &ResponseRewrite) -> Option<String> {
+    let mut changed = false;
+    let parts: Vec<String> = cookie
+        .split(';')
+        .enumerate()
+        .map(|(i, part)| {
+            let attr = part.trim_start();
+            let lead = &part[..part.len() - attr.len()];
+            let value_of = |name: &str| {
+                attr.get(..name.len())
+                    .filter(|n| i > 0 && n.eq_ignore_ascii_case(name))
+                    .map(|_| attr[name.len()..].trim())
+            };
+            if let Some(domain) = value_of("domain=") {
+                let bare = domain.trim_start_matches('.');
+                if let Some((_, to)) = rewrite
+                    .cookie_domain
+                    .iter()
+                    .find(|(from, _)| from.trim_start_matches('.').eq_ignore_ascii_case(bare))
+                {
+                    changed = true;
+                    return format!("{lead}Domain={to}");
+                }
+            } else if let Some(path) = value_of("path=") {
+                if let Some((from, to)) = rewrite
+                    .cookie_path
+                    .iter()
+                    .find(|(from, _)| path.starts_with(from.as_str()))
+                {
+                    changed = true;
+                    return format!("{lead}Path={to}{}", &path[from.len()..]);
+                }
+            }
+            part.to_string()
+        })
+        .collect();
+    changed.then(|| parts.join(";"))
 }
 
 /// `name: previous<sep>value`, or `name: value` when there was none.
@@ -303,6 +457,7 @@ mod tests {
                 client_ip: Some([127, 0, 0, 1].into()),
                 downstream_tls: true,
                 original_host: "hub.test",
+                listener_port: None,
                 upgrade: true,
                 authorization: Some(&auth),
                 forward_cookies: false,
@@ -347,7 +502,9 @@ mod tests {
         req.append_header("X-Forwarded-For", "10.0.0.1").unwrap();
         req.append_header("X-Forwarded-Proto", "https").unwrap();
         req.append_header("X-Forwarded-Host", "outer.test").unwrap();
+        req.append_header("Remote-User", "admin").unwrap();
         let headers = ProxyHeaders {
+            remove: vec![http::HeaderName::from_static("remote-user")],
             x_forwarded: XForwarded::Append,
             add: vec![(
                 http::HeaderName::from_static("x-hub"),
@@ -361,6 +518,7 @@ mod tests {
                 client_ip: Some([127, 0, 0, 1].into()),
                 downstream_tls: false,
                 original_host: "hub.test:8000",
+                listener_port: None,
                 upgrade: false,
                 authorization: None,
                 forward_cookies: true,
@@ -373,5 +531,124 @@ mod tests {
         assert_eq!(h("x-forwarded-proto").as_deref(), Some("https,http"));
         assert_eq!(h("x-forwarded-host").as_deref(), Some("outer.test"));
         assert_eq!(h("x-hub").as_deref(), Some("1"));
+        assert_eq!(h("remote-user"), None, "a browser's identity header is removed");
+    }
+
+    #[test]
+    fn locations_and_cookies_from_the_upstream_become_public() {
+        let rewrite = ResponseRewrite {
+            locations: vec![
+                "http://127.0.0.1:3000/".into(),
+                "http://localhost:3000/base/".into(),
+            ],
+            own_server: true,
+            cookie_domain: vec![("localhost".into(), "hub.example".into())],
+            cookie_path: vec![("/".into(), "/app/".into())],
+        };
+        let origin = PublicOrigin {
+            tls: true,
+            host: "hub.example:8443",
+            mount: "/app/",
+            stripped: true,
+            server: Some("10.0.0.5:7001"),
+            upstream_tls: true,
+        };
+        let loc = |l: &str| public_location(l, &rewrite, &origin);
+        assert_eq!(
+            loc("http://127.0.0.1:3000/after?x=1").as_deref(),
+            Some("https://hub.example:8443/app/after?x=1")
+        );
+        assert_eq!(
+            loc("HTTP://LOCALHOST:3000/base/x").as_deref(),
+            Some("https://hub.example:8443/app/x")
+        );
+        assert_eq!(
+            loc("http://localhost:3000/base").as_deref(),
+            Some("https://hub.example:8443/app/")
+        );
+        assert_eq!(
+            loc("http://127.0.0.1:3000").as_deref(),
+            Some("https://hub.example:8443/app/")
+        );
+        assert_eq!(
+            loc("https://10.0.0.5:7001/vnc.html").as_deref(),
+            Some("https://hub.example:8443/app/vnc.html")
+        );
+        for untouched in [
+            "/relative",
+            "http://127.0.0.1:30000/x",
+            "http://localhost:3000/other/",
+            "https://elsewhere/",
+        ] {
+            assert_eq!(loc(untouched), None, "{untouched}");
+        }
+        // Not stripped: the upstream saw the prefix itself.
+        let kept = PublicOrigin {
+            stripped: false,
+            ..origin
+        };
+        assert_eq!(
+            public_location("https://10.0.0.5:7001/app/x", &rewrite, &kept).as_deref(),
+            Some("https://hub.example:8443/app/x")
+        );
+
+        assert_eq!(
+            public_cookie("sid=1; Path=/; Domain=.LocalHost; HttpOnly", &rewrite).as_deref(),
+            Some("sid=1; Path=/app/; Domain=hub.example; HttpOnly")
+        );
+        assert_eq!(
+            public_cookie("sid=1; path=/x", &rewrite).as_deref(),
+            Some("sid=1; Path=/app/x")
+        );
+        assert_eq!(
+            public_cookie("domain=localhost; Secure", &rewrite),
+            None,
+            "the cookie's own name is not an attribute"
+        );
+        assert_eq!(public_cookie("sid=1; Domain=other.example", &rewrite), None);
+
+        let mut resp = pingora::http::ResponseHeader::build(302, None).unwrap();
+        resp.append_header("Location", "http://127.0.0.1:3000/after")
+            .unwrap();
+        resp.append_header("Set-Cookie", "a=1; Domain=localhost")
+            .unwrap();
+        resp.append_header("Set-Cookie", "b=2").unwrap();
+        rewrite_upstream_response(&mut resp, &rewrite, &origin);
+        let cookies: Vec<_> = resp
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cookies, ["a=1; Domain=hub.example", "b=2"]);
+        assert_eq!(
+            resp.headers["location"],
+            "https://hub.example:8443/app/after"
+        );
+    }
+
+    #[test]
+    fn x_forwarded_port_is_the_listeners() {
+        assert_eq!(port_header("0.0.0.0:8443").unwrap(), "8443");
+        assert_eq!(port_header("[::]:443").unwrap(), "443");
+        assert!(port_header("unix:/run/d.sock").is_none());
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-Port", "1").unwrap();
+        let port = port_header("[::]:443").unwrap();
+        rewrite_upstream_request(
+            &mut req,
+            &Forwarding {
+                headers: &ProxyHeaders::default(),
+                client_ip: None,
+                downstream_tls: true,
+                original_host: "hub.test",
+                listener_port: Some(&port),
+                upgrade: false,
+                authorization: None,
+                forward_cookies: true,
+                drop_websocket_protocol: false,
+            },
+        );
+        assert_eq!(req.headers["x-forwarded-port"], "443");
     }
 }

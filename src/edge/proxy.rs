@@ -1,15 +1,25 @@
 //! The Pingora `ProxyHttp` implementation. Each phase is a short table of contents; the work
 //! lives in the modules it calls.
 //!
-//! Request path: `request_filter` (redirect plain HTTP -> match route -> noVNC redirect ->
-//! block -> access check -> choose upstream -> strip prefix) -> `upstream_peer` (TLS, timeouts)
-//! -> `upstream_request_filter` (forwarding headers) -> Pingora proxies; after an upgrade's `101`,
-//! `upgraded_streams` hands both connections to `edge::tunnel`.
+//! Request path, `request_filter`: refuse ambiguous requests (`request_checks`) -> what the
+//! listener answers itself (`listener_answer`: ACME, redirects to HTTPS, CHP's health) ->
+//! admit (header size, connection limits) -> match the route (`match_route`) -> what the route
+//! answers itself (`OnRoute::route_answer`: noVNC redirect, blocked paths) -> check access
+//! (`check_access`, the hub's `AccessGate`) -> choose the peer (fixed, named by captures, or
+//! the hub's `UpstreamResolver`) -> rewrite the target (`OnRoute::rewrite_request`). A step
+//! either goes on or returns an `edge::answer::Answer`, which the phase sends. Then
+//! `upstream_peer` (TLS, timeouts) -> `upstream_request_filter` (forwarding headers) -> Pingora
+//! proxies; after an upgrade's `101`, `upgraded_streams` hands both connections to
+//! `edge::tunnel`.
 
+use crate::edge::answer::{Answer, Step};
 use crate::edge::forwarding::{rewrite_upstream_request, Forwarding};
 use crate::edge::gateway::{Gateway, Snapshot};
+use crate::edge::request_id;
 use crate::edge::respond;
-use crate::routing::{RequestPath, Resolution, Route, RouteMatch, UpstreamRef};
+use crate::routing::{
+    AccessDecision, AccessGate, RequestPath, Resolution, Route, RouteMatch, Template, UpstreamRef,
+};
 use crate::telemetry::activity::now_ms;
 use crate::telemetry::metrics;
 use crate::upstream::Upstream;
@@ -17,6 +27,7 @@ use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Who an access check vouched for, copied to the upstream request (see `hub::access`).
@@ -28,6 +39,10 @@ pub struct ListenerRole {
     pub tls: bool,
     /// A plain-HTTP listener that only redirects to this HTTPS port.
     pub redirect_https_port: Option<u16>,
+    /// A plain-HTTP listener that only redirects to this fixed origin (`redirect_to`).
+    pub redirect_to: Option<Arc<str>>,
+    /// The listener's port as `X-Forwarded-Port` (None on `unix:` sockets).
+    pub port: Option<http::HeaderValue>,
     /// `Strict-Transport-Security` for every answer (TLS listeners with `tls.hsts` only).
     pub hsts: Option<http::HeaderValue>,
     /// The listener verifies client certificates (`tls.client_ca`).
@@ -50,6 +65,9 @@ pub struct RequestCtx {
     server: Option<String>,
     _in_flight: Option<crate::upstream::balance::InFlight>,
     original_host: String,
+    /// The path prefix the route matched (`/app/`), kept only for routes that rewrite
+    /// `Location` (`rewrite_location`).
+    mount: Option<String>,
     upgrade: bool,
     connect_failures: u32,
     /// Set once the upstream answered 101: bytes now count as WebSocket traffic.
@@ -123,140 +141,73 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // First: every answer from here on, deskgate's or the upstream's, carries it.
+        request_id::assign(session.req_header_mut())?;
+        if crate::edge::request_checks::refuse_ambiguous(session).await? {
+            return Ok(true);
+        }
         if self.role.client_auth {
-            pass_client_subject(session)?;
+            crate::tls::client_auth::pass_subject_upstream(session)?;
         }
-        let req = session.req_header();
-        let given_host = raw_host(req);
-        let host = host_without_port(given_host).to_ascii_lowercase();
-        ctx.original_host = given_host.to_string();
-        if !self.role.tls {
-            // HTTP-01 (ACME) is answered on plain listeners, before any redirect to HTTPS.
-            if let Some(answer) = crate::tls::challenges::CHALLENGES.http_answer(req.uri.path()) {
-                return Box::pin(respond::body(session, 200, "text/plain", answer.as_bytes()))
-                    .await;
-            }
-        }
-        if let Some(port) = self.role.redirect_https_port {
-            let location = respond::https_location(
-                &host,
-                port,
-                req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            );
-            return Box::pin(respond::redirect(session, 308, &location)).await;
-        }
-        if req.uri.path() == "/_chp_healthz" {
-            // configurable-http-proxy's health endpoint, which load balancers in front of
-            // JupyterHub poll.
-            return Box::pin(respond::body(
-                session,
-                200,
-                "application/json",
-                br#"{"status":"OK"}"#,
-            ))
-            .await;
+        ctx.original_host = raw_host(session.req_header()).to_string();
+        let host = host_without_port(&ctx.original_host).to_ascii_lowercase();
+        // Answers are sent boxed, as is anything else large awaited below (a hub's answer): on
+        // the common path the request_filter future stays small, and Pingora copies it per
+        // request.
+        if let Step::Answer(answer) = self.listener_answer(session.req_header(), &host) {
+            return Box::pin(answer.send(session)).await;
         }
         ctx.upgrade = session.is_upgrade_req();
         let snapshot = self.gateway.snapshot();
-        let header_bytes: usize = req
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum::<usize>()
-            + req.raw_path().len();
-        if header_bytes > snapshot.max_header_bytes {
-            let text = "deskgate: request header fields too large\n";
-            return Box::pin(respond::text(session, 431, text)).await;
+        if let Step::Answer(answer) = self.admit(session, ctx, &snapshot) {
+            return Box::pin(answer.send(session)).await;
         }
-        if !self.limits.is_unlimited() {
-            let client = client_ip(session);
-            match self.limits.acquire(client) {
-                Some(slot) => ctx._slot = Some(slot),
-                None => {
-                    let text = "deskgate: too many connections, try again shortly\n";
-                    return Box::pin(respond::text(session, 503, text)).await;
-                }
-            }
-        }
-        let req = session.req_header();
-        let uri_path = req.uri.path().to_string();
-        let path = RequestPath::new(&uri_path);
         ctx.started = Some(std::time::Instant::now());
         if crate::telemetry::access_log::enabled() {
-            ctx.original_uri = Some(String::from_utf8_lossy(req.raw_path()).into_owned());
+            let target = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
+            ctx.original_uri = Some(target);
         }
-        let Some(found) = snapshot.routes.lookup(&host, &path.decoded) else {
-            metrics::NO_ROUTE.inc();
-            let text = format!("deskgate: no route for {host}{}\n", path.decoded);
-            let pages = &snapshot.error_pages;
-            return Box::pin(pages.send(session, 404, &text, snapshot.timeouts.connect)).await;
+        let uri_path = session.req_header().uri.path().to_string();
+        let path = RequestPath::new(&uri_path);
+        let found = match match_route(session.req_header(), &snapshot, &host, &path) {
+            Step::Next(found) => found,
+            Step::Answer(answer) => return Box::pin(answer.send(session)).await,
         };
         let route = found.route.clone();
         ctx.activity = crate::telemetry::activity::Toucher::new(route.activity.clone());
         ctx.route = Some(route.clone());
         ctx.snapshot = Some(snapshot.clone());
-        let rest = &path.decoded[found.prefix_len..];
-        let rest = if rest.is_empty() { "/" } else { rest };
         let wire_prefix_len = path.wire_offset(found.prefix_len);
-
-        if let Some(location) = crate::edge::novnc::redirect_for(
-            &route,
-            &path.wire,
+        let on_route = OnRoute {
+            route: &route,
+            path: &path,
+            prefix_len: found.prefix_len,
             wire_prefix_len,
-            req.uri.query(),
-            ctx.upgrade,
-        ) {
-            return Box::pin(respond::redirect(session, 302, &location)).await;
+        };
+        if let Step::Answer(answer) = on_route.route_answer(session.req_header(), ctx.upgrade) {
+            return Box::pin(answer.send(session)).await;
         }
-        if route
-            .block
-            .iter()
-            .any(|b| crate::routing::is_under(rest, b))
-        {
-            let text = format!("deskgate: {rest} is blocked on route {}\n", route.label);
-            return Box::pin(respond::text(session, 403, &text)).await;
-        }
-        if let Some(check) = &route.access {
-            let mut captures = route.data_captures.clone();
-            captures.extend(found.captures.clone());
-            // Boxed by the trait (async_trait), like the other rare awaits below.
-            if let Some(done) = check.enforce(session, &captures, &route.label).await? {
-                return Ok(done);
+        if let Some(gate) = &route.access {
+            // Boxed by the trait (async_trait), like the hub lookup below.
+            if let Step::Answer(answer) = check_access(session, gate.as_ref(), &found).await? {
+                return Box::pin(answer.send(session)).await;
             }
         }
-        // Boxed where they await something large (a hub lookup, a response): on the common
-        // path the request_filter future stays small, and Pingora copies it per request.
-        let upstream = match &route.upstream {
-            UpstreamRef::Fixed(u) => u.clone(),
-            _ => match Box::pin(self.choose_upstream(session, &found, &snapshot)).await? {
-                Ok(u) => u,
-                Err(responded) => return Ok(responded),
-            },
+        // Choose the peer: a fixed upstream, one named by the route's captures, or the hub's.
+        let resolution = match &route.upstream {
+            UpstreamRef::Fixed(upstream) => Resolution::Found(upstream.clone()),
+            UpstreamRef::Template(name) => desktop_named(name, &found, &snapshot),
+            UpstreamRef::Resolver(hub) => hub.resolve(&found.captures).await,
+        };
+        let upstream = match found_upstream(session.req_header(), &route, resolution) {
+            Step::Next(upstream) => upstream,
+            Step::Answer(answer) => return Box::pin(answer.send(session)).await,
         };
         ctx.upstream = Some(upstream);
-        if session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .is_none()
-            && !ctx.original_host.is_empty()
-        {
-            // HTTP/2 clients send :authority, not Host; the path rewrite below drops the
-            // authority, and HTTP/1 desktops need a Host.
-            let host = ctx.original_host.clone();
-            session
-                .req_header_mut()
-                .insert_header(http::header::HOST, host)?;
+        if route.response_rewrite.is_some() {
+            ctx.mount = Some(path.wire[..wire_prefix_len].to_string());
         }
-        if let Some(uri) = crate::edge::forwarding::upstream_target(
-            &session.req_header().uri,
-            &path.wire,
-            wire_prefix_len,
-            route.strip_prefix,
-            route.target_path.as_deref(),
-        ) {
-            session.req_header_mut().set_uri(uri);
-        }
+        on_route.rewrite_request(session, &ctx.original_host)?;
         if ctx.upgrade {
             // The downstream's HTTP read timeout (60 s in Pingora) would cut a quiet desktop;
             // upgraded streams get their own idle limit (cloudflare/pingora#255).
@@ -275,7 +226,9 @@ impl ProxyHttp for EdgeProxy {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
         ctx.upstream_started = Some(std::time::Instant::now());
-        let key = balance_key(session, &upstream);
+        let key = upstream.pool.as_ref().map_or_else(Vec::new, |pool| {
+            pool.request_key(&session.req_header().headers, || client_ip(session))
+        });
         let Some((server, in_flight)) = upstream.choose(&key, &ctx.tried) else {
             return Error::e_explain(
                 ErrorType::HTTPStatus(502),
@@ -315,6 +268,7 @@ impl ProxyHttp for EdgeProxy {
                 client_ip,
                 downstream_tls: self.role.tls,
                 original_host: &ctx.original_host,
+                listener_port: self.role.port.as_ref(),
                 upgrade: ctx.upgrade,
                 authorization: ctx.upstream.as_ref().and_then(|u| u.authorization.as_ref()),
                 forward_cookies: route.forward_cookies,
@@ -342,17 +296,35 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(rewrite) = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.response_rewrite.as_deref())
+        {
+            crate::edge::forwarding::rewrite_upstream_response(
+                resp,
+                rewrite,
+                &self.public_origin(ctx),
+            );
+        }
         if ctx.upgrade && resp.status.as_u16() == 101 {
             ctx.upgraded = true;
             let ws = open_session(session, ctx);
-            ctx.traffic.open(ws);
+            let websocket = ctx.route.as_ref().map(|r| r.websocket).unwrap_or_default();
+            let deflate = resp
+                .headers
+                .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .any(|v| v.as_bytes().windows(18).any(|w| w == b"permessage-deflate"));
+            ctx.traffic
+                .open(ws, websocket.close_on_desktop_loss, deflate);
         }
         // Only answers that worked count as activity (configurable-http-proxy's rule): a flood
         // of 404s or 503s from a stopped server must not keep it looking busy.
         if resp.status.as_u16() < 300 {
             ctx.activity.touch(now_ms());
         }
-        Ok(())
+        request_id::put_on(session.req_header(), resp)
     }
 
     async fn request_body_filter(
@@ -362,43 +334,11 @@ impl ProxyHttp for EdgeProxy {
         _end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let n = body.as_ref().map_or(0, |b| b.len()) as u64;
-        if !ctx.upgraded && n == 0 {
-            return Ok(());
-        }
-        let now = now_ms();
-        if ctx.upgraded {
-            ctx.traffic.up(n, now);
-        }
-        if n > 0 {
-            // Uploads and WebSocket frames from the browser are activity.
-            ctx.activity.touch(now);
+        // Uploads are activity (WebSocket frames are counted by `edge::tunnel`).
+        if body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.activity.touch(now_ms());
         }
         Ok(())
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
-        end: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        // Only upgrades Pingora relays itself come here (see `upgraded_streams`).
-        if ctx.upgraded {
-            let now = now_ms();
-            if let Some(b) = body.as_ref() {
-                ctx.traffic.down(b, now);
-            }
-            if let (true, Some(frame)) = (end, ctx.traffic.closing_frame()) {
-                // The desktop ended without a close frame: send one, not a bare EOF (1006).
-                let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
-                out.extend_from_slice(frame);
-                *body = Some(bytes::Bytes::from(out));
-            }
-            ctx.activity.touch(now);
-        }
-        Ok(None)
     }
 
     /// Both upgrade legs go to their own task once the `101` is out (pingora-proxy patch 19):
@@ -439,6 +379,7 @@ impl ProxyHttp for EdgeProxy {
             log,
             slot: ctx._slot.take(),
             in_flight: ctx._in_flight.take(),
+            max_rate: None,
         };
         crate::edge::tunnel::spawn(streams, state);
     }
@@ -459,7 +400,7 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         let closed = matches!(
             e.etype(),
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
@@ -469,22 +410,22 @@ impl ProxyHttp for EdgeProxy {
         if closed && e.esource() == &ErrorSource::Downstream {
             return true;
         }
-        // So is a desktop stopped under an open session (the hub's idle culler, a restart):
-        // one warning, not an error. A desktop that sent its close frame first ended the
-        // session properly, whatever its connection did next (often no TLS close_notify).
-        if closed && ctx.upgraded && e.esource() == &ErrorSource::Upstream {
-            let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str());
-            if ctx.traffic.frames.saw_close {
-                log::debug!("desktop {upstream} closed a WebSocket, then its connection");
-            } else {
-                log::warn!(
-                    "desktop {upstream} ended an open WebSocket: {}",
-                    e.etype().as_str()
-                );
-            }
-            return true;
-        }
+        // (A desktop stopped under an open WebSocket is the tunnel's to report: `edge::tunnel`.)
         false
+    }
+
+    /// Pingora's error lines end with this: the request, where it was going, and the id the
+    /// browser was given (the answer itself names none of it).
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        format!(
+            "{}, route {}, upstream {}{}{}, request id {}",
+            session.as_ref().request_summary(),
+            ctx.route_label(),
+            ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+            if ctx.server.is_some() { " server " } else { "" },
+            ctx.server.as_deref().unwrap_or(""),
+            request_id::of(session.req_header())
+        )
     }
 
     /// A kept-alive upstream connection that fails before any answer went out was stale: the
@@ -559,22 +500,8 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let upstream = ctx
-            .upstream
-            .as_ref()
-            .map_or("-".to_string(), |u| u.name.clone());
         if ctx.upgraded {
-            // The 101 is out: an error page cannot be sent, but a close frame can.
-            if ctx.traffic.frames.needs_close() && e.esource() == &ErrorSource::Upstream {
-                let _ = session
-                    .write_response_body(
-                        Some(bytes::Bytes::from_static(
-                            &crate::edge::websocket::CLOSE_BAD_GATEWAY,
-                        )),
-                        true,
-                    )
-                    .await;
-            }
+            // The 101 went out and its hand-over to the tunnel failed: no page can follow it.
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -587,58 +514,14 @@ impl ProxyHttp for EdgeProxy {
         let own_code = respond::status_for_error(e);
         let code = snapshot.error_pages.upstream_failure(own_code);
         if code > 0 {
-            let what = if own_code == 504 {
-                "timed out"
-            } else {
-                "failed"
-            };
-            let body = format!(
-                "deskgate: upstream {upstream} for route {} {what}: {}\n",
-                ctx.route_label(),
-                e.etype().as_str()
-            );
+            // What failed where is in Pingora's error line (`request_summary`), not the page.
             let pages = &snapshot.error_pages;
-            let _ = pages
-                .send(session, code, &body, snapshot.timeouts.connect)
-                .await;
+            let _ = pages.send(session, code, snapshot.timeouts.connect).await;
         }
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
-    }
-}
-
-/// What `balance: hash` hashes: the client address, a header, or a cookie.
-fn balance_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
-    use crate::upstream::balance::{HashKey, Policy};
-    let Some(Policy::Hash(key)) = upstream.pool.as_ref().map(|p| p.policy()) else {
-        return Vec::new();
-    };
-    match key {
-        HashKey::ClientAddr => client_ip(session)
-            .map(|ip| ip.to_string().into_bytes())
-            .unwrap_or_default(),
-        HashKey::Header(name) => session
-            .req_header()
-            .headers
-            .get(name)
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashKey::Cookie(name) => session
-            .req_header()
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|kv| {
-                kv.trim()
-                    .strip_prefix(name.as_str())
-                    .and_then(|r| r.strip_prefix('='))
-            })
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default(),
     }
 }
 
@@ -656,14 +539,6 @@ fn access_entry<'a>(
     ctx: &'a RequestCtx,
     status: u16,
 ) -> crate::telemetry::access_log::Entry<'a> {
-    let req = session.req_header();
-    let header = |name: http::header::HeaderName| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-    };
-    let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
     let websocket = ctx.upgraded.then(|| {
         let reason = match e {
             None => "closed",
@@ -671,25 +546,17 @@ fn access_entry<'a>(
         };
         (ctx.traffic.bytes_up, ctx.traffic.bytes_down, reason)
     });
-    crate::telemetry::access_log::Entry {
-        client_subject: crate::tls::client_auth::subject_of(session),
-        client,
-        method: req.method.as_str(),
-        uri: ctx.original_uri.as_deref().unwrap_or("-"),
-        version: match req.version {
-            http::Version::HTTP_2 => "HTTP/2.0",
-            http::Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        },
+    let outcome = crate::telemetry::access_log::Outcome {
         status,
-        bytes_sent: session.body_bytes_sent(),
-        referer: header(http::header::REFERER),
-        user_agent: header(http::header::USER_AGENT),
-        duration_ms: ctx.started.map_or(0, |t| t.elapsed().as_millis()),
+        uri: ctx.original_uri.as_deref().unwrap_or("-"),
         route: ctx.route_label(),
         upstream: ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+        started: ctx.started,
+        client_subject: crate::tls::client_auth::subject_of(session),
+        request_id: request_id::of(session.req_header()),
         websocket,
-    }
+    };
+    crate::telemetry::access_log::Entry::new(session, outcome)
 }
 
 /// Puts an upgraded connection on the admin page's list of sessions.
@@ -712,63 +579,270 @@ fn open_session(session: &Session, ctx: &RequestCtx) -> Arc<crate::telemetry::se
 }
 
 impl EdgeProxy {
-    /// `Ok(Ok(upstream))`, or `Ok(Err(true))` when a response (404, redirect, 502) was sent.
-    async fn choose_upstream(
-        &self,
-        session: &mut Session,
-        found: &RouteMatch,
-        snapshot: &Snapshot,
-    ) -> Result<std::result::Result<Arc<Upstream>, bool>> {
-        let route = &found.route;
-        match &route.upstream {
-            UpstreamRef::Fixed(u) => Ok(Ok(u.clone())),
-            UpstreamRef::Template(t) => {
-                let name = t
-                    .fill(&found.captures, |s| s.to_string())
-                    .unwrap_or_default();
-                match snapshot.upstreams.get(&name) {
-                    Some(u) => Ok(Ok(u.clone())),
-                    None => Ok(Err(no_desktop(session, route, &name).await?)),
+    /// What the listener itself answers, before any route: ACME's HTTP-01 token on plain
+    /// listeners (before any redirect to HTTPS), the redirect of a redirect-only listener,
+    /// configurable-http-proxy's health endpoint.
+    fn listener_answer(&self, req: &RequestHeader, host: &str) -> Step {
+        if !self.role.tls {
+            if let Some(token) = crate::tls::challenges::CHALLENGES.http_answer(req.uri.path()) {
+                return Step::Answer(Answer::Body {
+                    content_type: "text/plain",
+                    body: token.into_bytes().into(),
+                });
+            }
+        }
+        let path_and_query = || req.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Some(origin) = &self.role.redirect_to {
+            let location = format!("{origin}{}", path_and_query());
+            return Step::Answer(Answer::Redirect {
+                status: 308,
+                location,
+            });
+        }
+        if let Some(port) = self.role.redirect_https_port {
+            let location = respond::https_location(host, port, path_and_query());
+            return Step::Answer(Answer::Redirect {
+                status: 308,
+                location,
+            });
+        }
+        if req.uri.path() == "/_chp_healthz" {
+            // configurable-http-proxy's health endpoint, which load balancers in front of
+            // JupyterHub poll.
+            return Step::Answer(Answer::Body {
+                content_type: "application/json",
+                body: Cow::Borrowed(br#"{"status":"OK"}"#),
+            });
+        }
+        Step::Next(())
+    }
+
+    /// Whether the request may go on at all: headers within `max_header_bytes`, a WebSocket
+    /// handshake without a body, a place under the listener's connection limits (held in
+    /// `ctx` until the request ends).
+    fn admit(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Snapshot) -> Step {
+        let req = session.req_header();
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.raw_path().len();
+        if header_bytes > snapshot.max_header_bytes {
+            return Step::Answer(Answer::Error(431));
+        }
+        if ctx.upgrade && is_websocket_handshake(session) && !session.is_body_empty() {
+            // A WebSocket handshake ends at its head, and its connections go to `edge::tunnel`
+            // once the 101 is out (vendored pingora-proxy 02). With a body, Pingora would relay
+            // the upgraded stream inside the request instead: the path deskgate no longer keeps.
+            log::debug!(
+                "request {}: refused: a WebSocket handshake with a body",
+                request_id::of(session.req_header())
+            );
+            return Step::Answer(Answer::Error(400));
+        }
+        if !self.limits.is_unlimited() {
+            match self.limits.acquire(client_ip(session)) {
+                Some(slot) => ctx._slot = Some(slot),
+                None => {
+                    log::debug!(
+                        "request {}: over the connection limits of its listener",
+                        request_id::of(session.req_header())
+                    );
+                    return Step::Answer(Answer::Error(503));
                 }
             }
-            UpstreamRef::Resolver(r) => match r.resolve(&found.captures).await {
-                Resolution::Found(u) => Ok(Ok(u)),
-                Resolution::NoDesktop(name) => Ok(Err(no_desktop(session, route, &name).await?)),
-                Resolution::Failed { status, reason } => {
-                    let body = format!(
-                        "deskgate: desktop lookup for route {} failed: {reason}\n",
-                        route.label
-                    );
-                    Ok(Err(respond::text(session, status, &body).await?))
-                }
-            },
+        }
+        Step::Next(())
+    }
+
+    /// Where the browser reached this answer: for `rewrite_location`.
+    fn public_origin<'a>(&self, ctx: &'a RequestCtx) -> crate::edge::forwarding::PublicOrigin<'a> {
+        crate::edge::forwarding::PublicOrigin {
+            tls: self.role.tls,
+            host: &ctx.original_host,
+            mount: ctx.mount.as_deref().unwrap_or("/"),
+            stripped: ctx.route.as_ref().is_some_and(|r| r.strip_prefix),
+            server: ctx.server.as_deref(),
+            upstream_tls: ctx.upstream.as_ref().is_some_and(|u| u.tls.is_some()),
         }
     }
 }
 
-/// The verified client certificate's subject goes upstream (and to access checks) in
-/// `X-Client-Cert-Subject`; a client's own header of that name never does.
-fn pass_client_subject(session: &mut Session) -> Result<()> {
-    use crate::tls::client_auth::{subject_of, SUBJECT_HEADER};
-    let subject = subject_of(session).map(str::to_string);
-    session.req_header_mut().remove_header(SUBJECT_HEADER);
-    if let Some(s) = subject {
-        session.req_header_mut().insert_header(SUBJECT_HEADER, s)?;
-    }
-    Ok(())
+/// The route this request matched, and where its prefix ends in the request's path.
+struct OnRoute<'a> {
+    route: &'a Route,
+    path: &'a RequestPath<'a>,
+    /// The prefix's length in the decoded path, and in the path as the client wrote it.
+    prefix_len: usize,
+    wire_prefix_len: usize,
 }
 
-/// A route matched but names no existing desktop: its fallback redirect, else 404.
-async fn no_desktop(session: &mut Session, route: &Route, name: &str) -> Result<bool> {
-    match &route.fallback_redirect {
-        Some(location) => respond::redirect(session, 302, location).await,
+impl OnRoute<'_> {
+    /// What the route answers itself: noVNC's page sent to carry its WebSocket path
+    /// (`edge::novnc`), a path under one of the route's `block:` prefixes.
+    fn route_answer(&self, req: &RequestHeader, upgrade: bool) -> Step {
+        let route = self.route;
+        if let Some(location) = crate::edge::novnc::redirect_for(
+            route,
+            &self.path.wire,
+            self.wire_prefix_len,
+            req.uri.query(),
+            upgrade,
+        ) {
+            return Step::Answer(Answer::Redirect {
+                status: 302,
+                location,
+            });
+        }
+        let rest = &self.path.decoded[self.prefix_len..];
+        let rest = if rest.is_empty() { "/" } else { rest };
+        if route
+            .block
+            .iter()
+            .any(|b| crate::routing::is_under(rest, b))
+        {
+            log::info!(
+                "request {}: {rest} is blocked on route {}",
+                request_id::of(req),
+                route.label
+            );
+            return Step::Answer(Answer::Error(403));
+        }
+        Step::Next(())
+    }
+
+    /// The request as the upstream gets it: a `Host` (HTTP/2 clients send `:authority`, which
+    /// the rewritten target drops, and HTTP/1 desktops need one), and the target with the
+    /// route's prefix stripped or its target path put in front (`edge::forwarding`).
+    fn rewrite_request(&self, session: &mut Session, original_host: &str) -> Result<()> {
+        let req = session.req_header_mut();
+        if req.headers.get(http::header::HOST).is_none() && !original_host.is_empty() {
+            req.insert_header(http::header::HOST, original_host.to_string())?;
+        }
+        if let Some(uri) = crate::edge::forwarding::upstream_target(
+            &req.uri,
+            &self.path.wire,
+            self.wire_prefix_len,
+            self.route.strip_prefix,
+            self.route.target_path.as_deref(),
+        ) {
+            req.set_uri(uri);
+        }
+        Ok(())
+    }
+}
+
+/// The route for the request's host and path; the error page (404) when none takes it.
+fn match_route(
+    req: &RequestHeader,
+    snapshot: &Snapshot,
+    host: &str,
+    path: &RequestPath,
+) -> Step<RouteMatch> {
+    match snapshot.routes.lookup(host, &path.decoded) {
+        Some(found) => Step::Next(found),
         None => {
-            respond::text(
-                session,
-                404,
-                &format!("deskgate: no desktop {name} for route {}\n", route.label),
-            )
-            .await
+            metrics::NO_ROUTE.inc();
+            log::info!(
+                "request {}: no route for {host}{}",
+                request_id::of(req),
+                path.decoded
+            );
+            Step::Answer(Answer::ErrorPage {
+                status: 404,
+                pages: snapshot.error_pages.clone(),
+                timeout: snapshot.timeouts.connect,
+            })
         }
     }
+}
+
+/// Asks the route's access gate; an allowed request goes on with the hub's identity headers,
+/// any other decision is answered (`AccessDecision` says with what).
+async fn check_access(
+    session: &mut Session,
+    gate: &dyn AccessGate,
+    found: &RouteMatch,
+) -> Result<Step> {
+    let mut captures = found.route.data_captures.clone();
+    captures.extend(found.captures.clone());
+    // Identity headers come only from the hub's answer, never from the browser.
+    for name in gate.identity_headers() {
+        session.req_header_mut().remove_header(name);
+    }
+    let decision = gate
+        .decide(&session.req_header().headers, &captures, &found.route.label)
+        .await;
+    let answer = match decision {
+        AccessDecision::Allow(headers) => {
+            for (name, value) in headers {
+                session.req_header_mut().insert_header(name, value)?;
+            }
+            return Ok(Step::Next(()));
+        }
+        AccessDecision::Deny(status) => Answer::Error(status),
+        AccessDecision::RedirectToLogin(location) => Answer::Redirect {
+            status: 302,
+            location,
+        },
+        AccessDecision::Unavailable => Answer::Error(503),
+    };
+    Ok(Step::Answer(answer))
+}
+
+/// A desktop named by the route's captures (`upstream: desktop-{name}`), among the configured
+/// upstreams.
+fn desktop_named(name: &Template, found: &RouteMatch, snapshot: &Snapshot) -> Resolution {
+    let name = name
+        .fill(&found.captures, |s| s.to_string())
+        .unwrap_or_default();
+    match snapshot.upstreams.get(&name) {
+        Some(upstream) => Resolution::Found(upstream.clone()),
+        None => Resolution::NoDesktop(name),
+    }
+}
+
+/// The upstream the route's lookup found; else the route's fallback redirect or 404 for a
+/// desktop that does not exist, the lookup's status when the hub could not be asked.
+fn found_upstream(
+    req: &RequestHeader,
+    route: &Route,
+    resolution: Resolution,
+) -> Step<Arc<Upstream>> {
+    let answer = match resolution {
+        Resolution::Found(upstream) => return Step::Next(upstream),
+        Resolution::NoDesktop(name) => match &route.fallback_redirect {
+            Some(location) => Answer::Redirect {
+                status: 302,
+                location: location.clone(),
+            },
+            None => {
+                log::info!(
+                    "request {}: no desktop {name} for route {}",
+                    request_id::of(req),
+                    route.label
+                );
+                Answer::Error(404)
+            }
+        },
+        Resolution::Failed { status, reason } => {
+            log::warn!(
+                "request {}: desktop lookup for route {} failed: {reason}",
+                request_id::of(req),
+                route.label
+            );
+            Answer::Error(status)
+        }
+    };
+    Step::Answer(answer)
+}
+
+/// An HTTP/1.1 request asking to become a WebSocket (what Pingora forwards as an upgrade).
+fn is_websocket_handshake(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }

@@ -7,21 +7,25 @@
 //! read (pingora-core patch 8), so an idle tunnel holds none.
 //!
 //! What the request path did per chunk happens here too: bytes and activity are counted
-//! (`websocket::Traffic`, the route's clock), the desktop's frames are followed so the browser
-//! gets a close frame if the desktop dies, and `timeouts.upgraded_idle` ends a tunnel that
+//! (`websocket::Traffic`, the route's clock), the frames are followed both ways so the browser
+//! gets a close frame if the desktop dies mid-session (and only then), and `timeouts.upgraded_idle` ends a tunnel that
 //! carried nothing either way for that long (cloudflare/pingora#255: never the HTTP read
 //! timeout). When the tunnel ends, the admin page's session is closed before the browser's
 //! socket (see `SessionRegistry::close`), and the access log gets the WebSocket's line.
 
+use crate::edge::rate_cap::{RateCap, TokenBucket};
 use crate::edge::websocket::Traffic;
 use crate::telemetry::access_log::PendingEntry;
 use crate::telemetry::activity::{now_ms, Toucher};
+use crate::telemetry::sessions::Session;
 use bytes::BytesMut;
 use pingora::protocols::{io_buffers, Stream};
 use pingora::proxy::UpgradedStreams;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -52,6 +56,8 @@ pub struct TunnelState {
     pub slot: Option<crate::edge::limits::Slot>,
     /// Its upstream server's count of open connections (`balance: least_conn`).
     pub in_flight: Option<crate::upstream::balance::InFlight>,
+    /// `websocket.max_rate`: the desktop -> browser direction's cap, when the route has one.
+    pub max_rate: Option<RateCap>,
 }
 
 /// Starts the tunnel on the current runtime (the listener's).
@@ -61,13 +67,24 @@ pub fn spawn(streams: UpgradedStreams, state: TunnelState) {
     let mut state = state;
     let now = now_ms();
     if let Some(bytes) = streams.downstream_unread.filter(|b| !b.is_empty()) {
-        state.traffic.up(bytes.len() as u64, now);
+        state.traffic.up(&bytes, now);
         to_desktop.pending = Some(bytes);
     }
     if let Some(bytes) = streams.upstream_unread.filter(|b| !b.is_empty()) {
         state.traffic.down(&bytes, now);
         to_browser.pending = Some(bytes);
     }
+    if let Some(session) = &state.traffic.session {
+        // For the quality sampler: the desktop's TCP_INFO, and what this pump holds back.
+        if let Some(digest) = streams.upstream.get_socket_digest() {
+            session.set_desktop_fd(digest.raw_fd());
+        }
+        to_browser.held = Some(session.clone());
+        if let Some(cap) = state.max_rate {
+            session.max_rate.store(cap.bytes_per_sec, Ordering::Relaxed);
+        }
+    }
+    to_browser.cap = state.max_rate.map(TokenBucket::new);
     let tunnel = Tunnel {
         browser: streams.downstream,
         desktop: streams.upstream,
@@ -142,7 +159,7 @@ impl Tunnel {
         let up = to_desktop.poll(cx, browser, desktop, |bytes| {
             *moved = true;
             let now = now_ms();
-            state.traffic.up(bytes.len() as u64, now);
+            state.traffic.up(bytes, now);
             state.activity.touch(now);
         });
         if let Poll::Ready(result) = up {
@@ -172,13 +189,19 @@ impl Tunnel {
 
     async fn end(&mut self, end: End) {
         let upstream = &self.state.upstream;
+        let traffic = &self.state.traffic;
         match &end {
             End::Failed(Leg::Desktop, what, e) => {
                 // A desktop stopped under an open session (the hub's idle culler, a restart) is
                 // a warning; one that sent its close frame first ended the session properly,
-                // whatever its connection did next (often no TLS close_notify).
-                if self.state.traffic.frames.saw_close {
+                // whatever its connection did next (often no TLS close_notify), and one that
+                // drops the connection after the browser's close may be rejecting that close.
+                if traffic.from_desktop.saw_close {
                     log::debug!("desktop {upstream} closed a WebSocket, then its connection");
+                } else if traffic.from_browser.saw_close {
+                    log::debug!("desktop {upstream} dropped a WebSocket after the browser's close: {what} ({e})");
+                } else if traffic.from_browser.broke_protocol {
+                    log::info!("desktop {upstream} failed a WebSocket after a frame from the browser that broke RFC 6455: {what} ({e})");
                 } else {
                     log::warn!("desktop {upstream} ended an open WebSocket: {what} ({e})");
                 }
@@ -206,17 +229,42 @@ impl Tunnel {
         if let (true, Some(frame)) = (desktop_ended, self.state.traffic.closing_frame()) {
             // Not a bare EOF, which noVNC reports as 1006.
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                browser.write_all(frame).await?;
+                browser.write_all(&frame).await?;
                 browser.flush().await
             })
             .await;
         }
-        use pingora::protocols::Shutdown;
+        // A leg whose read or write failed is gone: a TLS close_notify toward it would only
+        // fail again (a broken pipe).
+        let browser_gone = matches!(end, End::Failed(Leg::Browser, ..));
+        let desktop_gone = matches!(end, End::Failed(Leg::Desktop, ..));
         let (browser, desktop) = (&mut *self.browser, &mut *self.desktop);
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            tokio::join!(Shutdown::shutdown(browser), Shutdown::shutdown(desktop))
+            tokio::join!(
+                close_write(browser, browser_gone, "browser", upstream),
+                close_write(desktop, desktop_gone, "desktop", upstream)
+            )
         })
         .await;
+    }
+}
+
+/// Ends the writing side of one leg (TLS close_notify, then FIN), unless it is known gone.
+/// Instead of Pingora's `Shutdown`, which logs a WARN for every peer that left first.
+async fn close_write(
+    stream: &mut dyn pingora::protocols::IO,
+    gone: bool,
+    leg: &str,
+    upstream: &str,
+) {
+    if gone {
+        return;
+    }
+    if let Err(e) = AsyncWriteExt::shutdown(stream).await {
+        if crate::telemetry::log_noise::peer_gone(&e) {
+            crate::telemetry::log_noise::count_shutdown_to_gone_peer();
+        }
+        log::debug!("closing the {leg} side of a WebSocket to {upstream}: {e}");
     }
 }
 
@@ -244,6 +292,12 @@ struct Pump {
     pending: Option<BytesMut>,
     written: usize,
     unflushed: bool,
+    /// Where the admin page reads what this pump holds back (desktop -> browser only). Written
+    /// only when a write has to wait and when such a buffer is gone, never per message.
+    held: Option<Arc<Session>>,
+    held_shown: bool,
+    /// `websocket.max_rate` (desktop -> browser only): reads wait for its tokens.
+    cap: Option<TokenBucket>,
 }
 
 impl Pump {
@@ -268,14 +322,37 @@ impl Pump {
                             io_buffers::give_back(self.pending.take().expect("checked above"));
                             self.written = 0;
                             self.unflushed = true;
+                            if self.held_shown {
+                                self.show_held(0);
+                            }
                         }
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(PumpError::Write(e))),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        self.show_held(buf.len() - self.written);
+                        return Poll::Pending;
+                    }
                 }
             }
-            match io_buffers::poll_read(from, cx, READ_LIMIT) {
+            let limit = match &mut self.cap {
+                None => READ_LIMIT,
+                Some(bucket) => match bucket.poll_allowance(cx) {
+                    Poll::Ready(allowed) => allowed.min(READ_LIMIT),
+                    // Over the cap: leave the desktop's bytes in its socket (it waits on its TCP
+                    // window) until the bucket's timer wakes this task.
+                    Poll::Pending => {
+                        return match self.poll_flush(cx, to) {
+                            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                            _ => Poll::Pending,
+                        };
+                    }
+                },
+            };
+            match io_buffers::poll_read(from, cx, limit) {
                 Poll::Ready(Ok(Some(buf))) => {
+                    if let Some(bucket) = &mut self.cap {
+                        bucket.spend(buf.len());
+                    }
                     seen(&buf);
                     self.pending = Some(buf);
                 }
@@ -301,6 +378,13 @@ impl Pump {
         Poll::Pending
     }
 
+    fn show_held(&mut self, bytes: usize) {
+        if let Some(session) = &self.held {
+            session.held_down.store(bytes as u64, Ordering::Relaxed);
+            self.held_shown = bytes > 0;
+        }
+    }
+
     fn poll_flush(&mut self, cx: &mut Context<'_>, to: &mut Stream) -> Poll<Result<(), PumpError>> {
         if !self.unflushed {
             return Poll::Ready(Ok(()));
@@ -313,5 +397,71 @@ impl Pump {
             Poll::Ready(Err(e)) => Poll::Ready(Err(PumpError::Write(e))),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::rate_cap::RateCap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// A desktop that sends as fast as it can, a browser that takes everything, and a capped
+    /// pump between them, on tokio's paused clock: what reaches the browser in 10 s of (virtual)
+    /// time is the burst plus 10 s at the rate, and the desktop is held back by its socket, not
+    /// by bytes piling up in deskgate.
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_pump_holds_the_rate_and_buffers_nothing() {
+        let (mut desktop, desktop_side) = tokio::io::duplex(64 * 1024);
+        let (browser_side, mut browser) = tokio::io::duplex(64 * 1024);
+        let (mut from, mut to): (Stream, Stream) = (Box::new(desktop_side), Box::new(browser_side));
+        let cap = RateCap {
+            bytes_per_sec: 8 * MIB,
+            burst: MIB,
+        };
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sent_by_desktop = sent.clone();
+        tokio::spawn(async move {
+            let chunk = vec![0x5a; 16 * 1024];
+            while desktop.write_all(&chunk).await.is_ok() {
+                sent_by_desktop.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let received_by_browser = received.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0; 64 * 1024];
+            while let Ok(n) = browser.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                received_by_browser.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let mut pump = Pump {
+            cap: Some(TokenBucket::new(cap)),
+            ..Pump::default()
+        };
+        let pumping = poll_fn(|cx| pump.poll(cx, &mut from, &mut to, |_| {}));
+        let stopped = tokio::time::timeout(Duration::from_secs(10), pumping).await;
+        assert!(stopped.is_err(), "the pump ended early");
+        let received = received.load(std::sync::atomic::Ordering::Relaxed);
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        let expected = MIB + 80 * MIB;
+        eprintln!(
+            "capped at 8 MiB/s, burst 1 MiB: {received} bytes in 10 s (burst + rate: {expected})"
+        );
+        assert!(received <= expected + 17 * 1024, "{received}");
+        // Less than the rate allows only by what the browser's side still holds (one read)
+        // and the bucket's last refill.
+        assert!(received + 64 * 1024 + 17 * 1024 >= expected, "{received}");
+        // What the desktop got rid of beyond that sits in the two pipes (64 KiB each) and the
+        // pump's one read: nothing accumulates.
+        assert!(
+            sent <= received + 3 * 64 * 1024 + 16 * 1024,
+            "{sent} sent, {received} received"
+        );
     }
 }

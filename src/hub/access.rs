@@ -3,16 +3,15 @@
 //! browser's `Cookie`/`Authorization`. 2xx lets it through (copying named headers such as
 //! `X-User` to the upstream request); 401/403 answer that status or redirect to the login
 //! page; anything else fails closed. Decisions are cached per (URL, credentials) for `cache`.
+//! The check only decides (`AccessDecision`); the edge answers the browser.
 
 use crate::config::AccessSpec;
-use crate::edge::respond;
 use crate::routing::pattern::{Captures, Template};
-use crate::routing::AccessGate;
+use crate::routing::{AccessDecision, AccessGate};
 use crate::support::single_flight::SingleFlightCache;
 use crate::upstream::client::{self as hub_client, encode_segment};
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue};
-use pingora::proxy::Session;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 
 pub struct AccessCheck {
@@ -22,14 +21,31 @@ pub struct AccessCheck {
     ttl: Duration,
     deny_redirect: Option<String>,
     timeout: Duration,
-    cache: SingleFlightCache<Decision>,
+    cache: SingleFlightCache<HubAnswer>,
 }
 
+/// What the hub said, as cached.
 #[derive(Clone)]
-enum Decision {
+enum HubAnswer {
     Allow(Vec<(HeaderName, HeaderValue)>),
     Deny(u16),
     Unavailable(String),
+}
+
+/// Why an `auth:` block cannot become an access check.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessCheckError {
+    #[error("{0}")]
+    Template(String),
+    #[error("`{{{0}}}` in the auth URL is not captured by this route's host or path")]
+    Uncaptured(String),
+    #[error("{0}")]
+    Url(String),
+    #[error("`{name}` is not a valid header name")]
+    HeaderName {
+        name: String,
+        source: http::header::InvalidHeaderName,
+    },
 }
 
 impl AccessCheck {
@@ -39,22 +55,24 @@ impl AccessCheck {
         spec: &AccessSpec,
         captures: Option<&[String]>,
         timeout: Duration,
-    ) -> Result<AccessCheck, String> {
+    ) -> Result<AccessCheck, AccessCheckError> {
         let raw = spec;
-        let url = Template::parse(&raw.url)?;
+        let url = Template::parse(&raw.url).map_err(AccessCheckError::Template)?;
         if let Some(captures) = captures {
             if let Some(m) = url.uncaptured(captures) {
-                return Err(format!(
-                    "`{{{m}}}` in the auth URL is not captured by this route's host or path"
-                ));
+                return Err(AccessCheckError::Uncaptured(m.to_string()));
             }
         }
-        hub_client::parse_url(&raw.url.replace(['{', '}'], ""))?;
-        let names = |list: &[String]| -> Result<Vec<HeaderName>, String> {
+        hub_client::parse_url(&raw.url.replace(['{', '}'], "")).map_err(AccessCheckError::Url)?;
+        let names = |list: &[String]| -> Result<Vec<HeaderName>, AccessCheckError> {
             list.iter()
                 .map(|n| {
-                    HeaderName::from_bytes(n.as_bytes())
-                        .map_err(|_| format!("`{n}` is not a valid header name"))
+                    HeaderName::from_bytes(n.as_bytes()).map_err(|source| {
+                        AccessCheckError::HeaderName {
+                            name: n.clone(),
+                            source,
+                        }
+                    })
                 })
                 .collect()
         };
@@ -73,7 +91,7 @@ impl AccessCheck {
         &self,
         url: String,
         forwarded: Vec<(HeaderName, HeaderValue)>,
-    ) -> (Decision, Duration) {
+    ) -> (HubAnswer, Duration) {
         match hub_client::get(&url, &forwarded, None, self.timeout).await {
             Ok(r) if (200..300).contains(&r.status) => {
                 let copied = self
@@ -81,15 +99,15 @@ impl AccessCheck {
                     .iter()
                     .filter_map(|n| r.headers.get(n).map(|v| (n.clone(), v.clone())))
                     .collect();
-                (Decision::Allow(copied), self.ttl)
+                (HubAnswer::Allow(copied), self.ttl)
             }
-            Ok(r) if r.status == 401 || r.status == 403 => (Decision::Deny(r.status), self.ttl),
+            Ok(r) if r.status == 401 || r.status == 403 => (HubAnswer::Deny(r.status), self.ttl),
             Ok(r) => (
-                Decision::Unavailable(format!("{url} answered {}", r.status)),
+                HubAnswer::Unavailable(format!("{url} answered {}", r.status)),
                 Duration::ZERO,
             ),
             Err(e) => (
-                Decision::Unavailable(format!("{url}: {}", e.reason())),
+                HubAnswer::Unavailable(format!("{url}: {}", e.reason())),
                 Duration::ZERO,
             ),
         }
@@ -98,32 +116,29 @@ impl AccessCheck {
 
 #[async_trait]
 impl AccessGate for AccessCheck {
-    async fn enforce(
+    fn identity_headers(&self) -> &[HeaderName] {
+        &self.copy
+    }
+
+    async fn decide(
         &self,
-        session: &mut Session,
+        headers: &HeaderMap,
         captures: &Captures,
         label: &str,
-    ) -> pingora::Result<Option<bool>> {
-        // Identity headers come only from the hub's answer, never from the browser.
-        for name in &self.copy {
-            session.req_header_mut().remove_header(name);
-        }
+    ) -> AccessDecision {
         let Some(url) = self.url.fill(captures, encode_segment) else {
             log::warn!(
-                "access check for route {label}: the route has no value for a placeholder in {}",
+                "request {}: access check for route {label}: the route has no value for a placeholder in {}",
+                request_id(headers),
                 self.url
             );
-            return respond::text(session, 403, "deskgate: access denied\n")
-                .await
-                .map(Some);
+            return AccessDecision::Deny(403);
         };
         let forwarded: Vec<(HeaderName, HeaderValue)> = self
             .forward
             .iter()
             .flat_map(|n| {
-                session
-                    .req_header()
-                    .headers
+                headers
                     .get_all(n)
                     .iter()
                     .map(move |v| (n.clone(), v.clone()))
@@ -136,37 +151,35 @@ impl AccessGate for AccessCheck {
             key.push(':');
             key.push_str(&String::from_utf8_lossy(v.as_bytes()));
         }
-        let decision = self
+        let answer = self
             .cache
             .get_or_fetch(&key, || self.ask_hub(url.clone(), forwarded))
             .await;
-        match decision {
-            Decision::Allow(headers) => {
-                for (n, v) in headers {
-                    session.req_header_mut().insert_header(n, v)?;
-                }
-                Ok(None)
-            }
-            Decision::Deny(status) => {
+        match answer {
+            HubAnswer::Allow(headers) => AccessDecision::Allow(headers),
+            HubAnswer::Deny(status) => {
                 crate::telemetry::metrics::ACCESS_DENIED.inc();
                 match &self.deny_redirect {
-                    Some(location) => respond::redirect(session, 302, location).await.map(Some),
-                    None => respond::text(session, status, "deskgate: access denied\n")
-                        .await
-                        .map(Some),
+                    Some(location) => AccessDecision::RedirectToLogin(location.clone()),
+                    None => AccessDecision::Deny(status),
                 }
             }
-            Decision::Unavailable(reason) => {
+            HubAnswer::Unavailable(reason) => {
                 crate::telemetry::metrics::ACCESS_DENIED.inc();
-                log::warn!("access check for route {label} failed closed: {reason}");
-                respond::text(
-                    session,
-                    503,
-                    "deskgate: access check unavailable, request denied\n",
-                )
-                .await
-                .map(Some)
+                log::warn!(
+                    "request {}: access check for route {label} failed closed: {reason}",
+                    request_id(headers)
+                );
+                AccessDecision::Unavailable
             }
         }
     }
+}
+
+/// The request's id (`edge::request_id`, set before any check), for log lines.
+fn request_id(headers: &HeaderMap) -> &str {
+    headers
+        .get(crate::edge::request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
 }

@@ -408,6 +408,25 @@ fn given<const N: usize>(flags: [(bool, &'static str); N]) -> Vec<&'static str> 
         .collect()
 }
 
+/// CHP's flags when deskgate is run as configurable-http-proxy: `deskgate chp ...`, or
+/// installed as (or symlinked to) `configurable-http-proxy`. Looked for before deskgate's own
+/// parser, which does not know CHP's flags.
+pub fn flags_when_run_as_chp(mut args: impl Iterator<Item = String>) -> Option<Vec<String>> {
+    let program = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    if std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|n| n == "configurable-http-proxy")
+    {
+        return Some(rest);
+    }
+    // `configurable-http-proxy` too: compose's `command:` appends to the image's entry point.
+    match rest.first().map(String::as_str) {
+        Some("chp" | "configurable-http-proxy") => Some(rest[1..].to_vec()),
+        _ => None,
+    }
+}
+
 /// Parses CHP's flags (`args` without the program name); clap prints help, the version, or
 /// the flag it did not know, and exits (0 or 2).
 pub fn parse(args: Vec<String>) -> ChpArgs {
@@ -534,6 +553,23 @@ mod tests {
             std::iter::once("configurable-http-proxy").chain(args.iter().copied()),
         )
         .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn chp_flags_are_found_by_program_name_or_first_word() {
+        let flags = |words: &[&str]| flags_when_run_as_chp(words.iter().map(|w| w.to_string()));
+        let port = Some(vec!["--port".to_string(), "8000".to_string()]);
+        assert_eq!(
+            flags(&["/usr/bin/configurable-http-proxy", "--port", "8000"]),
+            port
+        );
+        assert_eq!(flags(&["deskgate", "chp", "--port", "8000"]), port);
+        assert_eq!(
+            flags(&["deskgate", "configurable-http-proxy", "--port", "8000"]),
+            port
+        );
+        assert_eq!(flags(&["deskgate", "-c", "chp"]), None);
+        assert_eq!(flags(&["deskgate", "demo"]), None);
     }
 
     #[test]

@@ -29,6 +29,38 @@ pub struct Resolver {
     cache: SingleFlightCache<Resolution>,
 }
 
+/// Why a `resolve:` block cannot become a resolver.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("{0}")]
+    Template(String),
+    #[error("`{{{0}}}` in the resolver URL is not captured by this route's host or path")]
+    Uncaptured(String),
+    #[error("{0}")]
+    Url(String),
+    #[error("`{name}` is not a valid header name")]
+    HeaderName {
+        name: String,
+        source: http::header::InvalidHeaderName,
+    },
+    #[error("the value of header {name} is not a valid header value")]
+    HeaderValue {
+        name: String,
+        source: http::header::InvalidHeaderValue,
+    },
+}
+
+/// Why a hub's `200` answer names no usable target.
+#[derive(Debug, thiserror::Error)]
+pub enum HubAnswerError {
+    #[error("the hub's answer is not UTF-8")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    #[error("the hub's answer is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the hub's target is not a string: {0}")]
+    TargetNotString(serde_json::Value),
+}
+
 impl Resolver {
     pub fn new(
         url_template: &str,
@@ -38,20 +70,26 @@ impl Resolver {
         authorization: Option<HeaderValue>,
         captures: &[String],
         timeout: Duration,
-    ) -> Result<Resolver, String> {
-        let url = Template::parse(url_template)?;
+    ) -> Result<Resolver, ResolverError> {
+        let url = Template::parse(url_template).map_err(ResolverError::Template)?;
         if let Some(m) = url.uncaptured(captures) {
-            return Err(format!(
-                "`{{{m}}}` in the resolver URL is not captured by this route's host or path"
-            ));
+            return Err(ResolverError::Uncaptured(m.to_string()));
         }
-        hub_client::parse_url(&url_template.replace(['{', '}'], ""))?;
+        hub_client::parse_url(&url_template.replace(['{', '}'], "")).map_err(ResolverError::Url)?;
         let mut header_values = Vec::new();
         for (name, secret) in headers {
-            let n = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`{name}` is not a valid header name"))?;
-            let mut v = HeaderValue::from_str(secret.expose())
-                .map_err(|_| format!("the value of header {name} is not a valid header value"))?;
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|source| {
+                ResolverError::HeaderName {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+            let mut v = HeaderValue::from_str(secret.expose()).map_err(|source| {
+                ResolverError::HeaderValue {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
             v.set_sensitive(true);
             header_values.push((n, v));
         }
@@ -73,7 +111,7 @@ impl Resolver {
                 (
                     Resolution::Failed {
                         status: e.status(),
-                        reason: e.reason(),
+                        reason: format!("{url}: {}", e.reason()),
                     },
                     Duration::ZERO,
                 )
@@ -99,7 +137,7 @@ impl Resolver {
                 Err(e) => (
                     Resolution::Failed {
                         status: 502,
-                        reason: e,
+                        reason: e.to_string(),
                     },
                     Duration::ZERO,
                 ),
@@ -107,7 +145,7 @@ impl Resolver {
             Ok(r) => (
                 Resolution::Failed {
                     status: 502,
-                    reason: format!("the hub answered {}", r.status),
+                    reason: format!("{url}: the hub answered {}", r.status),
                 },
                 Duration::ZERO,
             ),
@@ -132,20 +170,19 @@ impl UpstreamResolver for Resolver {
 }
 
 /// `{"target":"ip:port"}` -> Some; `null`, `{}`, `{"target": null}` or `NULL` -> None.
-fn parse_target(body: &[u8]) -> Result<Option<String>, String> {
+fn parse_target(body: &[u8]) -> Result<Option<String>, HubAnswerError> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| "the hub's answer is not UTF-8".to_string())?
+        .map_err(HubAnswerError::NotUtf8)?
         .trim();
     if text.is_empty() || text.eq_ignore_ascii_case("null") {
         return Ok(None);
     }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("the hub's answer is not JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(HubAnswerError::NotJson)?;
     match value.get("target") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(t)) if t.is_empty() => Ok(None),
         Some(serde_json::Value::String(t)) => Ok(Some(t.clone())),
-        Some(other) => Err(format!("the hub's target is not a string: {other}")),
+        Some(other) => Err(HubAnswerError::TargetNotString(other.clone())),
     }
 }
 

@@ -10,12 +10,21 @@
 //! channel and applies changes to its local snapshot; on (re)connect it resyncs everything.
 //! The request path never waits on Redis: it reads the local snapshot. Activity is pushed
 //! and pulled once a second, so idle culling sees traffic from every instance.
+//!
+//! With `sentinel:` the primary is whatever the sentinels name, asked again on every
+//! (re)connect: a failover looks like a short outage (writes 503, reads from the snapshot)
+//! followed by a resync against the promoted replica. Replication is asynchronous, so a write
+//! is answered only after `WAIT ack_replicas` confirmed that many replicas have it; a
+//! failover then promotes a replica that holds every acknowledged route.
 
+use crate::config::{RouteStoreSpec, SentinelSpec, StoreBackend};
 use crate::hub::runtime_routes::{normalize_prefix, RuntimeRoutes};
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, AsyncConnectionConfig, Client};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client, ConnectionAddr};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,20 +32,40 @@ use tokio::sync::Mutex;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// "Latest wins" for activity, atomically in Redis.
+/// "Latest wins" for activity, atomically in Redis, for pairs `prefix ms prefix ms ...`.
 const MERGE_ACTIVITY: &str = r"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 return 1";
 
+/// Activity pairs per script call: one round trip per this many changed routes.
+const ACTIVITY_BATCH: usize = 500;
+
+/// Where the store's Redis is: one fixed server, or the primary the sentinels name.
+enum Primary {
+    Fixed(Client),
+    Sentinel {
+        client: Mutex<SentinelClient>,
+        /// `master `NAME` via sentinels a:1, b:2` for messages.
+        described: String,
+        ack_replicas: usize,
+        ack_timeout: Duration,
+    },
+}
+
 pub struct RouteStore {
-    client: Client,
+    primary: Primary,
     routes_key: String,
     activity_key: String,
     channel: String,
     conn: Mutex<Option<MultiplexedConnection>>,
     pub up: Arc<AtomicBool>,
     local: Arc<RuntimeRoutes>,
+    /// The activity Redis is known to hold per prefix: only later times are pushed, so a
+    /// second's sync costs Redis the routes that saw traffic, not every route.
+    pushed: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Debug)]
@@ -44,19 +73,26 @@ pub struct StoreDown(pub String);
 
 impl RouteStore {
     pub fn new(
-        url: &str,
-        key_prefix: &str,
+        spec: &RouteStoreSpec,
         local: Arc<RuntimeRoutes>,
     ) -> Result<Arc<RouteStore>, String> {
-        let client = Client::open(url).map_err(|e| format!("route_store: bad Redis URL: {e}"))?;
+        let primary = match &spec.backend {
+            StoreBackend::Redis { url } => Primary::Fixed(
+                Client::open(url.as_str())
+                    .map_err(|e| format!("route_store: bad Redis URL: {e}"))?,
+            ),
+            StoreBackend::Sentinel(s) => sentinel_primary(s)?,
+        };
+        let key_prefix = &spec.key_prefix;
         Ok(Arc::new(RouteStore {
-            client,
+            primary,
             routes_key: format!("{key_prefix}routes"),
             activity_key: format!("{key_prefix}activity"),
             channel: format!("{key_prefix}events"),
             conn: Mutex::new(None),
             up: Arc::new(AtomicBool::new(false)),
             local,
+            pushed: Default::default(),
         }))
     }
 
@@ -66,13 +102,31 @@ impl RouteStore {
             .set_response_timeout(TIMEOUT)
     }
 
+    /// A client for the current primary: the fixed server, or the one the sentinels name now
+    /// (checked with `ROLE`, so a demoted primary that comes back is not taken for one).
+    async fn primary(&self) -> Result<Client, String> {
+        match &self.primary {
+            Primary::Fixed(client) => Ok(client.clone()),
+            Primary::Sentinel {
+                client, described, ..
+            } => {
+                let mut sentinel = client.lock().await;
+                match tokio::time::timeout(TIMEOUT, sentinel.async_get_client()).await {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => Err(format!("no primary from {described}: {e}")),
+                    Err(_) => Err(format!("no primary from {described}: timed out")),
+                }
+            }
+        }
+    }
+
     async fn connection(&self) -> Result<MultiplexedConnection, StoreDown> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        match self
-            .client
+        let client = self.primary().await.map_err(|e| self.down(e))?;
+        match client
             .get_multiplexed_async_connection_with_config(&Self::config())
             .await
         {
@@ -80,15 +134,63 @@ impl RouteStore {
                 *slot = Some(c.clone());
                 Ok(c)
             }
-            Err(e) => Err(self.down(e)),
+            Err(e) => Err(self.down(e.to_string())),
         }
     }
 
-    fn down(&self, e: redis::RedisError) -> StoreDown {
+    /// After a write: with Sentinel, wait until the primary's connected replicas (up to
+    /// `ack_replicas`) confirm it, so the replica a failover promotes has it. Unconfirmed writes
+    /// are refused (the hub retries them; adding or deleting a route twice is harmless). With no
+    /// replica connected (just after a failover, before the old primary returns as a replica)
+    /// there is nothing to wait for: the write is answered with only the primary holding it.
+    async fn confirm_replicated(&self, conn: &mut MultiplexedConnection) -> Result<(), StoreDown> {
+        let Primary::Sentinel {
+            ack_replicas,
+            ack_timeout,
+            ..
+        } = &self.primary
+        else {
+            return Ok(());
+        };
+        if *ack_replicas == 0 {
+            return Ok(());
+        }
+        let failed = |e: redis::RedisError| e.to_string();
+        let confirmed = async {
+            let role: redis::Role = redis::cmd("ROLE").query_async(conn).await.map_err(failed)?;
+            let connected = match role {
+                redis::Role::Primary { replicas, .. } => replicas.len(),
+                _ => return Err("the server the sentinels named is no longer the primary".into()),
+            };
+            let wanted = connected.min(*ack_replicas);
+            if wanted == 0 {
+                return Ok((0, 0));
+            }
+            let got: usize = redis::cmd("WAIT")
+                .arg(wanted)
+                .arg(ack_timeout.as_millis() as u64)
+                .query_async(conn)
+                .await
+                .map_err(failed)?;
+            Ok((got, wanted))
+        };
+        match confirmed.await {
+            Ok((got, wanted)) if got >= wanted => Ok(()),
+            Ok((got, wanted)) => Err(StoreDown(format!(
+                "written to the primary but confirmed by {got} of {wanted} replica(s) within {ack_timeout:?}; a failover could lose it, retry"
+            ))),
+            Err(e) => {
+                self.forget_connection().await;
+                Err(self.down(e))
+            }
+        }
+    }
+
+    fn down(&self, e: String) -> StoreDown {
         if self.up.swap(false, Ordering::Relaxed) {
             log::error!("route store: Redis unavailable ({e}); serving the last known routes, rejecting writes");
         }
-        StoreDown(e.to_string())
+        StoreDown(e)
     }
 
     async fn forget_connection(&self) {
@@ -113,8 +215,9 @@ impl RouteStore {
             .await;
         if let Err(e) = result {
             self.forget_connection().await;
-            return Err(self.down(e));
+            return Err(self.down(e.to_string()));
         }
+        self.confirm_replicated(&mut conn).await?;
         // Also apply here at once; the event will re-apply the same data harmlessly.
         let _ = self.local.add(&prefix, data);
         Ok(())
@@ -135,12 +238,13 @@ impl RouteStore {
             .await;
         match result {
             Ok((n,)) => {
+                self.confirm_replicated(&mut conn).await?;
                 let _ = self.local.remove(&prefix);
                 Ok(n > 0)
             }
             Err(e) => {
                 self.forget_connection().await;
-                Err(self.down(e))
+                Err(self.down(e.to_string()))
             }
         }
     }
@@ -156,7 +260,7 @@ impl RouteStore {
         }
         let n = routes.len();
         self.local.replace_all(routes);
-        self.sync_activity(conn).await?;
+        self.sync_activity(conn, true).await?;
         Ok(n)
     }
 
@@ -169,6 +273,9 @@ impl RouteStore {
             Some(("set", prefix)) => {
                 let json: Option<String> = conn.hget(&self.routes_key, prefix).await?;
                 match json.and_then(|j| serde_json::from_str::<Value>(&j).ok()) {
+                    // This edge's own write (applied when it was answered), or a repeat:
+                    // adding it again would rebuild the route table for nothing.
+                    Some(Value::Object(m)) if self.holds(prefix, &m) => {}
                     Some(Value::Object(m)) => {
                         if let Err(e) = self.local.add(prefix, m) {
                             log::warn!("route store: route {prefix} from Redis is unusable: {e:?}");
@@ -187,20 +294,56 @@ impl RouteStore {
         Ok(())
     }
 
-    /// Pushes local activity (latest wins) and pulls everyone else's.
-    async fn sync_activity(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    /// Whether the local table has `prefix` with exactly this target and data.
+    fn holds(&self, prefix: &str, data: &Map<String, Value>) -> bool {
+        let Some(Value::Object(mut local)) = self.local.get(prefix) else {
+            return false;
+        };
+        local.remove("last_activity");
+        let mut data = data.clone();
+        data.remove("last_activity");
+        local == data
+    }
+
+    /// Pushes local activity that Redis does not have yet (latest wins) and pulls everyone
+    /// else's. `everything` after a (re)connect: the server may be a promoted replica.
+    async fn sync_activity(
+        &self,
+        conn: &mut MultiplexedConnection,
+        everything: bool,
+    ) -> redis::RedisResult<()> {
+        let changed: Vec<(String, u64)> = {
+            let mut pushed = self.pushed.lock().expect("pushed lock");
+            if everything {
+                pushed.clear();
+            }
+            let current = self.local.activities();
+            let live: std::collections::HashSet<&str> =
+                current.iter().map(|(p, _)| p.as_str()).collect();
+            pushed.retain(|p, _| live.contains(p.as_str()));
+            current
+                .iter()
+                .filter(|(p, ms)| pushed.get(p).is_none_or(|old| ms > old))
+                .cloned()
+                .collect()
+        };
         let script = redis::Script::new(MERGE_ACTIVITY);
-        for (prefix, ms) in self.local.activities() {
-            let _: i64 = script
-                .key(&self.activity_key)
-                .arg(&prefix)
-                .arg(ms)
-                .invoke_async(conn)
-                .await?;
+        for batch in changed.chunks(ACTIVITY_BATCH) {
+            let mut call = script.key(&self.activity_key);
+            for (prefix, ms) in batch {
+                call.arg(prefix).arg(*ms);
+            }
+            let _: i64 = call.invoke_async(conn).await?;
+            let mut pushed = self.pushed.lock().expect("pushed lock");
+            pushed.extend(batch.iter().cloned());
         }
         let all: Vec<(String, u64)> = conn.hgetall(&self.activity_key).await?;
+        let mut pushed = self.pushed.lock().expect("pushed lock");
         for (prefix, ms) in all {
             self.local.merge_activity(&prefix, ms);
+            // Redis holds it already: no need to push it back.
+            let known = pushed.entry(prefix).or_insert(ms);
+            *known = (*known).max(ms);
         }
         Ok(())
     }
@@ -209,11 +352,27 @@ impl RouteStore {
     /// activity every second; on any failure, mark the store down and retry.
     pub async fn run(self: Arc<Self>, mut shutdown: pingora::server::ShutdownWatch) {
         let mut backoff = Duration::from_millis(100);
+        let mut ever_up = false;
+        let mut announced = false;
         loop {
             let attempt = self.follow_once();
             tokio::select! {
                 _ = shutdown.changed() => return,
-                e = attempt => log::warn!("route store: {e}; reconnecting in {backoff:?}"),
+                e = attempt => {
+                    // Said once, loudly, when the store was never reached since start: the
+                    // edge serves its state file's routes meanwhile and keeps trying.
+                    if !ever_up && !announced {
+                        announced = true;
+                        log::error!("route store: {e}; serving the state file's {} routes, refusing writes (503) and retrying until it answers", self.local.len());
+                    } else {
+                        log::warn!("route store: {e}; reconnecting in {backoff:?}");
+                    }
+                }
+            }
+            // After a time in sync, the first retry comes quickly: a failover is short.
+            if self.up.load(Ordering::Relaxed) {
+                ever_up = true;
+                backoff = Duration::from_millis(100);
             }
             self.up.store(false, Ordering::Relaxed);
             self.forget_connection().await;
@@ -226,25 +385,35 @@ impl RouteStore {
     }
 
     async fn follow_once(&self) -> String {
-        let mut pubsub = match tokio::time::timeout(TIMEOUT, self.client.get_async_pubsub()).await {
+        let client = match self.primary().await {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let at = client.get_connection_info().addr.to_string();
+        let mut pubsub = match tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return format!("cannot subscribe: {e}"),
-            Err(_) => return "cannot subscribe: timed out".into(),
+            Ok(Err(e)) => return format!("cannot subscribe at {at}: {e}"),
+            Err(_) => return format!("cannot subscribe at {at}: timed out"),
         };
         if let Err(e) = pubsub.subscribe(&self.channel).await {
-            return format!("cannot subscribe: {e}");
+            return format!("cannot subscribe at {at}: {e}");
         }
-        let mut conn = match self.connection().await {
+        // Writes go to the server followed here, so both move together on a failover.
+        let mut conn = match client
+            .get_multiplexed_async_connection_with_config(&Self::config())
+            .await
+        {
             Ok(c) => c,
-            Err(e) => return e.0,
+            Err(e) => return format!("cannot connect to {at}: {e}"),
         };
+        *self.conn.lock().await = Some(conn.clone());
         // Subscribed first, then resync: no change can fall between the two.
         match self.resync(&mut conn).await {
             Ok(n) => {
                 self.up.store(true, Ordering::Relaxed);
-                log::info!("route store: in sync with Redis ({n} routes)");
+                log::info!("route store: in sync with Redis at {at} ({n} routes)");
             }
-            Err(e) => return format!("resync failed: {e}"),
+            Err(e) => return format!("resync from {at} failed: {e}"),
         }
         let mut messages = pubsub.on_message();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -258,13 +427,43 @@ impl RouteStore {
                     }
                 }
                 _ = tick.tick() => {
-                    if let Err(e) = self.sync_activity(&mut conn).await {
+                    if let Err(e) = self.sync_activity(&mut conn, false).await {
                         return format!("activity sync failed: {e}");
                     }
                 }
             }
         }
     }
+}
+
+fn sentinel_primary(s: &SentinelSpec) -> Result<Primary, String> {
+    let addrs = s
+        .addrs
+        .iter()
+        .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+    let mut builder =
+        SentinelClientBuilder::new(addrs, s.master.clone(), SentinelServerType::Master)
+            .map_err(|e| format!("route_store.sentinel: {e}"))?;
+    if let Some(p) = &s.password {
+        builder = builder.set_client_to_redis_password(p.expose().to_string());
+    }
+    if let Some(p) = &s.sentinel_password {
+        builder = builder.set_client_to_sentinel_password(p.expose().to_string());
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("route_store.sentinel: {e}"))?;
+    let sentinels: Vec<String> = s.addrs.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    Ok(Primary::Sentinel {
+        client: Mutex::new(client),
+        described: format!(
+            "master `{}` via sentinels {}",
+            s.master,
+            sentinels.join(", ")
+        ),
+        ack_replicas: s.ack_replicas,
+        ack_timeout: s.ack_timeout,
+    })
 }
 
 /// Runs the store's follower as a Pingora background service.

@@ -33,6 +33,8 @@ pub struct DynamicSettings {
     /// Every route's first segment is a host (`/alice.hub.test/...`), as with
     /// configurable-http-proxy's `--host-routing`; without it, only a first segment with a dot is.
     pub host_routing: bool,
+    /// The top-level `websocket:` block.
+    pub websocket: crate::routing::WebSocketSettings,
 }
 
 struct Entry {
@@ -190,10 +192,12 @@ impl RuntimeRoutes {
             fallback_redirect: None,
             drop_websocket_protocol: false,
             forward_cookies: flag("forward_cookies", dynamic.access.is_none()),
+            response_rewrite: None,
             target_path: dynamic.prepend_path.then(|| target_path(&target)).flatten(),
             activity: Some(activity.clone()),
             data_captures: captures_from(prefix, &data),
             stats: crate::telemetry::metrics::RUNTIME_ROUTE_STATS.clone(),
+            websocket: dynamic.websocket,
         };
         Ok(Entry {
             target,

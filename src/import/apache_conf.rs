@@ -183,7 +183,7 @@ impl Parser {
             let d = Directive {
                 name: name.clone(),
                 args: args.to_vec(),
-                text: text.clone(),
+                text: shown_text(name, args, &text),
                 at,
             };
             if d.is("Define") {
@@ -426,6 +426,75 @@ pub fn wildcard(pattern: &str, name: &str) -> bool {
         pi += 1;
     }
     pi == p.len()
+}
+
+/// Whether a header carries a credential: its value must never be shown (comments, reports).
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "x-api-key"
+    ) || n.ends_with("token")
+        || n.ends_with("key")
+        || n.ends_with("secret")
+        || n.contains("password")
+}
+
+/// A URL's `user:password@` (or `token@`), if any: `http://u:p@h/` -> `Some("u:p")`.
+pub fn userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority.rfind('@').map(|i| &authority[..i])
+}
+
+/// The line as it may be shown: the value of a credential-carrying header (`RequestHeader set
+/// Authorization "Basic ..."`, `Header ... X-Api-Key ...`), any `Basic`/`Bearer` value and a URL's
+/// `user:password@` replaced by `...`. Conversion reads `args`; only this text is ever printed.
+fn shown_text(name: &str, args: &[String], text: &str) -> String {
+    let header_directive =
+        name.eq_ignore_ascii_case("RequestHeader") || name.eq_ignore_ascii_case("Header");
+    // `Header [always|onsuccess] action NAME ...`: the header name follows the action.
+    let name_at = args
+        .iter()
+        .position(|a| !matches!(a.to_ascii_lowercase().as_str(), "always" | "onsuccess"))
+        .map(|i| i + 1);
+    let secret_header = header_directive
+        && name_at
+            .and_then(|i| args.get(i))
+            .is_some_and(|h| is_secret_header(h));
+    let mut changed = false;
+    let shown: Vec<String> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let lower = a.to_ascii_lowercase();
+            let credential = lower.starts_with("basic ") || lower.starts_with("bearer ");
+            if (secret_header && name_at.is_some_and(|n| i > n)) || credential {
+                changed = true;
+                return "...".to_string();
+            }
+            let mut a = a.clone();
+            while let Some(info) = userinfo(&a).filter(|i| *i != "...") {
+                let info = info.to_string();
+                a = a.replacen(&format!("{info}@"), "...@", 1);
+                changed = true;
+            }
+            a
+        })
+        .collect();
+    if !changed {
+        return text.to_string();
+    }
+    std::iter::once(name.to_string())
+        .chain(shown.into_iter().map(|a| {
+            if a.contains(char::is_whitespace) || a.is_empty() {
+                format!("\"{a}\"")
+            } else {
+                a
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

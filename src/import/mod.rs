@@ -3,3 +3,4 @@
 
 pub mod apache;
 pub mod apache_conf;
+pub mod cli;

@@ -18,6 +18,7 @@
 //! edge calls; routing imports neither.
 
 pub mod pattern;
+pub mod response_rewrite;
 
 use crate::telemetry::activity::Activity;
 use crate::telemetry::metrics::RouteStats;
@@ -211,16 +212,34 @@ impl PathPattern {
 }
 
 /// A route's access check (`auth:`; the hub's `hub::access::AccessCheck`), run by the edge
-/// before anything is forwarded, upgrades included.
+/// before anything is forwarded, upgrades included. It decides; the edge answers.
 #[async_trait]
 pub trait AccessGate: Send + Sync {
-    /// `Ok(Some(true))` when it answered the request itself (denied); `Ok(None)` to go on.
-    async fn enforce(
+    /// Headers only the gate's answer may set (`X-User`...): the edge removes the client's
+    /// before it asks, so they never come from the browser.
+    fn identity_headers(&self) -> &[http::HeaderName];
+
+    /// Decides on a request from its headers (`Cookie`, `Authorization`) and the route's
+    /// captures (`{name}` in the hub's URL).
+    async fn decide(
         &self,
-        session: &mut pingora::proxy::Session,
+        headers: &http::HeaderMap,
         captures: &Captures,
         route_label: &str,
-    ) -> pingora::Result<Option<bool>>;
+    ) -> AccessDecision;
+}
+
+/// What an [`AccessGate`] decided, for the edge to answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccessDecision {
+    /// Go on, with these headers set on the upstream request (who the hub vouched for).
+    Allow(Vec<(http::HeaderName, http::HeaderValue)>),
+    /// Answer this status (403, or the hub's 401).
+    Deny(u16),
+    /// Send the browser to the login page (302).
+    RedirectToLogin(String),
+    /// The hub could not be asked, or answered nonsense: 503, fail closed.
+    Unavailable,
 }
 
 /// Finds a route's upstream per request by asking someone else (the hub's
@@ -236,6 +255,8 @@ pub enum Resolution {
     Found(Arc<Upstream>),
     /// The hub knows no desktop by this name (the route's fallback, else 404).
     NoDesktop(String),
+    /// The lookup failed: `status` for the browser, `reason` (the hub's URL, what went wrong)
+    /// for the log only.
     Failed {
         status: u16,
         reason: String,
@@ -266,6 +287,8 @@ pub struct Route {
     pub fallback_redirect: Option<String>,
     pub drop_websocket_protocol: bool,
     pub forward_cookies: bool,
+    /// `rewrite_location`/`cookie_domain`/`cookie_path`: None (nothing to do) on most routes.
+    pub response_rewrite: Option<Arc<response_rewrite::ResponseRewrite>>,
     /// The path of a runtime route's target URL (`http://host:port/base/`), put in front of
     /// what the upstream is sent (configurable-http-proxy's `prepend_path`).
     pub target_path: Option<String>,
@@ -275,6 +298,25 @@ pub struct Route {
     pub data_captures: Captures,
     /// Requests by status class, for `/metrics` (runtime routes share one).
     pub stats: Arc<RouteStats>,
+    /// The route's `websocket:` settings (the top-level ones where it sets none).
+    pub websocket: WebSocketSettings,
+}
+
+/// The `websocket:` block: how deskgate treats a route's upgraded connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebSocketSettings {
+    /// The close code deskgate sends the browser when the desktop's connection ends while
+    /// both sides are open (no close frame either way); `None`: the browser sees the drop.
+    pub close_on_desktop_loss: Option<u16>,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        // 1011 (server error): what noVNC shows as a server problem instead of 1006.
+        WebSocketSettings {
+            close_on_desktop_loss: Some(1011),
+        }
+    }
 }
 
 impl Route {
@@ -295,9 +337,11 @@ impl Route {
             fallback_redirect: None,
             drop_websocket_protocol: false,
             forward_cookies: true,
+            response_rewrite: None,
             target_path: None,
             activity: None,
             data_captures: Captures::default(),
+            websocket: WebSocketSettings::default(),
         }
     }
 

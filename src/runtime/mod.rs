@@ -103,6 +103,13 @@ impl Assembler<'_> {
         self.errors.push(self.config.error_at(path, message));
     }
 
+    /// A typed error from the layer that failed, reported at `path` in its own words and kept
+    /// as the cause.
+    fn failed(&mut self, path: &str, e: impl std::error::Error + Send + Sync + 'static) {
+        let error = self.config.error_at(path, e.to_string()).caused_by(e);
+        self.errors.push(error);
+    }
+
     /// TLS toward an upstream with its CA and client certificate loaded (mutual TLS).
     fn upstream_tls(&mut self, at: &str, tls: &Option<UpstreamTls>) -> Option<UpstreamTls> {
         let mut tls = tls.clone()?;
@@ -110,7 +117,7 @@ impl Assembler<'_> {
             if !self.opts.skip_files {
                 match files.load() {
                     Ok(identity) => tls.identity = Some(Arc::new(identity)),
-                    Err(e) => self.error(at, e),
+                    Err(e) => self.failed(at, e),
                 }
             }
         }
@@ -151,6 +158,7 @@ impl Assembler<'_> {
             strip_prefix: d.strip_prefix,
             prepend_path: d.prepend_path,
             host_routing: d.host_routing,
+            websocket: d.websocket,
         };
         let listener_tls = c
             .listeners
@@ -175,7 +183,7 @@ impl Assembler<'_> {
         match crate::tls::client_auth::verifier(spec) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.error(&spec.at, e);
+                self.failed(&spec.at, e);
                 None
             }
         }
@@ -242,7 +250,7 @@ impl Assembler<'_> {
             ) {
                 Ok(r) => UpstreamRef::Resolver(Arc::new(r)),
                 Err(e) => {
-                    self.error(&format!("{}.upstream.resolve", spec.at), e);
+                    self.failed(&format!("{}.upstream.resolve", spec.at), e);
                     return None;
                 }
             },
@@ -261,6 +269,8 @@ impl Assembler<'_> {
             fallback_redirect: spec.fallback_redirect.clone(),
             drop_websocket_protocol: spec.drop_websocket_protocol,
             forward_cookies: spec.forward_cookies,
+            response_rewrite: spec.response_rewrite.clone(),
+            websocket: spec.websocket,
             ..Route::new(spec.host.clone(), spec.path.clone(), upstream)
         })
     }
@@ -276,7 +286,7 @@ impl Assembler<'_> {
         match AccessCheck::new(spec, captures, self.config.timeouts.connect) {
             Ok(check) => Some(Arc::new(check)),
             Err(e) => {
-                self.error(&format!("{at}.url"), e);
+                self.failed(&format!("{at}.url"), e);
                 None
             }
         }
@@ -292,7 +302,7 @@ impl Assembler<'_> {
                 key,
             }),
             Err(e) => {
-                self.error(&format!("{}.cert", spec.at), e);
+                self.failed(&format!("{}.cert", spec.at), e);
                 None
             }
         }
@@ -301,17 +311,24 @@ impl Assembler<'_> {
     fn acme(&mut self, spec: &AcmeSpec) -> Option<AcmeSettings> {
         let dns01 = match &spec.dns01 {
             Some(d) if !self.opts.skip_files => {
-                let key = std::fs::read_to_string(&d.tsig_key_file)
-                    .map_err(|e| format!("cannot read {}: {e}", d.tsig_key_file.display()))
-                    .and_then(|t| TsigKey::parse(&t));
-                match key {
+                let at = format!("{}.dns01.rfc2136.tsig_key_file", spec.at);
+                let text = match std::fs::read_to_string(&d.tsig_key_file) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        let message = format!("cannot read {}: {e}", d.tsig_key_file.display());
+                        self.errors
+                            .push(self.config.error_at(&at, message).caused_by(e));
+                        return None;
+                    }
+                };
+                match TsigKey::parse(&text) {
                     Ok(key) => Some(Arc::new(Rfc2136 {
                         server: d.server.clone(),
                         zone: d.zone.clone(),
                         key,
                     })),
                     Err(e) => {
-                        self.error(&format!("{}.dns01.rfc2136.tsig_key_file", spec.at), e);
+                        self.failed(&at, e);
                         return None;
                     }
                 }
@@ -322,5 +339,35 @@ impl Assembler<'_> {
             spec: spec.clone(),
             dns01,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate that does not load is reported at its YAML position in the words it had,
+    /// and the typed error (with the I/O error under it) stays reachable for logs.
+    #[test]
+    fn a_missing_certificate_keeps_its_cause() {
+        let yaml = "listeners:\n  - addr: \"127.0.0.1:8443\"\n    tls:\n      certs:\n        - { cert: /nonexistent/c.pem, key: /nonexistent/k.pem }\n";
+        let errors = match load_str("t.yaml", yaml, LoadOptions::default()) {
+            Ok(_) => panic!("a missing certificate loaded"),
+            Err(errors) => errors,
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = &errors[0];
+        assert!(
+            e.to_string().starts_with("t.yaml:5:")
+                && e.message == "cannot read certificate /nonexistent/c.pem: No such file or directory (os error 2)",
+            "{e}"
+        );
+        let cause = std::error::Error::source(e).expect("a cause");
+        assert!(matches!(
+            cause.downcast_ref::<crate::tls::CertificateError>(),
+            Some(crate::tls::CertificateError::ReadCertificate { .. })
+        ));
+        let io = cause.source().expect("the I/O error under it");
+        assert!(io.downcast_ref::<std::io::Error>().is_some());
     }
 }

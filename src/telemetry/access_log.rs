@@ -22,7 +22,7 @@ static LOG: OnceCell<AccessLog> = OnceCell::new();
 
 /// Starts the writer; `path` is `stdout`, `stderr` or a file (appended). Only the first call
 /// counts: the log destination is fixed for the life of the process.
-pub fn init(format: Format, path: &str) -> Result<(), String> {
+pub fn init(format: Format, path: &str) -> std::io::Result<()> {
     let mut out: Box<dyn Write + Send> = match path {
         "stdout" | "-" => Box::new(std::io::stdout()),
         "stderr" => Box::new(std::io::stderr()),
@@ -30,8 +30,7 @@ pub fn init(format: Format, path: &str) -> Result<(), String> {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(file)
-                .map_err(|e| format!("cannot open access log {file}: {e}"))?,
+                .open(file)?,
         ),
     };
     let (tx, rx) = sync_channel::<String>(65_536);
@@ -47,8 +46,7 @@ pub fn init(format: Format, path: &str) -> Result<(), String> {
                 }
                 let _ = buf.flush();
             }
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     let _ = LOG.set(AccessLog { format, tx });
     Ok(())
 }
@@ -69,10 +67,65 @@ pub struct Entry<'a> {
     pub duration_ms: u128,
     pub route: &'a str,
     pub upstream: &'a str,
+    /// `X-Request-Id`, as the client got it (`edge::request_id`).
+    pub request_id: &'a str,
     /// Set for WebSockets: bytes client->desktop, desktop->client, and why it ended.
     pub websocket: Option<(u64, u64, &'a str)>,
     /// The subject of the client certificate a listener verified (mutual TLS).
     pub client_subject: Option<&'a str>,
+}
+
+/// What deskgate did with a request, for its line (the rest comes from the request).
+pub struct Outcome<'a> {
+    pub status: u16,
+    /// The request target as the client sent it (`-` when it was not kept).
+    pub uri: &'a str,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub started: Option<std::time::Instant>,
+    /// The subject of the client certificate a listener verified (mutual TLS).
+    pub client_subject: Option<&'a str>,
+    /// `X-Request-Id`, as the client got it (`edge::request_id`).
+    pub request_id: &'a str,
+    /// Set for WebSockets: bytes client->desktop, desktop->client, and why it ended.
+    pub websocket: Option<(u64, u64, &'a str)>,
+}
+
+impl<'a> Entry<'a> {
+    /// The line of a request Pingora served: client, request line and headers from `session`.
+    pub fn new(session: &'a pingora::proxy::Session, outcome: Outcome<'a>) -> Entry<'a> {
+        let req = session.req_header();
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+        Entry {
+            client_subject: outcome.client_subject,
+            client,
+            method: req.method.as_str(),
+            uri: outcome.uri,
+            version: match req.version {
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: outcome.status,
+            bytes_sent: session.body_bytes_sent(),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            duration_ms: outcome.started.map_or(0, |t| t.elapsed().as_millis()),
+            route: outcome.route,
+            upstream: outcome.upstream,
+            request_id: outcome.request_id,
+            websocket: outcome.websocket,
+        }
+    }
 }
 
 /// The line of a request that outlives its handler (a WebSocket handed to its tunnel): owned
@@ -87,6 +140,7 @@ pub struct PendingEntry {
     user_agent: String,
     route: String,
     upstream: String,
+    request_id: String,
     client_subject: Option<String>,
     started: std::time::Instant,
 }
@@ -103,6 +157,7 @@ impl Entry<'_> {
             user_agent: self.user_agent.to_string(),
             route: self.route.to_string(),
             upstream: self.upstream.to_string(),
+            request_id: self.request_id.to_string(),
             client_subject: self.client_subject.map(str::to_string),
             started: started.unwrap_or_else(std::time::Instant::now),
         }
@@ -124,6 +179,7 @@ impl PendingEntry {
             duration_ms: self.started.elapsed().as_millis(),
             route: &self.route,
             upstream: &self.upstream,
+            request_id: &self.request_id,
             websocket: Some(websocket),
             client_subject: self.client_subject.as_deref(),
         });
@@ -145,7 +201,7 @@ pub fn record(e: &Entry<'_>) {
 fn combined(e: &Entry<'_>) -> String {
     let now = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S %z");
     let mut line = format!(
-        "{} - - [{now}] \"{} {} {}\" {} {} \"{}\" \"{}\" {}ms route=\"{}\" upstream=\"{}\"",
+        "{} - - [{now}] \"{} {} {}\" {} {} \"{}\" \"{}\" {}ms route=\"{}\" upstream=\"{}\" request_id=\"{}\"",
         e.client,
         e.method,
         redact_query(e.uri),
@@ -156,7 +212,8 @@ fn combined(e: &Entry<'_>) -> String {
         quote_safe(e.user_agent),
         e.duration_ms,
         e.route,
-        e.upstream
+        e.upstream,
+        e.request_id
     );
     if let Some((up, down, reason)) = e.websocket {
         line.push_str(&format!(
@@ -184,6 +241,7 @@ fn json(e: &Entry<'_>) -> String {
         "duration_ms": e.duration_ms as u64,
         "route": e.route,
         "upstream": e.upstream,
+        "request_id": e.request_id,
     });
     if let Some((up, down, reason)) = e.websocket {
         v["websocket"] = serde_json::json!({ "bytes_up": up, "bytes_down": down, "close": reason });

@@ -46,6 +46,19 @@ static HANDSHAKE_FAILURES: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
+static BAD_SNI: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter_vec(
+        "deskgate_tls_bad_sni_total",
+        "ClientHellos whose server name (SNI) was an IP address, no valid host name, or given twice.",
+        &["kind"],
+    )
+});
+
+/// `kind`: ip_address, invalid_name or duplicate (see `telemetry::log_noise`).
+pub fn count_bad_sni(kind: &str) {
+    BAD_SNI.with_label_values(&[kind]).inc();
+}
+
 pub fn count_handshake_failure(reason: &str) {
     HANDSHAKE_FAILURES.with_label_values(&[reason]).inc();
 }
@@ -97,6 +110,69 @@ pub static UPSTREAM_LATENCY: Lazy<Histogram> = Lazy::new(|| {
     )
 });
 
+/// Session quality (`telemetry::quality`): one observation per open session per sample, so a
+/// histogram's rate of `_count` is sessions / `QUALITY_EVERY`; no per-session labels.
+static SESSION_RTT: Lazy<prometheus::HistogramVec> = Lazy::new(|| {
+    registered(
+        prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "deskgate_websocket_rtt_seconds",
+                "Smoothed TCP round-trip time of open WebSockets' legs (browser, desktop), sampled.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["leg"],
+        )
+        .expect("valid metric"),
+    )
+});
+static SESSION_BACKLOG: Lazy<Histogram> = Lazy::new(|| {
+    registered(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "deskgate_websocket_backlog_bytes",
+                "Bytes from desktops not yet taken by browsers, per open WebSocket, sampled.",
+            )
+            .buckets(vec![
+                0.0, 4096.0, 16384.0, 65536.0, 262144.0, 524288.0, 1048576.0, 4194304.0, 16777216.0,
+            ]),
+        )
+        .expect("valid metric"),
+    )
+});
+static SESSIONS_BY_VERDICT: Lazy<prometheus::IntGaugeVec> = Lazy::new(|| {
+    registered(
+        prometheus::IntGaugeVec::new(
+            Opts::new(
+                "deskgate_websocket_sessions",
+                "Open WebSockets by their last quality verdict (fine, browser_slow, desktop_slow, both_slow).",
+            ),
+            &["verdict"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub fn observe_session_quality(s: &crate::telemetry::quality::QualitySample) {
+    SESSION_RTT
+        .with_label_values(&["browser"])
+        .observe(s.browser.rtt_us as f64 / 1e6);
+    if let Some(d) = &s.desktop {
+        SESSION_RTT
+            .with_label_values(&["desktop"])
+            .observe(d.rtt_us as f64 / 1e6);
+    }
+    SESSION_BACKLOG.observe(s.backlog_bytes as f64);
+}
+
+/// Counts in the order of `Verdict::ALL`.
+pub fn set_sessions_by_verdict(counts: &[i64; 4]) {
+    for (v, n) in crate::telemetry::quality::Verdict::ALL.iter().zip(counts) {
+        SESSIONS_BY_VERDICT.with_label_values(&[v.code()]).set(*n);
+    }
+}
+
 /// Declares the plain counters, and `ALL_COUNTERS` so a scrape shows each from the start.
 macro_rules! counters {
     ($($id:ident = $name:literal, $help:literal;)*) => {
@@ -118,6 +194,7 @@ counters! {
     RELOADS_FAILED = "deskgate_reload_failures_total", "Config reloads rejected (the old config kept serving).";
     ACME_ISSUED = "deskgate_certificates_issued_total", "Certificates obtained through ACME.";
     ACME_FAILURES = "deskgate_acme_failures_total", "ACME orders that failed (retried with backoff).";
+    TLS_SHUTDOWN_PEER_GONE = "deskgate_tls_shutdown_peer_gone_total", "TLS close_notify not written because the peer had already closed its connection (logged at debug).";
 }
 
 static CERT_EXPIRY: Lazy<prometheus::IntGaugeVec> = Lazy::new(|| {
@@ -195,6 +272,14 @@ pub fn render(g: &Gauges) -> String {
     Lazy::force(&RUNTIME_ROUTE_STATS);
     Lazy::force(&NO_ROUTE);
     Lazy::force(&HANDSHAKE_FAILURES);
+    Lazy::force(&SESSION_BACKLOG);
+    for leg in ["browser", "desktop"] {
+        SESSION_RTT.with_label_values(&[leg]);
+    }
+    for v in crate::telemetry::quality::Verdict::ALL {
+        SESSIONS_BY_VERDICT.with_label_values(&[v.code()]);
+    }
+    Lazy::force(&BAD_SNI);
     let now = crate::telemetry::activity::now_ms() / 1000;
     for (host, not_after) in CERT_NOT_AFTER.lock().expect("expiry lock").iter() {
         CERT_EXPIRY

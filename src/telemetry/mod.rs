@@ -4,5 +4,8 @@
 
 pub mod access_log;
 pub mod activity;
+pub mod log_noise;
 pub mod metrics;
+pub mod quality;
 pub mod sessions;
+pub mod tcp_info;

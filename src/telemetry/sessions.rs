@@ -3,14 +3,17 @@
 //! how many were open and how many bytes flowed; and a way to disconnect one.
 //!
 //! The request path touches this only when an upgrade succeeds (one insert), per chunk (two
-//! relaxed atomics) and when the session ends (one remove).
+//! relaxed atomics) and when the session ends (one remove). Each session also carries its
+//! network figures (`telemetry::quality`), which one background task fills.
 
+use crate::telemetry::quality::{Reading, SessionQuality};
+use crate::telemetry::tcp_info::LegInfo;
 use async_trait::async_trait;
 use once_cell::sync::Lazy;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +29,17 @@ pub struct Session {
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
     pub last_ms: AtomicU64,
-    /// The browser's connection, to shut down on "disconnect".
+    /// The browser's connection, to shut down on "disconnect" and to read its `TCP_INFO`.
     fd: Option<std::os::unix::io::RawFd>,
+    /// The desktop's connection, once the tunnel holds it (-1 before): for its `TCP_INFO`.
+    desktop_fd: AtomicI32,
+    /// Bytes from the desktop deskgate holds because the browser's socket took no more. The
+    /// tunnel writes it only when such a write has to wait, so the data path pays nothing.
+    pub held_down: AtomicU64,
+    /// The cap on the desktop -> browser direction (bytes/s), 0 when there is none.
+    pub max_rate: AtomicU64,
+    /// Network figures and their recent history (written by the quality sampler only).
+    pub quality: Mutex<SessionQuality>,
 }
 
 impl Session {
@@ -38,6 +50,12 @@ impl Session {
     pub fn add_down(&self, n: u64, now_ms: u64) {
         self.bytes_down.fetch_add(n, Ordering::Relaxed);
         self.last_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The tunnel took the desktop's connection: its figures can be read from now on. The
+    /// tunnel closes the session (`SessionRegistry::close`) before it closes that connection.
+    pub fn set_desktop_fd(&self, fd: std::os::unix::io::RawFd) {
+        self.desktop_fd.store(fd, Ordering::Relaxed);
     }
 }
 
@@ -91,6 +109,10 @@ impl SessionRegistry {
             bytes_down: AtomicU64::new(0),
             last_ms: AtomicU64::new(now),
             fd: start.fd,
+            desktop_fd: AtomicI32::new(-1),
+            held_down: AtomicU64::new(0),
+            max_rate: AtomicU64::new(0),
+            quality: Mutex::new(SessionQuality::default()),
         });
         self.open
             .lock()
@@ -134,6 +156,33 @@ impl SessionRegistry {
             }
         }
         true
+    }
+
+    /// Both legs' kernel readings of every open session, taken under the lock: `close` runs
+    /// before a session's connections are closed, so the descriptors read here are still its own.
+    pub fn read_legs(
+        &self,
+        read: impl Fn(std::os::unix::io::RawFd) -> std::io::Result<LegInfo>,
+    ) -> Vec<(Arc<Session>, Reading)> {
+        let open = self.open.lock().expect("sessions lock");
+        open.values()
+            .map(|s| {
+                let desktop_fd = s.desktop_fd.load(Ordering::Relaxed);
+                let reading = Reading {
+                    browser: s.fd.and_then(|fd| read(fd).ok()),
+                    desktop: (desktop_fd >= 0).then(|| read(desktop_fd).ok()).flatten(),
+                    held_down: s.held_down.load(Ordering::Relaxed),
+                    bytes_up: s.bytes_up.load(Ordering::Relaxed),
+                    bytes_down: s.bytes_down.load(Ordering::Relaxed),
+                };
+                (s.clone(), reading)
+            })
+            .collect()
+    }
+
+    /// The session `id`, when it is open.
+    pub fn get(&self, id: u64) -> Option<Arc<Session>> {
+        self.open.lock().expect("sessions lock").get(&id).cloned()
     }
 
     fn sample(&self) -> Sample {

@@ -33,18 +33,25 @@ impl TlsAccept for SubjectAfterHandshake {
     }
 }
 
-pub fn verifier(spec: &ClientAuthSpec) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let pem =
-        std::fs::read(&spec.ca).map_err(|e| format!("cannot read {}: {e}", spec.ca.display()))?;
+pub fn verifier(spec: &ClientAuthSpec) -> Result<Arc<dyn ClientCertVerifier>, ClientCaError> {
+    let path = || spec.ca.clone();
+    let pem = std::fs::read(&spec.ca).map_err(|source| ClientCaError::Read {
+        path: path(),
+        source,
+    })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("{} is not PEM: {e}", spec.ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: not a usable CA certificate: {e}", spec.ca.display()))?;
+        let cert = cert.map_err(|source| ClientCaError::NotPem {
+            path: path(),
+            source,
+        })?;
+        roots.add(cert).map_err(|source| ClientCaError::Unusable {
+            path: path(),
+            source,
+        })?;
     }
     if roots.is_empty() {
-        return Err(format!("no CA certificate in {}", spec.ca.display()));
+        return Err(ClientCaError::NoCertificate { path: path() });
     }
     let builder = WebPkiClientVerifier::builder(Arc::new(roots));
     let builder = if spec.required {
@@ -52,9 +59,48 @@ pub fn verifier(spec: &ClientAuthSpec) -> Result<Arc<dyn ClientCertVerifier>, St
     } else {
         builder.allow_unauthenticated()
     };
-    builder
-        .build()
-        .map_err(|e| format!("client verifier from {}: {e}", spec.ca.display()))
+    builder.build().map_err(|source| ClientCaError::Verifier {
+        path: path(),
+        source,
+    })
+}
+
+/// Why a listener's `client_ca` cannot verify clients, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCaError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not PEM: {source}", path.display())]
+    NotPem {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a usable CA certificate: {source}", path.display())]
+    Unusable {
+        path: std::path::PathBuf,
+        source: rustls::Error,
+    },
+    #[error("no CA certificate in {}", path.display())]
+    NoCertificate { path: std::path::PathBuf },
+    #[error("client verifier from {}: {source}", path.display())]
+    Verifier {
+        path: std::path::PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
+}
+
+/// The verified client certificate's subject goes upstream (and to access checks) in
+/// `X-Client-Cert-Subject`; a client's own header of that name never does.
+pub fn pass_subject_upstream(session: &mut pingora::proxy::Session) -> pingora::Result<()> {
+    let subject = subject_of(session).map(str::to_string);
+    session.req_header_mut().remove_header(SUBJECT_HEADER);
+    if let Some(s) = subject {
+        session.req_header_mut().insert_header(SUBJECT_HEADER, s)?;
+    }
+    Ok(())
 }
 
 /// The subject a listener verified for this request's connection, if any.

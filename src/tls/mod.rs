@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The process's TLS policy, installed before Pingora builds any config (it installs ring's
@@ -58,33 +58,86 @@ pub struct Certificate {
     pub key: Arc<CertifiedKey>,
 }
 
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let cert_pem = std::fs::read(cert)
-        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
+/// Why a certificate and its key could not be loaded, with the file and the underlying error.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("cannot read certificate {}: {source}", path.display())]
+    ReadCertificate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate {} is not valid PEM: {source}", path.display())]
+    CertificatePem {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no certificate found in {}", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("cannot read private key {}: {source}", path.display())]
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("private key {} is not valid PEM: {source}", path.display())]
+    KeyPem {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no private key found in {}", path.display())]
+    NoKey { path: PathBuf },
+    #[error("unsupported private key in {}: {source}", path.display())]
+    UnsupportedKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("certificate {} and key {} do not match: {source}", cert.display(), key.display())]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+}
+
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, CertificateError> {
+    use CertificateError::*;
+    let cert_path = || cert.to_path_buf();
+    let key_path = || key.to_path_buf();
+    let cert_pem = std::fs::read(cert).map_err(|source| ReadCertificate {
+        path: cert_path(),
+        source,
+    })?;
     let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate {} is not valid PEM: {e}", cert.display()))?;
+        .map_err(|source| CertificatePem {
+            path: cert_path(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(format!("no certificate found in {}", cert.display()));
+        return Err(NoCertificate { path: cert_path() });
     }
-    let key_pem = std::fs::read(key)
-        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let key_pem = std::fs::read(key).map_err(|source| ReadKey {
+        path: key_path(),
+        source,
+    })?;
     let der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("private key {} is not valid PEM: {e}", key.display()))?
-        .ok_or_else(|| format!("no private key found in {}", key.display()))?;
+        .map_err(|source| KeyPem {
+            path: key_path(),
+            source,
+        })?
+        .ok_or_else(|| NoKey { path: key_path() })?;
     #[cfg(not(feature = "aws-lc"))]
     let signing = rustls::crypto::ring::sign::any_supported_type(&der);
     #[cfg(feature = "aws-lc")]
     let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der);
-    let signing = signing
-        .map_err(|e| format!("unsupported private key in {}: {e}", key.display()))?;
+    let signing = signing.map_err(|source| UnsupportedKey {
+        path: key_path(),
+        source,
+    })?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| {
-        format!(
-            "certificate {} and key {} do not match: {e}",
-            cert.display(),
-            key.display()
-        )
+    ck.keys_match().map_err(|source| Mismatch {
+        cert: cert_path(),
+        key: key_path(),
+        source,
     })?;
     Ok(Arc::new(ck))
 }

@@ -270,4 +270,38 @@ impl Pool {
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
+
+    /// What `balance: hash` hashes for a request (its client address, a header or a cookie);
+    /// empty for the other policies and for requests without the key. `client` is asked only
+    /// when the key is the client address.
+    pub fn request_key(
+        &self,
+        headers: &http::HeaderMap,
+        client: impl FnOnce() -> Option<std::net::IpAddr>,
+    ) -> Vec<u8> {
+        let Policy::Hash(key) = &self.policy else {
+            return Vec::new();
+        };
+        match key {
+            HashKey::ClientAddr => client()
+                .map(|ip| ip.to_string().into_bytes())
+                .unwrap_or_default(),
+            HashKey::Header(name) => headers
+                .get(name)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+            HashKey::Cookie(name) => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|kv| {
+                    kv.trim()
+                        .strip_prefix(name.as_str())
+                        .and_then(|r| r.strip_prefix('='))
+                })
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+        }
+    }
 }

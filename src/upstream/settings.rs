@@ -40,27 +40,63 @@ impl std::fmt::Debug for UpstreamIdentity {
     }
 }
 
+/// Why an upstream's CA or client certificate files (`tls: { ca, client_cert, client_key }`)
+/// do not load, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFilesError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not PEM: {source}", path.display())]
+    NotPem {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} holds a certificate that does not parse: {source}", path.display())]
+    BadCertificate {
+        path: PathBuf,
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+    #[error("no certificate in {}", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("no private key in {}", path.display())]
+    NoKey { path: PathBuf },
+    #[error("give both `client_cert` and `client_key`")]
+    HalfAClientCertificate,
+}
+
 impl TlsFiles {
     /// Reads and checks the files (PEM).
-    pub fn load(&self) -> Result<UpstreamIdentity, String> {
+    pub fn load(&self) -> Result<UpstreamIdentity, TlsFilesError> {
         use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
-        let certs = |path: &Path| -> Result<Vec<Vec<u8>>, String> {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        use TlsFilesError::*;
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let certs = |path: &Path| -> Result<Vec<Vec<u8>>, TlsFilesError> {
+            let pem = read(path)?;
             let der: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
                 .map(|c| c.map(|c| c.to_vec()))
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+                .map_err(|source| NotPem {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             for d in &der {
-                x509_parser::parse_x509_certificate(d).map_err(|e| {
-                    format!(
-                        "{} holds a certificate that does not parse: {e}",
-                        path.display()
-                    )
+                x509_parser::parse_x509_certificate(d).map_err(|source| BadCertificate {
+                    path: path.to_path_buf(),
+                    source,
                 })?;
             }
             if der.is_empty() {
-                return Err(format!("no certificate in {}", path.display()));
+                return Err(NoCertificate {
+                    path: path.to_path_buf(),
+                });
             }
             Ok(der)
         };
@@ -77,15 +113,19 @@ impl TlsFiles {
         let client = match (&self.client_cert, &self.client_key) {
             (Some(c), Some(k)) => {
                 let chain = certs(c)?;
-                let pem =
-                    std::fs::read(k).map_err(|e| format!("cannot read {}: {e}", k.display()))?;
+                let pem = read(k)?;
                 let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                    .map_err(|e| format!("{} is not PEM: {e}", k.display()))?
-                    .ok_or_else(|| format!("no private key in {}", k.display()))?;
+                    .map_err(|source| NotPem {
+                        path: k.to_path_buf(),
+                        source,
+                    })?
+                    .ok_or_else(|| NoKey {
+                        path: k.to_path_buf(),
+                    })?;
                 Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())))
             }
             (None, None) => None,
-            _ => return Err("give both `client_cert` and `client_key`".into()),
+            _ => return Err(HalfAClientCertificate),
         };
         Ok(UpstreamIdentity { ca, client })
     }

@@ -428,6 +428,7 @@ pub fn read_all(mut r: impl Read) -> String {
 }
 
 pub mod hub;
+pub mod redis;
 
 /// Waits (bounded) until something listens on `port`.
 pub fn wait_port(port: u16) {
@@ -578,4 +579,38 @@ pub fn require(tool: &str) {
         found,
         "{tool} is missing: run the tests with `./dev test`, which installs it"
     );
+}
+
+/// An edge with an admin listener (runtime routes), as the shared route store tests run two.
+pub struct Edge {
+    pub d: Deskgate,
+    pub admin: u16,
+}
+
+/// The desktop that answers `prefix/whoami` through the edge's TLS listener, if one does.
+pub fn served(e: &Edge, prefix: &str) -> Option<String> {
+    let r = curl(
+        &format!("https://hub.test:{}{prefix}/whoami", e.d.https_port),
+        &[],
+    );
+    (r.status == 200).then(|| r.body.trim().to_string())
+}
+
+/// JupyterHub's own proxy client (`jupyterhub.proxy.ConfigurableHTTPProxy`) against the
+/// routes API at `api`, one call per run (tests/jupyterhub_client.py).
+pub fn jupyterhub(api: &str, args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jupyterhub_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(api)
+        .arg(ADMIN_TOKEN)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "jupyterhub client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -2,7 +2,8 @@
 // usage: node admin.mjs DESKTOP_URL ADMIN_URL TOKEN OUT_DIR TIMEOUT_MS
 // 1. noVNC connects and its picture changes between two screenshots;
 // 2. a wrong token gets no data; the right one shows the session, whose bytes grow;
-// 3. "disconnect" (confirmed) closes it, and noVNC reports the disconnect.
+// 3. the session's network figures show, with the note that loopback figures are small;
+// 4. "disconnect" (confirmed) closes it, and noVNC reports the disconnect.
 // Prints one JSON line with what it saw; screenshots go to OUT_DIR.
 import { join } from "node:path";
 import { launch } from "./chromium.mjs";
@@ -13,7 +14,8 @@ const left = () => Math.max(1000, deadline - Date.now());
 const browser = await launch({ viewport: { width: 1000, height: 700 } });
 const context = browser.context;
 const result = { connected: false, pictureChanged: false, wrongTokenRejected: false, stateWithoutLogin: 0,
-  sessionListed: false, bytesGrew: false, disconnected: false, detail: [] };
+  sessionListed: false, bytesGrew: false, qualityShown: false, loopbackNoted: false, disconnected: false,
+  detail: [] };
 
 async function canvasPixels(page) {
   return page.evaluate(() => {
@@ -46,6 +48,7 @@ try {
   await desk.screenshot({ path: join(outDir, "novnc-demo-desktop.png") });
 
   const admin = await context.newPage();
+  await admin.setViewportSize({ width: 1500, height: 700 }); // the sessions table is wide
   admin.on("dialog", (d) => { result.detail.push(`dialog: ${d.message()}`); d.accept(); });
   await admin.goto(adminUrl, { timeout: left() });
   result.stateWithoutLogin = await admin.evaluate(async () => (await fetch("api/state")).status);
@@ -72,6 +75,14 @@ try {
   await admin.waitForFunction(() => [...document.querySelectorAll("#sessions tbody td.num")]
     .some((td) => td.textContent.endsWith("/s") && !td.textContent.startsWith("0 B")),
     null, { timeout: left(), polling: 200 });
+  // The sampler's figures (every 2 s): a verdict, both legs' RTT, the loopback note.
+  await admin.waitForSelector("#sessions tbody td.verdict.fine", { timeout: left() });
+  result.qualityShown = await admin.evaluate(() => {
+    const row = document.querySelector("#sessions tbody tr");
+    return /ms/.test(row.querySelector("td.browser-rtt").textContent)
+      && /ms/.test(row.querySelector("td.desktop-rtt").textContent);
+  });
+  result.loopbackNoted = await admin.isVisible("#loopback-note");
   await admin.screenshot({ path: join(outDir, "admin-page.png"), fullPage: true });
   await admin.click(`${row} button.disconnect`);
   await desk.waitForFunction(() => !document.documentElement.classList.contains("noVNC_connected"),

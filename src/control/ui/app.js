@@ -59,7 +59,11 @@ function render(state) {
     const bytes = s.bytes_up + s.bytes_down;
     const p = previous.get(s.id);
     const rate = p && now > p.t ? ((bytes - p.bytes) * 1000) / (now - p.t) : 0;
-    return { ...s, rate };
+    const rateDown = p && now > p.t ? ((s.bytes_down - p.down) * 1000) / (now - p.t) : 0;
+    const q = s.quality;
+    return { ...s, rate, rateDown, browser_rtt: q ? q.browser.rtt_ms : -1,
+      desktop_rtt: q && q.desktop ? q.desktop.rtt_ms : -1, backlog: q ? q.backlog_bytes : -1,
+      verdict: q ? q.verdict : "" };
   });
   const body = document.querySelector("#sessions tbody");
   body.replaceChildren();
@@ -73,8 +77,27 @@ function render(state) {
     cell(tr, new Date(s.since).toLocaleTimeString());
     cell(tr, human(s.bytes_up), "num bytes-up");
     cell(tr, human(s.bytes_down), "num bytes-down");
-    cell(tr, human(s.rate) + "/s", "num");
+    // With a cap, the desktop -> browser rate against it (the direction the cap holds).
+    cell(tr, s.max_rate ? `${human(s.rate)}/s, down ${human(s.rateDown)}/s of ${human(s.max_rate)}/s cap`
+      : human(s.rate) + "/s", "num rate");
     cell(tr, ago(s.last_activity, now));
+    const q = s.quality;
+    cell(tr, q ? `${ms(q.browser.rtt_ms)} ± ${ms(q.browser.rttvar_ms)}, ${q.browser.loss_pct} % lost` : "–", "num browser-rtt");
+    cell(tr, q && q.desktop ? ms(q.desktop.rtt_ms) : "–", "num desktop-rtt");
+    cell(tr, q ? human(q.backlog_bytes) : "–", "num backlog");
+    const v = cell(tr, q ? q.verdict_text : "measuring…", "verdict " + (q ? q.verdict : ""));
+    if (q && q.why.length) {
+      const why = document.createElement("div");
+      why.className = "why";
+      why.textContent = q.why.join("; ");
+      v.appendChild(why);
+    }
+    v.title = "browser's network slow: browser RTT ≥ 150 ms, ≥ 2 % retransmitted, or ≥ 512 KiB waiting for the browser; desktop slow: desktop RTT ≥ 50 ms or ≥ 2 % retransmitted";
+    const spark = document.createElement("canvas");
+    spark.width = 140; spark.height = 30; spark.className = "spark";
+    spark.title = "up to the last 2 minutes: browser RTT (blue), desktop RTT (grey), 150 ms line (red)";
+    drawSpark(spark, s.quality_history || []);
+    tr.appendChild(document.createElement("td")).appendChild(spark);
     const b = document.createElement("button");
     b.className = "disconnect";
     b.textContent = "Disconnect";
@@ -83,6 +106,9 @@ function render(state) {
     body.appendChild(tr);
   }
   $("no-sessions").hidden = sessions.length > 0;
+  // The demo's session runs over loopback: microseconds, no loss. Say so instead of leaving
+  // a reader to wonder why everything is "fine".
+  $("loopback-note").hidden = !sessions.some((s) => isLoopback(s.client));
   $("session-count").textContent = `(${sessions.length})`;
   const routes = document.querySelector("#routes tbody");
   routes.replaceChildren();
@@ -99,6 +125,44 @@ function render(state) {
   markSorted("routes");
   drawChart(state.history);
   $("status").textContent = `${sessions.length} open, updated ${new Date(now).toLocaleTimeString()}`;
+}
+
+function ms(v) {
+  return v >= 10 ? Math.round(v) + " ms" : v.toFixed(2) + " ms";
+}
+
+function isLoopback(ip) {
+  return ip === "::1" || ip.startsWith("127.") || ip.startsWith("::ffff:127.");
+}
+
+// A session's last two minutes: browser RTT (blue), desktop RTT (grey), the 150 ms line.
+function drawSpark(c, points) {
+  const g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  if (points.length < 1) return;
+  // At most the last 2 minutes; a younger session's points spread over at least 20 s.
+  const end = points[points.length - 1].t;
+  const start = Math.max(end - 120 * 1000, Math.min(points[0].t, end - 20 * 1000));
+  // The 150 ms line always shows, so a healthy session's lines lie low under it.
+  const max = Math.max(200, ...points.map((p) => Math.max(p.browser_rtt_ms, p.desktop_rtt_ms || 0)));
+  const x = (t) => 2 + ((t - start) / (end - start || 1)) * (c.width - 4);
+  const y = (v) => c.height - 2 - (v / max) * (c.height - 4);
+  g.strokeStyle = "#dc2626"; g.lineWidth = 1; g.setLineDash([3, 3]);
+  g.beginPath(); g.moveTo(0, y(150)); g.lineTo(c.width, y(150)); g.stroke(); g.setLineDash([]);
+  const line = (value, colour) => {
+    g.strokeStyle = colour; g.lineWidth = 1.5; g.beginPath();
+    let moved = false;
+    for (const p of points) {
+      const v = value(p);
+      if (v == null) continue;
+      moved ? g.lineTo(x(p.t), y(v)) : g.moveTo(x(p.t), y(v));
+      moved = true;
+    }
+    if (points.length === 1 && moved) { g.moveTo(2, y(value(points[0]))); g.lineTo(c.width - 2, y(value(points[0]))); }
+    g.stroke();
+  };
+  line((p) => p.desktop_rtt_ms, "#9ca3af");
+  line((p) => p.browser_rtt_ms, "#2563eb");
 }
 
 function drawChart(history) {
@@ -152,7 +216,7 @@ async function poll() {
   const state = await r.json();
   csrf = state.csrf;
   if (lastState) {
-    for (const s of lastState.sessions) previous.set(s.id, { bytes: s.bytes_up + s.bytes_down, t: lastState.now });
+    for (const s of lastState.sessions) previous.set(s.id, { bytes: s.bytes_up + s.bytes_down, down: s.bytes_down, t: lastState.now });
   }
   show("dashboard");
   render(state);

@@ -51,14 +51,21 @@ fn proxy_pass_prefixes_params_and_exclusions() {
 #[test]
 fn plain_vhosts_that_only_redirect_become_redirect_https() {
     for body in [
-        "Redirect permanent / https://hub.example.org/",
         "RewriteEngine On\nRewriteCond %{HTTPS} off\nRewriteRule ^ https://%{HTTP_HOST}%{REQUEST_URI} [R=301,L]",
         "RewriteEngine On\nRewriteRule ^/(.*)$ https://%{HTTP_HOST}/$1 [R=301,L]",
+        "<Location \"/\">\nRedirect permanent \"https://%{HTTP_HOST}%{REQUEST_URI}\"\n</Location>",
     ] {
         let c = convert_text(&vhost(80, body));
         assert!(c.yaml.contains("redirect_https: true"), "{body}: {}", c.yaml);
         assert!(c.skipped.is_empty(), "{:?}", c.skipped);
     }
+    // Item 6: `Redirect / https://fixed-host/` goes to that host, not the client's.
+    let c = convert_text(&vhost(80, "Redirect permanent / https://hub.example.org/"));
+    assert!(
+        c.yaml.contains("redirect_to: \"https://hub.example.org\"") && c.skipped.is_empty(),
+        "{}",
+        c.yaml
+    );
     // A redirect elsewhere is not redirect_https.
     let c = convert_text(&vhost(80, "Redirect / https://other.example.org/login"));
     assert!(!c.yaml.contains("redirect_https: true") && c.skipped.len() == 1);
@@ -87,10 +94,10 @@ fn tls_files_notes_and_lets_encrypt() {
 }
 
 #[test]
-fn request_headers_set_are_added_others_reported() {
+fn request_headers_set_are_added_unset_removed_others_reported() {
     let c = convert_text(&vhost(
         80,
-        "ProxyPass / http://hub:5020/\nRequestHeader set X-Hub-Edge deskgate\nRequestHeader set X-Forwarded-Proto https\nRequestHeader unset X-User\nRequestHeader set Upgrade websocket env=WS",
+        "ProxyPass / http://hub:5020/\nRequestHeader set X-Hub-Edge deskgate\nRequestHeader set X-Forwarded-Proto https\nRequestHeader unset X-User\nRequestHeader unset Remote-User env=SSO\nRequestHeader set Upgrade websocket env=WS",
     ));
     assert!(
         c.yaml.contains("proxy_headers:\n  add:")
@@ -98,9 +105,11 @@ fn request_headers_set_are_added_others_reported() {
         "{}",
         c.yaml
     );
+    assert!(c.yaml.contains("  remove:\n") && c.yaml.contains("- \"X-User\""), "{}", c.yaml);
+    // Only sometimes removed in Apache: refused rather than guessed.
     assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
-    assert!(c.skipped[0].contains("RequestHeader unset X-User"));
-    assert!(c.ignored.iter().any(|i| i.starts_with("X-Forwarded-*")));
+    assert!(c.skipped[0].contains("RequestHeader unset Remote-User env=SSO"));
+    assert!(c.ignored.iter().any(|i| i.starts_with("X-Forwarded-For/")));
     assert!(c
         .ignored
         .iter()
@@ -176,6 +185,284 @@ fn helpers() {
     let f = Flags::parse("[R=301,L]");
     assert_eq!((f.proxy, f.redirect), (false, Some(301)));
     assert!(Flags::parse("[E=UPGRADE:%{HTTP:Upgrade}]").env_only);
-    assert_eq!(listen_addr("*:443"), "0.0.0.0:443");
+    assert_eq!(listen_addr("*:443"), "[::]:443");
     assert_eq!(listen_addr("[::]:8443"), "[::]:8443");
+}
+
+fn convert_with(text: &str, opts: &ImportOptions) -> Result<Conversion, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("site.conf");
+    std::fs::write(&f, text).unwrap();
+    convert(&[f], opts)
+}
+
+const HUB_443: &str = "ServerName hub.example.org\nServerAlias desktop-*.hub.example.org\nSSLEngine on\nSSLCertificateFile /c.pem\nSSLCertificateKeyFile /k.pem\nSSLProxyEngine on\nSSLProxyVerify none\nRewriteEngine On\nRewriteMap c \"prg:/bin/map\"";
+
+/// Item 1: a second vhost on the hub's address; the hub's ProxyPass prefixes stay on its
+/// names and never beat the desktops' lookup; host-less routes come last.
+#[test]
+fn second_vhost_keeps_hub_prefixes_off_the_desktops() {
+    for hub_first in [true, false] {
+        let hub = vhost(443, &format!("{HUB_443}\nRewriteCond %{{HTTP_HOST}} ^desktop-([a-z0-9]+)\\.hub\\.example\\.org$\nRewriteRule ^/(.*)$ https://${{c:%1}}/$1 [P,L]\nProxyPass /api/ http://127.0.0.1:5020/api/\nProxyPass /ws/ ws://127.0.0.1:5020/ws/\nProxyPass / http://127.0.0.1:3000/"));
+        let other = vhost(443, "ServerName www.example.org\nSSLEngine on\nSSLCertificateFile /w.pem\nSSLCertificateKeyFile /wk.pem\nProxyPass / http://127.0.0.1:8080/");
+        let text = if hub_first {
+            format!("{hub}{other}")
+        } else {
+            format!("{other}{hub}")
+        };
+        let c = convert_text(&text);
+        let y = &c.yaml;
+        assert!(
+            !y.contains("host: \"desktop-{name}.hub.example.org\"\n    path: \"/api/\""),
+            "{y}"
+        );
+        assert!(
+            y.contains("  - host: \"hub.example.org\"\n    path: \"/api/\""),
+            "{y}"
+        );
+        assert!(
+            y.contains("  - host: \"www.example.org\"\n    path: \"/\""),
+            "{y}"
+        );
+        let first_hostless = y.find("\n  - path:").unwrap_or(y.len());
+        let last_hostful = y.rfind("\n  - host:").unwrap();
+        assert!(last_hostful < first_hostless, "host-less routes last: {y}");
+        // Only the first vhost on the address gets host-less routes.
+        let default_upstream = if hub_first {
+            "127_0_0_1_3000"
+        } else {
+            "127_0_0_1_8080"
+        };
+        assert!(
+            y.contains(&format!(
+                "  - path: \"/\"\n    upstream: {default_upstream}"
+            )),
+            "{y}"
+        );
+        assert_eq!(y.matches("\n  - path: \"/\"").count(), 1, "{y}");
+        assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+    }
+}
+
+/// Item 2: credentials never show, and conditions that cannot be expressed refuse the header.
+#[test]
+fn credentials_are_refused_by_name_under_inexpressible_conditions() {
+    let basic = "Basic a2FzbV91c2VyOnMzY3JldC1wdw=="; // kasm_user:s3cret-pw
+    let route = "RewriteCond %{HTTP_HOST} ^desktop-([a-z0-9]+)\\.hub\\.example\\.org$\nRewriteRule ^/(.*)$ https://${c:%1}/$1 [P,L]\nProxyPass / http://127.0.0.1:3000/";
+    let refused = [
+        format!("<If \"%{{HTTP_HOST}} != 'hub.example.org'\">\nRequestHeader set Authorization \"{basic}\"\n</If>"),
+        format!("<If \"%{{HTTP_HOST}} =~ /^desktop-/ && -n %{{HTTP_COOKIE}}\">\nRequestHeader set Authorization \"{basic}\"\n</If>"),
+        format!("<If \"%{{HTTP_HOST}} =~ /^(?!hub)/\">\nRequestHeader set Authorization \"{basic}\"\n</If>"),
+        format!("RequestHeader set Authorization \"{basic}\" env=desktop"),
+        format!("RequestHeader append Authorization \"{basic}\""),
+        "RequestHeader set X-API-Key s3cret-pw".to_string(),
+        "RequestHeader set X-Auth-Token s3cret-pw".to_string(),
+        "RequestHeader merge Client-Secret s3cret-pw".to_string(),
+        "RequestHeader edit Authorization ^Basic.* \"Bearer s3cret-pw\"".to_string(),
+        format!("<If \"%{{HTTP_HOST}} =~ /^desktop-[a-z]+/\">\nRequestHeader set Authorization \"{basic}\"\n</If>"),
+    ];
+    for form in &refused {
+        let c = convert_text(&vhost(443, &format!("{HUB_443}\n{form}\n{route}")));
+        let all = format!("{}{:?}{:?}{:?}", c.yaml, c.skipped, c.ignored, c.notices);
+        assert!(
+            !all.contains("s3cret-pw") && !all.contains("a2FzbV91c2VyOnMzY3JldC1wdw"),
+            "{form}: {all}"
+        );
+        assert!(
+            !c.yaml.contains("basic_auth: {"),
+            "{form}: not widened: {}",
+            c.yaml
+        );
+        assert_eq!(c.skipped.len(), 1, "{form}: {:?}", c.skipped);
+    }
+    // Expressible: `==` on one exact host, `=~` with a literal start, setifempty.
+    for form in [
+        format!("<If \"%{{HTTP_HOST}} =~ /^desktop-/\">\nRequestHeader setifempty Authorization \"{basic}\"\n</If>"),
+        format!("RequestHeader set Authorization \"{basic}\""),
+    ] {
+        let c = convert_text(&vhost(443, &format!("{HUB_443}\n{form}\n{route}")));
+        assert!(c.yaml.contains("basic_auth: { user: \"kasm_user\", password_env: DESKGATE_BASIC_AUTH_1 }"), "{form}: {}", c.yaml);
+        assert!(!c.yaml.contains("s3cret-pw"), "{}", c.yaml);
+    }
+    // A user:password URL is refused and never shown.
+    let c = convert_text(&vhost(
+        80,
+        "ProxyPass / http://admin:s3cret-pw@127.0.0.1:3000/",
+    ));
+    let all = format!("{}{:?}", c.yaml, c.skipped);
+    assert!(!all.contains("s3cret-pw") && c.skipped.len() == 1, "{all}");
+}
+
+/// Item 3: the hub's production shape, `!^NULL$` guards then a fall-through redirect.
+#[test]
+fn fall_through_redirect_after_null_guards_is_the_fallback() {
+    let c = convert_text(&vhost(443, &format!("{HUB_443}\nRewriteCond %{{HTTP_HOST}} ^desktop-([a-z0-9]+)\\.hub\\.example\\.org$ [NC]\nRewriteCond ${{c:%1}} !^NULL$\nRewriteRule ^/(.*)$ https://${{c:%1}}/$1 [P,L]\nRewriteCond %{{HTTP_HOST}} ^desktop-([a-z0-9]+)\\.hub\\.example\\.org$ [NC]\nRewriteRule ^ https://hub.example.org/ [R=302,L]\nProxyPass / http://127.0.0.1:3000/")));
+    let y = &c.yaml;
+    assert!(
+        y.contains("fallback: { redirect: \"https://hub.example.org/\" }"),
+        "{y}"
+    );
+    assert!(y.contains("never fired"), "{y}");
+    assert!(
+        c.notes.iter().any(|n| n.contains("Apache answered 400")),
+        "{:?}",
+        c.notes
+    );
+    assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+}
+
+/// Item 4: resolver options that would silently break every lookup are refused up front.
+#[test]
+fn resolver_options_are_checked() {
+    let opts = |url: &str, header: &str| ImportOptions {
+        resolver_url: Some(url.into()),
+        resolver_headers: vec![header.into()],
+        secrets_dir: None,
+    };
+    let good = "http://hub:5020/api/target/{name}";
+    for (url, header, expected) in [
+        (
+            good,
+            "X-API-Key: s3cret-pw",
+            "neither env:VARIABLE nor file:PATH",
+        ),
+        (
+            good,
+            "X-API-Key: ENV:HUB_KEY",
+            "neither env:VARIABLE nor file:PATH",
+        ),
+        (good, "X-API-Key=s3cret-pw", "no `NAME:`"),
+        (
+            "http://hub:5020/api/target/",
+            "X-API-Key: env:K",
+            "no `{name}`",
+        ),
+        (
+            "hub:5020/{name}",
+            "X-API-Key: env:K",
+            "expected an http:// or https:// URL",
+        ),
+    ] {
+        let e = convert_with(&vhost(80, "ProxyPass / http://a:1/"), &opts(url, header))
+            .err()
+            .unwrap();
+        assert!(e.contains(expected), "{url} {header}: {e}");
+        assert!(!e.contains("s3cret-pw"), "{e}");
+    }
+    assert!(convert_with(
+        &vhost(80, "ProxyPass / http://a:1/"),
+        &opts(good, "X-API-Key: file:/run/k")
+    )
+    .is_ok());
+}
+
+/// Item 5: things with no effect do not make the import fail.
+#[test]
+fn no_false_positives() {
+    let c = convert_text(&vhost(443, &format!("{HUB_443}\nRewriteCond %{{HTTP_HOST}} ^hub\\.example\\.org$ [NC]\nRewriteRule .* - [S=2]\nRewriteCond %{{HTTP:Upgrade}} websocket [NC]\nRewriteRule ^/(.*)$ wss://${{c:%{{HTTP_HOST}}}}/$1 [P,L]\nRewriteRule ^/(.*)$ https://${{c:%{{HTTP_HOST}}}}/$1 [P,L]\nProxyPass / http://127.0.0.1:3000/\nProxyPassReverse / http://127.0.0.1:3000/\nProxyPassReverseCookiePath / /\n<Proxy *>\nRequire all granted\n</Proxy>")));
+    assert!(c.skipped.is_empty(), "{:?}\n{}", c.skipped, c.yaml);
+    assert!(
+        c.yaml.contains("host: \"desktop-{name}.hub.example.org\""),
+        "{}",
+        c.yaml
+    );
+    let c = convert_text(&vhost(80, "RewriteEngine On\nRewriteCond %{HTTP:Upgrade} =websocket [NC]\nRewriteRule /(.*) ws://127.0.0.1:8888/$1 [P,L]\nRewriteCond %{HTTP:Upgrade} !=websocket [NC]\nRewriteRule /(.*) http://127.0.0.1:8888/$1 [P,L]"));
+    assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+    assert!(
+        c.yaml
+            .contains("  - path: \"/\"\n    upstream: 127_0_0_1_8888"),
+        "{}",
+        c.yaml
+    );
+    // A condition that narrows a [P] rule in a way deskgate cannot express is still a gap.
+    let c = convert_text(&vhost(80, "RewriteEngine On\nRewriteCond %{REMOTE_ADDR} ^10\\.\nRewriteRule ^/admin/(.*)$ http://127.0.0.1:9/$1 [P]"));
+    assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
+}
+
+/// Item 6: response rewriting, IPv6, and the honest comment on `(.+)`.
+#[test]
+fn location_cookies_ipv6_and_dotted_hosts() {
+    let c = convert_text(&vhost(443, "ServerName hub.example.org\nSSLEngine on\nSSLCertificateFile /c.pem\nSSLCertificateKeyFile /k.pem\nProxyPass /app/ http://127.0.0.1:3000/\nProxyPassReverse /app/ http://127.0.0.1:3000/\nProxyPassReverseCookieDomain localhost hub.example.org\nProxyPassReverseCookiePath / /app/"));
+    let y = &c.yaml;
+    assert!(
+        y.contains("    rewrite_location: \"http://127.0.0.1:3000/\""),
+        "{y}"
+    );
+    assert!(
+        y.contains("    cookie_domain: { \"localhost\": \"hub.example.org\" }"),
+        "{y}"
+    );
+    assert!(y.contains("    cookie_path: { \"/\": \"/app/\" }"), "{y}");
+    assert!(y.contains("  - addr: \"[::]:443\""), "{y}");
+    assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+    let c = convert_text(&vhost(443, &format!("{HUB_443}\nRewriteCond %{{HTTP_HOST}} ^desktop-(.+)\\.hub\\.example\\.org$\nRewriteRule ^/(.*)$ https://${{c:%1}}/$1 [P,L]")));
+    assert!(
+        c.yaml.contains("also matches names with dots"),
+        "{}",
+        c.yaml
+    );
+}
+
+#[test]
+fn host_regexes_cover_templates_only_when_every_name_matches() {
+    let t = "desktop-{name}.hub.example.org";
+    for (regex, covers) in [
+        ("^desktop-", true),
+        ("desktop-", true),
+        ("^desktop-.*\\.hub\\.example\\.org$", true),
+        ("^desktop-(.+)\\.hub\\.example\\.org$", true),
+        ("^desktop-.*\\.other\\.org$", false),
+        ("^desktop-[a-z]+", false),
+        ("^desktop-a", false),
+        ("^(desktop|vnc)-", false),
+        ("^desktop-alice\\.hub\\.example\\.org$", false),
+    ] {
+        assert_eq!(regex_covers(regex, t), covers, "{regex}");
+    }
+    assert!(regex_covers("^hub\\.example\\.org$", "hub.example.org"));
+    assert!(!regex_covers(
+        "^hub\\.example\\.org$",
+        "www.hub.example.org"
+    ));
+}
+
+/// deskgate's routes apply to every listener: a vhost on another address with other routes is
+/// a gap; the same routes on both addresses are not.
+#[test]
+fn routes_of_one_address_served_on_another_are_reported() {
+    let c = convert_text(&format!(
+        "{}{}",
+        vhost(8080, "ProxyPass /a/ http://a:1/\nProxyPass / http://b:2/"),
+        vhost(8448, "ProxyPass / http://b:2/")
+    ));
+    assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
+    assert!(
+        c.skipped[0].contains("also served on [::]:8448"),
+        "{:?}",
+        c.skipped
+    );
+    let c = convert_text(&format!(
+        "{}{}",
+        vhost(8080, "ProxyPass / http://b:2/"),
+        vhost(8081, "ProxyPass / http://b:2/")
+    ));
+    assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+}
+
+/// `timeout=` on one ProxyPass only: the others waited Apache's ProxyTimeout/Timeout, which
+/// deskgate's single `upgraded_idle` must not undercut.
+#[test]
+fn one_short_route_timeout_does_not_cut_the_others() {
+    let c = convert_text(&vhost(
+        80,
+        "ProxyPass /metrics/ http://m:1/ timeout=30\nProxyPass / http://hub:2/",
+    ));
+    assert!(c.yaml.contains("  upgraded_idle: 60s"), "{}", c.yaml);
+    let c = convert_text(&vhost(
+        80,
+        "Timeout 600\nProxyPass /metrics/ http://m:1/ timeout=30\nProxyPass / http://hub:2/",
+    ));
+    assert!(c.yaml.contains("  upgraded_idle: 600s"), "{}", c.yaml);
+    let c = convert_text(&vhost(80, "ProxyPass / http://hub:2/ timeout=30"));
+    assert!(c.yaml.contains("  upgraded_idle: 30s"), "{}", c.yaml);
 }

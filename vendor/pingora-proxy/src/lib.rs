@@ -342,11 +342,14 @@ where
     {
         // phase 1 read request header
 
-        // deskgate patch (cloudflare/pingora#506): a whole-header deadline, so a client
-        // trickling header bytes (slowloris) cannot hold a connection open. Pingora's own
-        // timeouts apply per read. The deadline also bounds how long an idle keep-alive
+        // deskgate patch (cloudflare/pingora#506, #447): a whole-header deadline, so a client
+        // trickling header bytes (slowloris) cannot hold a connection open; the per-read timeout
+        // alone restarts with every byte. The deadline also bounds how long an idle kept-alive
         // connection waits for its next request (Apache's KeepAliveTimeout does the same).
-        let header_deadline = client_header_timeout();
+        let header_deadline = self
+            .server_options
+            .as_ref()
+            .and_then(|o| o.client_header_timeout);
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
             res = async {
@@ -1711,23 +1714,6 @@ where
 /// Create a [Service] from the user implemented [ProxyHttp].
 ///
 /// The returned [Service] can be hosted by a [pingora_core::server::Server] directly.
-/// deskgate patch: the whole-header deadline for a connection's first request (0 = none).
-static CLIENT_HEADER_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// deskgate patch: sets the deadline by which a new connection must have sent its first
-/// request header (cloudflare/pingora#506). `None` turns it off.
-pub fn set_client_header_timeout(timeout: Option<Duration>) {
-    let ms = timeout.map_or(0, |d| d.as_millis().max(1) as u64);
-    CLIENT_HEADER_TIMEOUT_MS.store(ms, Ordering::Relaxed);
-}
-
-fn client_header_timeout() -> Option<Duration> {
-    match CLIENT_HEADER_TIMEOUT_MS.load(Ordering::Relaxed) {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    }
-}
-
 pub fn http_proxy_service<SV>(conf: &Arc<ServerConf>, inner: SV) -> Service<HttpProxy<SV, ()>>
 where
     SV: ProxyHttp,

@@ -525,21 +525,12 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
-                    // deskgate patch for cloudflare/pingora#946 (same idea as PRs #947/#1016):
-                    // after a 101 the downstream only sends `UpgradedBody` tasks, so a plain
-                    // `Body` end seen here is the request's own empty body that lost the race
-                    // with a fast upstream's 101. It must not end the tunnel.
-                    let request_body_end = matches!(body, Some(HttpTask::Body(_, true)));
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
-                                if request_body_end {
-                                    request_done = false;
-                                } else {
-                                    response_done = true;
-                                }
+                                response_done = true;
                             }
                         },
                         Err(e) => {

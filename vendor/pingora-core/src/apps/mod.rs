@@ -89,6 +89,16 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    // deskgate patch (pingora-proxy 01): read by the proxy's handle_new_request.
+    /// If set, a downstream client has this long to send a whole request header: the first
+    /// request's from the moment the connection is handed to the application, each later one's
+    /// from the moment the proxy waits for it on the kept-alive connection. The per-read timeout
+    /// applies within it; unlike it, this deadline does not restart when a byte arrives, so a
+    /// client that trickles its header (slowloris) is cut.
+    ///
+    /// Default: `None`
+    pub client_header_timeout: Option<Duration>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.

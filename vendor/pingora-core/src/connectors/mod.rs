@@ -432,7 +432,6 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 /// deskgate patch: whether a pooled stream is still connected to `peer`, from the peer address
 /// its socket digest caches (one getpeername per connection) rather than a getpeername on every
 /// reuse, that is on every proxied request. Anything but an exact match falls back to the full
@@ -446,6 +445,7 @@ fn stream_matches_peer<P: Peer>(stream: &Stream, peer: &P) -> bool {
     }
 }
 
+/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready

@@ -38,6 +38,8 @@ use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
 use std::sync::OnceLock;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// deskgate patch 13: what becomes of a failed downstream handshake (`None`: it timed out).
 /// Pingora logs one ERROR line per failure; an application that counts and samples them (a
@@ -62,8 +64,6 @@ fn handshake_failed(error: Option<&pingora_error::Error>, peer: Option<&dyn std:
         (None, _) => error!("Downstream handshake timeout"),
     }
 }
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
