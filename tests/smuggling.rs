@@ -219,6 +219,23 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             request_line(b"TRACE /c HTTP/1.1", &[], b""),
             Refuse(405),
         ),
+        // Bytes a request target cannot hold: refused, not percent-encoded into a request the
+        // client never sent (vendored pingora-core 18).
+        (
+            "space in the target",
+            request_line(b"GET /c d HTTP/1.1", &[], b""),
+            Refuse(400),
+        ),
+        (
+            "NUL in the target",
+            request_line(b"GET /c\0d HTTP/1.1", &[], b""),
+            Refuse(400),
+        ),
+        (
+            "CR in the target",
+            request_line(b"GET /c\rX HTTP/1.1", &[], b""),
+            Refuse(400),
+        ),
         // A request after the body is the next request of this client, never part of the first.
         (
             "request after a Content-Length body",

@@ -391,6 +391,10 @@ fn add_proxy_service(
     );
     let mut options = pingora::apps::HttpServerOptions::default();
     options.client_header_timeout = client_header_timeout;
+    // A space or control byte in a request target is refused (400), as nginx and HAProxy do,
+    // rather than percent-encoded into a request the client never sent (pingora-core 18;
+    // bench/results/smuggle-2026-12-06.md: rl-space-target, rl-nul-target, rl-cr-in-line).
+    options.refuse_illegal_request_target = true;
     if let Some(proxy) = service.app_logic_mut() {
         proxy.server_options = Some(options);
     }

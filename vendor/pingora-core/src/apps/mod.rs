@@ -99,6 +99,13 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub client_header_timeout: Option<Duration>,
+
+    // deskgate patch (pingora-core 18): see `HttpSession::set_refuse_illegal_request_target`.
+    /// Refuse (400) an HTTP/1 request line whose target holds bytes the grammar forbids
+    /// (space, control bytes, `<`, `>`, `"`) instead of percent-encoding them.
+    ///
+    /// Default: `false` (escape, as before)
+    pub refuse_illegal_request_target: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -360,6 +367,10 @@ where
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             let mut session = ServerSession::new_http1(stream);
+            let refuse_illegal_target = self
+                .server_options()
+                .is_some_and(|o| o.refuse_illegal_request_target);
+            session.set_refuse_illegal_request_target(refuse_illegal_target);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
@@ -375,6 +386,7 @@ where
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
+                session.set_refuse_illegal_request_target(refuse_illegal_target);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }

@@ -333,6 +333,15 @@ impl Session {
         }
     }
 
+    // deskgate patch (pingora-core 18)
+    /// Refuse a request line with bytes that are illegal in a request target instead of
+    /// percent-encoding them. Noop for h2 and subrequest (their targets are not parsed here).
+    pub fn set_refuse_illegal_request_target(&mut self, refuse: bool) {
+        if let Self::H1(s) = self {
+            s.set_refuse_illegal_request_target(refuse);
+        }
+    }
+
     /// Set the number of times the upstream connection connection for this
     /// session can be reused via keepalive. Noop for h2 and subrequest
     pub fn set_keepalive_reuses_remaining(&mut self, reuses: Option<u32>) {

@@ -159,6 +159,8 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// deskgate patch (pingora-core 18): refuse instead of escape an illegal request target.
+    refuse_illegal_request_target: bool,
 }
 
 impl HttpSession {
@@ -207,6 +209,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            refuse_illegal_request_target: false,
         }
     }
 
@@ -449,8 +452,16 @@ impl HttpSession {
                                     detached_suffix = Some(buf.split_off(header_end));
                                 }
                             }
-                            // try to escape URI
-                            if let Some(new_buf) = escape_illegal_request_line(&buf) {
+                            // try to escape URI (deskgate patch, pingora-core 18: unless the
+                            // application refuses such targets: a proxy that escapes them
+                            // forwards a request the client did not send, where nginx and
+                            // HAProxy answer 400)
+                            let escaped = if self.refuse_illegal_request_target {
+                                None
+                            } else {
+                                escape_illegal_request_line(&buf)
+                            };
+                            if let Some(new_buf) = escaped {
                                 buf = new_buf;
                                 already_read = buf.len();
                             } else {
@@ -723,6 +734,13 @@ impl HttpSession {
             KeepaliveStatus::Infinite => Some(0),
             KeepaliveStatus::Off => None,
         }
+    }
+
+    // deskgate patch (pingora-core 18)
+    /// Refuse (an `InvalidHTTPHeader` error, answered 400) a request line whose target holds
+    /// bytes httparse rejects, instead of percent-encoding them and parsing again.
+    pub fn set_refuse_illegal_request_target(&mut self, refuse: bool) {
+        self.refuse_illegal_request_target = refuse;
     }
 
     pub fn set_keepalive_reuses_remaining(&mut self, remaining: Option<u32>) {
