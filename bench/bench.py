@@ -13,8 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DESKGATE = ROOT / "target/release/deskgate"
-WSLOAD = ROOT / "target/release/wsload"
+# BENCH_DESKGATE / BENCH_WSLOAD: other builds (an A/B of two deskgate binaries, a quick check
+# of this script with debug builds).
+DESKGATE = Path(os.environ.get("BENCH_DESKGATE", ROOT / "target/release/deskgate"))
+WSLOAD = Path(os.environ.get("BENCH_WSLOAD", ROOT / "target/release/wsload"))
 HZ = os.sysconf("SC_CLK_TCK")
 PEERS = ["nginx", "haproxy", "apache", "caddy"]
 BURST_BYTES = 64 * 1024  # the idle-after-a-burst line: one message of this size per WebSocket
@@ -91,6 +93,91 @@ def rss_kib(pid):
         except OSError:
             pass
     return total
+
+
+def make_cert(work, kind):
+    """A self-signed localhost certificate: `rsa` (RSA-2048) or `ecdsa` (P-256), as Let's
+    Encrypt issues both; returns (cert, key, combined pem for HAProxy)."""
+    d = work / kind
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key, pem = d / "cert.pem", d / "key.pem", d / "combined.pem"
+    newkey = ["-newkey", "rsa:2048"] if kind == "rsa" else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    pem.write_text(cert.read_text() + key.read_text())
+    for f in (cert, key, pem):
+        os.chmod(f, 0o644)
+    os.chmod(d, 0o755)
+    return cert, key, pem
+
+
+# A new WSS connection three ways (issue 33): the browser leg and the proxy's upstream leg each
+# make a full TLS handshake or resume a session. mode -> (browser resumes, upstream allows it).
+HANDSHAKE_MODES = {"full": (False, False), "browser": (True, False), "both": (True, True)}
+
+
+class ServeUpstream:
+    """`wsload serve` on core 1: the handshake modes' desktop, refusing resumption or not; it
+    counts its full and resumed handshakes, so each mode's upstream leg is checked."""
+
+    def __init__(self, work, cert, key, refuse):
+        self.port = free_port()
+        self.stats = work / f"serve-{self.port}.json"
+        cmd = ["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{self.port}", "serve", "--cert", str(cert), "--key", str(key),
+               "--stats-file", str(self.stats)] + (["--refuse-resumption"] if refuse else [])
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
+        wait_port(self.port, self.proc)
+
+    def counts(self):
+        time.sleep(1.2)  # the file is rewritten once a second
+        try:
+            return json.loads(self.stats.read_text())
+        except (OSError, ValueError):
+            return {"full": 0, "resumed": 0}
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def handshake_modes(name, work, a):
+    """CPU per new WSS connection for each handshake mode and certificate kind; one proxy start
+    per (certificate, upstream): the refusing upstream serves `full` and `browser`."""
+    res = {}
+    for kind in a.certs:
+        cert, key, pem = make_cert(work, kind)
+        for refuse in (True, False):
+            modes = [m for m, (_, up) in HANDSHAKE_MODES.items() if up != refuse]
+            modes = [m for m in modes if f"hs_{m}_{kind}" in a.hs_selected]
+            if not modes:
+                continue
+            up = ServeUpstream(work, cert, key, refuse)
+            system = System(name, work / f"hs-{kind}-{'refuse' if refuse else 'resume'}", up.port, cert, key, pem)
+            system.work.mkdir(parents=True, exist_ok=True)
+            try:
+                system.start()
+                # A few connections first so every resuming client holds a ticket.
+                wsload(system, ["handshake", "--concurrency", "8", "--count", "64", "--seconds", "30"])
+                for m in modes:
+                    browser_resumes, _ = HANDSHAKE_MODES[m]
+                    flag = [] if browser_resumes else ["--no-resume"]
+                    runs = []
+                    for _ in range(a.repeat):
+                        c0 = up.counts()
+                        try:
+                            r = measured(system, lambda: wsload(system, [*flag, "handshake", "--concurrency", "8", "--seconds", str(a.seconds)]))
+                        except Exception as e:
+                            runs.append({"error": str(e)}); continue
+                        c1 = up.counts()
+                        r["upstream_full"], r["upstream_resumed"] = c1["full"] - c0["full"], c1["resumed"] - c0["resumed"]
+                        runs.append(r)
+                    res[f"hs_{m}_{kind}"] = runs
+                    print(f"  {name}: hs_{m}_{kind} {runs}", flush=True)
+            finally:
+                system.stop()
+                up.stop()
+            time.sleep(2)
+    return res
 
 
 def deskgate_config(d, port, up_port, cert, key, threads, extra_yaml="", front_tls=True, up_tls=True):
@@ -357,7 +444,7 @@ def run_system(system, a):
             # The cost curve: the same small request with more kept-alive clients at once. A
             # proxy whose CPU per request grows with them is paying per connection, not per
             # request (issue 33: deskgate's pool of 128 idle upstream connections).
-            (f"https_c{n}", lambda n=n: wrk_small(system, a.seconds, n)) for n in a.conns
+            (f"https_c{n}", lambda n=n: wrk_small(system, a.curve_seconds, n)) for n in a.conns
         ]:
             if a.scenarios and scenario not in a.scenarios:
                 continue
@@ -411,11 +498,12 @@ def pool_ab(work, up_port, cert, key, a):
     for label, extra in (("pool128", "upstream_keepalive_connections: 128\n"), ("default", "")):
         s = deskgate_only(work, up_port, cert, key, 1, "0", extra, f"deskgate-{label}")
         try:
-            runs = [measured(s, lambda: wrk_small(s, a.seconds, 2000)) for _ in range(a.repeat)]
+            runs = [measured(s, lambda: wrk_small(s, a.curve_seconds, 2000)) for _ in range(a.repeat)]
         finally:
             s.stop()
         out[label] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
-        out[label]["cpu_us_per_request"] = statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs)
+        done = [r for r in runs if r["requests"]]  # none when 2,000 handshakes did not finish in time
+        out[label]["cpu_us_per_request"] = statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in done) if done else None
         out[label]["errors"] = sum(r["errors"] for r in runs)
         print(f"  pool {label} at 2000 connections: {out[label]}", flush=True)
         time.sleep(3)
@@ -488,6 +576,9 @@ def med(runs, key, per=None, scale=1.0):
     return statistics.median(vals), (max(vals) - min(vals))
 
 
+HS_LABEL = {"full": "full handshake on both legs", "browser": "browser leg resumed", "both": "both legs resumed"}
+
+
 def summarize(results, a):
     """rows: (scenario, metric, better, {system: (median, spread)})"""
     rows = []
@@ -511,6 +602,12 @@ def summarize(results, a):
     add("ws_stream", "proxy CPU ms/MB", "low", "cpu_s", "bytes", 1e9)
     add("handshake", "new WSS connections/s", "high", "per_s")
     add("handshake", "proxy CPU ms/connection", "low", "cpu_s", "handshakes", 1e3)
+    for k in a.certs:
+        for m in HANDSHAKE_MODES:
+            scn = f"hs_{m}_{k}"
+            if scn in a.hs_selected:
+                add(scn, f"new WSS connections/s ({HS_LABEL[m]}, {k.upper()})", "high", "per_s")
+                add(scn, f"proxy CPU ms/connection ({HS_LABEL[m]}, {k.upper()})", "low", "cpu_s", "handshakes", 1e3)
     for n in a.conns:
         add(f"https_c{n}", f"requests/s ({n} conns)", "high", "rps")
         add(f"https_c{n}", f"p99 latency ms ({n} conns)", "low", "p99_ms")
@@ -540,11 +637,15 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
              f"load generator and upstream on core 1; TLS on both sides. Median of {a.repeat} runs of {a.seconds} s (spread = max - min in brackets). "
              f"Ratio = deskgate / best peer ({', '.join(PEERS)}); for 'high' metrics above 1 leads, for 'low' metrics below 1 leads. "
              f"https_paced: {a.paced_rate:,} requests/s offered to every system over 50 connections, latency counted from when each request was due; "
-             f"ws_rtt: each of 100 sockets sends its next message when its echo is back; ws_pingpong: the same sockets take turns, one message in flight at a time.", "",
+             f"ws_rtt: each of 100 sockets sends its next message when its echo is back; ws_pingpong: the same sockets take turns, one message in flight at a time. "
+             f"Load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in a.load_before)}, after {', '.join(f'{x:.1f}' for x in a.load_after)} "
+             f"({os.cpu_count()} cores; above {os.cpu_count()} other work shared the cores, so compare ratios within this run).", "",
              "| scenario | metric | " + " | ".join(systems) + " | deskgate / best peer |",
              "|---|---|" + "---|" * len(systems) + "---|"]
     table = []
     for scn, label, better, vals in rows:
+        if all(vals.get(x, (None, None))[0] is None for x in systems):
+            continue  # a scenario this run skipped (--scenarios)
         cells = []
         for s in systems:
             m, sp = vals.get(s, (None, None))
@@ -560,11 +661,25 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
         lines.append(f"| {scn} | {label} | " + " | ".join(cells) + f" | {fmt(ratio) if ratio else '-'}{extra} |")
         table.append({"scenario": scn, "metric": label, "better": better, "values": {s: vals.get(s, (None, None))[0] for s in systems},
                       "spread": {s: vals.get(s, (None, None))[1] for s in systems}, "best_peer": best, "ratio_to_best_peer": ratio})
-    lines += ["", f"Hold: {a.sockets} WebSockets, one 64-byte message each every 5 s ({a.hold_seconds} s for deskgate and direct, {a.peer_hold_seconds} s for peers):", "",
-              "| system | opened | connect failed | dropped | messages sent | lost |", "|---|---|---|---|---|---|"]
-    for r in results:
-        h = r.get("hold", {})
-        lines.append(f"| {r['system']} | {h.get('opened', '-')} | {h.get('connect_failed', '-')} | {h.get('dropped', '-')} | {h.get('sent', '-')} | {h.get('lost', '-')} |")
+    if any(r.get("hold") for r in results):
+        lines += ["", f"Hold: {a.sockets} WebSockets, one 64-byte message each every 5 s ({a.hold_seconds} s for deskgate and direct, {a.peer_hold_seconds} s for peers):", "",
+                  "| system | opened | connect failed | dropped | messages sent | lost |", "|---|---|---|---|---|---|"]
+        for r in results:
+            h = r.get("hold", {})
+            lines.append(f"| {r['system']} | {h.get('opened', '-')} | {h.get('connect_failed', '-')} | {h.get('dropped', '-')} | {h.get('sent', '-')} | {h.get('lost', '-')} |")
+    hs = [x for x in a.hs_selected if any(x in r for r in results)]
+    if hs:
+        lines += ["", "Handshake modes, checked: resumed handshakes on the browser leg (wsload) and on the upstream leg (counted by the `wsload serve` desktop), over all runs:", "",
+                  "| scenario | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]
+        for scn in hs:
+            cells = []
+            for r in results:
+                runs = [x for x in r.get(scn, []) if "handshakes" in x]
+                n = sum(x["handshakes"] for x in runs)
+                b = sum(x.get("resumed", 0) for x in runs)
+                uf, ur = sum(x.get("upstream_full", 0) for x in runs), sum(x.get("upstream_resumed", 0) for x in runs)
+                cells.append(f"browser {b}/{n}, upstream {ur}/{uf + ur}" if n else "-")
+            lines.append(f"| {scn} | " + " | ".join(cells) + " |")
     if "scaling" in extras:
         sc = extras["scaling"]
         lines += ["", "deskgate workers (`threads:`), small HTTPS requests; with 2 workers the proxy, wrk and the upstream share both cores:", "",
@@ -626,15 +741,24 @@ def main():
     ap.add_argument("--no-lookup", action="store_true")
     ap.add_argument("--no-deskgate-extras", action="store_true", help="skip the worker scaling and churn runs")
     ap.add_argument("--conns", default="500,2000", help="kept-alive client counts for the cost curve (besides 50)")
+    # wrk opens every connection with a full TLS handshake (no resumption): 2,000 of them with
+    # RSA-2048 cost a proxy several seconds of CPU, so a 5 s window measures handshakes.
+    ap.add_argument("--curve-seconds", type=int, default=15, help="seconds of each cost-curve run (https_c<N> and the pool A/B)")
     ap.add_argument("--scenarios", default="", help="run only these scenarios (comma-separated names, e.g. https_small,https_c2000); default all")
     ap.add_argument("--extras", default="scaling,pool,capped,churn", help="deskgate-only extra runs")
+    ap.add_argument("--certs", default="rsa,ecdsa", help="certificate kinds for the handshake modes (hs_full_rsa, hs_browser_ecdsa, ...)")
     ap.add_argument("--churn-ws", type=int, default=100000, help="WebSocket open/close cycles in the churn run")
     ap.add_argument("--churn-http-seconds", type=int, default=90, help="seconds of small requests in the churn run (about 1,000,000)")
     a = ap.parse_args()
     a.conns = [int(n) for n in a.conns.split(",") if n]
     a.scenarios = [x for x in a.scenarios.split(",") if x]
     a.extras = [x for x in a.extras.split(",") if x]
+    a.certs = [x for x in a.certs.split(",") if x]
+    hs_all = [f"hs_{m}_{k}" for k in a.certs for m in HANDSHAKE_MODES]
+    # "handshake_modes" in --scenarios selects all of them
+    a.hs_selected = hs_all if not a.scenarios or "handshake_modes" in a.scenarios else [x for x in hs_all if x in a.scenarios]
     raise_nofile()
+    a.load_before = os.getloadavg()
     out_dir = ROOT / "bench/results"
     work = out_dir / "tmp"
     shutil.rmtree(work, ignore_errors=True); work.mkdir(parents=True)
@@ -655,6 +779,9 @@ def main():
             print(f"== {name}", flush=True)
             results.append(run_system(System(name, work, up_port, cert, key, pem), a))
             time.sleep(3)  # let TIME_WAIT sockets from handshakes settle between systems
+            if a.hs_selected:
+                results[-1].update(handshake_modes(name, work, a))
+                time.sleep(3)
     finally:
         upstream.kill()
     extra = {}
@@ -675,6 +802,7 @@ def main():
         finally:
             upstream.kill()
     lookup = {} if a.no_lookup else route_lookup()
+    a.load_after = os.getloadavg()
     write_report(results, summarize(results, a), lookup, a, out_dir, extra)
 
 

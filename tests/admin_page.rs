@@ -32,14 +32,7 @@ fn login(admin_port: u16, token: &str) -> (u16, Option<String>, Option<String>) 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_page_needs_the_token_and_csrf_and_disconnects_one_session_only() {
     let fx = Fixture::new();
-    let (https_port, admin_port) = (free_port(), free_port());
-    let alice = fx.desktop("alice");
-    let yaml = format!(
-        "listeners:\n{}upstreams:\n{}routes:\n  - {{ path: \"/desktop/alice/\", strip_prefix: true, upstream: desktop-alice }}\nadmin: {{ addr: \"127.0.0.1:{admin_port}\", token_env: CONFIGPROXY_AUTH_TOKEN }}\n",
-        fx.tls_listener(https_port),
-        fx.desktop_upstream("desktop-alice", alice),
-    );
-    let _edge = Deskgate::start_with_admin(fx.path(), "edge", &yaml, https_port, admin_port);
+    let (_edge, https_port, admin_port) = alice_with_admin(&fx);
     let page = curl(&format!("http://127.0.0.1:{admin_port}/ui/"), &[]);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<script src=\"app.js\">"));

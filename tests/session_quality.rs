@@ -58,14 +58,7 @@ fn wait_for_quality(
 #[tokio::test(flavor = "multi_thread")]
 async fn both_legs_figures_reach_the_sessions_api_and_the_metrics() {
     let fx = Fixture::new();
-    let (https_port, admin_port) = (free_port(), free_port());
-    let alice = fx.desktop("alice");
-    let yaml = format!(
-        "listeners:\n{}upstreams:\n{}routes:\n  - {{ path: \"/desktop/alice/\", strip_prefix: true, upstream: desktop-alice }}\nadmin: {{ addr: \"127.0.0.1:{admin_port}\", token_env: CONFIGPROXY_AUTH_TOKEN }}\n",
-        fx.tls_listener(https_port),
-        fx.desktop_upstream("desktop-alice", alice),
-    );
-    let _edge = Deskgate::start_with_admin(fx.path(), "edge", &yaml, https_port, admin_port);
+    let (_edge, https_port, admin_port) = alice_with_admin(&fx);
     let url = format!("wss://hub.test:{https_port}/desktop/alice/websockify");
     let (mut ws, _) = ws_connect(&url).await.unwrap();
     assert_eq!(ask(&mut ws, "hello").await, "hello");

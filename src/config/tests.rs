@@ -1,17 +1,26 @@
 use super::*;
 
-fn errors(yaml: &str) -> Vec<String> {
-    match load_str(
+fn load_result(yaml: &str) -> Result<Config, Vec<ConfigError>> {
+    load_str(
         "t.yaml",
         yaml,
         LoadOptions {
             skip_files: true,
             ..LoadOptions::default()
         },
-    ) {
+    )
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load_result(yaml) {
         Ok(_) => vec![],
         Err(e) => e.iter().map(|e| e.to_string()).collect(),
     }
+}
+
+/// A config that must load.
+fn load(yaml: &str) -> Config {
+    load_result(yaml).unwrap_or_else(|e| panic!("{}", e[0]))
 }
 
 const BASE: &str = "listeners:\n  - addr: \"127.0.0.1:8080\"\nupstreams:\n  hub:\n    servers: [\"127.0.0.1:5020\"]\n";
@@ -113,17 +122,6 @@ fn route_store_sentinel() {
 
 #[test]
 fn websocket_close_on_desktop_loss_defaults_and_overrides() {
-    let load = |yaml: &str| {
-        load_str(
-            "t.yaml",
-            yaml,
-            LoadOptions {
-                skip_files: true,
-                ..LoadOptions::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{}", e[0]))
-    };
     let routes = "routes:\n  - path: /a/\n    upstream: hub\n  - path: /b/\n    upstream: hub\n    websocket: { close_on_desktop_loss: 4000 }\n";
     let c = load(&format!("{BASE}{routes}"));
     assert_eq!(c.routes[0].websocket.close_on_desktop_loss, Some(1011));
@@ -160,17 +158,6 @@ fn websocket_close_code_must_be_one_a_server_sends() {
 
 #[test]
 fn websocket_max_rate_defaults_and_overrides() {
-    let load = |yaml: &str| {
-        load_str(
-            "t.yaml",
-            yaml,
-            LoadOptions {
-                skip_files: true,
-                ..LoadOptions::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{}", e[0]))
-    };
     const MIB: u64 = 1024 * 1024;
     let routes = "routes:\n  - path: /a/\n    upstream: hub\n  - path: /b/\n    upstream: hub\n    websocket: { max_rate: 20Mbit/s }\n  - path: /c/\n    upstream: hub\n    websocket: { max_rate: none }\n  - path: /d/\n    upstream: hub\n    websocket: { burst: 64KiB }\n";
     // No cap anywhere unless configured.

@@ -22,7 +22,10 @@ use std::sync::Arc;
 /// client's too (`set_prefer_server_cipher_order` in server.rs), as nginx's
 /// `ssl_prefer_server_ciphers on` does.
 pub fn install_crypto_provider() {
+    #[cfg(not(feature = "aws-lc"))]
     use rustls::crypto::ring::{cipher_suite::*, default_provider};
+    #[cfg(feature = "aws-lc")]
+    use rustls::crypto::aws_lc_rs::{cipher_suite::*, default_provider};
     let mut provider = default_provider();
     provider.cipher_suites = vec![
         TLS13_AES_128_GCM_SHA256,
@@ -35,6 +38,14 @@ pub fn install_crypto_provider() {
         TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
         TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
     ];
+    // ring's groups in ring's order, so the A/B compares the providers, not the groups (with
+    // rustls' default features aws-lc-rs would lead with the X25519+ML-KEM hybrid, and an
+    // upstream without it would answer with a HelloRetryRequest).
+    #[cfg(feature = "aws-lc")]
+    {
+        use rustls::crypto::aws_lc_rs::kx_group::{SECP256R1, SECP384R1, X25519};
+        provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    }
     // Err only when one is installed already (a second call): keep that one.
     let _ = provider.install_default();
 }
@@ -114,11 +125,14 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
             source,
         })?
         .ok_or_else(|| NoKey { path: key_path() })?;
-    let signing =
-        rustls::crypto::ring::sign::any_supported_type(&der).map_err(|source| UnsupportedKey {
-            path: key_path(),
-            source,
-        })?;
+    #[cfg(not(feature = "aws-lc"))]
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der);
+    #[cfg(feature = "aws-lc")]
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der);
+    let signing = signing.map_err(|source| UnsupportedKey {
+        path: key_path(),
+        source,
+    })?;
     let ck = CertifiedKey::new(chain, signing);
     ck.keys_match().map_err(|source| Mismatch {
         cert: cert_path(),

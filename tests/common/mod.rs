@@ -614,3 +614,17 @@ pub fn jupyterhub(api: &str, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// An edge with alice's desktop under `/desktop/alice/` and the admin listener (sessions API,
+/// admin page): the deskgate and its TLS and admin ports.
+pub fn alice_with_admin(fx: &Fixture) -> (Deskgate, u16, u16) {
+    let (https_port, admin_port) = (free_port(), free_port());
+    let alice = fx.desktop("alice");
+    let yaml = format!(
+        "listeners:\n{}upstreams:\n{}routes:\n  - {{ path: \"/desktop/alice/\", strip_prefix: true, upstream: desktop-alice }}\nadmin: {{ addr: \"127.0.0.1:{admin_port}\", token_env: CONFIGPROXY_AUTH_TOKEN }}\n",
+        fx.tls_listener(https_port),
+        fx.desktop_upstream("desktop-alice", alice),
+    );
+    let edge = Deskgate::start_with_admin(fx.path(), "edge", &yaml, https_port, admin_port);
+    (edge, https_port, admin_port)
+}

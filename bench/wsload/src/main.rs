@@ -11,6 +11,12 @@
 //! - `handshake`: new TLS connection + upgrade + one echo + close, repeatedly (per second).
 //! - `hold`: N idle sockets opened, then (optionally) one message each every PERIOD for
 //!   DURATION: counts drops and lost messages. Pauses after opening so RSS can be read.
+//! - `serve`: a WSS echo upstream on ADDR (the handshake modes' desktop): it can refuse TLS
+//!   resumption, so the proxy's upstream leg makes a full handshake every time, and it writes
+//!   how many of its handshakes were full and how many resumed to a file once a second.
+//!
+//! `--no-resume` makes the client side (the browser leg) offer no session, as a browser's first
+//! visit does; by default sessions are resumed, as a returning browser does.
 
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
@@ -36,6 +42,9 @@ struct Cli {
     /// Host name for SNI and Host
     #[arg(long, default_value = "localhost")]
     host: String,
+    /// Offer no TLS session to resume: every connection makes a full handshake
+    #[arg(long)]
+    no_resume: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -97,6 +106,18 @@ enum Mode {
         /// GO_FILE.burst awaited before the message phase
         #[arg(long, default_value_t = 0)]
         burst_bytes: usize,
+    },
+    Serve {
+        #[arg(long)]
+        cert: String,
+        #[arg(long)]
+        key: String,
+        /// Neither session IDs nor tickets: every handshake is full
+        #[arg(long)]
+        refuse_resumption: bool,
+        /// Written once a second: {"full": N, "resumed": M}
+        #[arg(long)]
+        stats_file: Option<String>,
     },
 }
 
@@ -234,6 +255,9 @@ async fn main() {
     .with_custom_certificate_verifier(Arc::new(AnyCert))
     .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if cli.no_resume {
+        tls.resumption = rustls::client::Resumption::disabled();
+    }
     let target = Arc::new(Target {
         addr: cli.addr,
         url: format!("wss://{}:{}{}", cli.host, cli.addr.port(), cli.path),
@@ -272,6 +296,12 @@ async fn main() {
             };
             hold(target, sockets, seconds, period, files, burst_bytes).await
         }
+        Mode::Serve {
+            cert,
+            key,
+            refuse_resumption,
+            stats_file,
+        } => serve(cli.addr, &cert, &key, refuse_resumption, stats_file).await,
     };
     println!("{out}");
 }
@@ -360,16 +390,22 @@ async fn handshake(
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let resumed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let claimed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (target, done, failed) = (target.clone(), done.clone(), failed.clone());
-        let claimed = claimed.clone();
+        let (claimed, resumed) = (claimed.clone(), resumed.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline && claimed.fetch_add(1, Ordering::Relaxed) < count {
                 let ok = async {
                     let mut ws = target.connect().await?;
+                    if let tokio_tungstenite::MaybeTlsStream::Rustls(tls) = ws.get_ref() {
+                        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                            resumed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     ws.send(Message::binary(vec![1u8; 32]))
                         .await
                         .map_err(|e| e.to_string())?;
@@ -391,7 +427,7 @@ async fn handshake(
     }
     let secs = started.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
-    serde_json::json!({ "handshakes": n, "per_s": n as f64 / secs, "failed": failed.load(Ordering::Relaxed) })
+    serde_json::json!({ "handshakes": n, "per_s": n as f64 / secs, "failed": failed.load(Ordering::Relaxed), "resumed": resumed.load(Ordering::Relaxed) })
 }
 
 /// The files through which `hold` tells its caller when to measure, and waits for it.
@@ -632,4 +668,82 @@ async fn paced(
     serde_json::json!({ "requests": all.len(), "offered_per_s": rate, "achieved_per_s": all.len() as f64 / elapsed,
         "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "p999_us": percentile(&all, 0.999),
         "max_us": all.last().copied().unwrap_or(0), "errors": errors })
+}
+
+/// The handshake modes' upstream: accepts WSS on `addr` and echoes every data message.
+async fn serve(
+    addr: SocketAddr,
+    cert: &str,
+    key: &str,
+    refuse_resumption: bool,
+    stats_file: Option<String>,
+) -> serde_json::Value {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("certificate file")
+        .collect::<Result<_, _>>()
+        .expect("certificate PEM");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key PEM");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("certificate and key");
+    if refuse_resumption {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    if let Some(path) = stats_file {
+        let counts = counts.clone();
+        tokio::spawn(async move {
+            loop {
+                let text = serde_json::json!({ "full": counts[0].load(Ordering::Relaxed), "resumed": counts[1].load(Ordering::Relaxed) });
+                let _ = std::fs::write(&path, text.to_string());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, counts) = (acceptor.clone(), counts.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            counts[resumed as usize].fetch_add(1, Ordering::Relaxed);
+            // noVNC asks for the `binary` subprotocol and checks that it was granted.
+            let grant = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                         mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                if let Some(p) = req.headers().get("Sec-WebSocket-Protocol") {
+                    resp.headers_mut().insert("Sec-WebSocket-Protocol", p.clone());
+                }
+                Ok(resp)
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, grant).await else {
+                return;
+            };
+            while let Some(Ok(m)) = ws.next().await {
+                match m {
+                    Message::Binary(_) | Message::Text(_) => {
+                        if ws.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    Message::Close(_) => return,
+                    _ => {}
+                }
+            }
+        });
+    }
 }
