@@ -159,6 +159,17 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             request(&[b"Content-Length: 5", b"Content-Length: 6"], b"helloG"),
             Refuse(400),
         ),
+        // One header field longer than Apache's LimitRequestFieldSize (nginx's 8 KiB buffers
+        // refuse it too): refused, though the whole header is within max_header_bytes.
+        (
+            "a 9 KiB header field",
+            request_line(
+                b"GET /c HTTP/1.1",
+                &[format!("X-Long: {}", "a".repeat(9 * 1024)).as_bytes()],
+                b"",
+            ),
+            Refuse(431),
+        ),
         // A bare LF or CR inside a chunk extension: a peer that ends the line there reads
         // the rest as data (vendored pingora-core 19).
         (

@@ -311,6 +311,9 @@ impl Validator {
             }),
             log_level: raw.log.and_then(|l| l.level),
             max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024),
+            // Apache's LimitRequestFieldSize (nginx's header buffers are 8 KiB too): a field
+            // one of them would refuse is refused here as well, not passed to a desktop.
+            max_header_field_bytes: raw.max_header_field_bytes.unwrap_or(8190),
             // Pingora keeps 128: past that many kept-alive clients busy at once, the surplus
             // upstream connections were closed after each answer and opened (with a TLS
             // handshake) for the next request. The pool never holds more than the peak of

@@ -29,6 +29,8 @@ pub struct Config {
     pub access_log: Option<(AccessLogFormat, String)>,
     pub log_level: Option<String>,
     pub max_header_bytes: usize,
+    /// One request header field, `Name: value`.
+    pub max_header_field_bytes: usize,
     /// Idle upstream connections kept for reuse, across all upstreams.
     pub upstream_keepalive_connections: usize,
     pub proxy_headers: ProxyHeaders,

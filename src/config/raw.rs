@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub pid_file: Option<PathBuf>,
     /// Largest request header section accepted (bytes); larger gets 431. Default 64 KiB.
     pub max_header_bytes: Option<usize>,
+    pub max_header_field_bytes: Option<usize>,
     pub upstream_keepalive_connections: Option<usize>,
     pub proxy_headers: Option<RawProxyHeaders>,
     pub errors: Option<RawErrors>,

@@ -21,6 +21,7 @@ pub struct EdgeSettings {
     pub upstreams: Arc<HashMap<String, Arc<Upstream>>>,
     pub timeouts: Timeouts,
     pub max_header_bytes: usize,
+    pub max_header_field_bytes: usize,
     pub proxy_headers: Arc<ProxyHeaders>,
     pub error_pages: Arc<ErrorPages>,
 }

@@ -617,18 +617,22 @@ impl EdgeProxy {
         Step::Next(())
     }
 
-    /// Whether the request may go on at all: headers within `max_header_bytes`, a WebSocket
+    /// Whether the request may go on at all: headers within `max_header_bytes` (each field
+    /// within `max_header_field_bytes`), a WebSocket
     /// handshake without a body, a place under the listener's connection limits (held in
     /// `ctx` until the request ends).
     fn admit(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Snapshot) -> Step {
         let req = session.req_header();
-        let header_bytes: usize = req
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum::<usize>()
-            + req.raw_path().len();
-        if header_bytes > snapshot.max_header_bytes {
+        let mut header_bytes = req.raw_path().len();
+        let mut longest_field = 0;
+        for (name, value) in req.headers.iter() {
+            let field = name.as_str().len() + 2 + value.len();
+            header_bytes += field + 2;
+            longest_field = longest_field.max(field);
+        }
+        if header_bytes > snapshot.max_header_bytes
+            || longest_field > snapshot.max_header_field_bytes
+        {
             return Step::Answer(Answer::Error(431));
         }
         if ctx.upgrade && is_websocket_handshake(session) && !session.is_body_empty() {

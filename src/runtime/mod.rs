@@ -138,6 +138,7 @@ impl Assembler<'_> {
             upstreams: Arc::new(upstreams),
             timeouts: c.timeouts,
             max_header_bytes: c.max_header_bytes,
+            max_header_field_bytes: c.max_header_field_bytes,
             proxy_headers: Arc::new(c.proxy_headers.clone()),
             error_pages: Arc::new(ErrorPages {
                 target: c.error_pages.target.clone(),
