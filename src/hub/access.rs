@@ -35,12 +35,8 @@ enum HubAnswer {
 /// Why an `auth:` block cannot become an access check.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessCheckError {
-    #[error("{0}")]
-    Template(String),
-    #[error("`{{{0}}}` in the auth URL is not captured by this route's host or path")]
-    Uncaptured(String),
-    #[error("{0}")]
-    Url(String),
+    #[error(transparent)]
+    Url(#[from] super::HubUrlError),
     #[error("`{name}` is not a valid header name")]
     HeaderName {
         name: String,
@@ -57,13 +53,7 @@ impl AccessCheck {
         timeout: Duration,
     ) -> Result<AccessCheck, AccessCheckError> {
         let raw = spec;
-        let url = Template::parse(&raw.url).map_err(AccessCheckError::Template)?;
-        if let Some(captures) = captures {
-            if let Some(m) = url.uncaptured(captures) {
-                return Err(AccessCheckError::Uncaptured(m.to_string()));
-            }
-        }
-        hub_client::parse_url(&raw.url.replace(['{', '}'], "")).map_err(AccessCheckError::Url)?;
+        let url = super::url_template(&raw.url, captures, "auth")?;
         let names = |list: &[String]| -> Result<Vec<HeaderName>, AccessCheckError> {
             list.iter()
                 .map(|n| {

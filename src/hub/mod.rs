@@ -5,3 +5,34 @@ pub mod chp;
 pub mod resolver;
 pub mod route_store;
 pub mod runtime_routes;
+
+use crate::routing::Template;
+
+/// Why a hub URL (an access check's `url:`, a resolver's `resolve:`) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HubUrlError {
+    #[error("{0}")]
+    Template(String),
+    #[error("`{{{name}}}` in the {which} URL is not captured by this route's host or path")]
+    Uncaptured { name: String, which: &'static str },
+    #[error("{0}")]
+    Url(String),
+}
+
+/// A hub URL with `{name}` placeholders: every placeholder one the route captures (when
+/// `captures` is known: runtime routes fill them from their data), and a valid URL around them.
+pub fn url_template(
+    text: &str,
+    captures: Option<&[String]>,
+    which: &'static str,
+) -> Result<Template, HubUrlError> {
+    let url = Template::parse(text).map_err(HubUrlError::Template)?;
+    if let Some(name) = captures.and_then(|c| url.uncaptured(c)) {
+        return Err(HubUrlError::Uncaptured {
+            name: name.to_string(),
+            which,
+        });
+    }
+    crate::upstream::client::parse_url(&text.replace(['{', '}'], "")).map_err(HubUrlError::Url)?;
+    Ok(url)
+}

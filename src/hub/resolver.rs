@@ -32,12 +32,8 @@ pub struct Resolver {
 /// Why a `resolve:` block cannot become a resolver.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolverError {
-    #[error("{0}")]
-    Template(String),
-    #[error("`{{{0}}}` in the resolver URL is not captured by this route's host or path")]
-    Uncaptured(String),
-    #[error("{0}")]
-    Url(String),
+    #[error(transparent)]
+    Url(#[from] super::HubUrlError),
     #[error("`{name}` is not a valid header name")]
     HeaderName {
         name: String,
@@ -71,11 +67,7 @@ impl Resolver {
         captures: &[String],
         timeout: Duration,
     ) -> Result<Resolver, ResolverError> {
-        let url = Template::parse(url_template).map_err(ResolverError::Template)?;
-        if let Some(m) = url.uncaptured(captures) {
-            return Err(ResolverError::Uncaptured(m.to_string()));
-        }
-        hub_client::parse_url(&url_template.replace(['{', '}'], "")).map_err(ResolverError::Url)?;
+        let url = super::url_template(url_template, Some(captures), "resolver")?;
         let mut header_values = Vec::new();
         for (name, secret) in headers {
             let n = HeaderName::from_bytes(name.as_bytes()).map_err(|source| {
