@@ -531,7 +531,11 @@ mod tests {
         assert_eq!(h("x-forwarded-proto").as_deref(), Some("https,http"));
         assert_eq!(h("x-forwarded-host").as_deref(), Some("outer.test"));
         assert_eq!(h("x-hub").as_deref(), Some("1"));
-        assert_eq!(h("remote-user"), None, "a browser's identity header is removed");
+        assert_eq!(
+            h("remote-user"),
+            None,
+            "a browser's identity header is removed"
+        );
     }
 
     #[test]

@@ -22,10 +22,10 @@ use std::sync::Arc;
 /// client's too (`set_prefer_server_cipher_order` in server.rs), as nginx's
 /// `ssl_prefer_server_ciphers on` does.
 pub fn install_crypto_provider() {
-    #[cfg(not(feature = "aws-lc"))]
-    use rustls::crypto::ring::{cipher_suite::*, default_provider};
     #[cfg(feature = "aws-lc")]
     use rustls::crypto::aws_lc_rs::{cipher_suite::*, default_provider};
+    #[cfg(not(feature = "aws-lc"))]
+    use rustls::crypto::ring::{cipher_suite::*, default_provider};
     let mut provider = default_provider();
     provider.cipher_suites = vec![
         TLS13_AES_128_GCM_SHA256,

@@ -402,7 +402,8 @@ async fn handshake(
                 let ok = async {
                     let mut ws = target.connect().await?;
                     if let tokio_tungstenite::MaybeTlsStream::Rustls(tls) = ws.get_ref() {
-                        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+                        {
                             resumed.fetch_add(1, Ordering::Relaxed);
                         }
                     }

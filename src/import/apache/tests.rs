@@ -105,7 +105,11 @@ fn request_headers_set_are_added_unset_removed_others_reported() {
         "{}",
         c.yaml
     );
-    assert!(c.yaml.contains("  remove:\n") && c.yaml.contains("- \"X-User\""), "{}", c.yaml);
+    assert!(
+        c.yaml.contains("  remove:\n") && c.yaml.contains("- \"X-User\""),
+        "{}",
+        c.yaml
+    );
     // Only sometimes removed in Apache: refused rather than guessed.
     assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
     assert!(c.skipped[0].contains("RequestHeader unset Remote-User env=SSO"));
