@@ -41,10 +41,8 @@ fn fifty_handshakes_with_an_ip_address_as_sni_log_one_line() {
         "a client's mistake is no warning: {}",
         lines[0]
     );
-    let metrics = curl(&format!("http://127.0.0.1:{admin_port}/metrics"), &[]).body;
-    let counted = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("deskgate_tls_bad_sni_total{kind=\"ip_address\"} "))
+    let metrics = metrics_text(admin_port);
+    let counted = metric_value(&metrics, "deskgate_tls_bad_sni_total{kind=\"ip_address\"}")
         .unwrap_or_else(|| panic!("no ip_address count in:\n{metrics}"));
-    assert_eq!(counted.trim(), "50");
+    assert_eq!(counted, 50.0);
 }

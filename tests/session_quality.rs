@@ -21,17 +21,8 @@ fn sessions(admin_port: u16) -> Vec<Value> {
     v["sessions"].as_array().unwrap().clone()
 }
 
-fn metrics_text(admin_port: u16) -> String {
-    curl(&format!("http://127.0.0.1:{admin_port}/metrics"), &[]).body
-}
-
-fn metric_line(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(prefix)
-                .map(|v| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no {prefix} in metrics"))
+fn metric_line(text: &str, name: &str) -> f64 {
+    metric_value(text, name).unwrap_or_else(|| panic!("no {name} in metrics"))
 }
 
 /// Waits until session `id` (or the only session) has a quality sample meeting `cond`.

@@ -445,30 +445,14 @@ async fn idle_websockets_give_back_io_buffers_after_a_burst() {
 /// connection without a close frame. On the path `/drop-on-close` it drops on any close.
 fn scripted_desktop(fx: &Fixture) -> std::net::SocketAddr {
     let acceptor = deskgate::demo::desktop::acceptor(&fx.desk_cert, &fx.desk_key, false).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = scripted_session(tls).await;
-                    }
-                });
+    serve_on_thread(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                let _ = scripted_session(tls).await;
             }
-        });
-    });
-    addr
+        }
+    })
 }
 
 async fn scripted_session(

@@ -30,47 +30,34 @@ impl HubState {
 
 pub fn spawn_hub() -> (SocketAddr, Arc<HubState>) {
     let state = Arc::new(HubState::default());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
     let st = state.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let addr = super::serve_on_thread(move |mut tcp| {
+        let st = st.clone();
+        async move {
+            let mut buf = Vec::new();
             loop {
-                let (mut tcp, _) = listener.accept().await.unwrap();
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        let end = loop {
-                            if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break e;
-                            }
-                            let mut chunk = [0u8; 4096];
-                            match tcp.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end + 4);
-                        let (status, extra, body) = answer(&st, &head).await;
-                        let resp = format!(
-                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}\r\n{body}",
-                            body.len()
-                        );
-                        if tcp.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
+                let end = loop {
+                    if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break e;
                     }
-                });
+                    let mut chunk = [0u8; 4096];
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                buf.drain(..end + 4);
+                let (status, extra, body) = answer(&st, &head).await;
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+                    body.len()
+                );
+                if tcp.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
             }
-        });
+        }
     });
     (addr, state)
 }

@@ -523,14 +523,21 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid}");
 }
 
-/// Value of an unlabelled metric from deskgate's /metrics.
-pub fn metric(admin_port: u16, name: &str) -> u64 {
-    let r = curl(&format!("http://127.0.0.1:{admin_port}/metrics"), &[]);
-    r.body
-        .lines()
+/// deskgate's /metrics text.
+pub fn metrics_text(admin_port: u16) -> String {
+    curl(&format!("http://127.0.0.1:{admin_port}/metrics"), &[]).body
+}
+
+/// The value of the series `name` (with its labels, as exposed: `x_total{kind="a"}`).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+}
+
+/// Value of an unlabelled metric from deskgate's /metrics (0 when it is not there yet).
+pub fn metric(admin_port: u16, name: &str) -> u64 {
+    metric_value(&metrics_text(admin_port), name).map_or(0, |v| v as u64)
 }
 
 /// Polls `cond` every 20 ms for up to `limit`; panics with `what` if it never holds.
@@ -627,4 +634,29 @@ pub fn alice_with_admin(fx: &Fixture) -> (Deskgate, u16, u16) {
     );
     let edge = Deskgate::start_with_admin(fx.path(), "edge", &yaml, https_port, admin_port);
     (edge, https_port, admin_port)
+}
+
+/// A server on a loopback port, run on its own thread and runtime (so it keeps answering while
+/// a test blocks): `serve` gets each accepted connection in a task of its own.
+pub fn serve_on_thread<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TokioTcp) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(serve(tcp));
+            }
+        });
+    });
+    addr
 }
