@@ -120,30 +120,31 @@ impl Verdict {
         desktop: Option<&LegFigures>,
         backlog: u64,
     ) -> Vec<String> {
+        let crossed = Crossed::of(browser, desktop, backlog);
         let mut why = Vec::new();
-        if browser.rtt_us >= BROWSER_SLOW_RTT_MS * 1000 {
+        if crossed.browser_rtt {
             why.push(format!(
                 "browser RTT {} ms >= {BROWSER_SLOW_RTT_MS} ms",
                 browser.rtt_us / 1000
             ));
         }
-        if browser.lossy() {
+        if crossed.browser_loss {
             why.push(format!(
                 "{:.1} % of segments to the browser sent again",
                 browser.loss_permille as f64 / 10.0
             ));
         }
-        if backlog >= BROWSER_SLOW_BACKLOG {
+        if crossed.backlog {
             why.push(format!("{} KiB waiting for the browser", backlog / 1024));
         }
         if let Some(d) = desktop {
-            if d.rtt_us >= DESKTOP_SLOW_RTT_MS * 1000 {
+            if crossed.desktop_rtt {
                 why.push(format!(
                     "desktop RTT {} ms >= {DESKTOP_SLOW_RTT_MS} ms",
                     d.rtt_us / 1000
                 ));
             }
-            if d.lossy() {
+            if crossed.desktop_loss {
                 why.push(format!(
                     "{:.1} % of segments to the desktop sent again",
                     d.loss_permille as f64 / 10.0
@@ -154,16 +155,36 @@ impl Verdict {
     }
 
     pub fn judge(browser: &LegFigures, desktop: Option<&LegFigures>, backlog: u64) -> Verdict {
-        let browser_slow = browser.rtt_us >= BROWSER_SLOW_RTT_MS * 1000
-            || browser.lossy()
-            || backlog >= BROWSER_SLOW_BACKLOG;
-        let desktop_slow =
-            desktop.is_some_and(|d| d.rtt_us >= DESKTOP_SLOW_RTT_MS * 1000 || d.lossy());
+        let crossed = Crossed::of(browser, desktop, backlog);
+        let browser_slow = crossed.browser_rtt || crossed.browser_loss || crossed.backlog;
+        let desktop_slow = crossed.desktop_rtt || crossed.desktop_loss;
         match (browser_slow, desktop_slow) {
             (false, false) => Verdict::Fine,
             (true, false) => Verdict::BrowserSlow,
             (false, true) => Verdict::DesktopSlow,
             (true, true) => Verdict::BothSlow,
+        }
+    }
+}
+
+/// The thresholds one sample crosses: the verdict and its reasons in words both read these, so
+/// the thresholds are compared in one place.
+struct Crossed {
+    browser_rtt: bool,
+    browser_loss: bool,
+    backlog: bool,
+    desktop_rtt: bool,
+    desktop_loss: bool,
+}
+
+impl Crossed {
+    fn of(browser: &LegFigures, desktop: Option<&LegFigures>, backlog: u64) -> Crossed {
+        Crossed {
+            browser_rtt: browser.rtt_us >= BROWSER_SLOW_RTT_MS * 1000,
+            browser_loss: browser.lossy(),
+            backlog: backlog >= BROWSER_SLOW_BACKLOG,
+            desktop_rtt: desktop.is_some_and(|d| d.rtt_us >= DESKTOP_SLOW_RTT_MS * 1000),
+            desktop_loss: desktop.is_some_and(LegFigures::lossy),
         }
     }
 }
