@@ -257,6 +257,12 @@ async fn an_edge_starts_with_its_state_file_when_no_sentinel_answers() {
         );
         let _solo = Deskgate::start_with_admin(fx.path(), "solo", &yaml, https_port, admin_port);
         assert_eq!(post(admin_port, "/desktop/alice", &alice.to_string()), 201);
+        // Written off the request path: wait for it before the SIGKILL.
+        wait_until(
+            Duration::from_secs(10),
+            "the route in the state file",
+            || std::fs::read_to_string(&state).is_ok_and(|t| t.contains("/desktop/alice")),
+        );
     }
 
     // Nothing answers on the sentinels' ports: the edge starts anyway, says so once, serves

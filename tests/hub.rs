@@ -318,10 +318,17 @@ fn runtime_routes_survive_a_restart() {
         .status,
         201
     );
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.fx.path().join("routes.json")).unwrap())
-            .unwrap();
-    assert_eq!(state["/user/alice"]["user"], "alice");
+    // The state file is written off the request path, within about a second of the change.
+    let saved = || -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(s.fx.path().join("routes.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the route in the state file",
+        || saved().is_some_and(|state| state.get("/user/alice").is_some()),
+    );
+    assert_eq!(saved().unwrap()["/user/alice"]["user"], "alice");
 
     let Setup {
         fx,

@@ -1,12 +1,15 @@
 //! The state every listener shares: the current routing snapshot and what swaps it.
 //!
-//! Two sources feed the snapshot: the YAML config (replaced on reload) and the runtime routes
-//! (changed by the admin API). Either change rebuilds the table off to the side and swaps it
-//! in atomically; requests in flight keep the snapshot they started with.
+//! Two sources feed the snapshot: the YAML config (replaced on reload: the configured table is
+//! rebuilt) and the runtime routes (changed by the admin API, one route at a time: only the
+//! runtime tier changes, in O(log n), and the configured table is shared). Either change makes
+//! a new snapshot off to the side and swaps it in atomically; requests in flight keep the
+//! snapshot they started with.
 
 use crate::edge::error_pages::ErrorPages;
 use crate::edge::forwarding::ProxyHeaders;
-use crate::routing::{Route, RouteTable};
+use crate::routing::runtime::NotLiteral;
+use crate::routing::{Route, RouteTable, Routes, RuntimeTable};
 use crate::tls::CertResolver;
 use crate::upstream::settings::Timeouts;
 use crate::upstream::Upstream;
@@ -26,10 +29,11 @@ pub struct EdgeSettings {
     pub error_pages: Arc<ErrorPages>,
 }
 
-/// Everything a request needs to be routed, frozen at one generation: the route table (YAML
-/// routes plus runtime routes) and the settings it was built with (reachable through `Deref`).
+/// Everything a request needs to be routed, frozen at one generation: the routes (the
+/// configured table and the runtime tier) and the settings they were built with (reachable
+/// through `Deref`).
 pub struct Snapshot {
-    pub routes: RouteTable,
+    pub routes: Routes,
     pub generation: u64,
     settings: Arc<EdgeSettings>,
 }
@@ -50,9 +54,8 @@ impl std::ops::Deref for Snapshot {
 
 pub struct Gateway {
     current: ArcSwap<Snapshot>,
-    settings: ArcSwap<EdgeSettings>,
-    runtime_routes: ArcSwap<Vec<Arc<Route>>>,
-    rebuild_lock: Mutex<()>,
+    /// Held by whoever makes the next snapshot, so no change is lost between load and store.
+    change_lock: Mutex<()>,
     /// Each TLS listener's certificates, by listening address.
     pub cert_resolvers: Vec<(String, Arc<CertResolver>)>,
 }
@@ -62,20 +65,19 @@ impl Gateway {
         settings: EdgeSettings,
         cert_resolvers: Vec<(String, Arc<CertResolver>)>,
     ) -> Gateway {
-        let settings = Arc::new(settings);
-        let g = Gateway {
+        let configured = Arc::new(RouteTable::build(settings.routes.iter().cloned()));
+        Gateway {
             current: ArcSwap::from_pointee(Snapshot {
-                routes: RouteTable::default(),
-                generation: 0,
-                settings: settings.clone(),
+                routes: Routes {
+                    configured,
+                    runtime: RuntimeTable::default(),
+                },
+                generation: 1,
+                settings: Arc::new(settings),
             }),
-            settings: ArcSwap::new(settings),
-            runtime_routes: ArcSwap::from_pointee(Vec::new()),
-            rebuild_lock: Mutex::new(()),
+            change_lock: Mutex::new(()),
             cert_resolvers,
-        };
-        g.rebuild();
-        g
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -86,34 +88,55 @@ impl Gateway {
         self.current.load().generation
     }
 
-    pub fn set_runtime_routes(&self, routes: Vec<Arc<Route>>) {
-        let _guard = self.rebuild_lock.lock().expect("rebuild lock");
-        self.runtime_routes.store(Arc::new(routes));
-        self.rebuild();
+    /// Adds a runtime route, or replaces the one with its label (prefix): O(log n).
+    pub fn set_runtime_route(&self, route: Arc<Route>) -> Result<(), NotLiteral> {
+        self.change(|routes, _| routes.runtime.insert(route))
+    }
+
+    /// Removes the runtime route labelled as `route` at its host and path: O(log n).
+    pub fn remove_runtime_route(&self, route: &Route) -> Result<(), NotLiteral> {
+        self.change(|routes, _| routes.runtime.remove(route).map(|_| ()))
+    }
+
+    /// Replaces every runtime route (start-up from the state file, a resync from the route
+    /// store, new `dynamic:` settings): O(n), done rarely.
+    pub fn set_runtime_routes(&self, routes: Vec<Arc<Route>>) -> Result<(), NotLiteral> {
+        let runtime = RuntimeTable::build(routes)?;
+        self.change(|routes, _| {
+            routes.runtime = runtime;
+            Ok(())
+        })
     }
 
     /// A reloaded config's routes, upstreams and settings (certificates are swapped by the
-    /// caller through `cert_resolvers`).
+    /// caller through `cert_resolvers`): the configured table is rebuilt, the runtime tier kept.
     pub fn apply(&self, settings: EdgeSettings) {
-        let _guard = self.rebuild_lock.lock().expect("rebuild lock");
-        self.settings.store(Arc::new(settings));
-        self.rebuild();
+        let configured = Arc::new(RouteTable::build(settings.routes.iter().cloned()));
+        let settings = Arc::new(settings);
+        let applied: Result<(), std::convert::Infallible> = self.change(|routes, current| {
+            routes.configured = configured;
+            *current = settings;
+            Ok(())
+        });
+        let Ok(()) = applied;
     }
 
-    fn rebuild(&self) {
-        let settings = self.settings.load_full();
-        let runtime = self.runtime_routes.load();
-        // Runtime routes first: at equal host and path the hub's registration wins, as in CHP.
-        let routes = runtime
-            .iter()
-            .cloned()
-            .chain(settings.routes.iter().cloned());
-        // Callers hold `rebuild_lock` (or, in `new`, the only reference): generations never repeat.
-        let generation = self.current.load().generation + 1;
+    /// Makes the next snapshot from the current one by `edit` (of its routes and settings) and
+    /// swaps it in; nothing is swapped when `edit` fails.
+    fn change<E>(
+        &self,
+        edit: impl FnOnce(&mut Routes, &mut Arc<EdgeSettings>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let _guard = self.change_lock.lock().expect("change lock");
+        let now = self.current.load();
+        let mut routes = now.routes.clone();
+        let mut settings = now.settings.clone();
+        edit(&mut routes, &mut settings)?;
         self.current.store(Arc::new(Snapshot {
-            routes: RouteTable::build(routes),
-            generation,
+            routes,
+            generation: now.generation + 1,
             settings,
         }));
+        Ok(())
     }
 }

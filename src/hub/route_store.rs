@@ -339,12 +339,13 @@ impl RouteStore {
         }
         let all: Vec<(String, u64)> = conn.hgetall(&self.activity_key).await?;
         let mut pushed = self.pushed.lock().expect("pushed lock");
-        for (prefix, ms) in all {
-            self.local.merge_activity(&prefix, ms);
+        for (prefix, ms) in &all {
             // Redis holds it already: no need to push it back.
-            let known = pushed.entry(prefix).or_insert(ms);
-            *known = (*known).max(ms);
+            let known = pushed.entry(prefix.clone()).or_insert(*ms);
+            *known = (*known).max(*ms);
         }
+        drop(pushed);
+        self.local.merge_activities(all);
         Ok(())
     }
 

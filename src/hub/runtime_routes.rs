@@ -2,21 +2,32 @@
 //! JupyterHub speaks): `prefix -> {"target": URL, ...extra data}`, each with a `last_activity`
 //! clock moved by proxied requests and by bytes on upgraded WebSockets.
 //!
-//! Every change rebuilds the routing snapshot (`Gateway::set_runtime_routes`) and rewrites the
-//! state file atomically (write, fsync, rename, fsync dir), so routes survive a restart.
+//! A change costs O(log n) in the number of routes: the entry map and the gateway's runtime
+//! tier are persistent maps (`rpds`), changed one route at a time. The state file is written
+//! off the request path by a flusher thread (`StateFile`): at once after the first change,
+//! then at most once per `STATE_FILE_INTERVAL` while changes keep coming, each time atomically
+//! (write, fsync, rename, fsync dir), and once more at exit if anything is pending; so a route
+//! acknowledged less than about a second before a crash may be missing after the restart
+//! (docs/scaling.md, "The state file").
 
 use crate::edge::gateway::Gateway;
 use crate::routing::pattern::Captures;
+use crate::routing::runtime::NotLiteral;
 use crate::routing::{AccessGate, HostPattern, PathPattern, Route, UpstreamRef};
 use crate::telemetry::activity::{now_ms, Activity};
 use crate::upstream::settings::UpstreamTls;
 use crate::upstream::Upstream;
 use http::HeaderValue;
+use rpds::RedBlackTreeMapSync;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+/// The least time between two writes of the state file: a burst of changes costs one O(n)
+/// write per interval, not one per change.
+const STATE_FILE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings applied to routes the hub registers at run time (the `dynamic:` block).
 #[derive(Clone)]
@@ -37,6 +48,7 @@ pub struct DynamicSettings {
     pub websocket: crate::routing::WebSocketSettings,
 }
 
+#[derive(Clone)]
 struct Entry {
     target: String,
     data: Map<String, Value>,
@@ -44,11 +56,24 @@ struct Entry {
     route: Arc<Route>,
 }
 
+/// By normalized prefix. Persistent: cloning it (for the state file) is O(1).
+type Entries = RedBlackTreeMapSync<String, Entry>;
+
 pub struct RuntimeRoutes {
-    entries: Mutex<BTreeMap<String, Entry>>,
+    entries: Mutex<Entries>,
     gateway: Arc<Gateway>,
     dynamic: Mutex<DynamicSettings>,
-    state_file: Option<PathBuf>,
+    state_file: Option<StateFile>,
+}
+
+/// The state file and what its flusher thread waits on.
+struct StateFile {
+    path: PathBuf,
+    /// Changes not yet written.
+    dirty: Mutex<bool>,
+    changed: Condvar,
+    /// Held while writing, so the flusher and `flush()` at exit never write at once.
+    writing: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -90,12 +115,18 @@ impl RuntimeRoutes {
         state_file: Option<PathBuf>,
     ) -> Arc<RuntimeRoutes> {
         let rr = Arc::new(RuntimeRoutes {
-            entries: Mutex::new(BTreeMap::new()),
+            entries: Mutex::new(Entries::new_sync()),
             gateway,
             dynamic: Mutex::new(dynamic),
-            state_file,
+            state_file: state_file.map(|path| StateFile {
+                path,
+                dirty: Mutex::new(false),
+                changed: Condvar::new(),
+                writing: Mutex::new(()),
+            }),
         });
-        if let Some(path) = &rr.state_file {
+        if let Some(state) = &rr.state_file {
+            let path = &state.path;
             match load_state(path) {
                 Ok(saved) => {
                     let mut entries = rr.entries.lock().expect("routes lock");
@@ -107,7 +138,7 @@ impl RuntimeRoutes {
                             .unwrap_or_else(now_ms);
                         match rr.build_entry(&prefix, data, Arc::new(Activity::at(last))) {
                             Ok(e) => {
-                                entries.insert(prefix, e);
+                                entries.insert_mut(prefix, e);
                             }
                             Err(e) => log::warn!(
                                 "state file {}: skipping route {prefix}: {e:?}",
@@ -117,16 +148,25 @@ impl RuntimeRoutes {
                     }
                     log::info!(
                         "loaded {} runtime routes from {}",
-                        entries.len(),
+                        entries.size(),
                         path.display()
                     );
-                    drop(entries);
-                    rr.publish_locked(&rr.entries.lock().expect("routes lock"));
+                    rr.publish_all(&entries);
                 }
                 Err(e) => log::warn!(
                     "state file {}: {e}; starting with no runtime routes",
                     path.display()
                 ),
+            }
+            let flusher = Arc::downgrade(&rr);
+            if let Err(e) = std::thread::Builder::new()
+                .name("state file".into())
+                .spawn(move || write_state_file_when_changed(flusher))
+            {
+                log::error!(
+                    "state file {}: cannot start its writer ({e}); routes are written at exit only",
+                    path.display()
+                );
             }
         }
         rr
@@ -136,20 +176,15 @@ impl RuntimeRoutes {
     pub fn set_dynamic(&self, dynamic: DynamicSettings) {
         *self.dynamic.lock().expect("dynamic lock") = dynamic;
         let mut entries = self.entries.lock().expect("routes lock");
-        let old = std::mem::take(&mut *entries);
-        for (prefix, e) in old {
+        let mut next = Entries::new_sync();
+        for (prefix, e) in entries.iter() {
             let mut data = e.data.clone();
             data.insert("target".into(), Value::String(e.target.clone()));
-            match self.build_entry(&prefix, data, e.activity.clone()) {
-                Ok(n) => {
-                    entries.insert(prefix, n);
-                }
-                Err(_) => {
-                    entries.insert(prefix, e);
-                }
-            }
+            let rebuilt = self.build_entry(prefix, data, e.activity.clone());
+            next.insert_mut(prefix.clone(), rebuilt.unwrap_or_else(|_| e.clone()));
         }
-        self.publish_locked(&entries);
+        *entries = next;
+        self.publish_all(&entries);
     }
 
     fn build_entry(
@@ -227,30 +262,22 @@ impl RuntimeRoutes {
             .map_or_else(|| Arc::new(Activity::at(now_ms())), |e| e.activity.clone());
         let entry = self.build_entry(&prefix, body, activity)?;
         entry.activity.touch();
-        let previous = entries.insert(prefix.clone(), entry);
-        if let Err(e) = self.persist(&entries) {
-            // Keep memory and disk in agreement: undo, and tell the caller.
-            match previous {
-                Some(p) => entries.insert(prefix, p),
-                None => entries.remove(&prefix),
-            };
-            return Err(RouteError::Storage(e));
-        }
-        self.publish_locked(&entries);
+        let route = entry.route.clone();
+        entries.insert_mut(prefix, entry);
+        self.published(self.gateway.set_runtime_route(route));
+        self.mark_changed();
         Ok(())
     }
 
     pub fn remove(&self, raw_prefix: &str) -> Result<bool, RouteError> {
         let prefix = normalize_prefix(raw_prefix);
         let mut entries = self.entries.lock().expect("routes lock");
-        let Some(old) = entries.remove(&prefix) else {
+        let Some(old) = entries.get(&prefix).map(|e| e.route.clone()) else {
             return Ok(false);
         };
-        if let Err(e) = self.persist(&entries) {
-            entries.insert(prefix, old);
-            return Err(RouteError::Storage(e));
-        }
-        self.publish_locked(&entries);
+        entries.remove_mut(&prefix);
+        self.published(self.gateway.remove_runtime_route(&old));
+        self.mark_changed();
         Ok(true)
     }
 
@@ -277,7 +304,7 @@ impl RuntimeRoutes {
     /// clocks of routes that stay are kept.
     pub fn replace_all(&self, routes: Vec<(String, Map<String, Value>)>) {
         let mut entries = self.entries.lock().expect("routes lock");
-        let mut next = BTreeMap::new();
+        let mut next = Entries::new_sync();
         for (raw, data) in routes {
             let prefix = normalize_prefix(&raw);
             let activity = entries
@@ -285,65 +312,122 @@ impl RuntimeRoutes {
                 .map_or_else(|| Arc::new(Activity::at(now_ms())), |e| e.activity.clone());
             match self.build_entry(&prefix, data, activity) {
                 Ok(e) => {
-                    next.insert(prefix, e);
+                    next.insert_mut(prefix, e);
                 }
                 Err(e) => log::warn!("route store: skipping route {prefix}: {e:?}"),
             }
         }
         *entries = next;
-        if let Err(e) = self.persist(&entries) {
-            log::warn!("{e}");
-        }
-        self.publish_locked(&entries);
+        self.publish_all(&entries);
+        self.mark_changed();
     }
 
     /// (prefix, last activity ms) of every route.
     pub fn activities(&self) -> Vec<(String, u64)> {
-        self.entries
-            .lock()
-            .expect("routes lock")
+        self.current()
             .iter()
             .map(|(p, e)| (p.clone(), e.activity.last_ms()))
             .collect()
     }
 
-    /// Activity seen elsewhere: keep the later time.
-    pub fn merge_activity(&self, prefix: &str, ms: u64) {
-        if let Some(e) = self.entries.lock().expect("routes lock").get(prefix) {
-            e.activity.merge(ms);
+    /// Activity seen elsewhere, `(prefix, ms)`: keep the later time.
+    pub fn merge_activities(&self, seen: impl IntoIterator<Item = (String, u64)>) {
+        let entries = self.current();
+        for (prefix, ms) in seen {
+            if let Some(e) = entries.get(&prefix) {
+                e.activity.merge(ms);
+            }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("routes lock").len()
+        self.entries.lock().expect("routes lock").size()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn publish_locked(&self, entries: &BTreeMap<String, Entry>) {
-        self.gateway
-            .set_runtime_routes(entries.values().map(|e| e.route.clone()).collect());
+    /// The routes as they are now; O(1), and the lock is not held while it is read.
+    fn current(&self) -> Entries {
+        self.entries.lock().expect("routes lock").clone()
     }
 
-    fn persist(&self, entries: &BTreeMap<String, Entry>) -> Result<(), String> {
-        let Some(path) = &self.state_file else {
+    /// Gives the gateway every route (after a load, a resync, new settings): O(n).
+    fn publish_all(&self, entries: &Entries) {
+        let routes = entries.values().map(|e| e.route.clone()).collect();
+        self.published(self.gateway.set_runtime_routes(routes));
+    }
+
+    fn published(&self, result: Result<(), NotLiteral>) {
+        // Routes built here are literal by construction (`PathPattern::literal`, exact hosts).
+        if let Err(e) = result {
+            log::error!("runtime routes: {e}");
+        }
+    }
+
+    /// Wakes the state file's writer.
+    fn mark_changed(&self) {
+        if let Some(state) = &self.state_file {
+            *state.dirty.lock().expect("state file lock") = true;
+            state.changed.notify_one();
+        }
+    }
+
+    /// Writes the state file now if a change has not been written yet (at exit; the writer
+    /// thread calls it too). Only pending changes are written: an old process draining after
+    /// a binary upgrade must not overwrite the state its successor wrote since.
+    pub fn flush(&self) -> Result<(), String> {
+        let Some(state) = &self.state_file else {
             return Ok(());
         };
-        let state: Map<String, Value> = entries
-            .iter()
-            .map(|(p, e)| (p.clone(), describe(e)))
-            .collect();
-        let text = serde_json::to_vec_pretty(&Value::Object(state)).map_err(|e| e.to_string())?;
-        write_atomically(path, &text)
-            .map_err(|e| format!("cannot write state file {}: {e}", path.display()))
+        let _writing = state.writing.lock().expect("state file write lock");
+        if !std::mem::take(&mut *state.dirty.lock().expect("state file lock")) {
+            return Ok(());
+        }
+        let written = write_state(&state.path, &self.current());
+        if written.is_err() {
+            // Try again on the next round rather than lose the change.
+            *state.dirty.lock().expect("state file lock") = true;
+        }
+        written
     }
+}
 
-    /// Writes the state file with current activity times (called periodically and at exit).
-    pub fn flush(&self) -> Result<(), String> {
-        self.persist(&self.entries.lock().expect("routes lock"))
+/// The state file's writer: waits for a change, writes, then lets changes gather for
+/// `STATE_FILE_INTERVAL`; ends with the routes it writes for.
+fn write_state_file_when_changed(routes: Weak<RuntimeRoutes>) {
+    loop {
+        let Some(rr) = routes.upgrade() else { return };
+        let Some(state) = &rr.state_file else { return };
+        let dirty = state.dirty.lock().expect("state file lock");
+        // Wakes up now and then without a change to notice that the routes are gone.
+        let (dirty, _) = state
+            .changed
+            .wait_timeout_while(dirty, Duration::from_secs(10), |dirty| !*dirty)
+            .expect("state file lock");
+        let pending = *dirty;
+        drop(dirty);
+        if !pending {
+            continue;
+        }
+        if let Err(e) = rr.flush() {
+            log::error!("{e}; retrying in {STATE_FILE_INTERVAL:?}");
+        }
+        drop(rr);
+        std::thread::sleep(STATE_FILE_INTERVAL);
     }
+}
+
+/// The whole state file: every route as the API describes it, `last_activity` included.
+fn write_state(path: &Path, entries: &Entries) -> Result<(), String> {
+    let state: Map<String, Value> = entries
+        .iter()
+        .map(|(p, e)| (p.clone(), describe(e)))
+        .collect();
+    let text = serde_json::to_vec_pretty(&Value::Object(state)).map_err(|e| e.to_string())?;
+    write_atomically(path, &text)
+        .map_err(|e| format!("cannot write state file {}: {e}", path.display()))
 }
 
 /// The path of a target URL (`http://host:port/base/` -> `/base/`), when it has one.

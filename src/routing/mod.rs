@@ -1,7 +1,9 @@
 //! Where a request goes: the route table and its matching rules.
 //!
-//! A [`RouteTable`] is an immutable snapshot (YAML routes plus the routes the hub registers
-//! at run time). It is rebuilt on every change and swapped atomically (`arc_swap`); the
+//! [`Routes`] is an immutable snapshot of two tiers: the configured [`RouteTable`] (YAML
+//! routes, built on start and reload) and the [`RuntimeTable`] of routes the hub registers at
+//! run time, in front of it (a persistent map: one change copies O(log n) of it, never the
+//! configured table). A change makes a new snapshot swapped in atomically (`arc_swap`); the
 //! request path only reads it and never takes a lock.
 //!
 //! Matching, in order:
@@ -9,7 +11,8 @@
 //!    (`desktop-{name}.hub...` before `*.hub...`), then routes for any host;
 //! 2. within that tier, the longest path prefix wins, on `/` boundaries
 //!    (`/desktop/alice/` matches `/desktop/alice` and `/desktop/alice/x`, never `/desktop/alicex`);
-//!    at equal length a literal prefix beats one with captures.
+//!    at equal length a literal prefix beats one with captures, and a runtime route beats a
+//!    configured one (as in configurable-http-proxy, the hub's registration wins).
 //! Literal prefixes are hash lookups along the path's `/` boundaries, so 10,000 runtime routes
 //! cost about what 10 do (`bench/benches/route_lookup.rs`).
 //!
@@ -19,12 +22,14 @@
 
 pub mod pattern;
 pub mod response_rewrite;
+pub mod runtime;
 
 use crate::telemetry::activity::Activity;
 use crate::telemetry::metrics::RouteStats;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 pub use pattern::{Captures, Template};
+pub use runtime::RuntimeTable;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -390,44 +395,56 @@ struct Tier {
 impl Tier {
     fn insert(&mut self, route: Arc<Route>) {
         match route.path.literal_key() {
-            // First one wins; config validation rejects duplicates, and runtime routes
-            // replace their own prefix before the table is rebuilt.
+            // First one wins; config validation rejects duplicates.
             Some(key) => {
                 self.literals.entry(key.into_boxed_str()).or_insert(route);
             }
             None => self.patterns.push(route),
         }
     }
-
-    fn lookup(&self, path: &str, caps: &mut Captures) -> Option<(Arc<Route>, usize)> {
-        let mut best: Option<(Arc<Route>, usize)> = None;
-        if !self.literals.is_empty() {
-            let mut candidate = path.strip_suffix('/').unwrap_or(path);
-            loop {
-                if let Some(r) = self.literals.get(candidate) {
-                    best = Some((r.clone(), candidate.len()));
-                    break;
-                }
-                match candidate.rfind('/') {
-                    Some(i) => candidate = &candidate[..i],
-                    None => break,
-                }
-            }
-        }
-        for r in &self.patterns {
-            let mut found = Captures::default();
-            if let Some(len) = r.path.match_prefix(path, &mut found) {
-                if best.as_ref().is_none_or(|(_, b)| len > *b) {
-                    *caps = found;
-                    best = Some((r.clone(), len));
-                }
-            }
-        }
-        best
-    }
 }
 
-/// The immutable routing snapshot.
+/// The best route in one tier (an exact host, or any host) for `path`: the longest literal
+/// prefix among the runtime routes (`runtime`, first: at equal host and path the hub's
+/// registration wins, as in configurable-http-proxy) and the configured literals, unless one
+/// of the configured patterns matches a strictly longer prefix.
+fn lookup_tier(
+    configured: Option<&Tier>,
+    runtime: Option<&runtime::Paths>,
+    path: &str,
+    caps: &mut Captures,
+) -> Option<(Arc<Route>, usize)> {
+    let literals = configured.map(|t| &t.literals).filter(|l| !l.is_empty());
+    let mut best: Option<(Arc<Route>, usize)> = None;
+    if literals.is_some() || runtime.is_some() {
+        let mut candidate = path.strip_suffix('/').unwrap_or(path);
+        loop {
+            let found = runtime
+                .and_then(|r| r.get(candidate))
+                .or_else(|| literals.and_then(|l| l.get(candidate)));
+            if let Some(r) = found {
+                best = Some((r.clone(), candidate.len()));
+                break;
+            }
+            match candidate.rfind('/') {
+                Some(i) => candidate = &candidate[..i],
+                None => break,
+            }
+        }
+    }
+    for r in configured.map_or(&[][..], |t| &t.patterns[..]) {
+        let mut found = Captures::default();
+        if let Some(len) = r.path.match_prefix(path, &mut found) {
+            if best.as_ref().is_none_or(|(_, b)| len > *b) {
+                *caps = found;
+                best = Some((r.clone(), len));
+            }
+        }
+    }
+    best
+}
+
+/// The configured routes (from YAML), built once per config and read by every request.
 #[derive(Default)]
 pub struct RouteTable {
     exact_hosts: HashMap<String, Tier>,
@@ -479,9 +496,25 @@ impl RouteTable {
 
     /// `host` is lowercase without port; `path` has no query string.
     pub fn lookup(&self, host: &str, path: &str) -> Option<RouteMatch> {
+        self.lookup_with(None, host, path)
+    }
+
+    /// The lookup over this table and, when given, a tier of runtime routes in front of it
+    /// (what [`Routes::lookup`] does): the same result as one table built from the runtime
+    /// routes followed by these.
+    fn lookup_with(
+        &self,
+        runtime: Option<&RuntimeTable>,
+        host: &str,
+        path: &str,
+    ) -> Option<RouteMatch> {
         let mut caps = Captures::default();
-        if let Some(tier) = self.exact_hosts.get(host) {
-            if let Some((route, prefix_len)) = tier.lookup(path, &mut caps) {
+        let runtime_host = runtime.and_then(|r| r.host(host));
+        let configured_host = self.exact_hosts.get(host);
+        if runtime_host.is_some() || configured_host.is_some() {
+            if let Some((route, prefix_len)) =
+                lookup_tier(configured_host, runtime_host, path, &mut caps)
+            {
                 return Some(RouteMatch {
                     route,
                     captures: caps,
@@ -493,7 +526,9 @@ impl RouteTable {
             let mut host_caps = Captures::default();
             if pattern.matches(host, &mut host_caps) {
                 let mut path_caps = Captures::default();
-                if let Some((route, prefix_len)) = tier.lookup(path, &mut path_caps) {
+                if let Some((route, prefix_len)) =
+                    lookup_tier(Some(tier), None, path, &mut path_caps)
+                {
                     host_caps.extend(path_caps);
                     return Some(RouteMatch {
                         route,
@@ -503,12 +538,37 @@ impl RouteTable {
                 }
             }
         }
-        let (route, prefix_len) = self.any_host.lookup(path, &mut caps)?;
+        let runtime_any = runtime.and_then(RuntimeTable::any_host);
+        let (route, prefix_len) = lookup_tier(Some(&self.any_host), runtime_any, path, &mut caps)?;
         Some(RouteMatch {
             route,
             captures: caps,
             prefix_len,
         })
+    }
+}
+
+/// What requests are routed by: the configured table (rebuilt on reload only) and the runtime
+/// routes in front of it (changed one route at a time). Cloning is O(1).
+#[derive(Clone, Default)]
+pub struct Routes {
+    pub configured: Arc<RouteTable>,
+    pub runtime: RuntimeTable,
+}
+
+impl Routes {
+    /// `host` is lowercase without port; `path` has no query string. Runtime routes win at
+    /// equal host and path; otherwise as [`RouteTable::lookup`].
+    pub fn lookup(&self, host: &str, path: &str) -> Option<RouteMatch> {
+        self.configured.lookup_with(Some(&self.runtime), host, path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.configured.len() + self.runtime.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

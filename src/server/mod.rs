@@ -108,6 +108,10 @@ pub fn serve(runtime: &Runtime, upgrade: bool, reload_from: Option<&Path>) -> Ex
         }
     }
     built.server.run(pingora::server::RunArgs::default());
+    // Route changes the state file's writer had not written yet.
+    if let Err(e) = built.runtime_routes.flush() {
+        log::error!("{e}");
+    }
     crate::control::reload::remove_pid_file_if_ours(&pid_file);
     ExitCode::SUCCESS
 }
