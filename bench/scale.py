@@ -151,16 +151,18 @@ log: {{ level: warn }}
     def routes(self):
         n = self.a.routes
         checkpoints = [c for c in (10, 1000, n) if c <= n]
-        # Windows of 100 adds that no checkpoint's measurements fall into.
-        windows = {"10-110": (10, 110), "1,000-1,100": (1000, 1100), f"{n - 100:,}-{n:,}": (n - 100, n)}
+        # Windows of `--window` adds that no checkpoint's measurements fall into (/proc CPU has
+        # 10 ms ticks: 500 adds resolve 20 us per add).
+        w = self.a.window
+        windows = {f"10-{10 + w:,}": (10, 10 + w), f"1,000-{1000 + w:,}": (1000, 1000 + w), f"{n - w:,}-{n:,}": (n - w, n)}
         marks = {i for w in windows.values() for i in w}
-        latency, cpu_at, redis_at, by_size = [], {}, {}, {}
+        latency, cpu_at, redis_at, time_at, by_size = [], {}, {}, {}, {}
         redis_start = self.redis_stats()
         adm = self.admin["A"]
         started = time.time()
         for i in range(n):
             if i in marks:
-                cpu_at[i], redis_at[i] = self.cpu(), self.redis_stats()["_total"]
+                cpu_at[i], redis_at[i], time_at[i] = self.cpu(), self.redis_stats()["_total"], time.perf_counter()
             t0 = time.perf_counter()
             status, _ = adm.call("POST", f"/api/routes/desktop/u{i}", self.target(i))
             latency.append(time.perf_counter() - t0)
@@ -168,11 +170,13 @@ log: {{ level: warn }}
                 raise SystemExit(f"route {i}: {status}")
             if i + 1 in checkpoints:
                 if i + 1 in marks:
-                    cpu_at[i + 1], redis_at[i + 1] = self.cpu(), self.redis_stats()["_total"]
+                    cpu_at[i + 1], redis_at[i + 1], time_at[i + 1] = self.cpu(), self.redis_stats()["_total"], time.perf_counter()
                 self.wait_in_sync("B", i + 1)
                 by_size[i + 1] = {"requests": self.requests(i), "propagation": self.propagation(i + 1)}
                 print(f"  {i + 1} routes: {by_size[i + 1]}", flush=True)
         redis_end = self.redis_stats()
+        deletes = self.deletes(n, w)
+        idle = self.idle()
         adds = {}
         for label, (lo, hi) in windows.items():
             count = hi - lo
@@ -183,13 +187,45 @@ log: {{ level: warn }}
                 "edge_b_cpu_us": (cpu_at[hi]["B"] - cpu_at[lo]["B"]) / count * 1e6,
                 "redis_cpu_us": (cpu_at[hi]["redis"] - cpu_at[lo]["redis"]) / count * 1e6,
                 "redis_commands": (redis_at[hi] - redis_at[lo]) / count,
+                "seconds": time_at[hi] - time_at[lo],
             }
+            # What the window costs beyond the steady activity sync (idle CPU rate x its time).
+            for edge in "AB":
+                spent = cpu_at[hi][edge] - cpu_at[lo][edge] - idle[edge] / 1e3 * adds[label]["seconds"]
+                adds[label][f"edge_{edge.lower()}_cpu_us_less_sync"] = spent / count * 1e6
         self.results["routes"] = {
-            "count": n, "seconds": time.time() - started, "adds": adds, "by_table_size": by_size,
+            "count": n, "seconds": time.time() - started, "adds": adds, "deletes": deletes, "idle": idle,
+            "by_table_size": by_size,
             "redis_commands_by_name": {k: redis_end.get(k, 0) - redis_start.get(k, 0)
                                        for k in redis_end if k != "_total" and redis_end.get(k, 0) != redis_start.get(k, 0)},
             "latency_ms_every_100": [statistics.median(latency[j:j + 100]) * 1e3 for j in range(0, n, 100)],
         }
+
+    def deletes(self, n, w):
+        """The last `w` routes deleted through A (and applied by B), then added back: per delete."""
+        adm = self.admin["A"]
+        latency = []
+        c0, r0 = self.cpu(), self.redis_stats()["_total"]
+        for i in range(n - 1, n - 1 - w, -1):
+            t0 = time.perf_counter()
+            status, _ = adm.call("DELETE", f"/api/routes/desktop/u{i}")
+            latency.append(time.perf_counter() - t0)
+            if status != 204:
+                raise SystemExit(f"delete route {i}: {status}")
+        c1, r1 = self.cpu(), self.redis_stats()["_total"]
+        for i in range(n - w, n):
+            assert adm.call("POST", f"/api/routes/desktop/u{i}", self.target(i))[0] == 201
+        self.wait_in_sync("B", n)
+        return {"table": f"{n:,}-{n - w:,}", "p50_ms": statistics.median(latency) * 1e3, "p99_ms": pct(latency, 99) * 1e3,
+                "edge_a_cpu_us": (c1["A"] - c0["A"]) / w * 1e6, "edge_b_cpu_us": (c1["B"] - c0["B"]) / w * 1e6,
+                "redis_cpu_us": (c1["redis"] - c0["redis"]) / w * 1e6, "redis_commands": (r1 - r0) / w}
+
+    def idle(self, seconds=10):
+        """CPU per second with the full table and no changes: the steady cost of syncing activity."""
+        c0 = self.cpu()
+        time.sleep(seconds)
+        c1 = self.cpu()
+        return {k: (c1[k] - c0[k]) / seconds * 1e3 for k in ("A", "B", "redis")}
 
     def requests(self, i):
         """A fixed rate of small HTTPS requests on route u<i> through edge A: CPU per request."""
@@ -369,10 +405,22 @@ def report(res, date):
              "at just under 10,000 proxied WebSockets (two descriptors each).", "",
              f"## {r['count']:,} runtime routes through the admin API", "",
              f"Added one by one through edge A's API on one kept-alive connection in {r['seconds']:.0f} s; "
-             "edge B applies each from Redis's event. Per add, in windows of 100 adds:", "",
+             f"edge B applies each from Redis's event. Per add, in windows of {res['args'].get('window', 100)} adds:", "",
              "| table size | p50 ms | p99 ms | edge A CPU us | edge B CPU us | Redis CPU us | Redis commands |", "|---|---|---|---|---|---|---|"]
     for label, w in r["adds"].items():
         lines.append(f"| {label} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | {w['edge_a_cpu_us']:.0f} | {w['edge_b_cpu_us']:.0f} | {w['redis_cpu_us']:.0f} | {w['redis_commands']:.1f} |")
+    if r.get("deletes"):
+        d = r["deletes"]
+        lines.append(f"| deletes, {d['table']} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {d['edge_a_cpu_us']:.0f} | {d['edge_b_cpu_us']:.0f} | {d['redis_cpu_us']:.0f} | {d['redis_commands']:.1f} |")
+    if r.get("idle"):
+        i = r["idle"]
+        lines += ["", f"With all {r['count']:,} routes and no changes (10 s): edge A {i['A']:.1f}, edge B {i['B']:.1f}, Redis {i['redis']:.1f} ms CPU "
+                  "per second (each edge pushes and pulls activity every second); included in the windows above."]
+        net = [(label, w) for label, w in r["adds"].items() if "edge_a_cpu_us_less_sync" in w]
+        if net:
+            lines += ["", "Per add less that steady cost (the idle rate times each window's time, an upper bound: the "
+                      "sync is cheaper with fewer routes): " + "; ".join(
+                          f"{label}: edge A {w['edge_a_cpu_us_less_sync']:.0f}, B {w['edge_b_cpu_us_less_sync']:.0f} us" for label, w in net) + "."]
     lines += ["", "Redis commands over the whole add phase: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(r["redis_commands_by_name"].items())), "",
               "At each table size: small HTTPS requests on one runtime route through edge A at a fixed rate "
               "(the route lookup is part of each request's cost), and propagation A -> B (add through A, poll B's API; 50 probes):", "",
@@ -398,7 +446,7 @@ def report(res, date):
                   f"Restarted edge B: listening {rb['listening_s']:.2f} s after the kill, in sync with all {r['count']:,} routes "
                   f"from Redis after {rb['in_sync_s']:.2f} s; then every route requested through it: {rb['routes_served']:,} of "
                   f"{r['count']:,} answered by the right desktop ({rb['serve_all_s']:.0f} s, one kept-alive connection).", ""]
-    lines += ["![time per route add vs. table size](" + base + "-adds.svg)", "", "![CPU per request and per add vs. table size](" + base + "-cost.svg)", ""]
+    lines += ["", "![time per route add vs. table size](" + base + "-adds.svg)", "", "![CPU per request and per add vs. table size](" + base + "-cost.svg)", ""]
     if h:
         lines += ["![open WebSockets per edge through the hold and B's restart](" + base + "-websockets.svg)", ""]
     (results / f"{base}.md").write_text("\n".join(lines) + "\n")
@@ -505,6 +553,7 @@ def main():
     ap.add_argument("--rate", type=int, default=1000, help="HTTPS requests/s at each table size")
     ap.add_argument("--request-seconds", type=int, default=5)
     ap.add_argument("--skip-hold", action="store_true")
+    ap.add_argument("--window", type=int, default=500, help="adds per measured window (CPU per add)")
     ap.add_argument("--date", default=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
     ap.add_argument("--plan", nargs=2, metavar=("SCALE_JSON", "BENCH_JSON"),
                     help="only compute docs/scaling.md's table and plots from two results files")

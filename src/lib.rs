@@ -20,8 +20,9 @@
 //! - `import`: other servers' configurations as deskgate YAML (`deskgate import apache`)
 //! - `config`: YAML surface (`raw`) -> validation -> the plain model (`model`), errors as
 //!   `FILE:LINE:COL`
-//! - `routing`: the route table and how a request is matched (`RouteTable::lookup`); what a
-//!   route asks of others (`AccessGate`, `UpstreamResolver`) as traits the hub implements
+//! - `routing`: the route table and how a request is matched (`Routes::lookup`: the configured
+//!   table and the runtime routes' tier); what a route asks of others (`AccessGate`,
+//!   `UpstreamResolver`) as traits the hub implements
 //! - `upstream`: peers, TLS toward self-signed desktops, balancing, health checks
 //! - `telemetry`: Prometheus metrics, the access log, open sessions, activity clocks
 //! - `support`: secrets, the single-flight cache, plain responses

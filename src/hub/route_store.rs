@@ -317,15 +317,7 @@ impl RouteStore {
             if everything {
                 pushed.clear();
             }
-            let current = self.local.activities();
-            let live: std::collections::HashSet<&str> =
-                current.iter().map(|(p, _)| p.as_str()).collect();
-            pushed.retain(|p, _| live.contains(p.as_str()));
-            current
-                .iter()
-                .filter(|(p, ms)| pushed.get(p).is_none_or(|old| ms > old))
-                .cloned()
-                .collect()
+            self.local.activity_changes(&mut pushed)
         };
         let script = redis::Script::new(MERGE_ACTIVITY);
         for batch in changed.chunks(ACTIVITY_BATCH) {
@@ -341,8 +333,12 @@ impl RouteStore {
         let mut pushed = self.pushed.lock().expect("pushed lock");
         for (prefix, ms) in &all {
             // Redis holds it already: no need to push it back.
-            let known = pushed.entry(prefix.clone()).or_insert(*ms);
-            *known = (*known).max(*ms);
+            match pushed.get_mut(prefix) {
+                Some(known) => *known = (*known).max(*ms),
+                None => {
+                    pushed.insert(prefix.clone(), *ms);
+                }
+            }
         }
         drop(pushed);
         self.local.merge_activities(all);

@@ -20,6 +20,7 @@ use crate::upstream::Upstream;
 use http::HeaderValue;
 use rpds::RedBlackTreeMapSync;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -322,11 +323,19 @@ impl RuntimeRoutes {
         self.mark_changed();
     }
 
-    /// (prefix, last activity ms) of every route.
-    pub fn activities(&self) -> Vec<(String, u64)> {
-        self.current()
+    /// (prefix, last activity ms) of the routes whose activity is later than in `known` (or
+    /// not in it), after dropping routes that are gone from `known`. One pass over a snapshot;
+    /// only the routes returned are copied.
+    pub fn activity_changes(&self, known: &mut HashMap<String, u64>) -> Vec<(String, u64)> {
+        let entries = self.current();
+        known.retain(|prefix, _| entries.contains_key(prefix));
+        entries
             .iter()
-            .map(|(p, e)| (p.clone(), e.activity.last_ms()))
+            .filter_map(|(prefix, e)| {
+                let ms = e.activity.last_ms();
+                let newer = known.get(prefix).is_none_or(|old| ms > *old);
+                newer.then(|| (prefix.clone(), ms))
+            })
             .collect()
     }
 
