@@ -484,9 +484,12 @@ def table_value(bench, scenario, metric_start):
     raise KeyError((scenario, metric_start))
 
 
-def plan(scale_json, bench_json):
-    """The capacity table of docs/scaling.md and its plots, from measured costs."""
+def plan(scale_json, bench_json, routes_json=None):
+    """The capacity table of docs/scaling.md and its plots, from measured costs (the route
+    phase from `routes_json` when given: a later run with --skip-hold)."""
     sc, bn = json.loads(Path(scale_json).read_text()), json.loads(Path(bench_json).read_text())
+    if routes_json:
+        sc["routes"] = json.loads(Path(routes_json).read_text())["routes"]
     m = MODEL
     cost = {  # CPU seconds per unit, one core
         "tls": table_value(bn, "handshake", "proxy CPU ms/connection") / 1e3,
@@ -498,11 +501,21 @@ def plan(scale_json, bench_json):
     }
     windows = list(sc["routes"]["adds"].values())
     routes_measured = sc["routes"]["count"]
-    # Every edge rebuilds its route table per change (O(routes)): a line through the edge
-    # applying the events (B) at ~1,050 and ~N-50 routes, extended to the size.
-    slope = max(0.0, (windows[-1]["edge_b_cpu_us"] - windows[1]["edge_b_cpu_us"]) / (routes_measured - 1100)) / 1e6
-    base = windows[1]["edge_b_cpu_us"] / 1e6 - slope * 1050
-    add_cpu = lambda n: max(base + slope * n, windows[0]["edge_b_cpu_us"] / 1e6)
+    idle = sc["routes"].get("idle")
+    if idle and all("edge_b_cpu_us_less_sync" in w for w in windows):
+        # A change costs O(log n) (the runtime tier): the dearest window of either edge (the
+        # one taking the writes, A, is dearer than those applying the events), less the steady
+        # activity sync, which is planned on its own below.
+        flat = max(max(w["edge_a_cpu_us_less_sync"], w["edge_b_cpu_us_less_sync"]) for w in windows) / 1e6
+        add_cpu = lambda n: flat
+    else:
+        # Runs before the runtime tier: every edge rebuilt its table per change (O(routes)),
+        # a line through B at ~1,050 and ~N-50 routes, extended to the size.
+        slope = max(0.0, (windows[-1]["edge_b_cpu_us"] - windows[1]["edge_b_cpu_us"]) / (routes_measured - 1100)) / 1e6
+        base = windows[1]["edge_b_cpu_us"] / 1e6 - slope * 1050
+        add_cpu = lambda n: max(base + slope * n, windows[0]["edge_b_cpu_us"] / 1e6)
+    # Each edge pushes and pulls activity every second: CPU grows with the routes.
+    sync_cores = lambda n: (max(idle["A"], idle["B"]) / 1e3 * n / routes_measured) if idle else 0.0
     redis_per_route_edge = sc["hold"]["redis_cpu_ms_per_s"] / 1e3 / (routes_measured * 2)
     rows = []
     for n, (edges, cores) in m["edges"].items():
@@ -510,12 +523,12 @@ def plan(scale_json, bench_json):
                       + (1 - m["in_use_share"]) * m["idle_msgs"] * cost["idle_message"])
         opening = n / m["open_window_s"] * (m["open_tls"] * cost["tls"] + m["open_requests"] * cost["request"])
         adds_per_s = n / m["open_window_s"]
-        add_cpu_each_edge = adds_per_s * add_cpu(n)
+        add_cpu_each_edge = adds_per_s * add_cpu(n) + sync_cores(n)
         active = edges - 1  # one edge may be down (a restart, a failure)
         peak_per_edge = (steady + opening) / active + add_cpu_each_edge
         rows.append({
             "desktops": n, "edges": edges, "cores_per_edge": cores,
-            "add_cpu_ms_at_size": add_cpu(n) * 1e3, "steady_cores": steady, "opening_cores": opening, "route_add_cores_per_edge": add_cpu_each_edge,
+            "add_cpu_ms_at_size": add_cpu(n) * 1e3, "activity_sync_cores_per_edge": sync_cores(n), "steady_cores": steady, "opening_cores": opening, "route_add_cores_per_edge": add_cpu_each_edge,
             "peak_cores_per_edge": peak_per_edge, "peak_share_of_edge": peak_per_edge / cores,
             "websockets_per_edge": n / active, "descriptors_per_edge": 2 * n / active + m["open_tls"] * n / m["open_window_s"] * 2,
             "memory_gib_per_edge": n / active * cost["kib_ws"] / 1024 / 1024,
@@ -526,15 +539,15 @@ def plan(scale_json, bench_json):
     return cost, rows
 
 
-def plan_report(scale_json, bench_json, out_dir):
+def plan_report(scale_json, bench_json, out_dir, routes_json=None):
     import math
-    cost, rows = plan(scale_json, bench_json)
+    cost, rows = plan(scale_json, bench_json, routes_json)
     print(json.dumps({"cost": cost, "rows": rows}, indent=1))
     sizes = [r["desktops"] for r in rows]
     svg_lines("CPU cores needed at the 8:00 peak (all edges together)", "concurrent desktops (log scale)", "cores",
               [("WebSocket traffic (steady)", [(r["desktops"], r["steady_cores"]) for r in rows]),
                ("opening within 60 s (TLS, page)", [(r["desktops"], r["opening_cores"]) for r in rows]),
-               ("route adds, per edge (table rebuilds)", [(r["desktops"], r["route_add_cores_per_edge"]) for r in rows])],
+               ("route adds and activity sync, per edge", [(r["desktops"], r["route_add_cores_per_edge"]) for r in rows])],
               Path(out_dir) / "scaling-cores.svg", log_x=True)
     svg_lines("Per edge, share of its limit at the 8:00 peak (1 = the limit)", "concurrent desktops (log scale)", "share",
               [("CPU (at the planned cores)", [(r["desktops"], r["peak_share_of_edge"]) for r in rows]),
@@ -542,6 +555,17 @@ def plan_report(scale_json, bench_json, out_dir):
                ("memory (of 8 GiB)", [(r["desktops"], r["memory_gib_per_edge"] / 8) for r in rows]),
                ("Redis (one core)", [(r["desktops"], r["redis_cores_steady"]) for r in rows])],
               Path(out_dir) / "scaling-limits.svg", log_x=True)
+
+
+def compare_adds(before_json, after_json, out):
+    """CPU per route add vs. table size, two runs on one plot (before/after a change)."""
+    def points(path, key):
+        adds = json.loads(Path(path).read_text())["routes"]["adds"]
+        return [(sum(int(x.replace(",", "")) for x in label.split("-")) / 2, w[key]) for label, w in adds.items()]
+    name = lambda p: Path(p).stem
+    svg_lines("CPU per route add vs. routes in the table (/proc)", "routes in the table (log scale)", "us per add",
+              [(f"edge {e}, {name(p)}", points(p, f"edge_{e.lower()}_cpu_us")) for p in (before_json, after_json) for e in "AB"],
+              Path(out), log_x=True)
 
 
 def main():
@@ -557,9 +581,15 @@ def main():
     ap.add_argument("--date", default=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
     ap.add_argument("--plan", nargs=2, metavar=("SCALE_JSON", "BENCH_JSON"),
                     help="only compute docs/scaling.md's table and plots from two results files")
+    ap.add_argument("--routes-json", help="with --plan: the route phase from this run instead (a later --skip-hold run)")
+    ap.add_argument("--compare-adds", nargs=3, metavar=("BEFORE_JSON", "AFTER_JSON", "OUT_SVG"),
+                    help="only plot CPU per add of two runs")
     a = ap.parse_args()
+    if a.compare_adds:
+        compare_adds(*a.compare_adds)
+        return
     if a.plan:
-        plan_report(*a.plan, ROOT / "docs")
+        plan_report(*a.plan, ROOT / "docs", a.routes_json)
         return
     assert a.routes <= 100000 and a.sockets_per_edge <= 20000 and a.hold_seconds <= 600, "bounded runs only"
     work = Path(tempfile.mkdtemp(prefix="deskgate-scale-"))
