@@ -37,6 +37,22 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// Written back as the config reads it: whole seconds as `30s` (as Apache's and most
+/// operators' numbers are), anything finer in milliseconds (`250ms`) or, below
+/// that, nanoseconds: the value read back is the same.
+impl serde::Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        if d.subsec_nanos() == 0 {
+            s.collect_str(&format_args!("{}s", d.as_secs()))
+        } else if d.subsec_nanos() % 1_000_000 == 0 {
+            s.collect_str(&format_args!("{}ms", d.as_millis()))
+        } else {
+            s.collect_str(&format_args!("{}ns", d.as_nanos()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

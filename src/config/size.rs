@@ -80,6 +80,16 @@ pub fn parse_rate(raw: &RawSize) -> Result<Option<u64>, String> {
     }
 }
 
+/// Written back in the form it was read: a number stays a number, a text (`8MiB/s`) a text.
+impl serde::Serialize for RawSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawSize::Bytes(n) => s.serialize_u64(*n),
+            RawSize::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

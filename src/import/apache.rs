@@ -9,6 +9,13 @@
 use super::apache_conf::{
     is_secret_header, parse_files, userinfo, Directive, Node, Origin, Section,
 };
+use super::yaml_out::{self, Anchor};
+use crate::config::duration::HumanDuration;
+use crate::config::raw::{
+    RawBasicAuth, RawCert, RawConfig, RawFallback, RawListener, RawListenerTls, RawProxyHeaders,
+    RawResolver, RawRewriteLocation, RawRoute, RawSecretRef, RawUpstream, RawUpstreamRef,
+    RawUpstreamTls,
+};
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -140,12 +147,8 @@ struct Upstream {
 /// vhost), where it was, and a note for the comment.
 type ScopedAuth = (Option<String>, BasicAuth, Origin, &'static str);
 
-#[derive(Clone)]
-struct BasicAuth {
-    user: String,
-    /// `password_file: ...` or `password_env: ...`
-    secret: String,
-}
+/// Only a reference to the password (`password_file` or `password_env`), never the password.
+type BasicAuth = RawBasicAuth;
 
 enum Target {
     Named(String),
@@ -174,6 +177,94 @@ struct Route {
     /// ProxyPassReverseCookieDomain / -Path: `cookie_domain` / `cookie_path`.
     cookie_domain: Vec<(String, String)>,
     cookie_path: Vec<(String, String)>,
+}
+
+/// `tls: { verify }` for an https/wss upstream.
+fn verify(verify: bool) -> RawUpstreamTls {
+    RawUpstreamTls {
+        verify,
+        sni: None,
+        ca: None,
+        client_cert: None,
+        client_key: None,
+    }
+}
+
+impl Listener {
+    fn raw(&self) -> RawListener {
+        // Only a listener that does nothing else redirects; one with TLS or routes serves them.
+        let redirects = self.redirect_https && !self.proxies && self.certs.is_empty();
+        RawListener {
+            addr: self.addr.clone(),
+            redirect_https: redirects && self.redirect_to.is_none(),
+            redirect_to: self.redirect_to.clone().filter(|_| redirects),
+            max_connections: None,
+            max_connections_per_client: None,
+            tls: (!self.certs.is_empty()).then(|| RawListenerTls {
+                certs: self
+                    .certs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| RawCert {
+                        cert: c.cert.clone().into(),
+                        key: c.key.clone().into(),
+                        // The first certificate is the default: it answers any host.
+                        hosts: if i > 0 { c.hosts.clone() } else { Vec::new() },
+                    })
+                    .collect(),
+                acme: None,
+                hsts: None,
+                client_ca: None,
+                client_auth: None,
+            }),
+        }
+    }
+}
+
+impl Route {
+    fn raw(&self, resolver_headers: &BTreeMap<String, RawSecretRef>) -> RawRoute {
+        let upstream = match &self.target {
+            Target::Named(name) => RawUpstreamRef::Name(name.clone()),
+            Target::Resolve {
+                url,
+                tls_verify,
+                basic_auth,
+                ..
+            } => RawUpstreamRef::Resolve(RawResolver {
+                resolve: url.clone(),
+                headers: resolver_headers.clone(),
+                cache: None,
+                tls: tls_verify.map(verify),
+                basic_auth: basic_auth.clone(),
+            }),
+        };
+        let pairs = |p: &[(String, String)]| {
+            (!p.is_empty()).then(|| p.iter().cloned().collect::<BTreeMap<_, _>>())
+        };
+        RawRoute {
+            host: self.host.clone(),
+            path: Some(self.path.clone()),
+            upstream: Some(upstream),
+            strip_prefix: self.strip_prefix,
+            block: Vec::new(),
+            novnc: false,
+            auth: None,
+            fallback: self
+                .fallback
+                .clone()
+                .map(|redirect| RawFallback { redirect }),
+            drop_websocket_protocol: false,
+            forward_cookies: None,
+            rewrite_location: match self.rewrite_location.as_slice() {
+                [] => None,
+                [one] => Some(RawRewriteLocation::One(one.clone())),
+                many => Some(RawRewriteLocation::Many(many.to_vec())),
+            },
+            cookie_domain: pairs(&self.cookie_domain),
+            cookie_path: pairs(&self.cookie_path),
+            websocket: None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -214,7 +305,7 @@ pub fn convert(files: &[PathBuf], opts: &ImportOptions) -> Result<Conversion, St
         .resolver_headers
         .iter()
         .map(|h| header_ref(h))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
     if let Some(url) = &opts.resolver_url {
         check_resolver_url(url)?;
     }
@@ -349,8 +440,8 @@ fn listen_addr(a: &str) -> String {
 struct Converter<'a> {
     out: Output,
     opts: &'a ImportOptions,
-    /// `--resolver-header`s as YAML (`"X-API-Key": { env: "HUB_API_KEY" }`).
-    resolver_headers: Vec<String>,
+    /// `--resolver-header`s: each header's name and where its value is read from.
+    resolver_headers: BTreeMap<String, RawSecretRef>,
     secrets: usize,
     /// `RewriteCond ${map:...} ^NULL$` redirects seen before their map's [P] rule:
     /// (vhost, map, location, origin lines).
@@ -632,25 +723,26 @@ impl Converter<'_> {
     /// an environment variable the operator sets. Never into the YAML.
     fn basic_auth(&mut self, user: &str, password: &str, at: &Origin) -> BasicAuth {
         self.secrets += 1;
-        let secret = match &self.opts.secrets_dir {
+        let (password_file, password_env) = match &self.opts.secrets_dir {
             Some(dir) => {
                 let path = dir.join(format!("basic-auth-{}", self.secrets));
                 self.out
                     .secret_files
                     .push((path.clone(), format!("{password}\n")));
-                format!("password_file: {}", q(&path.display().to_string()))
+                (Some(path), None)
             }
             None => {
                 let var = format!("DESKGATE_BASIC_AUTH_{}", self.secrets);
                 self.out.notices.push(format!(
                     "set {var} to the password of user `{user}` from {at} (not written anywhere)"
                 ));
-                format!("password_env: {var}")
+                (None, Some(var))
             }
         };
         BasicAuth {
             user: user.to_string(),
-            secret,
+            password_file,
+            password_env,
         }
     }
 
@@ -1801,6 +1893,95 @@ impl Converter<'_> {
         }
     }
 
+    /// The header comments, the config, and the comments above its items, in document order.
+    fn document(&self) -> (Vec<String>, RawConfig, Vec<Anchor>) {
+        let o = &self.out;
+        let mut header = o.header.clone();
+        if !o.ignored.is_empty() {
+            header.push(String::new());
+            header.push("Not translated, no routing or security effect:".into());
+            for (name, at) in &o.ignored {
+                header.push(format!("  {name}: {}", at.join(", ")));
+            }
+        }
+        if !o.notes.is_empty() {
+            header.push(String::new());
+            header.push("deskgate answers differently from Apache here, on purpose:".into());
+            header.extend(o.notes.iter().map(|n| format!("  {n}")));
+        }
+        if !o.skipped.is_empty() {
+            header.push(String::new());
+            header.push(
+                "NOT TRANSLATED, changes routing or security (review before switching):".into(),
+            );
+            header.extend(o.skipped.iter().map(|s| format!("  {s}")));
+        }
+        let mut anchors = Vec::new();
+        let mut anchor = |a: Result<Anchor, serde_yaml::Error>| {
+            anchors.push(a.expect("the importer's config serializes"));
+        };
+        let mut config = RawConfig::default();
+        for l in &o.listeners {
+            let listener = l.raw();
+            anchor(Anchor::item(&listener, l.comments.clone()));
+            let certs = listener.tls.iter().flat_map(|t| &t.certs);
+            for (c, raw) in l.certs.iter().zip(certs) {
+                anchor(Anchor::item(raw, c.comments.clone()));
+            }
+            config.listeners.push(listener);
+        }
+        for (name, u) in &o.upstreams {
+            let upstream = RawUpstream {
+                servers: vec![u.server.clone()],
+                tls: u.tls.map(verify),
+                basic_auth: u.basic_auth.clone(),
+                retries: 0,
+                balance: None,
+                hash_key: None,
+                health: None,
+            };
+            anchor(Anchor::entry(name, &upstream, u.comments.clone()));
+            config.upstreams.insert(name.clone(), upstream);
+        }
+        for r in &o.routes {
+            let route = r.raw(&self.resolver_headers);
+            anchor(Anchor::item(&route, r.comments.clone()));
+            config.routes.push(route);
+        }
+        for (key, (secs, why)) in &o.timeouts {
+            let t = Some(HumanDuration(std::time::Duration::from_secs(*secs)));
+            anchor(Anchor::entry(key, &t, why.clone()));
+            let slot = match *key {
+                "connect" => &mut config.timeouts.connect,
+                "read" => &mut config.timeouts.read,
+                "upgraded_idle" => &mut config.timeouts.upgraded_idle,
+                other => unreachable!("no timeout `{other}` is translated"),
+            };
+            *slot = t;
+        }
+        if !o.headers.is_empty() || !o.removed_headers.is_empty() {
+            let mut headers = RawProxyHeaders {
+                x_forwarded: None,
+                add: BTreeMap::new(),
+                remove: Vec::new(),
+            };
+            for (k, (v, why)) in &o.headers {
+                anchor(Anchor::entry(k, v, why.clone()));
+                headers.add.insert(k.clone(), v.clone());
+            }
+            headers.remove = o.removed_headers.keys().cloned().collect();
+            if !headers.remove.is_empty() {
+                let why = "removed from every proxied request (Apache removed them per vhost)";
+                anchor(Anchor::entry("remove", &headers.remove, vec![why.into()]));
+            }
+            for (k, why) in &o.removed_headers {
+                anchor(Anchor::item(k, why.clone()));
+            }
+            config.proxy_headers = Some(headers);
+        }
+        (header, config, anchors)
+    }
+
     fn finish(mut self) -> Conversion {
         for (_, map, _, text) in std::mem::take(&mut self.pending_fallbacks) {
             self.out.skipped.push(format!(
@@ -1814,190 +1995,11 @@ impl Converter<'_> {
         self.listener_redirects();
         self.routes_across_listeners();
         self.idle_floor();
-        let o = &self.out;
-        let mut y = String::new();
-        for h in &o.header {
-            y.push_str(&format!("# {h}\n"));
-        }
-        if !o.ignored.is_empty() {
-            y.push_str("#\n# Not translated, no routing or security effect:\n");
-            for (name, at) in &o.ignored {
-                y.push_str(&format!("#   {name}: {}\n", at.join(", ")));
-            }
-        }
-        if !o.notes.is_empty() {
-            y.push_str("#\n# deskgate answers differently from Apache here, on purpose:\n");
-            for n in &o.notes {
-                y.push_str(&format!("#   {n}\n"));
-            }
-        }
-        if !o.skipped.is_empty() {
-            y.push_str(
-                "#\n# NOT TRANSLATED, changes routing or security (review before switching):\n",
-            );
-            for s in &o.skipped {
-                y.push_str(&format!("#   {s}\n"));
-            }
-        }
-        y.push_str("\nlisteners:\n");
-        for l in &o.listeners {
-            for c in &l.comments {
-                y.push_str(&format!("  # {c}\n"));
-            }
-            y.push_str(&format!("  - addr: {}\n", q(&l.addr)));
-            if l.redirect_https && !l.proxies && l.certs.is_empty() {
-                match &l.redirect_to {
-                    Some(o) => y.push_str(&format!("    redirect_to: {}\n", q(o))),
-                    None => y.push_str("    redirect_https: true\n"),
-                }
-            }
-            if !l.certs.is_empty() {
-                y.push_str("    tls:\n      certs:\n");
-                for (i, c) in l.certs.iter().enumerate() {
-                    for cc in &c.comments {
-                        y.push_str(&format!("        # {cc}\n"));
-                    }
-                    y.push_str(&format!(
-                        "        - cert: {}\n          key: {}\n",
-                        q(&c.cert),
-                        q(&c.key)
-                    ));
-                    if i > 0 && !c.hosts.is_empty() {
-                        y.push_str(&format!(
-                            "          hosts: [{}]\n",
-                            c.hosts.iter().map(|h| q(h)).collect::<Vec<_>>().join(", ")
-                        ));
-                    }
-                }
-            }
-        }
-        if !o.upstreams.is_empty() {
-            y.push_str("\nupstreams:\n");
-            for (name, u) in &o.upstreams {
-                for c in &u.comments {
-                    y.push_str(&format!("  # {c}\n"));
-                }
-                y.push_str(&format!("  {name}:\n    servers: [{}]\n", q(&u.server)));
-                if let Some(verify) = u.tls {
-                    y.push_str(&format!("    tls: {{ verify: {verify} }}\n"));
-                }
-                if let Some(a) = &u.basic_auth {
-                    y.push_str(&format!(
-                        "    basic_auth: {{ user: {}, {} }}\n",
-                        q(&a.user),
-                        a.secret
-                    ));
-                }
-            }
-        }
-        if !o.routes.is_empty() {
-            y.push_str("\nroutes:\n");
-            for r in &o.routes {
-                for c in &r.comments {
-                    y.push_str(&format!("  # {c}\n"));
-                }
-                let mut first = true;
-                let mut field = |y: &mut String, s: String| {
-                    y.push_str(if first { "  - " } else { "    " });
-                    first = false;
-                    y.push_str(&s);
-                    y.push('\n');
-                };
-                if let Some(h) = &r.host {
-                    field(&mut y, format!("host: {}", q(h)));
-                }
-                field(&mut y, format!("path: {}", q(&r.path)));
-                match &r.target {
-                    Target::Named(n) => field(&mut y, format!("upstream: {n}")),
-                    Target::Resolve {
-                        url,
-                        tls_verify,
-                        basic_auth,
-                        ..
-                    } => {
-                        field(&mut y, "upstream:".into());
-                        y.push_str(&format!("      resolve: {}\n", q(url)));
-                        if !self.resolver_headers.is_empty() {
-                            y.push_str(&format!(
-                                "      headers: {{ {} }}\n",
-                                self.resolver_headers.join(", ")
-                            ));
-                        }
-                        if let Some(v) = tls_verify {
-                            y.push_str(&format!("      tls: {{ verify: {v} }}\n"));
-                        }
-                        if let Some(a) = basic_auth {
-                            y.push_str(&format!(
-                                "      basic_auth: {{ user: {}, {} }}\n",
-                                q(&a.user),
-                                a.secret
-                            ));
-                        }
-                    }
-                }
-                if r.strip_prefix {
-                    y.push_str("    strip_prefix: true\n");
-                }
-                if let Some(f) = &r.fallback {
-                    y.push_str(&format!("    fallback: {{ redirect: {} }}\n", q(f)));
-                }
-                match r.rewrite_location.as_slice() {
-                    [] => {}
-                    [one] => y.push_str(&format!("    rewrite_location: {}\n", q(one))),
-                    many => y.push_str(&format!(
-                        "    rewrite_location: [{}]\n",
-                        many.iter().map(|u| q(u)).collect::<Vec<_>>().join(", ")
-                    )),
-                }
-                for (key, pairs) in [
-                    ("cookie_domain", &r.cookie_domain),
-                    ("cookie_path", &r.cookie_path),
-                ] {
-                    if !pairs.is_empty() {
-                        y.push_str(&format!(
-                            "    {key}: {{ {} }}\n",
-                            pairs
-                                .iter()
-                                .map(|(a, b)| format!("{}: {}", q(a), q(b)))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
-                    }
-                }
-            }
-        }
-        if !o.timeouts.is_empty() {
-            y.push_str("\ntimeouts:\n");
-            for (k, (secs, why)) in &o.timeouts {
-                for w in why {
-                    y.push_str(&format!("  # {w}\n"));
-                }
-                y.push_str(&format!("  {k}: {secs}s\n"));
-            }
-        }
-        if !o.headers.is_empty() || !o.removed_headers.is_empty() {
-            y.push_str("\nproxy_headers:\n");
-        }
-        if !o.headers.is_empty() {
-            y.push_str("  add:\n");
-            for (k, (v, why)) in &o.headers {
-                for w in why {
-                    y.push_str(&format!("    # {w}\n"));
-                }
-                y.push_str(&format!("    {}: {}\n", q(k), q(v)));
-            }
-        }
-        if !o.removed_headers.is_empty() {
-            y.push_str("  # removed from every proxied request (Apache removed them per vhost)\n  remove:\n");
-            for (k, why) in &o.removed_headers {
-                for w in why {
-                    y.push_str(&format!("    # {w}\n"));
-                }
-                y.push_str(&format!("    - {}\n", q(k)));
-            }
-        }
+        let (header, doc, anchors) = self.document();
+        let yaml = yaml_out::write(&doc, &header, &anchors)
+            .expect("the importer's config serializes (strings, numbers and paths only)");
         Conversion {
-            yaml: y,
+            yaml,
             skipped: self.out.skipped,
             ignored: self
                 .out
@@ -2223,11 +2225,6 @@ fn grants_all(s: &Section) -> bool {
 fn mentions_upgrade(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     t.contains("upgrade") || t.contains("connection")
-}
-
-/// A YAML double-quoted scalar (JSON's string syntax is valid YAML).
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
 }
 
 fn with_slash(p: &str) -> String {
@@ -2528,9 +2525,9 @@ fn letsencrypt_name(path: &str) -> Option<String> {
     Some(rest.split('/').next()?.to_string())
 }
 
-/// `X-API-Key: env:HUB_API_KEY` -> `"X-API-Key": { env: "HUB_API_KEY" }`. Anything else is
+/// `X-API-Key: env:HUB_API_KEY` -> `X-API-Key` read from `{ env: HUB_API_KEY }`. Anything else is
 /// refused, naming the header but never echoing its value (it may be the key itself).
-fn header_ref(spec: &str) -> Result<String, String> {
+fn header_ref(spec: &str) -> Result<(String, RawSecretRef), String> {
     let forms = "give it as 'NAME: env:VARIABLE' or 'NAME: file:/path/to/secret' (the value itself never goes on the command line or into the YAML)";
     let Some((name, source)) = spec.split_once(':') else {
         let name = spec.split(['=', ' ']).next().unwrap_or("");
@@ -2551,11 +2548,20 @@ fn header_ref(spec: &str) -> Result<String, String> {
     }
     let source = source.trim();
     match source.split_once(':') {
-        Some((kind @ ("env" | "file"), value)) if !value.trim().is_empty() => Ok(format!(
-            "{}: {{ {kind}: {} }}",
-            q(name),
-            q(value.trim())
-        )),
+        Some((kind @ ("env" | "file"), value)) if !value.trim().is_empty() => {
+            let value = value.trim().to_string();
+            let source = match kind {
+                "env" => RawSecretRef {
+                    env: Some(value),
+                    file: None,
+                },
+                _ => RawSecretRef {
+                    env: None,
+                    file: Some(value.into()),
+                },
+            };
+            Ok((name.to_string(), source))
+        }
         _ => Err(format!(
             "deskgate import: --resolver-header {name}: the value is neither env:VARIABLE nor file:PATH (env: and file: in lower case); {forms}"
         )),

@@ -4,3 +4,4 @@
 pub mod apache;
 pub mod apache_conf;
 pub mod cli;
+mod yaml_out;

@@ -25,20 +25,15 @@ fn proxy_pass_prefixes_params_and_exclusions() {
     let y = &c.yaml;
     assert!(
         y.contains(
-            "  10_0_0_5_7001:\n    servers: [\"10.0.0.5:7001\"]\n    tls: { verify: false }"
+            "  10_0_0_5_7001:\n    servers:\n    - 10.0.0.5:7001\n    tls:\n      verify: false"
         ),
         "{y}"
     );
     assert!(
-        y.contains(
-            "  - path: \"/desktop/alice/\"\n    upstream: 10_0_0_5_7001\n    strip_prefix: true"
-        ),
+        y.contains("- path: /desktop/alice/\n  upstream: 10_0_0_5_7001\n  strip_prefix: true"),
         "{y}"
     );
-    assert!(
-        y.contains("  - path: \"/api/\"\n    upstream: hub_5020\n"),
-        "{y}"
-    );
+    assert!(y.contains("- path: /api/\n  upstream: hub_5020\n"), "{y}");
     assert!(
         y.contains("  connect: 5s") && y.contains("  upgraded_idle: 600s"),
         "{y}"
@@ -62,7 +57,7 @@ fn plain_vhosts_that_only_redirect_become_redirect_https() {
     // Item 6: `Redirect / https://fixed-host/` goes to that host, not the client's.
     let c = convert_text(&vhost(80, "Redirect permanent / https://hub.example.org/"));
     assert!(
-        c.yaml.contains("redirect_to: \"https://hub.example.org\"") && c.skipped.is_empty(),
+        c.yaml.contains("redirect_to: https://hub.example.org\n") && c.skipped.is_empty(),
         "{}",
         c.yaml
     );
@@ -79,7 +74,7 @@ fn tls_files_notes_and_lets_encrypt() {
     ));
     let y = &c.yaml;
     assert!(
-        y.contains("cert: \"/etc/letsencrypt/live/hub.example.org/cert.pem\""),
+        y.contains("cert: /etc/letsencrypt/live/hub.example.org/cert.pem"),
         "{y}"
     );
     assert!(
@@ -100,13 +95,12 @@ fn request_headers_set_are_added_unset_removed_others_reported() {
         "ProxyPass / http://hub:5020/\nRequestHeader set X-Hub-Edge deskgate\nRequestHeader set X-Forwarded-Proto https\nRequestHeader unset X-User\nRequestHeader unset Remote-User env=SSO\nRequestHeader set Upgrade websocket env=WS",
     ));
     assert!(
-        c.yaml.contains("proxy_headers:\n  add:")
-            && c.yaml.contains("\"X-Hub-Edge\": \"deskgate\""),
+        c.yaml.contains("proxy_headers:\n  add:") && c.yaml.contains("    X-Hub-Edge: deskgate"),
         "{}",
         c.yaml
     );
     assert!(
-        c.yaml.contains("  remove:\n") && c.yaml.contains("- \"X-User\""),
+        c.yaml.contains("  remove:\n") && c.yaml.contains("  - X-User"),
         "{}",
         c.yaml
     );
@@ -127,18 +121,18 @@ fn rewrite_map_becomes_a_resolver_with_fallback_and_basic_auth() {
         "ServerName hub.example.org\nServerAlias desktop-*.hub.example.org\nSSLEngine on\nSSLCertificateFile /c.pem\nSSLCertificateKeyFile /k.pem\nSSLProxyEngine on\nSSLProxyVerify none\n<If \"%{HTTP_HOST} =~ /^desktop-/\">\nRequestHeader set Authorization \"Basic dTpw\"\n</If>\nRewriteEngine On\nRewriteMap c \"prg:/bin/map\"\nRewriteCond ${c:%{HTTP_HOST}} ^$\nRewriteRule ^ https://hub.example.org/ [R=302,L]\nRewriteRule ^/(.*)$ https://${c:%{HTTP_HOST}}/$1 [P,L]\nProxyPass / http://hub:5020/",
     ));
     let y = &c.yaml;
-    assert!(y.contains("  - host: \"desktop-{name}.hub.example.org\"\n    path: \"/\"\n    upstream:\n      resolve: \"http://hub:5020/api/target/{name}\""), "{y}");
+    assert!(y.contains("- host: desktop-{name}.hub.example.org\n  path: /\n  upstream:\n    resolve: http://hub:5020/api/target/{name}"), "{y}");
     assert!(
-        y.contains("headers: { \"X-API-Key\": { env: \"HUB_API_KEY\" } }"),
+        y.contains("    headers:\n      X-API-Key:\n        env: HUB_API_KEY"),
         "{y}"
     );
-    assert!(y.contains("tls: { verify: false }"), "{y}");
+    assert!(y.contains("    tls:\n      verify: false"), "{y}");
     assert!(
-        y.contains("basic_auth: { user: \"u\", password_env: DESKGATE_BASIC_AUTH_1 }"),
+        y.contains("    basic_auth:\n      user: u\n      password_env: DESKGATE_BASIC_AUTH_1"),
         "{y}"
     );
     assert!(
-        y.contains("fallback: { redirect: \"https://hub.example.org/\" }"),
+        y.contains("  fallback:\n    redirect: https://hub.example.org/"),
         "{y}"
     );
     assert!(!y.contains("dTpw"), "the credential stays out of the YAML");
@@ -158,12 +152,12 @@ fn shared_addresses_route_by_host_and_the_first_is_the_default() {
     ));
     let y = &c.yaml;
     assert!(
-        y.contains("  - host: \"a.example.org\"\n    path: \"/\"\n    upstream: a_1"),
+        y.contains("- host: a.example.org\n  path: /\n  upstream: a_1"),
         "{y}"
     );
-    assert!(y.contains("  - path: \"/\"\n    upstream: a_1"), "{y}");
+    assert!(y.contains("- path: /\n  upstream: a_1"), "{y}");
     assert!(
-        y.contains("  - host: \"*.b.example.org\"\n    path: \"/\"\n    upstream: b_2"),
+        y.contains("- host: '*.b.example.org'\n  path: /\n  upstream: b_2"),
         "{y}"
     );
     assert_eq!(y.matches("- addr:").count(), 1, "{y}");
@@ -217,19 +211,13 @@ fn second_vhost_keeps_hub_prefixes_off_the_desktops() {
         let c = convert_text(&text);
         let y = &c.yaml;
         assert!(
-            !y.contains("host: \"desktop-{name}.hub.example.org\"\n    path: \"/api/\""),
+            !y.contains("host: desktop-{name}.hub.example.org\n  path: /api/"),
             "{y}"
         );
-        assert!(
-            y.contains("  - host: \"hub.example.org\"\n    path: \"/api/\""),
-            "{y}"
-        );
-        assert!(
-            y.contains("  - host: \"www.example.org\"\n    path: \"/\""),
-            "{y}"
-        );
-        let first_hostless = y.find("\n  - path:").unwrap_or(y.len());
-        let last_hostful = y.rfind("\n  - host:").unwrap();
+        assert!(y.contains("- host: hub.example.org\n  path: /api/"), "{y}");
+        assert!(y.contains("- host: www.example.org\n  path: /"), "{y}");
+        let first_hostless = y.find("\n- path:").unwrap_or(y.len());
+        let last_hostful = y.rfind("\n- host:").unwrap();
         assert!(last_hostful < first_hostless, "host-less routes last: {y}");
         // Only the first vhost on the address gets host-less routes.
         let default_upstream = if hub_first {
@@ -238,12 +226,10 @@ fn second_vhost_keeps_hub_prefixes_off_the_desktops() {
             "127_0_0_1_8080"
         };
         assert!(
-            y.contains(&format!(
-                "  - path: \"/\"\n    upstream: {default_upstream}"
-            )),
+            y.contains(&format!("- path: /\n  upstream: {default_upstream}")),
             "{y}"
         );
-        assert_eq!(y.matches("\n  - path: \"/\"").count(), 1, "{y}");
+        assert_eq!(y.matches("\n- path: /\n").count(), 1, "{y}");
         assert!(c.skipped.is_empty(), "{:?}", c.skipped);
     }
 }
@@ -273,7 +259,7 @@ fn credentials_are_refused_by_name_under_inexpressible_conditions() {
             "{form}: {all}"
         );
         assert!(
-            !c.yaml.contains("basic_auth: {"),
+            !c.yaml.contains("basic_auth:"),
             "{form}: not widened: {}",
             c.yaml
         );
@@ -285,7 +271,7 @@ fn credentials_are_refused_by_name_under_inexpressible_conditions() {
         format!("RequestHeader set Authorization \"{basic}\""),
     ] {
         let c = convert_text(&vhost(443, &format!("{HUB_443}\n{form}\n{route}")));
-        assert!(c.yaml.contains("basic_auth: { user: \"kasm_user\", password_env: DESKGATE_BASIC_AUTH_1 }"), "{form}: {}", c.yaml);
+        assert!(c.yaml.contains("    basic_auth:\n      user: kasm_user\n      password_env: DESKGATE_BASIC_AUTH_1"), "{form}: {}", c.yaml);
         assert!(!c.yaml.contains("s3cret-pw"), "{}", c.yaml);
     }
     // A user:password URL is refused and never shown.
@@ -303,7 +289,7 @@ fn fall_through_redirect_after_null_guards_is_the_fallback() {
     let c = convert_text(&vhost(443, &format!("{HUB_443}\nRewriteCond %{{HTTP_HOST}} ^desktop-([a-z0-9]+)\\.hub\\.example\\.org$ [NC]\nRewriteCond ${{c:%1}} !^NULL$\nRewriteRule ^/(.*)$ https://${{c:%1}}/$1 [P,L]\nRewriteCond %{{HTTP_HOST}} ^desktop-([a-z0-9]+)\\.hub\\.example\\.org$ [NC]\nRewriteRule ^ https://hub.example.org/ [R=302,L]\nProxyPass / http://127.0.0.1:3000/")));
     let y = &c.yaml;
     assert!(
-        y.contains("fallback: { redirect: \"https://hub.example.org/\" }"),
+        y.contains("  fallback:\n    redirect: https://hub.example.org/"),
         "{y}"
     );
     assert!(y.contains("never fired"), "{y}");
@@ -366,15 +352,14 @@ fn no_false_positives() {
     let c = convert_text(&vhost(443, &format!("{HUB_443}\nRewriteCond %{{HTTP_HOST}} ^hub\\.example\\.org$ [NC]\nRewriteRule .* - [S=2]\nRewriteCond %{{HTTP:Upgrade}} websocket [NC]\nRewriteRule ^/(.*)$ wss://${{c:%{{HTTP_HOST}}}}/$1 [P,L]\nRewriteRule ^/(.*)$ https://${{c:%{{HTTP_HOST}}}}/$1 [P,L]\nProxyPass / http://127.0.0.1:3000/\nProxyPassReverse / http://127.0.0.1:3000/\nProxyPassReverseCookiePath / /\n<Proxy *>\nRequire all granted\n</Proxy>")));
     assert!(c.skipped.is_empty(), "{:?}\n{}", c.skipped, c.yaml);
     assert!(
-        c.yaml.contains("host: \"desktop-{name}.hub.example.org\""),
+        c.yaml.contains("host: desktop-{name}.hub.example.org"),
         "{}",
         c.yaml
     );
     let c = convert_text(&vhost(80, "RewriteEngine On\nRewriteCond %{HTTP:Upgrade} =websocket [NC]\nRewriteRule /(.*) ws://127.0.0.1:8888/$1 [P,L]\nRewriteCond %{HTTP:Upgrade} !=websocket [NC]\nRewriteRule /(.*) http://127.0.0.1:8888/$1 [P,L]"));
     assert!(c.skipped.is_empty(), "{:?}", c.skipped);
     assert!(
-        c.yaml
-            .contains("  - path: \"/\"\n    upstream: 127_0_0_1_8888"),
+        c.yaml.contains("- path: /\n  upstream: 127_0_0_1_8888"),
         "{}",
         c.yaml
     );
@@ -389,15 +374,15 @@ fn location_cookies_ipv6_and_dotted_hosts() {
     let c = convert_text(&vhost(443, "ServerName hub.example.org\nSSLEngine on\nSSLCertificateFile /c.pem\nSSLCertificateKeyFile /k.pem\nProxyPass /app/ http://127.0.0.1:3000/\nProxyPassReverse /app/ http://127.0.0.1:3000/\nProxyPassReverseCookieDomain localhost hub.example.org\nProxyPassReverseCookiePath / /app/"));
     let y = &c.yaml;
     assert!(
-        y.contains("    rewrite_location: \"http://127.0.0.1:3000/\""),
+        y.contains("  rewrite_location: http://127.0.0.1:3000/"),
         "{y}"
     );
     assert!(
-        y.contains("    cookie_domain: { \"localhost\": \"hub.example.org\" }"),
+        y.contains("  cookie_domain:\n    localhost: hub.example.org"),
         "{y}"
     );
-    assert!(y.contains("    cookie_path: { \"/\": \"/app/\" }"), "{y}");
-    assert!(y.contains("  - addr: \"[::]:443\""), "{y}");
+    assert!(y.contains("  cookie_path:\n    /: /app/"), "{y}");
+    assert!(y.contains("- addr: '[::]:443'"), "{y}");
     assert!(c.skipped.is_empty(), "{:?}", c.skipped);
     let c = convert_text(&vhost(443, &format!("{HUB_443}\nRewriteCond %{{HTTP_HOST}} ^desktop-(.+)\\.hub\\.example\\.org$\nRewriteRule ^/(.*)$ https://${{c:%1}}/$1 [P,L]")));
     assert!(
