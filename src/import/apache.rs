@@ -7,7 +7,7 @@
 //! listed once. `deploy/apache-migration.md` is the hand-written reference for the mapping.
 
 use super::apache_conf::{
-    is_secret_header, parse_files, userinfo, Directive, Node, Origin, Section,
+    is_secret_header, parse_files, userinfo, Directive, Node, Origin, ParseError, Section,
 };
 use super::yaml_out::{self, Anchor};
 use crate::config::duration::HumanDuration;
@@ -42,6 +42,32 @@ pub struct Conversion {
     pub notices: Vec<String>,
     /// Where deskgate will answer differently from Apache, on purpose.
     pub notes: Vec<String>,
+}
+
+/// How a `--resolver-header` must be given; the value itself is never echoed.
+const HEADER_FORMS: &str = "give it as 'NAME: env:VARIABLE' or 'NAME: file:/path/to/secret' (the value itself never goes on the command line or into the YAML)";
+
+/// Why nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The Apache files do not parse (the error names `FILE:LINE`).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("deskgate import: --resolver-header {name}...: no `NAME:`; {HEADER_FORMS}")]
+    HeaderWithoutName { name: String },
+    #[error("deskgate import: --resolver-header: `{name}` is not a header name; {HEADER_FORMS}")]
+    HeaderName { name: String },
+    #[error("deskgate import: --resolver-header {name}: the value is neither env:VARIABLE nor file:PATH (env: and file: in lower case); {HEADER_FORMS}")]
+    HeaderSource { name: String },
+    #[error("deskgate import: --resolver-url: a user:password in the URL; give credentials with --resolver-header 'NAME: env:VARIABLE'")]
+    ResolverUrlCredentials,
+    #[error("deskgate import: --resolver-url {url}: {why}")]
+    ResolverUrl { url: String, why: String },
+    #[error("deskgate import: no vhost could be translated, nothing to listen on (nothing written): {}", skipped.join("; "))]
+    NothingToListenOn { skipped: Vec<String> },
+    /// Not expected: the config holds strings, numbers and paths only.
+    #[error("deskgate import: the YAML cannot be written (an importer bug): {0}")]
+    Yaml(#[from] serde_yaml::Error),
 }
 
 const SHADOWED_BY_REWRITE: &str = "ProxyPass on hosts a RewriteRule [P] lookup takes whole (mod_rewrite runs first in Apache; these never answered there)";
@@ -300,7 +326,7 @@ struct Scope {
     tls_notes: Vec<String>,
 }
 
-pub fn convert(files: &[PathBuf], opts: &ImportOptions) -> Result<Conversion, String> {
+pub fn convert(files: &[PathBuf], opts: &ImportOptions) -> Result<Conversion, ImportError> {
     let resolver_headers = opts
         .resolver_headers
         .iter()
@@ -387,12 +413,11 @@ pub fn convert(files: &[PathBuf], opts: &ImportOptions) -> Result<Conversion, St
     }
     c.apply_scoped_auth();
     if c.out.listeners.is_empty() {
-        return Err(format!(
-            "deskgate import: no vhost could be translated, nothing to listen on (nothing written): {}",
-            c.out.skipped.join("; ")
-        ));
+        return Err(ImportError::NothingToListenOn {
+            skipped: c.out.skipped,
+        });
     }
-    Ok(c.finish())
+    c.finish()
 }
 
 /// How many vhosts listen on each address, to know when routes need `host:`.
@@ -1894,7 +1919,7 @@ impl Converter<'_> {
     }
 
     /// The header comments, the config, and the comments above its items, in document order.
-    fn document(&self) -> (Vec<String>, RawConfig, Vec<Anchor>) {
+    fn document(&self) -> Result<(Vec<String>, RawConfig, Vec<Anchor>), serde_yaml::Error> {
         let o = &self.out;
         let mut header = o.header.clone();
         if !o.ignored.is_empty() {
@@ -1917,16 +1942,13 @@ impl Converter<'_> {
             header.extend(o.skipped.iter().map(|s| format!("  {s}")));
         }
         let mut anchors = Vec::new();
-        let mut anchor = |a: Result<Anchor, serde_yaml::Error>| {
-            anchors.push(a.expect("the importer's config serializes"));
-        };
         let mut config = RawConfig::default();
         for l in &o.listeners {
             let listener = l.raw();
-            anchor(Anchor::item(&listener, l.comments.clone()));
+            anchors.push(Anchor::item(&listener, l.comments.clone())?);
             let certs = listener.tls.iter().flat_map(|t| &t.certs);
             for (c, raw) in l.certs.iter().zip(certs) {
-                anchor(Anchor::item(raw, c.comments.clone()));
+                anchors.push(Anchor::item(raw, c.comments.clone())?);
             }
             config.listeners.push(listener);
         }
@@ -1940,17 +1962,17 @@ impl Converter<'_> {
                 hash_key: None,
                 health: None,
             };
-            anchor(Anchor::entry(name, &upstream, u.comments.clone()));
+            anchors.push(Anchor::entry(name, &upstream, u.comments.clone())?);
             config.upstreams.insert(name.clone(), upstream);
         }
         for r in &o.routes {
             let route = r.raw(&self.resolver_headers);
-            anchor(Anchor::item(&route, r.comments.clone()));
+            anchors.push(Anchor::item(&route, r.comments.clone())?);
             config.routes.push(route);
         }
         for (key, (secs, why)) in &o.timeouts {
             let t = Some(HumanDuration(std::time::Duration::from_secs(*secs)));
-            anchor(Anchor::entry(key, &t, why.clone()));
+            anchors.push(Anchor::entry(key, &t, why.clone())?);
             let slot = match *key {
                 "connect" => &mut config.timeouts.connect,
                 "read" => &mut config.timeouts.read,
@@ -1966,23 +1988,23 @@ impl Converter<'_> {
                 remove: Vec::new(),
             };
             for (k, (v, why)) in &o.headers {
-                anchor(Anchor::entry(k, v, why.clone()));
+                anchors.push(Anchor::entry(k, v, why.clone())?);
                 headers.add.insert(k.clone(), v.clone());
             }
             headers.remove = o.removed_headers.keys().cloned().collect();
             if !headers.remove.is_empty() {
                 let why = "removed from every proxied request (Apache removed them per vhost)";
-                anchor(Anchor::entry("remove", &headers.remove, vec![why.into()]));
+                anchors.push(Anchor::entry("remove", &headers.remove, vec![why.into()])?);
             }
             for (k, why) in &o.removed_headers {
-                anchor(Anchor::item(k, why.clone()));
+                anchors.push(Anchor::item(k, why.clone())?);
             }
             config.proxy_headers = Some(headers);
         }
-        (header, config, anchors)
+        Ok((header, config, anchors))
     }
 
-    fn finish(mut self) -> Conversion {
+    fn finish(mut self) -> Result<Conversion, ImportError> {
         for (_, map, _, text) in std::mem::take(&mut self.pending_fallbacks) {
             self.out.skipped.push(format!(
                 "{}: a NULL redirect for RewriteMap {map}, which no [P] rule uses",
@@ -1995,10 +2017,9 @@ impl Converter<'_> {
         self.listener_redirects();
         self.routes_across_listeners();
         self.idle_floor();
-        let (header, doc, anchors) = self.document();
-        let yaml = yaml_out::write(&doc, &header, &anchors)
-            .expect("the importer's config serializes (strings, numbers and paths only)");
-        Conversion {
+        let (header, doc, anchors) = self.document()?;
+        let yaml = yaml_out::write(&doc, &header, &anchors)?;
+        Ok(Conversion {
             yaml,
             skipped: self.out.skipped,
             ignored: self
@@ -2010,7 +2031,7 @@ impl Converter<'_> {
             secret_files: self.out.secret_files,
             notices: self.out.notices,
             notes: self.out.notes,
-        }
+        })
     }
 }
 
@@ -2527,13 +2548,10 @@ fn letsencrypt_name(path: &str) -> Option<String> {
 
 /// `X-API-Key: env:HUB_API_KEY` -> `X-API-Key` read from `{ env: HUB_API_KEY }`. Anything else is
 /// refused, naming the header but never echoing its value (it may be the key itself).
-fn header_ref(spec: &str) -> Result<(String, RawSecretRef), String> {
-    let forms = "give it as 'NAME: env:VARIABLE' or 'NAME: file:/path/to/secret' (the value itself never goes on the command line or into the YAML)";
+fn header_ref(spec: &str) -> Result<(String, RawSecretRef), ImportError> {
     let Some((name, source)) = spec.split_once(':') else {
-        let name = spec.split(['=', ' ']).next().unwrap_or("");
-        return Err(format!(
-            "deskgate import: --resolver-header {name}...: no `NAME:`; {forms}"
-        ));
+        let name = spec.split(['=', ' ']).next().unwrap_or("").to_string();
+        return Err(ImportError::HeaderWithoutName { name });
     };
     let name = name.trim();
     let valid_name = !name.is_empty()
@@ -2541,10 +2559,8 @@ fn header_ref(spec: &str) -> Result<(String, RawSecretRef), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
     if !valid_name {
-        return Err(format!(
-            "deskgate import: --resolver-header: `{}` is not a header name; {forms}",
-            name.split(['=', ' ']).next().unwrap_or("")
-        ));
+        let name = name.split(['=', ' ']).next().unwrap_or("").to_string();
+        return Err(ImportError::HeaderName { name });
     }
     let source = source.trim();
     match source.split_once(':') {
@@ -2562,21 +2578,26 @@ fn header_ref(spec: &str) -> Result<(String, RawSecretRef), String> {
             };
             Ok((name.to_string(), source))
         }
-        _ => Err(format!(
-            "deskgate import: --resolver-header {name}: the value is neither env:VARIABLE nor file:PATH (env: and file: in lower case); {forms}"
-        )),
+        _ => Err(ImportError::HeaderSource {
+            name: name.to_string(),
+        }),
     }
 }
 
 /// The `--resolver-url`: an http(s) URL deskgate can call, with `{name}` in it (else every
 /// desktop would share one lookup).
-fn check_resolver_url(url: &str) -> Result<(), String> {
-    let bad = |why: String| Err(format!("deskgate import: --resolver-url {url}: {why}"));
+fn check_resolver_url(url: &str) -> Result<(), ImportError> {
+    let bad = |why: String| {
+        Err(ImportError::ResolverUrl {
+            url: url.to_string(),
+            why,
+        })
+    };
     if userinfo(url).is_some() {
-        return Err("deskgate import: --resolver-url: a user:password in the URL; give credentials with --resolver-header 'NAME: env:VARIABLE'".into());
+        return Err(ImportError::ResolverUrlCredentials);
     }
     if let Err(e) = crate::upstream::client::parse_url(&url.replace(['{', '}'], "")) {
-        return bad(e);
+        return bad(e.to_string());
     }
     if !url.contains("{name}") {
         return bad("no `{name}` in it: every desktop would share one lookup (e.g. http://127.0.0.1:5020/api/container-target/{name})".into());

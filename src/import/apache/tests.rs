@@ -191,7 +191,7 @@ fn convert_with(text: &str, opts: &ImportOptions) -> Result<Conversion, String> 
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("site.conf");
     std::fs::write(&f, text).unwrap();
-    convert(&[f], opts)
+    convert(&[f], opts).map_err(|e| e.to_string())
 }
 
 const HUB_443: &str = "ServerName hub.example.org\nServerAlias desktop-*.hub.example.org\nSSLEngine on\nSSLCertificateFile /c.pem\nSSLCertificateKeyFile /k.pem\nSSLProxyEngine on\nSSLProxyVerify none\nRewriteEngine On\nRewriteMap c \"prg:/bin/map\"";
