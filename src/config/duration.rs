@@ -45,7 +45,7 @@ impl serde::Serialize for HumanDuration {
         let d = self.0;
         if d.subsec_nanos() == 0 {
             s.collect_str(&format_args!("{}s", d.as_secs()))
-        } else if d.subsec_nanos() % 1_000_000 == 0 {
+        } else if d.subsec_nanos().is_multiple_of(1_000_000) {
             s.collect_str(&format_args!("{}ms", d.as_millis()))
         } else {
             s.collect_str(&format_args!("{}ns", d.as_nanos()))

@@ -5,7 +5,7 @@
 //! text is then found, indented, in the whole document (in document order, each after the
 //! previous one's first line, so an item inside another is found inside it) and its comments
 //! go above it at its indentation. Comments only ever add whole lines, so the document means
-//! what serde_yaml wrote; `write` checks that by reading it back.
+//! what serde_yaml wrote; `write` checks that by reading it back (and refuses otherwise).
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -94,11 +94,13 @@ pub fn write<T: Serialize>(
         out.push_str(line);
         out.push('\n');
     }
+    // A comment line inside a block scalar would be text, not a comment: never written.
     let read_back: serde_yaml::Value = serde_yaml::from_str(&out)?;
-    debug_assert_eq!(
-        read_back,
-        serde_yaml::from_str::<serde_yaml::Value>(&plain)?
-    );
+    if read_back != serde_yaml::from_str::<serde_yaml::Value>(&plain)? {
+        return Err(serde::de::Error::custom(
+            "the comments changed what the YAML says",
+        ));
+    }
     Ok(out)
 }
 
@@ -179,6 +181,22 @@ mod tests {
             text,
             "# top\n#\n\nitems:\n# first\n- name: a\n  tags:\n  - t\n# second\n- name: a\n  tags:\n  - t\n\
              # third\n#\n- name: b\n  tags:\n  - t\n\nlimits:\n  x: 1\n  # why y\n  y: 2\n"
+        );
+    }
+
+    #[test]
+    fn a_comment_that_would_land_inside_a_text_is_refused() {
+        // An item's own text inside a multi-line string: a comment there would be content.
+        let doc = Doc {
+            items: vec![item("a\n- name: b\n  tags:\n  - t"), item("b")],
+            limits: BTreeMap::new(),
+        };
+        let anchors = [Anchor::item(&doc.items[1], vec!["b".into()]).unwrap()];
+        let e = write(&doc, &[], &anchors).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the comments changed what the YAML says"),
+            "{e}"
         );
     }
 
