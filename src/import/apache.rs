@@ -13,8 +13,8 @@ use super::yaml_out::{self, Anchor};
 use crate::config::duration::HumanDuration;
 use crate::config::raw::{
     RawBasicAuth, RawCert, RawConfig, RawFallback, RawListener, RawListenerTls, RawProxyHeaders,
-    RawResolver, RawRewriteLocation, RawRoute, RawSecretRef, RawUpstream, RawUpstreamRef,
-    RawUpstreamTls,
+    RawResolver, RawRewriteLocation, RawRoute, RawSecretRef, RawTimeouts, RawUpstream,
+    RawUpstreamRef, RawUpstreamTls,
 };
 use base64::Engine;
 use std::collections::BTreeMap;
@@ -173,6 +173,24 @@ struct Upstream {
 /// vhost), where it was, and a note for the comment.
 type ScopedAuth = (Option<String>, BasicAuth, Origin, &'static str);
 
+/// The timeouts Apache's directives set, in the order of the config's `timeouts:` block.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timeout {
+    Connect,
+    Read,
+    UpgradedIdle,
+}
+
+impl Timeout {
+    fn slot(self, t: &mut RawTimeouts) -> &mut Option<HumanDuration> {
+        match self {
+            Timeout::Connect => &mut t.connect,
+            Timeout::Read => &mut t.read,
+            Timeout::UpgradedIdle => &mut t.upgraded_idle,
+        }
+    }
+}
+
 /// Only a reference to the password (`password_file` or `password_env`), never the password.
 type BasicAuth = RawBasicAuth;
 
@@ -299,7 +317,7 @@ struct Output {
     listeners: Vec<Listener>,
     upstreams: BTreeMap<String, Upstream>,
     routes: Vec<Route>,
-    timeouts: BTreeMap<&'static str, (u64, Vec<String>)>,
+    timeouts: BTreeMap<Timeout, (u64, Vec<String>)>,
     headers: BTreeMap<String, (String, Vec<String>)>,
     /// `RequestHeader unset NAME`, with where each came from.
     removed_headers: BTreeMap<String, Vec<String>>,
@@ -523,7 +541,7 @@ impl Converter<'_> {
             .push(d.at.to_string());
     }
 
-    fn timeout(&mut self, key: &'static str, secs: u64, why: String) {
+    fn timeout(&mut self, key: Timeout, secs: u64, why: String) {
         let e = self.out.timeouts.entry(key).or_insert((0, Vec::new()));
         e.0 = e.0.max(secs);
         e.1.push(why);
@@ -588,7 +606,7 @@ impl Converter<'_> {
             "ProxyPreserveHost" => scope.preserve_host = Some(d.arg(0).eq_ignore_ascii_case("on")),
             "ProxyTimeout" | "Timeout" => {
                 if let Ok(s) = d.arg(0).parse() {
-                    self.timeout("read", s, format!("{}: {}", d.at, d.text));
+                    self.timeout(Timeout::Read, s, format!("{}: {}", d.at, d.text));
                 }
             }
             "RewriteEngine" | "RewriteMap" if top => self.rewrite_setting(scope, d),
@@ -1318,12 +1336,12 @@ impl Converter<'_> {
                 "timeout" => match v.parse() {
                     Ok(s) => {
                         self.timed_rules += 1;
-                        self.timeout("upgraded_idle", s, format!("{}: ProxyPass ... {param} (how long an open desktop may be quiet)", d.at))
+                        self.timeout(Timeout::UpgradedIdle, s, format!("{}: ProxyPass ... {param} (how long an open desktop may be quiet)", d.at))
                     }
                     Err(_) => comments.push(format!("  {param}: not a number of seconds; not translated")),
                 },
                 "connectiontimeout" => match v.parse() {
-                    Ok(s) => self.timeout("connect", s, format!("{}: ProxyPass ... {param}", d.at)),
+                    Ok(s) => self.timeout(Timeout::Connect, s, format!("{}: ProxyPass ... {param}", d.at)),
                     Err(_) => comments.push(format!("  {param}: not a number of seconds; not translated")),
                 },
                 "retry" => comments.push(format!("  {param}: Apache waits this long before retrying a failed backend; deskgate retries a failed connect at once when the upstream has `retries:`")),
@@ -1909,8 +1927,12 @@ impl Converter<'_> {
         if self.timed_rules == 0 || self.timed_rules >= self.proxy_rules {
             return;
         }
-        let floor = self.out.timeouts.get("read").map_or(60, |(s, _)| *s);
-        if let Some((secs, why)) = self.out.timeouts.get_mut("upgraded_idle") {
+        let floor = self
+            .out
+            .timeouts
+            .get(&Timeout::Read)
+            .map_or(60, |(s, _)| *s);
+        if let Some((secs, why)) = self.out.timeouts.get_mut(&Timeout::UpgradedIdle) {
             if *secs < floor {
                 why.push(format!("  raised to {floor}s: the proxy rules without timeout= waited that long in Apache (ProxyTimeout/Timeout, default 60s); deskgate has one idle limit for all"));
                 *secs = floor;
@@ -1972,14 +1994,10 @@ impl Converter<'_> {
         }
         for (key, (secs, why)) in &o.timeouts {
             let t = Some(HumanDuration(std::time::Duration::from_secs(*secs)));
-            anchors.push(Anchor::entry(key, &t, why.clone())?);
-            let slot = match *key {
-                "connect" => &mut config.timeouts.connect,
-                "read" => &mut config.timeouts.read,
-                "upgraded_idle" => &mut config.timeouts.upgraded_idle,
-                other => unreachable!("no timeout `{other}` is translated"),
-            };
-            *slot = t;
+            let mut this_one = RawTimeouts::default();
+            *key.slot(&mut this_one) = t;
+            anchors.push(Anchor::fields(&this_one, why.clone())?);
+            *key.slot(&mut config.timeouts) = t;
         }
         if !o.headers.is_empty() || !o.removed_headers.is_empty() {
             let mut headers = RawProxyHeaders {
@@ -1994,7 +2012,12 @@ impl Converter<'_> {
             headers.remove = o.removed_headers.keys().cloned().collect();
             if !headers.remove.is_empty() {
                 let why = "removed from every proxied request (Apache removed them per vhost)";
-                anchors.push(Anchor::entry("remove", &headers.remove, vec![why.into()])?);
+                let only_remove = RawProxyHeaders {
+                    x_forwarded: None,
+                    add: BTreeMap::new(),
+                    remove: headers.remove.clone(),
+                };
+                anchors.push(Anchor::fields(&only_remove, vec![why.into()])?);
             }
             for (k, why) in &o.removed_headers {
                 anchors.push(Anchor::item(k, why.clone())?);

@@ -32,7 +32,20 @@ impl Anchor {
         })
     }
 
-    /// An entry of a mapping (an upstream by name, a timeout, an added header).
+    /// Entries of a mapping, as a struct with only them set writes them (a timeout, the
+    /// `remove:` list): the field names come from the type, not from the caller.
+    pub fn fields<T: Serialize>(
+        part: &T,
+        comments: Vec<String>,
+    ) -> Result<Anchor, serde_yaml::Error> {
+        Ok(Anchor {
+            lines: lines_of(&serde_yaml::to_string(part)?),
+            entry: true,
+            comments,
+        })
+    }
+
+    /// An entry of a mapping keyed by data (an upstream by name, an added header).
     pub fn entry<V: Serialize>(
         key: &str,
         value: &V,
