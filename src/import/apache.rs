@@ -2570,7 +2570,7 @@ fn check_resolver_url(url: &str) -> Result<(), String> {
         return Err("deskgate import: --resolver-url: a user:password in the URL; give credentials with --resolver-header 'NAME: env:VARIABLE'".into());
     }
     if let Err(e) = crate::upstream::client::parse_url(&url.replace(['{', '}'], "")) {
-        return bad(e);
+        return bad(e.to_string());
     }
     if !url.contains("{name}") {
         return bad("no `{name}` in it: every desktop would share one lookup (e.g. http://127.0.0.1:5020/api/container-target/{name})".into());
