@@ -80,6 +80,36 @@ impl PartialEq for ConfigError {
 
 impl Eq for ConfigError {}
 
+/// Every problem of a config that did not load, one `FILE:LINE:COL: message` per line: what a
+/// command that loads one (`reload`, `chp`, `demo`) reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The first problem is the source, for logs that walk the chain to a cause.
+impl std::error::Error for ConfigErrors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.first().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Vec<ConfigError>> for ConfigErrors {
+    fn from(errors: Vec<ConfigError>) -> ConfigErrors {
+        ConfigErrors(errors)
+    }
+}
+
 /// `host:port` or `[v6]:port`, split (the brackets dropped).
 fn split_host_port(addr: &str) -> Option<(String, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
