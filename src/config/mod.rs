@@ -100,7 +100,9 @@ impl std::fmt::Display for ConfigErrors {
 /// The first problem is the source, for logs that walk the chain to a cause.
 impl std::error::Error for ConfigErrors {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.first().map(|e| e as &(dyn std::error::Error + 'static))
+        self.0
+            .first()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -125,13 +125,10 @@ pub fn signal_running(config_path: &Path) -> Result<i32, ReloadError> {
         path: pid_file.clone(),
         source,
     })?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|source| ReloadError::NotAPid {
-            path: pid_file.clone(),
-            source,
-        })?;
+    let pid: i32 = text.trim().parse().map_err(|source| ReloadError::NotAPid {
+        path: pid_file.clone(),
+        source,
+    })?;
     // SAFETY: kill(2) with a pid read from our own pid file and a valid signal number.
     let rc = unsafe { libc_kill(pid, signal_hook::consts::SIGHUP) };
     if rc != 0 {

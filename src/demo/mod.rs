@@ -8,8 +8,8 @@ pub mod desktop;
 pub mod rfb;
 
 use crate::config::{ConfigErrors, LoadOptions};
-use crate::tls::CertificateError;
 use crate::runtime::{self, Runtime};
+use crate::tls::CertificateError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

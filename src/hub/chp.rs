@@ -319,10 +319,7 @@ impl ChpArgs {
             None => {
                 let port = match self.api_port {
                     Some(p) => p,
-                    None => self
-                        .port
-                        .checked_add(1)
-                        .ok_or(ChpError::NoApiPort)?,
+                    None => self.port.checked_add(1).ok_or(ChpError::NoApiPort)?,
                 };
                 format!("{}:{port}", listen_ip(&self.api_ip, "--api-ip")?)
             }
@@ -480,11 +477,10 @@ pub fn plan(args: ChpArgs) -> Result<ChpPlan, ChpError> {
     let overlay = args.overlay(token_set)?;
     let (name, mut base) = match &args.config {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| ChpError::ReadConfig {
-                    path: path.clone(),
-                    source,
-                })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ChpError::ReadConfig {
+                path: path.clone(),
+                source,
+            })?;
             let base = match serde_yaml::from_str::<Value>(&text) {
                 Ok(Value::Mapping(m)) => m,
                 _ => Mapping::new(),

@@ -120,3 +120,36 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn errors_name_the_file_or_variable_never_the_value() {
+        let name = "DESKGATE_SECRET_TEST_NOT_UTF8";
+        std::env::set_var(name, std::ffi::OsStr::from_bytes(b"hunter2\xff"));
+        let e = from_env(name).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("environment variable {name} is not valid UTF-8")
+        );
+        assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+        std::env::remove_var(name);
+        let e = from_env(name).unwrap_err().to_string();
+        assert_eq!(e, format!("environment variable {name} is not set"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, "\n").unwrap();
+        let e = from_file(&path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("secret file {} is empty", path.display())
+        );
+        let e = from_file(&dir.path().join("absent")).unwrap_err();
+        let io = std::error::Error::source(&e).expect("the read error under it");
+        assert!(io.downcast_ref::<std::io::Error>().is_some());
+    }
+}

@@ -58,14 +58,17 @@ impl Policy {
             "hash" => {
                 let key = match hash_key.unwrap_or("client_addr") {
                     "client_addr" => HashKey::ClientAddr,
-                    k if k.starts_with("header:") => HashKey::Header(
-                        HeaderName::from_bytes(k[7..].trim().as_bytes()).map_err(|source| {
-                            BalanceError::HashHeader {
-                                name: k[7..].to_string(),
-                                source,
-                            }
-                        })?,
-                    ),
+                    k if k.starts_with("header:") => {
+                        let name = &k[7..];
+                        let header =
+                            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|source| {
+                                BalanceError::HashHeader {
+                                    name: name.to_string(),
+                                    source,
+                                }
+                            })?;
+                        HashKey::Header(header)
+                    }
                     k if k.starts_with("cookie:") => HashKey::Cookie(k[7..].trim().to_string()),
                     k => {
                         return Err(BalanceError::HashKey {

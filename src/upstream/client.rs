@@ -123,10 +123,7 @@ pub async fn get(
         peer.options.verify_hostname = t.verify;
     }
     let work = async {
-        let (mut session, _reused) = CONNECTOR
-            .get_http_session(&peer)
-            .await
-            .map_err(failed)?;
+        let (mut session, _reused) = CONNECTOR.get_http_session(&peer).await.map_err(failed)?;
         let mut req = RequestHeader::build(
             "GET",
             target.path_and_query.as_bytes(),
@@ -141,24 +138,14 @@ pub async fn get(
             .write_request_header(Box::new(req))
             .await
             .map_err(failed)?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(failed)?;
-        session
-            .read_response_header()
-            .await
-            .map_err(failed)?;
+        session.finish_request_body().await.map_err(failed)?;
+        session.read_response_header().await.map_err(failed)?;
         let (status, resp_headers) = match session.response_header() {
             Some(h) => (h.status.as_u16(), h.headers.clone()),
             None => return Err(HubError::NoResponse),
         };
         let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(failed)?
-        {
+        while let Some(chunk) = session.read_response_body().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(HubError::TooLarge);
             }
