@@ -9,13 +9,23 @@ pub struct HumanDuration(pub Duration);
 
 /// `humantime`'s units (`ms`, `s`, `m`, `h`, `d`, and combinations such as `1h 30m`), plus a
 /// bare number meaning seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("expected a duration like `3s`, `5m` or `1h`, found `{text}` ({e})"))
+    humantime::parse_duration(t).map_err(|source| DurationError {
+        text: text.to_string(),
+        source,
+    })
+}
+
+/// A duration `humantime` does not read, as written.
+#[derive(Debug, thiserror::Error)]
+#[error("expected a duration like `3s`, `5m` or `1h`, found `{text}` ({source})")]
+pub struct DurationError {
+    text: String,
+    source: humantime::DurationError,
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
