@@ -386,9 +386,14 @@ pub struct RouteMatch {
     pub prefix_len: usize,
 }
 
+/// The hasher of the route maps, hashed once or twice per `/` boundary of every request path:
+/// foldhash (seeded per map) instead of SipHash. Hash flooding needs keys an attacker inserts;
+/// routes come from the config and the hub, requests only look them up.
+pub(crate) type RouteHasher = foldhash::fast::RandomState;
+
 #[derive(Default)]
 struct Tier {
-    literals: HashMap<Box<str>, Arc<Route>>,
+    literals: HashMap<Box<str>, Arc<Route>, RouteHasher>,
     patterns: Vec<Arc<Route>>,
 }
 

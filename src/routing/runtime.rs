@@ -10,7 +10,7 @@
 //! either clone a whole bucket per change (JupyterHub puts every route under `/user/`: one
 //! bucket) or reimplement the trie; rpds is maintained, small (two dependencies) and `Sync`.
 
-use super::{HostPattern, Route};
+use super::{HostPattern, Route, RouteHasher};
 use rpds::HashTrieMapSync;
 use std::sync::Arc;
 
@@ -18,13 +18,13 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 pub struct RuntimeTable {
     any_host: Paths,
-    hosts: HashTrieMapSync<Box<str>, Paths>,
+    hosts: HashTrieMapSync<Box<str>, Paths, RouteHasher>,
     len: usize,
 }
 
 /// One host's runtime routes by literal path key (`/user/alice`; `` for `/`).
 #[derive(Clone, Default)]
-pub(super) struct Paths(HashTrieMapSync<Box<str>, Slot>);
+pub(super) struct Paths(HashTrieMapSync<Box<str>, Slot, RouteHasher>);
 
 /// The routes registered for one host and path. Almost always one; several when different
 /// prefixes name the same place (`/Alice.hub.test/x` and `/alice.hub.test/x`, `/a//b` and
