@@ -24,6 +24,9 @@ pub struct RawConfig {
     pub log: Option<RawLog>,
     /// Worker threads: a number, or `auto` (one per core; the default).
     pub threads: Option<RawThreads>,
+    /// Workers take ready connections from each other (tokio's multi-thread scheduler, with its
+    /// LIFO slot; Pingora's default), or each worker is a runtime of its own.
+    pub work_stealing: Option<bool>,
     pub pid_file: Option<PathBuf>,
     /// Largest request header section accepted (bytes); larger gets 431. Default 64 KiB.
     pub max_header_bytes: Option<usize>,
