@@ -781,6 +781,14 @@ def summarize(results, a):
     return rows
 
 
+def autogroup():
+    """This process's autogroup and its nice (`/autogroup-12 nice -19`), or why there is none."""
+    try:
+        return Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        return "none (no /proc/self/autogroup)"
+
+
 def fmt(v):
     if v is None:
         return "-"
@@ -800,7 +808,9 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
              f"https_paced: {a.paced_rate:,} requests/s offered to every system over 50 connections, latency counted from when each request was due; "
              f"ws_rtt: each of 100 sockets sends its next message when its echo is back; ws_pingpong: the same sockets take turns, one message in flight at a time. "
              f"Load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in a.load_before)}, after {', '.join(f'{x:.1f}' for x in a.load_after)} "
-             f"({os.cpu_count()} cores; above {os.cpu_count()} other work shared the cores, so compare ratios within this run).", "",
+             f"({os.cpu_count()} cores; above {os.cpu_count()} other work shared the cores, so compare ratios within this run). "
+             f"Scheduling group: {autogroup()} (with kernel.sched_autogroup_enabled=1, nice orders processes only within a session: "
+             f"see docs/benchmarks.md, 'Round three, continued').", "",
              *( [f"https_load<N>: N % of {a.load_base:,.0f} requests/s ({a.load_base_from}), offered identically to every system (wsload paced, 50 connections, "
                  f"latency from when each request was due); 'proxy core busy %' is the proxy's CPU time over the run's wall time, 'offered / own saturated rate' "
                  f"the offered rate over that system's own https_small rate in this run.", ""] if a.load_base and a.load_pcts else []),
