@@ -232,7 +232,7 @@ fn secrets_leave_the_yaml_and_a_missing_resolver_url_is_marked() {
     );
     let yaml = std::fs::read_to_string(dir.path().join("relative.yaml")).unwrap();
     let expected = format!(
-        "password_file: \"{}/relative.secrets/basic-auth-1\"",
+        "password_file: {}/relative.secrets/basic-auth-1",
         dir.path().display()
     );
     assert!(yaml.contains(&expected), "{expected} in {yaml}");
@@ -998,7 +998,7 @@ fn no_credential_reaches_any_output_in_any_form() {
             } else if text.contains("<Directory") || !what.starts_with("RequestHeader") {
                 // Apache never applies <Directory> to proxied requests; a URL's user:password
                 // in ProxyPassReverse is never sent: nothing to carry over, nothing shown.
-                assert!(!outputs[0].1.contains("basic_auth: {"), "{what}");
+                assert!(!outputs[0].1.contains("basic_auth:"), "{what}");
             } else {
                 assert_eq!(
                     code,

@@ -80,6 +80,38 @@ impl PartialEq for ConfigError {
 
 impl Eq for ConfigError {}
 
+/// Every problem of a config that did not load, one `FILE:LINE:COL: message` per line: what a
+/// command that loads one (`reload`, `chp`, `demo`) reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The first problem is the source, for logs that walk the chain to a cause.
+impl std::error::Error for ConfigErrors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .first()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Vec<ConfigError>> for ConfigErrors {
+    fn from(errors: Vec<ConfigError>) -> ConfigErrors {
+        ConfigErrors(errors)
+    }
+}
+
 /// `host:port` or `[v6]:port`, split (the brackets dropped).
 fn split_host_port(addr: &str) -> Option<(String, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
@@ -197,14 +229,26 @@ struct Validator {
 
 impl Validator {
     fn error(&mut self, path: &str, message: impl Into<String>) {
+        let error = self.located(path, message.into());
+        self.errors.push(error);
+    }
+
+    /// A typed error from the layer that checked the value, reported at `path` in its own
+    /// words and kept as the cause.
+    fn failed(&mut self, path: &str, e: impl std::error::Error + Send + Sync + 'static) {
+        let error = self.located(path, e.to_string()).caused_by(e);
+        self.errors.push(error);
+    }
+
+    fn located(&self, path: &str, message: String) -> ConfigError {
         let pos = self.spans.find(path);
-        self.errors.push(ConfigError {
+        ConfigError {
             file: self.file.clone(),
             line: pos.line,
             column: pos.column,
-            message: message.into(),
+            message,
             cause: None,
-        });
+        }
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
@@ -387,7 +431,7 @@ impl Validator {
                 }
                 Ok(rate) => rate,
                 Err(e) => {
-                    self.error(&format!("{at}.max_rate"), e);
+                    self.failed(&format!("{at}.max_rate"), e);
                     return base;
                 }
             },
@@ -412,7 +456,7 @@ impl Validator {
                 }
                 Ok(b) => Some(b),
                 Err(e) => {
-                    self.error(&format!("{at}.burst"), e);
+                    self.failed(&format!("{at}.burst"), e);
                     return base;
                 }
             },
@@ -462,8 +506,8 @@ impl Validator {
             self.error("errors", "give `target:` or `path:`, not both");
         }
         if let Some(t) = &e.target {
-            if let Err(msg) = crate::upstream::client::parse_url(t) {
-                self.error("errors.target", msg);
+            if let Err(e) = crate::upstream::client::parse_url(t) {
+                self.failed("errors.target", e);
             }
         }
         if let Some(code) = e.upstream_status {
@@ -533,7 +577,7 @@ impl Validator {
             match redirect_origin(to) {
                 Ok(o) => Some(o),
                 Err(e) => {
-                    self.error(&at, e);
+                    self.failed(&at, e);
                     None
                 }
             }
@@ -614,7 +658,7 @@ impl Validator {
     fn acme(&mut self, at: &str, a: RawAcme) -> Option<AcmeSpec> {
         let errors_before = self.errors.len();
         if let Err(e) = crate::upstream::client::parse_url(&a.directory) {
-            self.error(&format!("{at}.directory"), e);
+            self.failed(&format!("{at}.directory"), e);
         }
         let challenge = match a.challenge.as_deref() {
             None => ChallengeKind::Http01,
@@ -726,7 +770,7 @@ impl Validator {
         match secret::load(file, env, what) {
             Ok(s) => Some(s),
             Err(e) => {
-                self.error(at, e);
+                self.failed(at, e);
                 None
             }
         }
@@ -778,7 +822,7 @@ impl Validator {
         for (i, s) in u.servers.iter().enumerate() {
             match with_default_port(s, default_port) {
                 Ok(s) => servers.push(s),
-                Err(e) => self.error(&format!("{at}.servers[{i}]"), e),
+                Err(e) => self.failed(&format!("{at}.servers[{i}]"), e),
             }
         }
         let tls = u.tls.as_ref().map(|t| {
@@ -800,7 +844,7 @@ impl Validator {
             let policy = match Policy::parse(u.balance.as_deref(), u.hash_key.as_deref()) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.error(&format!("{at}.balance"), e);
+                    self.failed(&format!("{at}.balance"), e);
                     return None;
                 }
             };
@@ -970,7 +1014,7 @@ impl Validator {
         for u in urls {
             match location_prefix(u) {
                 Ok(p) => rw.locations.push(p),
-                Err(e) => self.error(&format!("{at}.rewrite_location"), e),
+                Err(e) => self.failed(&format!("{at}.rewrite_location"), e),
             }
         }
         for (key, map, list) in [
@@ -1181,13 +1225,20 @@ fn access_spec(a: &RawAuth) -> AccessSpec {
 #[cfg(test)]
 mod tests;
 
+/// Why a `rewrite_location` URL or a `redirect_to` origin is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    #[error("expected an http:// or https:// URL such as `http://127.0.0.1:3000/`, found `{url}`")]
+    NotHttpUrl { url: String },
+    #[error("expected an origin such as `https://hub.example.org`, found `{url}`")]
+    NotOrigin { url: String },
+}
+
 /// A `rewrite_location` URL as the prefix it is compared with: lower-case scheme and host,
 /// ending in `/`.
-fn location_prefix(url: &str) -> Result<String, String> {
-    let bad = || {
-        format!(
-            "expected an http:// or https:// URL such as `http://127.0.0.1:3000/`, found `{url}`"
-        )
+fn location_prefix(url: &str) -> Result<String, LocationError> {
+    let bad = || LocationError::NotHttpUrl {
+        url: url.to_string(),
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
     let scheme = scheme.to_ascii_lowercase();
@@ -1211,9 +1262,9 @@ fn location_prefix(url: &str) -> Result<String, String> {
 }
 
 /// A `redirect_to` origin (`https://hub.example.org[:port][/base]`), without a trailing `/`.
-fn redirect_origin(url: &str) -> Result<String, String> {
-    let prefix = location_prefix(url).map_err(|_| {
-        format!("expected an origin such as `https://hub.example.org`, found `{url}`")
+fn redirect_origin(url: &str) -> Result<String, LocationError> {
+    let prefix = location_prefix(url).map_err(|_| LocationError::NotOrigin {
+        url: url.to_string(),
     })?;
     Ok(prefix.trim_end_matches('/').to_string())
 }

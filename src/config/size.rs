@@ -38,10 +38,19 @@ fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     Some((value, t[split..].trim()))
 }
 
+/// A size or rate that does not read, as written.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("expected a size such as `1MiB`, `512KiB` or a number of bytes, found `{found}`")]
+    Size { found: String },
+    #[error("expected a rate such as `8MiB/s`, `20Mbit/s`, a number of bytes per second or `none`, found `{found}`")]
+    Rate { found: String },
+}
+
 /// Bytes, from `1MiB`, `64KiB`, `1000` or `1000B`.
-pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
-    let expected = |found: &str| {
-        format!("expected a size such as `1MiB`, `512KiB` or a number of bytes, found `{found}`")
+pub fn parse_size(raw: &RawSize) -> Result<u64, SizeError> {
+    let expected = |found: &str| SizeError::Size {
+        found: found.to_string(),
     };
     match raw {
         RawSize::Bytes(n) => Ok(*n),
@@ -59,9 +68,9 @@ pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
 }
 
 /// Bytes per second, from `8MiB/s`, `20Mbit/s` or a number of bytes per second; `none` is None.
-pub fn parse_rate(raw: &RawSize) -> Result<Option<u64>, String> {
-    let expected = |found: &str| {
-        format!("expected a rate such as `8MiB/s`, `20Mbit/s`, a number of bytes per second or `none`, found `{found}`")
+pub fn parse_rate(raw: &RawSize) -> Result<Option<u64>, SizeError> {
+    let expected = |found: &str| SizeError::Rate {
+        found: found.to_string(),
     };
     match raw {
         RawSize::Bytes(n) => Ok(Some(*n)),
@@ -76,6 +85,16 @@ pub fn parse_rate(raw: &RawSize) -> Result<Option<u64>, String> {
                 .map(|(_, f)| *f)
                 .ok_or_else(|| expected(t))?;
             Ok(Some((value * factor).round() as u64))
+        }
+    }
+}
+
+/// Written back in the form it was read: a number stays a number, a text (`8MiB/s`) a text.
+impl serde::Serialize for RawSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawSize::Bytes(n) => s.serialize_u64(*n),
+            RawSize::Text(t) => s.serialize_str(t),
         }
     }
 }
@@ -97,6 +116,7 @@ mod tests {
         assert_eq!(parse_size(&RawSize::Bytes(7)), Ok(7));
         assert!(parse_size(&text("1 parsec"))
             .unwrap_err()
+            .to_string()
             .contains("found `1 parsec`"));
         assert!(parse_size(&text("MiB")).is_err());
     }
@@ -108,7 +128,10 @@ mod tests {
         assert_eq!(parse_rate(&text("500 KB/s")), Ok(Some(500_000)));
         assert_eq!(parse_rate(&RawSize::Bytes(1000)), Ok(Some(1000)));
         assert_eq!(parse_rate(&text("none")), Ok(None));
-        assert!(parse_rate(&text("8MiB")).unwrap_err().contains("`8MiB`"));
+        assert!(parse_rate(&text("8MiB"))
+            .unwrap_err()
+            .to_string()
+            .contains("`8MiB`"));
         assert!(parse_rate(&text("fast")).is_err());
     }
 }

@@ -224,3 +224,28 @@ fn websocket_max_rate_and_burst_errors_have_positions() {
         "{e:?}"
     );
 }
+
+#[test]
+fn checked_values_keep_their_typed_error_as_cause() {
+    let yaml = format!(
+        "{BASE}routes:\n  - path: /\n    upstream: hub\n    rewrite_location: \"mailto:x\"\n    websocket: {{ max_rate: fast }}\n"
+    );
+    let Err(errors) = load_result(&yaml) else {
+        panic!("the config loaded");
+    };
+    let cause = |i: usize| {
+        std::error::Error::source(&errors[i]).unwrap_or_else(|| panic!("no cause: {}", errors[i]))
+    };
+    assert!(
+        cause(0).downcast_ref::<LocationError>().is_some(),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        cause(1).downcast_ref::<size::SizeError>().is_some(),
+        "{}",
+        errors[1]
+    );
+    // The words are the typed error's own.
+    assert_eq!(errors[1].message, cause(1).to_string());
+}

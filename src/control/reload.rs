@@ -6,7 +6,7 @@
 //! Listening addresses, the admin listener and the access log are fixed at start; changing
 //! them takes a restart or a zero-downtime binary upgrade (`-u`).
 
-use crate::config::{self, ConfigError, LoadOptions};
+use crate::config::{self, ConfigError, ConfigErrors, LoadOptions};
 use crate::edge::gateway::Gateway;
 use crate::hub::runtime_routes::RuntimeRoutes;
 use crate::runtime;
@@ -86,8 +86,8 @@ pub fn run(config_path: Option<&Path>) -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     };
     match signal_running(path) {
-        Ok(msg) => {
-            println!("{msg}");
+        Ok(pid) => {
+            println!("sent SIGHUP to deskgate (pid {pid})");
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
@@ -97,34 +97,47 @@ pub fn run(config_path: Option<&Path>) -> std::process::ExitCode {
     }
 }
 
-/// `deskgate reload -c FILE`: checks FILE, then signals the process in its pid file.
-pub fn signal_running(config_path: &Path) -> Result<String, String> {
-    let runtime = runtime::load_file(config_path, LoadOptions::default()).map_err(|errs| {
-        errs.iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+/// Why `deskgate reload` signalled no process.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error("cannot read pid file {}: {source} (is deskgate running?)", path.display())]
+    ReadPidFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pid file {} does not hold a pid", path.display())]
+    NotAPid {
+        path: PathBuf,
+        source: std::num::ParseIntError,
+    },
+    #[error("cannot signal pid {pid}: {source}")]
+    Signal { pid: i32, source: std::io::Error },
+}
+
+/// `deskgate reload -c FILE`: checks FILE, then signals the process in its pid file; the pid
+/// signalled.
+pub fn signal_running(config_path: &Path) -> Result<i32, ReloadError> {
+    let runtime = runtime::load_file(config_path, LoadOptions::default()).map_err(ConfigErrors)?;
     let pid_file = pid_file_for(&runtime.config);
-    let text = std::fs::read_to_string(&pid_file).map_err(|e| {
-        format!(
-            "cannot read pid file {}: {e} (is deskgate running?)",
-            pid_file.display()
-        )
+    let text = std::fs::read_to_string(&pid_file).map_err(|source| ReloadError::ReadPidFile {
+        path: pid_file.clone(),
+        source,
     })?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("pid file {} does not hold a pid", pid_file.display()))?;
+    let pid: i32 = text.trim().parse().map_err(|source| ReloadError::NotAPid {
+        path: pid_file.clone(),
+        source,
+    })?;
     // SAFETY: kill(2) with a pid read from our own pid file and a valid signal number.
     let rc = unsafe { libc_kill(pid, signal_hook::consts::SIGHUP) };
     if rc != 0 {
-        return Err(format!(
-            "cannot signal pid {pid}: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(ReloadError::Signal {
+            pid,
+            source: std::io::Error::last_os_error(),
+        });
     }
-    Ok(format!("sent SIGHUP to deskgate (pid {pid})"))
+    Ok(pid)
 }
 
 extern "C" {

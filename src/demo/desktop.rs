@@ -13,6 +13,7 @@
 //! - With `novnc_dir` (Debian's `novnc` package), it serves noVNC's files as KasmVNC does, and
 //!   its `/websockify` WebSocket speaks VNC (`rfb.rs`): noVNC shows a live picture.
 
+use super::DemoError;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
@@ -130,16 +131,20 @@ pub fn spawn(
     addr: &str,
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<SocketAddr, String> {
+) -> Result<SocketAddr, DemoError> {
     // TLS 1.2 lets the eager desktop's 101 ride in the same flight as the server's Finished,
     // so it is already buffered when Pingora's connect returns.
     let acceptor = acceptor(cert, key, desktop.eager_upgrade_key.is_some())?;
-    let std_listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("demo desktop cannot bind {addr}: {e}"))?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| e.to_string())?;
-    let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|source| DemoError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let serve_error = |source| DemoError::Serve {
+        addr: addr.to_string(),
+        source,
+    };
+    std_listener.set_nonblocking(true).map_err(serve_error)?;
+    let bound = std_listener.local_addr().map_err(serve_error)?;
     let desktop = Arc::new(desktop);
     std::thread::Builder::new()
         .name(format!("desktop-{}", desktop.name))
@@ -153,7 +158,7 @@ pub fn spawn(
                 serve(listener, acceptor, desktop).await
             });
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(serve_error)?;
     Ok(bound)
 }
 
@@ -161,8 +166,8 @@ pub fn acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
     tls12_only: bool,
-) -> Result<TlsAcceptor, String> {
-    let ck = crate::tls::load_certified_key(cert, key).map_err(|e| e.to_string())?;
+) -> Result<TlsAcceptor, DemoError> {
+    let ck = crate::tls::load_certified_key(cert, key)?;
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]
     } else {
@@ -171,8 +176,7 @@ pub fn acceptor(
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_protocol_versions(versions)
-    .map_err(|e| e.to_string())?
+    .with_protocol_versions(versions)?
     .with_no_client_auth()
     .with_cert_resolver(Arc::new(Fixed(ck)));
     Ok(TlsAcceptor::from(Arc::new(config)))

@@ -7,8 +7,9 @@
 pub mod desktop;
 pub mod rfb;
 
-use crate::config::LoadOptions;
+use crate::config::{ConfigErrors, LoadOptions};
 use crate::runtime::{self, Runtime};
+use crate::tls::CertificateError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,15 +45,57 @@ pub fn run(args: &DemoArgs, upgrade: bool) -> ExitCode {
     }
 }
 
+/// Why the demo (or its desktop) did not start, naming the file or address.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    #[error("demo desktop TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("demo desktop cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("demo desktop on {addr}: {source}")]
+    Serve {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+}
+
+/// `std::fs::write`, naming the file when it fails.
+fn write(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> Result<(), DemoError> {
+    std::fs::write(path, bytes).map_err(|source| DemoError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 pub struct Demo {
     pub runtime: Runtime,
     pub banner: String,
     pub dir: PathBuf,
 }
 
-pub fn prepare(opts: &DemoArgs) -> Result<Demo, String> {
+pub fn prepare(opts: &DemoArgs) -> Result<Demo, DemoError> {
     let dir = std::env::temp_dir().join(format!("deskgate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| DemoError::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
     let (edge_cert, edge_key) =
         crate::tls::write_self_signed(&dir, "edge", &["localhost", "127.0.0.1", "*.localhost"])?;
     let (desk_cert, desk_key) = crate::tls::write_self_signed(&dir, "desktop", &["kasm"])?;
@@ -63,7 +106,7 @@ pub fn prepare(opts: &DemoArgs) -> Result<Demo, String> {
             .map_or(0, |d| d.as_nanos())
     );
     let password_file = dir.join("vnc-password");
-    std::fs::write(&password_file, &password).map_err(|e| e.to_string())?;
+    write(&password_file, &password)?;
     // `none`, or a folder without noVNC: the echo page.
     let novnc_dir = Some(PathBuf::from(&opts.novnc))
         .filter(|d| opts.novnc != "none" && d.join("vnc.html").is_file());
@@ -72,8 +115,12 @@ pub fn prepare(opts: &DemoArgs) -> Result<Demo, String> {
     let desktop = desktop::spawn(sim, "127.0.0.1:0", &desk_cert, &desk_key)?;
     let admin_token = crate::support::secret::random_hex(16);
     let token_file = dir.join("admin-token");
-    crate::support::secret::write_private(&token_file, admin_token.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", token_file.display()))?;
+    crate::support::secret::write_private(&token_file, admin_token.as_bytes()).map_err(
+        |source| DemoError::Write {
+            path: token_file.clone(),
+            source,
+        },
+    )?;
     let yaml = format!(
         r#"# deskgate demo (generated)
 listeners:
@@ -112,13 +159,9 @@ timeouts: {{ connect: 3s, read: 60s, upgraded_idle: 3600s }}
         edge_key = edge_key.display(),
         password_file = password_file.display(),
     );
-    std::fs::write(dir.join("deskgate.yaml"), &yaml).map_err(|e| e.to_string())?;
-    let runtime = runtime::load_str("<demo>", &yaml, LoadOptions::default()).map_err(|errs| {
-        errs.iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    write(&dir.join("deskgate.yaml"), &yaml)?;
+    let runtime =
+        runtime::load_str("<demo>", &yaml, LoadOptions::default()).map_err(ConfigErrors)?;
     let port = opts.tls_listen.rsplit(':').next().unwrap_or("8443");
     let open_hint = match &novnc_dir {
         Some(d) => format!(

@@ -238,7 +238,10 @@ impl ProxyHttp for EdgeProxy {
         let peer = upstream
             .peer(&server, &snapshot.timeouts, ctx.upgrade)
             .await
-            .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e).into_up())?;
+            .map_err(|e| {
+                let context = format!("server {server} of upstream {}", upstream.name);
+                Error::because(ErrorType::ConnectNoRoute, context, e).into_up()
+            })?;
         ctx.server = Some(server);
         ctx._in_flight = in_flight;
         Ok(peer)

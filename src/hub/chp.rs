@@ -6,7 +6,7 @@
 //! optional `-c deskgate.yaml` (flags win) and validated by `config::load_str`, so a hub's
 //! proxy can also carry `dynamic.tls`, access checks, metrics and a Redis route store.
 
-use crate::config::{self, Config, LoadOptions};
+use crate::config::{self, Config, ConfigErrors, LoadOptions};
 use clap::Parser;
 use serde_yaml::{Mapping, Value};
 use std::path::PathBuf;
@@ -150,6 +150,49 @@ pub struct ChpPlan {
 
 const TOKEN_ENV: &str = "CONFIGPROXY_AUTH_TOKEN";
 
+/// What the hub got wrong: a flag, a pair of flags, or the config they make.
+#[derive(Debug, thiserror::Error)]
+pub enum ChpError {
+    #[error("--log-level `{level}`: expected debug, info, warn or error")]
+    LogLevel { level: String },
+    /// `--ssl`, `--api-ssl`, `--client-ssl`: the key without the certificate or the reverse.
+    #[error("{0}-key and {0}-cert go together")]
+    HalfAPair(&'static str),
+    #[error("{flag}-request-cert needs {flag}-ca (the CA client certificates must chain to)")]
+    RequestCertWithoutCa { flag: &'static str },
+    #[error("--redirect-port needs --ssl-key and --ssl-cert")]
+    RedirectWithoutTls,
+    #[error("--port 65535 leaves no default --api-port; give one")]
+    NoApiPort,
+    #[error("--custom-header `{header}`: expected `Name: value`")]
+    CustomHeader { header: String },
+    #[error("give --error-target or --error-path, not both")]
+    ErrorTargetAndPath,
+    #[error("{flag} {}: {source}", path.display())]
+    Socket {
+        flag: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{flag} `{ip}`: {source}")]
+    Lookup {
+        flag: &'static str,
+        ip: String,
+        source: std::io::Error,
+    },
+    #[error("{flag} `{ip}` resolves to no address")]
+    NoAddress { flag: &'static str, ip: String },
+    #[error("cannot read {}: {source}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+}
+
 /// CHP's `--X-request-cert` (ask for a client certificate, against `--X-ca`) and
 /// `--X-reject-unauthorized` (turn away clients without a valid one), as deskgate's
 /// `client_ca` and `client_auth`.
@@ -157,15 +200,13 @@ fn client_auth(
     request_cert: bool,
     reject_unauthorized: bool,
     ca: Option<&PathBuf>,
-    flag: &str,
-) -> Result<Vec<(&'static str, Value)>, String> {
+    flag: &'static str,
+) -> Result<Vec<(&'static str, Value)>, ChpError> {
     if !request_cert {
         return Ok(Vec::new());
     }
     let Some(ca) = ca else {
-        return Err(format!(
-            "{flag}-request-cert needs {flag}-ca (the CA client certificates must chain to)"
-        ));
+        return Err(ChpError::RequestCertWithoutCa { flag });
     };
     let mode = if reject_unauthorized {
         "required"
@@ -210,7 +251,7 @@ impl ChpArgs {
     }
 
     /// `--log-level` as a log filter (CHP's `warning` and `critical` included).
-    pub fn log_level(&self) -> Result<&'static str, String> {
+    pub fn log_level(&self) -> Result<&'static str, ChpError> {
         Ok(match self.log_level.to_ascii_lowercase().as_str() {
             "trace" => "trace",
             "debug" => "debug",
@@ -218,15 +259,15 @@ impl ChpArgs {
             "warn" | "warning" => "warn",
             "error" | "critical" => "error",
             other => {
-                return Err(format!(
-                    "--log-level `{other}`: expected debug, info, warn or error"
-                ))
+                return Err(ChpError::LogLevel {
+                    level: other.to_string(),
+                })
             }
         })
     }
 
     /// The flags as deskgate YAML keys.
-    fn overlay(&self, token_set: bool) -> Result<Mapping, String> {
+    fn overlay(&self, token_set: bool) -> Result<Mapping, ChpError> {
         let mut root = Mapping::new();
         let tls = match (&self.ssl_key, &self.ssl_cert) {
             (Some(key), Some(cert)) => {
@@ -246,7 +287,7 @@ impl ChpArgs {
                 Some(yaml(&tls))
             }
             (None, None) => None,
-            _ => return Err("--ssl-key and --ssl-cert go together".into()),
+            _ => return Err(ChpError::HalfAPair("--ssl")),
         };
         let public = match &self.socket {
             Some(path) => unix_addr(path, "--socket")?,
@@ -263,7 +304,7 @@ impl ChpArgs {
         let mut listeners = vec![yaml(&public_listener)];
         if let Some(port) = self.redirect_port {
             if tls.is_none() {
-                return Err("--redirect-port needs --ssl-key and --ssl-cert".into());
+                return Err(ChpError::RedirectWithoutTls);
             }
             let ip = listen_ip(self.ip.as_deref().unwrap_or(""), "--ip")?;
             listeners.push(yaml(&[
@@ -278,10 +319,7 @@ impl ChpArgs {
             None => {
                 let port = match self.api_port {
                     Some(p) => p,
-                    None => self
-                        .port
-                        .checked_add(1)
-                        .ok_or("--port 65535 leaves no default --api-port; give one")?,
+                    None => self.port.checked_add(1).ok_or(ChpError::NoApiPort)?,
                 };
                 format!("{}:{port}", listen_ip(&self.api_ip, "--api-ip")?)
             }
@@ -304,7 +342,7 @@ impl ChpArgs {
                 admin.push(("tls", yaml(&tls)));
             }
             (None, None) => {}
-            _ => return Err("--api-ssl-key and --api-ssl-cert go together".into()),
+            _ => return Err(ChpError::HalfAPair("--api-ssl")),
         }
         root.insert("admin".into(), yaml(&admin));
 
@@ -324,7 +362,7 @@ impl ChpArgs {
                 target_tls.push(("client_key", path_value(key)));
             }
             (None, None) => {}
-            _ => return Err("--client-ssl-key and --client-ssl-cert go together".into()),
+            _ => return Err(ChpError::HalfAPair("--client-ssl")),
         }
         if !target_tls.is_empty() {
             dynamic.push(("tls", yaml(&target_tls)));
@@ -343,9 +381,7 @@ impl ChpArgs {
         for header in self.custom_header.iter().cloned().chain(older) {
             let (name, value) = header.split_once(':').unwrap_or((&header, ""));
             if name.trim().is_empty() {
-                return Err(format!(
-                    "--custom-header `{header}`: expected `Name: value`"
-                ));
+                return Err(ChpError::CustomHeader { header });
             }
             add.insert(name.trim().into(), value.trim().into());
         }
@@ -361,9 +397,7 @@ impl ChpArgs {
         // CHP answers a failed target with 503, which JupyterHub's error pages expect.
         let mut errors = vec![("upstream_status", Value::from(503))];
         match (&self.error_target, &self.error_path) {
-            (Some(_), Some(_)) => {
-                return Err("give --error-target or --error-path, not both".into())
-            }
+            (Some(_), Some(_)) => return Err(ChpError::ErrorTargetAndPath),
             (Some(t), None) => errors.push(("target", Value::from(t.as_str()))),
             (None, Some(p)) => errors.push(("path", path_value(p))),
             (None, None) => {}
@@ -435,7 +469,7 @@ pub fn parse(args: Vec<String>) -> ChpArgs {
 }
 
 /// Builds the config to run from the parsed flags.
-pub fn plan(args: ChpArgs) -> Result<ChpPlan, String> {
+pub fn plan(args: ChpArgs) -> Result<ChpPlan, ChpError> {
     for flag in args.ignored() {
         log::warn!("deskgate chp: {flag} is accepted and ignored");
     }
@@ -443,8 +477,10 @@ pub fn plan(args: ChpArgs) -> Result<ChpPlan, String> {
     let overlay = args.overlay(token_set)?;
     let (name, mut base) = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|source| ChpError::ReadConfig {
+                path: path.clone(),
+                source,
+            })?;
             let base = match serde_yaml::from_str::<Value>(&text) {
                 Ok(Value::Mapping(m)) => m,
                 _ => Mapping::new(),
@@ -456,14 +492,14 @@ pub fn plan(args: ChpArgs) -> Result<ChpPlan, String> {
                 own.push_str("\nlisteners: [{ addr: \"127.0.0.1:0\" }]\n");
             }
             let name = path.display().to_string();
-            config::load_str(&name, &own, LoadOptions::default()).map_err(join_errors)?;
+            config::load_str(&name, &own, LoadOptions::default()).map_err(ConfigErrors)?;
             (format!("{name} + chp flags"), base)
         }
         None => ("chp flags".to_string(), Mapping::new()),
     };
     lay_over(&mut base, overlay);
-    let text = serde_yaml::to_string(&Value::Mapping(base)).map_err(|e| e.to_string())?;
-    let config = config::load_str(&name, &text, LoadOptions::default()).map_err(join_errors)?;
+    let text = serde_yaml::to_string(&Value::Mapping(base))?;
+    let config = config::load_str(&name, &text, LoadOptions::default()).map_err(ConfigErrors)?;
     if !token_set {
         log::warn!("REST API is not authenticated ({TOKEN_ENV} is not set)");
     }
@@ -491,14 +527,6 @@ fn lay_over(base: &mut Mapping, overlay: Mapping) {
     }
 }
 
-fn join_errors(errors: Vec<config::ConfigError>) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn yaml(pairs: &[(&str, Value)]) -> Value {
     Value::Mapping(
         pairs
@@ -512,14 +540,18 @@ fn path_value(p: &std::path::Path) -> Value {
     Value::from(p.display().to_string())
 }
 
-fn unix_addr(path: &std::path::Path, flag: &str) -> Result<String, String> {
-    let abs = std::path::absolute(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+fn unix_addr(path: &std::path::Path, flag: &'static str) -> Result<String, ChpError> {
+    let abs = std::path::absolute(path).map_err(|source| ChpError::Socket {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(format!("unix:{}", abs.display()))
 }
 
 /// CHP's listen addresses: `''` and `*` are every interface, `localhost` is loopback, and
 /// other names are looked up once.
-fn listen_ip(ip: &str, flag: &str) -> Result<String, String> {
+fn listen_ip(ip: &str, flag: &'static str) -> Result<String, ChpError> {
     let ip = ip.trim();
     match ip {
         "" | "*" => return Ok("0.0.0.0".into()),
@@ -535,9 +567,16 @@ fn listen_ip(ip: &str, flag: &str) -> Result<String, String> {
     use std::net::ToSocketAddrs;
     let found = (ip, 0)
         .to_socket_addrs()
-        .map_err(|e| format!("{flag} `{ip}`: {e}"))?
+        .map_err(|source| ChpError::Lookup {
+            flag,
+            ip: ip.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{flag} `{ip}` resolves to no address"))?;
+        .ok_or_else(|| ChpError::NoAddress {
+            flag,
+            ip: ip.to_string(),
+        })?;
     Ok(match found {
         std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
         a => a.ip().to_string(),
@@ -548,11 +587,10 @@ fn listen_ip(ip: &str, flag: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<ChpArgs, String> {
+    fn parse(args: &[&str]) -> Result<ChpArgs, clap::Error> {
         ChpArgs::try_parse_from(
             std::iter::once("configurable-http-proxy").chain(args.iter().copied()),
         )
-        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -599,7 +637,7 @@ mod tests {
 
     #[test]
     fn unknown_flags_are_named() {
-        let e = parse(&["--no-such-flag"]).unwrap_err();
+        let e = parse(&["--no-such-flag"]).unwrap_err().to_string();
         assert!(e.contains("--no-such-flag"), "{e}");
     }
 

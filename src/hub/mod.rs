@@ -15,8 +15,8 @@ pub enum HubUrlError {
     Template(String),
     #[error("`{{{name}}}` in the {which} URL is not captured by this route's host or path")]
     Uncaptured { name: String, which: &'static str },
-    #[error("{0}")]
-    Url(String),
+    #[error(transparent)]
+    Url(#[from] crate::upstream::client::UrlError),
 }
 
 /// A hub URL with `{name}` placeholders: every placeholder one the route captures (when
@@ -33,6 +33,6 @@ pub fn url_template(
             which,
         });
     }
-    crate::upstream::client::parse_url(&text.replace(['{', '}'], "")).map_err(HubUrlError::Url)?;
+    crate::upstream::client::parse_url(&text.replace(['{', '}'], ""))?;
     Ok(url)
 }

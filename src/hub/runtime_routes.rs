@@ -174,7 +174,7 @@ impl RuntimeRoutes {
             dynamic.tls.clone(),
             dynamic.authorization.clone(),
         )
-        .map_err(RouteError::BadRequest)?;
+        .map_err(|e| RouteError::BadRequest(e.to_string()))?;
         let (host, path) = split_host(prefix, dynamic.host_routing);
         let host = host.map(HostPattern::Exact);
         let path = PathPattern::literal(&path);

@@ -7,7 +7,14 @@
 //! listed once. `deploy/apache-migration.md` is the hand-written reference for the mapping.
 
 use super::apache_conf::{
-    is_secret_header, parse_files, userinfo, Directive, Node, Origin, Section,
+    is_secret_header, parse_files, userinfo, Directive, Node, Origin, ParseError, Section,
+};
+use super::yaml_out::{self, Anchor};
+use crate::config::duration::HumanDuration;
+use crate::config::raw::{
+    RawBasicAuth, RawCert, RawConfig, RawFallback, RawListener, RawListenerTls, RawProxyHeaders,
+    RawResolver, RawRewriteLocation, RawRoute, RawSecretRef, RawTimeouts, RawUpstream,
+    RawUpstreamRef, RawUpstreamTls,
 };
 use base64::Engine;
 use std::collections::BTreeMap;
@@ -35,6 +42,32 @@ pub struct Conversion {
     pub notices: Vec<String>,
     /// Where deskgate will answer differently from Apache, on purpose.
     pub notes: Vec<String>,
+}
+
+/// How a `--resolver-header` must be given; the value itself is never echoed.
+const HEADER_FORMS: &str = "give it as 'NAME: env:VARIABLE' or 'NAME: file:/path/to/secret' (the value itself never goes on the command line or into the YAML)";
+
+/// Why nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The Apache files do not parse (the error names `FILE:LINE`).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("deskgate import: --resolver-header {name}...: no `NAME:`; {HEADER_FORMS}")]
+    HeaderWithoutName { name: String },
+    #[error("deskgate import: --resolver-header: `{name}` is not a header name; {HEADER_FORMS}")]
+    HeaderName { name: String },
+    #[error("deskgate import: --resolver-header {name}: the value is neither env:VARIABLE nor file:PATH (env: and file: in lower case); {HEADER_FORMS}")]
+    HeaderSource { name: String },
+    #[error("deskgate import: --resolver-url: a user:password in the URL; give credentials with --resolver-header 'NAME: env:VARIABLE'")]
+    ResolverUrlCredentials,
+    #[error("deskgate import: --resolver-url {url}: {why}")]
+    ResolverUrl { url: String, why: String },
+    #[error("deskgate import: no vhost could be translated, nothing to listen on (nothing written): {}", skipped.join("; "))]
+    NothingToListenOn { skipped: Vec<String> },
+    /// Not expected: the config holds strings, numbers and paths only.
+    #[error("deskgate import: the YAML cannot be written (an importer bug): {0}")]
+    Yaml(#[from] serde_yaml::Error),
 }
 
 const SHADOWED_BY_REWRITE: &str = "ProxyPass on hosts a RewriteRule [P] lookup takes whole (mod_rewrite runs first in Apache; these never answered there)";
@@ -140,12 +173,26 @@ struct Upstream {
 /// vhost), where it was, and a note for the comment.
 type ScopedAuth = (Option<String>, BasicAuth, Origin, &'static str);
 
-#[derive(Clone)]
-struct BasicAuth {
-    user: String,
-    /// `password_file: ...` or `password_env: ...`
-    secret: String,
+/// The timeouts Apache's directives set, in the order of the config's `timeouts:` block.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timeout {
+    Connect,
+    Read,
+    UpgradedIdle,
 }
+
+impl Timeout {
+    fn slot(self, t: &mut RawTimeouts) -> &mut Option<HumanDuration> {
+        match self {
+            Timeout::Connect => &mut t.connect,
+            Timeout::Read => &mut t.read,
+            Timeout::UpgradedIdle => &mut t.upgraded_idle,
+        }
+    }
+}
+
+/// Only a reference to the password (`password_file` or `password_env`), never the password.
+type BasicAuth = RawBasicAuth;
 
 enum Target {
     Named(String),
@@ -176,13 +223,101 @@ struct Route {
     cookie_path: Vec<(String, String)>,
 }
 
+/// `tls: { verify }` for an https/wss upstream.
+fn verify(verify: bool) -> RawUpstreamTls {
+    RawUpstreamTls {
+        verify,
+        sni: None,
+        ca: None,
+        client_cert: None,
+        client_key: None,
+    }
+}
+
+impl Listener {
+    fn raw(&self) -> RawListener {
+        // Only a listener that does nothing else redirects; one with TLS or routes serves them.
+        let redirects = self.redirect_https && !self.proxies && self.certs.is_empty();
+        RawListener {
+            addr: self.addr.clone(),
+            redirect_https: redirects && self.redirect_to.is_none(),
+            redirect_to: self.redirect_to.clone().filter(|_| redirects),
+            max_connections: None,
+            max_connections_per_client: None,
+            tls: (!self.certs.is_empty()).then(|| RawListenerTls {
+                certs: self
+                    .certs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| RawCert {
+                        cert: c.cert.clone().into(),
+                        key: c.key.clone().into(),
+                        // The first certificate is the default: it answers any host.
+                        hosts: if i > 0 { c.hosts.clone() } else { Vec::new() },
+                    })
+                    .collect(),
+                acme: None,
+                hsts: None,
+                client_ca: None,
+                client_auth: None,
+            }),
+        }
+    }
+}
+
+impl Route {
+    fn raw(&self, resolver_headers: &BTreeMap<String, RawSecretRef>) -> RawRoute {
+        let upstream = match &self.target {
+            Target::Named(name) => RawUpstreamRef::Name(name.clone()),
+            Target::Resolve {
+                url,
+                tls_verify,
+                basic_auth,
+                ..
+            } => RawUpstreamRef::Resolve(RawResolver {
+                resolve: url.clone(),
+                headers: resolver_headers.clone(),
+                cache: None,
+                tls: tls_verify.map(verify),
+                basic_auth: basic_auth.clone(),
+            }),
+        };
+        let pairs = |p: &[(String, String)]| {
+            (!p.is_empty()).then(|| p.iter().cloned().collect::<BTreeMap<_, _>>())
+        };
+        RawRoute {
+            host: self.host.clone(),
+            path: Some(self.path.clone()),
+            upstream: Some(upstream),
+            strip_prefix: self.strip_prefix,
+            block: Vec::new(),
+            novnc: false,
+            auth: None,
+            fallback: self
+                .fallback
+                .clone()
+                .map(|redirect| RawFallback { redirect }),
+            drop_websocket_protocol: false,
+            forward_cookies: None,
+            rewrite_location: match self.rewrite_location.as_slice() {
+                [] => None,
+                [one] => Some(RawRewriteLocation::One(one.clone())),
+                many => Some(RawRewriteLocation::Many(many.to_vec())),
+            },
+            cookie_domain: pairs(&self.cookie_domain),
+            cookie_path: pairs(&self.cookie_path),
+            websocket: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Output {
     header: Vec<String>,
     listeners: Vec<Listener>,
     upstreams: BTreeMap<String, Upstream>,
     routes: Vec<Route>,
-    timeouts: BTreeMap<&'static str, (u64, Vec<String>)>,
+    timeouts: BTreeMap<Timeout, (u64, Vec<String>)>,
     headers: BTreeMap<String, (String, Vec<String>)>,
     /// `RequestHeader unset NAME`, with where each came from.
     removed_headers: BTreeMap<String, Vec<String>>,
@@ -209,12 +344,12 @@ struct Scope {
     tls_notes: Vec<String>,
 }
 
-pub fn convert(files: &[PathBuf], opts: &ImportOptions) -> Result<Conversion, String> {
+pub fn convert(files: &[PathBuf], opts: &ImportOptions) -> Result<Conversion, ImportError> {
     let resolver_headers = opts
         .resolver_headers
         .iter()
         .map(|h| header_ref(h))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
     if let Some(url) = &opts.resolver_url {
         check_resolver_url(url)?;
     }
@@ -296,12 +431,11 @@ pub fn convert(files: &[PathBuf], opts: &ImportOptions) -> Result<Conversion, St
     }
     c.apply_scoped_auth();
     if c.out.listeners.is_empty() {
-        return Err(format!(
-            "deskgate import: no vhost could be translated, nothing to listen on (nothing written): {}",
-            c.out.skipped.join("; ")
-        ));
+        return Err(ImportError::NothingToListenOn {
+            skipped: c.out.skipped,
+        });
     }
-    Ok(c.finish())
+    c.finish()
 }
 
 /// How many vhosts listen on each address, to know when routes need `host:`.
@@ -349,8 +483,8 @@ fn listen_addr(a: &str) -> String {
 struct Converter<'a> {
     out: Output,
     opts: &'a ImportOptions,
-    /// `--resolver-header`s as YAML (`"X-API-Key": { env: "HUB_API_KEY" }`).
-    resolver_headers: Vec<String>,
+    /// `--resolver-header`s: each header's name and where its value is read from.
+    resolver_headers: BTreeMap<String, RawSecretRef>,
     secrets: usize,
     /// `RewriteCond ${map:...} ^NULL$` redirects seen before their map's [P] rule:
     /// (vhost, map, location, origin lines).
@@ -407,7 +541,7 @@ impl Converter<'_> {
             .push(d.at.to_string());
     }
 
-    fn timeout(&mut self, key: &'static str, secs: u64, why: String) {
+    fn timeout(&mut self, key: Timeout, secs: u64, why: String) {
         let e = self.out.timeouts.entry(key).or_insert((0, Vec::new()));
         e.0 = e.0.max(secs);
         e.1.push(why);
@@ -472,7 +606,7 @@ impl Converter<'_> {
             "ProxyPreserveHost" => scope.preserve_host = Some(d.arg(0).eq_ignore_ascii_case("on")),
             "ProxyTimeout" | "Timeout" => {
                 if let Ok(s) = d.arg(0).parse() {
-                    self.timeout("read", s, format!("{}: {}", d.at, d.text));
+                    self.timeout(Timeout::Read, s, format!("{}: {}", d.at, d.text));
                 }
             }
             "RewriteEngine" | "RewriteMap" if top => self.rewrite_setting(scope, d),
@@ -632,25 +766,26 @@ impl Converter<'_> {
     /// an environment variable the operator sets. Never into the YAML.
     fn basic_auth(&mut self, user: &str, password: &str, at: &Origin) -> BasicAuth {
         self.secrets += 1;
-        let secret = match &self.opts.secrets_dir {
+        let (password_file, password_env) = match &self.opts.secrets_dir {
             Some(dir) => {
                 let path = dir.join(format!("basic-auth-{}", self.secrets));
                 self.out
                     .secret_files
                     .push((path.clone(), format!("{password}\n")));
-                format!("password_file: {}", q(&path.display().to_string()))
+                (Some(path), None)
             }
             None => {
                 let var = format!("DESKGATE_BASIC_AUTH_{}", self.secrets);
                 self.out.notices.push(format!(
                     "set {var} to the password of user `{user}` from {at} (not written anywhere)"
                 ));
-                format!("password_env: {var}")
+                (None, Some(var))
             }
         };
         BasicAuth {
             user: user.to_string(),
-            secret,
+            password_file,
+            password_env,
         }
     }
 
@@ -1201,12 +1336,12 @@ impl Converter<'_> {
                 "timeout" => match v.parse() {
                     Ok(s) => {
                         self.timed_rules += 1;
-                        self.timeout("upgraded_idle", s, format!("{}: ProxyPass ... {param} (how long an open desktop may be quiet)", d.at))
+                        self.timeout(Timeout::UpgradedIdle, s, format!("{}: ProxyPass ... {param} (how long an open desktop may be quiet)", d.at))
                     }
                     Err(_) => comments.push(format!("  {param}: not a number of seconds; not translated")),
                 },
                 "connectiontimeout" => match v.parse() {
-                    Ok(s) => self.timeout("connect", s, format!("{}: ProxyPass ... {param}", d.at)),
+                    Ok(s) => self.timeout(Timeout::Connect, s, format!("{}: ProxyPass ... {param}", d.at)),
                     Err(_) => comments.push(format!("  {param}: not a number of seconds; not translated")),
                 },
                 "retry" => comments.push(format!("  {param}: Apache waits this long before retrying a failed backend; deskgate retries a failed connect at once when the upstream has `retries:`")),
@@ -1792,8 +1927,12 @@ impl Converter<'_> {
         if self.timed_rules == 0 || self.timed_rules >= self.proxy_rules {
             return;
         }
-        let floor = self.out.timeouts.get("read").map_or(60, |(s, _)| *s);
-        if let Some((secs, why)) = self.out.timeouts.get_mut("upgraded_idle") {
+        let floor = self
+            .out
+            .timeouts
+            .get(&Timeout::Read)
+            .map_or(60, |(s, _)| *s);
+        if let Some((secs, why)) = self.out.timeouts.get_mut(&Timeout::UpgradedIdle) {
             if *secs < floor {
                 why.push(format!("  raised to {floor}s: the proxy rules without timeout= waited that long in Apache (ProxyTimeout/Timeout, default 60s); deskgate has one idle limit for all"));
                 *secs = floor;
@@ -1801,7 +1940,94 @@ impl Converter<'_> {
         }
     }
 
-    fn finish(mut self) -> Conversion {
+    /// The header comments, the config, and the comments above its items, in document order.
+    fn document(&self) -> Result<(Vec<String>, RawConfig, Vec<Anchor>), serde_yaml::Error> {
+        let o = &self.out;
+        let mut header = o.header.clone();
+        if !o.ignored.is_empty() {
+            header.push(String::new());
+            header.push("Not translated, no routing or security effect:".into());
+            for (name, at) in &o.ignored {
+                header.push(format!("  {name}: {}", at.join(", ")));
+            }
+        }
+        if !o.notes.is_empty() {
+            header.push(String::new());
+            header.push("deskgate answers differently from Apache here, on purpose:".into());
+            header.extend(o.notes.iter().map(|n| format!("  {n}")));
+        }
+        if !o.skipped.is_empty() {
+            header.push(String::new());
+            header.push(
+                "NOT TRANSLATED, changes routing or security (review before switching):".into(),
+            );
+            header.extend(o.skipped.iter().map(|s| format!("  {s}")));
+        }
+        let mut anchors = Vec::new();
+        let mut config = RawConfig::default();
+        for l in &o.listeners {
+            let listener = l.raw();
+            anchors.push(Anchor::item(&listener, l.comments.clone())?);
+            let certs = listener.tls.iter().flat_map(|t| &t.certs);
+            for (c, raw) in l.certs.iter().zip(certs) {
+                anchors.push(Anchor::item(raw, c.comments.clone())?);
+            }
+            config.listeners.push(listener);
+        }
+        for (name, u) in &o.upstreams {
+            let upstream = RawUpstream {
+                servers: vec![u.server.clone()],
+                tls: u.tls.map(verify),
+                basic_auth: u.basic_auth.clone(),
+                retries: 0,
+                balance: None,
+                hash_key: None,
+                health: None,
+            };
+            anchors.push(Anchor::entry(name, &upstream, u.comments.clone())?);
+            config.upstreams.insert(name.clone(), upstream);
+        }
+        for r in &o.routes {
+            let route = r.raw(&self.resolver_headers);
+            anchors.push(Anchor::item(&route, r.comments.clone())?);
+            config.routes.push(route);
+        }
+        for (key, (secs, why)) in &o.timeouts {
+            let t = Some(HumanDuration(std::time::Duration::from_secs(*secs)));
+            let mut this_one = RawTimeouts::default();
+            *key.slot(&mut this_one) = t;
+            anchors.push(Anchor::fields(&this_one, why.clone())?);
+            *key.slot(&mut config.timeouts) = t;
+        }
+        if !o.headers.is_empty() || !o.removed_headers.is_empty() {
+            let mut headers = RawProxyHeaders {
+                x_forwarded: None,
+                add: BTreeMap::new(),
+                remove: Vec::new(),
+            };
+            for (k, (v, why)) in &o.headers {
+                anchors.push(Anchor::entry(k, v, why.clone())?);
+                headers.add.insert(k.clone(), v.clone());
+            }
+            headers.remove = o.removed_headers.keys().cloned().collect();
+            if !headers.remove.is_empty() {
+                let why = "removed from every proxied request (Apache removed them per vhost)";
+                let only_remove = RawProxyHeaders {
+                    x_forwarded: None,
+                    add: BTreeMap::new(),
+                    remove: headers.remove.clone(),
+                };
+                anchors.push(Anchor::fields(&only_remove, vec![why.into()])?);
+            }
+            for (k, why) in &o.removed_headers {
+                anchors.push(Anchor::item(k, why.clone())?);
+            }
+            config.proxy_headers = Some(headers);
+        }
+        Ok((header, config, anchors))
+    }
+
+    fn finish(mut self) -> Result<Conversion, ImportError> {
         for (_, map, _, text) in std::mem::take(&mut self.pending_fallbacks) {
             self.out.skipped.push(format!(
                 "{}: a NULL redirect for RewriteMap {map}, which no [P] rule uses",
@@ -1814,190 +2040,10 @@ impl Converter<'_> {
         self.listener_redirects();
         self.routes_across_listeners();
         self.idle_floor();
-        let o = &self.out;
-        let mut y = String::new();
-        for h in &o.header {
-            y.push_str(&format!("# {h}\n"));
-        }
-        if !o.ignored.is_empty() {
-            y.push_str("#\n# Not translated, no routing or security effect:\n");
-            for (name, at) in &o.ignored {
-                y.push_str(&format!("#   {name}: {}\n", at.join(", ")));
-            }
-        }
-        if !o.notes.is_empty() {
-            y.push_str("#\n# deskgate answers differently from Apache here, on purpose:\n");
-            for n in &o.notes {
-                y.push_str(&format!("#   {n}\n"));
-            }
-        }
-        if !o.skipped.is_empty() {
-            y.push_str(
-                "#\n# NOT TRANSLATED, changes routing or security (review before switching):\n",
-            );
-            for s in &o.skipped {
-                y.push_str(&format!("#   {s}\n"));
-            }
-        }
-        y.push_str("\nlisteners:\n");
-        for l in &o.listeners {
-            for c in &l.comments {
-                y.push_str(&format!("  # {c}\n"));
-            }
-            y.push_str(&format!("  - addr: {}\n", q(&l.addr)));
-            if l.redirect_https && !l.proxies && l.certs.is_empty() {
-                match &l.redirect_to {
-                    Some(o) => y.push_str(&format!("    redirect_to: {}\n", q(o))),
-                    None => y.push_str("    redirect_https: true\n"),
-                }
-            }
-            if !l.certs.is_empty() {
-                y.push_str("    tls:\n      certs:\n");
-                for (i, c) in l.certs.iter().enumerate() {
-                    for cc in &c.comments {
-                        y.push_str(&format!("        # {cc}\n"));
-                    }
-                    y.push_str(&format!(
-                        "        - cert: {}\n          key: {}\n",
-                        q(&c.cert),
-                        q(&c.key)
-                    ));
-                    if i > 0 && !c.hosts.is_empty() {
-                        y.push_str(&format!(
-                            "          hosts: [{}]\n",
-                            c.hosts.iter().map(|h| q(h)).collect::<Vec<_>>().join(", ")
-                        ));
-                    }
-                }
-            }
-        }
-        if !o.upstreams.is_empty() {
-            y.push_str("\nupstreams:\n");
-            for (name, u) in &o.upstreams {
-                for c in &u.comments {
-                    y.push_str(&format!("  # {c}\n"));
-                }
-                y.push_str(&format!("  {name}:\n    servers: [{}]\n", q(&u.server)));
-                if let Some(verify) = u.tls {
-                    y.push_str(&format!("    tls: {{ verify: {verify} }}\n"));
-                }
-                if let Some(a) = &u.basic_auth {
-                    y.push_str(&format!(
-                        "    basic_auth: {{ user: {}, {} }}\n",
-                        q(&a.user),
-                        a.secret
-                    ));
-                }
-            }
-        }
-        if !o.routes.is_empty() {
-            y.push_str("\nroutes:\n");
-            for r in &o.routes {
-                for c in &r.comments {
-                    y.push_str(&format!("  # {c}\n"));
-                }
-                let mut first = true;
-                let mut field = |y: &mut String, s: String| {
-                    y.push_str(if first { "  - " } else { "    " });
-                    first = false;
-                    y.push_str(&s);
-                    y.push('\n');
-                };
-                if let Some(h) = &r.host {
-                    field(&mut y, format!("host: {}", q(h)));
-                }
-                field(&mut y, format!("path: {}", q(&r.path)));
-                match &r.target {
-                    Target::Named(n) => field(&mut y, format!("upstream: {n}")),
-                    Target::Resolve {
-                        url,
-                        tls_verify,
-                        basic_auth,
-                        ..
-                    } => {
-                        field(&mut y, "upstream:".into());
-                        y.push_str(&format!("      resolve: {}\n", q(url)));
-                        if !self.resolver_headers.is_empty() {
-                            y.push_str(&format!(
-                                "      headers: {{ {} }}\n",
-                                self.resolver_headers.join(", ")
-                            ));
-                        }
-                        if let Some(v) = tls_verify {
-                            y.push_str(&format!("      tls: {{ verify: {v} }}\n"));
-                        }
-                        if let Some(a) = basic_auth {
-                            y.push_str(&format!(
-                                "      basic_auth: {{ user: {}, {} }}\n",
-                                q(&a.user),
-                                a.secret
-                            ));
-                        }
-                    }
-                }
-                if r.strip_prefix {
-                    y.push_str("    strip_prefix: true\n");
-                }
-                if let Some(f) = &r.fallback {
-                    y.push_str(&format!("    fallback: {{ redirect: {} }}\n", q(f)));
-                }
-                match r.rewrite_location.as_slice() {
-                    [] => {}
-                    [one] => y.push_str(&format!("    rewrite_location: {}\n", q(one))),
-                    many => y.push_str(&format!(
-                        "    rewrite_location: [{}]\n",
-                        many.iter().map(|u| q(u)).collect::<Vec<_>>().join(", ")
-                    )),
-                }
-                for (key, pairs) in [
-                    ("cookie_domain", &r.cookie_domain),
-                    ("cookie_path", &r.cookie_path),
-                ] {
-                    if !pairs.is_empty() {
-                        y.push_str(&format!(
-                            "    {key}: {{ {} }}\n",
-                            pairs
-                                .iter()
-                                .map(|(a, b)| format!("{}: {}", q(a), q(b)))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
-                    }
-                }
-            }
-        }
-        if !o.timeouts.is_empty() {
-            y.push_str("\ntimeouts:\n");
-            for (k, (secs, why)) in &o.timeouts {
-                for w in why {
-                    y.push_str(&format!("  # {w}\n"));
-                }
-                y.push_str(&format!("  {k}: {secs}s\n"));
-            }
-        }
-        if !o.headers.is_empty() || !o.removed_headers.is_empty() {
-            y.push_str("\nproxy_headers:\n");
-        }
-        if !o.headers.is_empty() {
-            y.push_str("  add:\n");
-            for (k, (v, why)) in &o.headers {
-                for w in why {
-                    y.push_str(&format!("    # {w}\n"));
-                }
-                y.push_str(&format!("    {}: {}\n", q(k), q(v)));
-            }
-        }
-        if !o.removed_headers.is_empty() {
-            y.push_str("  # removed from every proxied request (Apache removed them per vhost)\n  remove:\n");
-            for (k, why) in &o.removed_headers {
-                for w in why {
-                    y.push_str(&format!("    # {w}\n"));
-                }
-                y.push_str(&format!("    - {}\n", q(k)));
-            }
-        }
-        Conversion {
-            yaml: y,
+        let (header, doc, anchors) = self.document()?;
+        let yaml = yaml_out::write(&doc, &header, &anchors)?;
+        Ok(Conversion {
+            yaml,
             skipped: self.out.skipped,
             ignored: self
                 .out
@@ -2008,7 +2054,7 @@ impl Converter<'_> {
             secret_files: self.out.secret_files,
             notices: self.out.notices,
             notes: self.out.notes,
-        }
+        })
     }
 }
 
@@ -2223,11 +2269,6 @@ fn grants_all(s: &Section) -> bool {
 fn mentions_upgrade(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     t.contains("upgrade") || t.contains("connection")
-}
-
-/// A YAML double-quoted scalar (JSON's string syntax is valid YAML).
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
 }
 
 fn with_slash(p: &str) -> String {
@@ -2528,15 +2569,12 @@ fn letsencrypt_name(path: &str) -> Option<String> {
     Some(rest.split('/').next()?.to_string())
 }
 
-/// `X-API-Key: env:HUB_API_KEY` -> `"X-API-Key": { env: "HUB_API_KEY" }`. Anything else is
+/// `X-API-Key: env:HUB_API_KEY` -> `X-API-Key` read from `{ env: HUB_API_KEY }`. Anything else is
 /// refused, naming the header but never echoing its value (it may be the key itself).
-fn header_ref(spec: &str) -> Result<String, String> {
-    let forms = "give it as 'NAME: env:VARIABLE' or 'NAME: file:/path/to/secret' (the value itself never goes on the command line or into the YAML)";
+fn header_ref(spec: &str) -> Result<(String, RawSecretRef), ImportError> {
     let Some((name, source)) = spec.split_once(':') else {
-        let name = spec.split(['=', ' ']).next().unwrap_or("");
-        return Err(format!(
-            "deskgate import: --resolver-header {name}...: no `NAME:`; {forms}"
-        ));
+        let name = spec.split(['=', ' ']).next().unwrap_or("").to_string();
+        return Err(ImportError::HeaderWithoutName { name });
     };
     let name = name.trim();
     let valid_name = !name.is_empty()
@@ -2544,33 +2582,45 @@ fn header_ref(spec: &str) -> Result<String, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
     if !valid_name {
-        return Err(format!(
-            "deskgate import: --resolver-header: `{}` is not a header name; {forms}",
-            name.split(['=', ' ']).next().unwrap_or("")
-        ));
+        let name = name.split(['=', ' ']).next().unwrap_or("").to_string();
+        return Err(ImportError::HeaderName { name });
     }
     let source = source.trim();
     match source.split_once(':') {
-        Some((kind @ ("env" | "file"), value)) if !value.trim().is_empty() => Ok(format!(
-            "{}: {{ {kind}: {} }}",
-            q(name),
-            q(value.trim())
-        )),
-        _ => Err(format!(
-            "deskgate import: --resolver-header {name}: the value is neither env:VARIABLE nor file:PATH (env: and file: in lower case); {forms}"
-        )),
+        Some((kind @ ("env" | "file"), value)) if !value.trim().is_empty() => {
+            let value = value.trim().to_string();
+            let source = match kind {
+                "env" => RawSecretRef {
+                    env: Some(value),
+                    file: None,
+                },
+                _ => RawSecretRef {
+                    env: None,
+                    file: Some(value.into()),
+                },
+            };
+            Ok((name.to_string(), source))
+        }
+        _ => Err(ImportError::HeaderSource {
+            name: name.to_string(),
+        }),
     }
 }
 
 /// The `--resolver-url`: an http(s) URL deskgate can call, with `{name}` in it (else every
 /// desktop would share one lookup).
-fn check_resolver_url(url: &str) -> Result<(), String> {
-    let bad = |why: String| Err(format!("deskgate import: --resolver-url {url}: {why}"));
+fn check_resolver_url(url: &str) -> Result<(), ImportError> {
+    let bad = |why: String| {
+        Err(ImportError::ResolverUrl {
+            url: url.to_string(),
+            why,
+        })
+    };
     if userinfo(url).is_some() {
-        return Err("deskgate import: --resolver-url: a user:password in the URL; give credentials with --resolver-header 'NAME: env:VARIABLE'".into());
+        return Err(ImportError::ResolverUrlCredentials);
     }
     if let Err(e) = crate::upstream::client::parse_url(&url.replace(['{', '}'], "")) {
-        return bad(e);
+        return bad(e.to_string());
     }
     if !url.contains("{name}") {
         return bad("no `{name}` in it: every desktop would share one lookup (e.g. http://127.0.0.1:5020/api/container-target/{name})".into());

@@ -87,7 +87,49 @@ pub struct Parser {
     reading: Vec<PathBuf>,
 }
 
-pub fn parse_files(files: &[PathBuf]) -> Result<Vec<Node>, String> {
+/// Why the Apache files cannot be read: each names the `FILE:LINE` it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{path}:1: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{at}: cannot read included {path}: {source}")]
+    ReadIncluded {
+        at: Origin,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `at` is the `Include` that reads `path` again (empty for a file given twice).
+    #[error("{at}: includes {path} again (an Include loop)")]
+    IncludeLoop { at: String, path: PathBuf },
+    #[error("{at}: Include {path}: no such file")]
+    NoSuchInclude { at: Origin, path: PathBuf },
+    #[error("{at}: </{name}> closes <{open}> opened at {open_at}")]
+    ClosesAnother {
+        at: Origin,
+        name: String,
+        open: String,
+        open_at: Origin,
+    },
+    #[error("{at}: </{name}> closes nothing")]
+    ClosesNothing { at: Origin, name: String },
+    #[error("{at}: <{open}> is not closed")]
+    NotClosed { at: Origin, open: String },
+    #[error("{at}: a section line ends with `>`: {text}")]
+    SectionLine { at: Origin, text: String },
+    #[error("{at}: unknown section <{name}>")]
+    UnknownSection { at: Origin, name: String },
+    #[error("{at}: unclosed {quote} quote in: {text}")]
+    UnclosedQuote {
+        at: Origin,
+        quote: char,
+        text: String,
+    },
+}
+
+pub fn parse_files(files: &[PathBuf]) -> Result<Vec<Node>, ParseError> {
     let mut p = Parser {
         defines: HashMap::new(),
         server_root: None,
@@ -106,18 +148,24 @@ struct Line {
 }
 
 impl Parser {
-    fn file(&mut self, path: &Path, included_at: Option<&Origin>) -> Result<Vec<Node>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| match included_at {
-            Some(at) => format!("{at}: cannot read included {}: {e}", path.display()),
-            None => format!("{}:1: cannot read: {e}", path.display()),
+    fn file(&mut self, path: &Path, included_at: Option<&Origin>) -> Result<Vec<Node>, ParseError> {
+        let text = std::fs::read_to_string(path).map_err(|source| match included_at {
+            Some(at) => ParseError::ReadIncluded {
+                at: at.clone(),
+                path: path.to_path_buf(),
+                source,
+            },
+            None => ParseError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
         })?;
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if self.reading.contains(&canonical) {
-            return Err(format!(
-                "{}: includes {} again (an Include loop)",
-                included_at.map_or(String::new(), ToString::to_string),
-                path.display()
-            ));
+            return Err(ParseError::IncludeLoop {
+                at: included_at.map_or(String::new(), ToString::to_string),
+                path: path.to_path_buf(),
+            });
         }
         self.reading.push(canonical);
         let name = path.display().to_string();
@@ -135,7 +183,7 @@ impl Parser {
         lines: &[Line],
         pos: &mut usize,
         closing: Option<(&str, &Origin)>,
-    ) -> Result<Vec<Node>, String> {
+    ) -> Result<Vec<Node>, ParseError> {
         let mut nodes = Vec::new();
         while *pos < lines.len() {
             let l = &lines[*pos];
@@ -146,25 +194,31 @@ impl Parser {
             };
             let text = self.substitute(&l.text);
             if let Some(rest) = text.strip_prefix("</") {
-                let name = rest.trim_end_matches('>').trim();
+                let name = rest.trim_end_matches('>').trim().to_string();
                 return match closing {
-                    Some((open, _)) if open.eq_ignore_ascii_case(name) => Ok(nodes),
-                    Some((open, open_at)) => Err(format!(
-                        "{at}: </{name}> closes <{open}> opened at {open_at}"
-                    )),
-                    None => Err(format!("{at}: </{name}> closes nothing")),
+                    Some((open, _)) if open.eq_ignore_ascii_case(&name) => Ok(nodes),
+                    Some((open, open_at)) => Err(ParseError::ClosesAnother {
+                        at,
+                        name,
+                        open: open.to_string(),
+                        open_at: open_at.clone(),
+                    }),
+                    None => Err(ParseError::ClosesNothing { at, name }),
                 };
             }
             if let Some(rest) = text.strip_prefix('<') {
                 let Some(inner) = rest.trim_end().strip_suffix('>') else {
-                    return Err(format!("{at}: a section line ends with `>`: {text}"));
+                    return Err(ParseError::SectionLine { at, text });
                 };
                 let (name, args) = match inner.find(char::is_whitespace) {
                     Some(i) => (&inner[..i], inner[i..].trim()),
                     None => (inner, ""),
                 };
                 if !KNOWN_SECTIONS.iter().any(|k| k.eq_ignore_ascii_case(name)) {
-                    return Err(format!("{at}: unknown section <{name}>"));
+                    return Err(ParseError::UnknownSection {
+                        at,
+                        name: name.to_string(),
+                    });
                 }
                 let children = self.block(file, lines, pos, Some((name, &at)))?;
                 let section = Section {
@@ -176,7 +230,11 @@ impl Parser {
                 nodes.extend(self.resolve_conditional(section));
                 continue;
             }
-            let args = split_args(&text).map_err(|e| format!("{at}: {e}"))?;
+            let args = split_args(&text).map_err(|quote| ParseError::UnclosedQuote {
+                at: at.clone(),
+                quote,
+                text: text.clone(),
+            })?;
             let Some((name, args)) = args.split_first() else {
                 continue;
             };
@@ -202,7 +260,10 @@ impl Parser {
             }
         }
         match closing {
-            Some((open, open_at)) => Err(format!("{open_at}: <{open}> is not closed")),
+            Some((open, open_at)) => Err(ParseError::NotClosed {
+                at: open_at.clone(),
+                open: open.to_string(),
+            }),
             None => Ok(nodes),
         }
     }
@@ -232,7 +293,7 @@ impl Parser {
         vec![Node::Section(s)]
     }
 
-    fn include(&mut self, d: &Directive) -> Result<Vec<Node>, String> {
+    fn include(&mut self, d: &Directive) -> Result<Vec<Node>, ParseError> {
         let optional = d.is("IncludeOptional");
         let raw = PathBuf::from(d.arg(0));
         let path = if raw.is_absolute() {
@@ -248,11 +309,10 @@ impl Parser {
         };
         let files = expand(&path);
         if files.is_empty() && !optional {
-            return Err(format!(
-                "{}: Include {}: no such file",
-                d.at,
-                path.display()
-            ));
+            return Err(ParseError::NoSuchInclude {
+                at: d.at.clone(),
+                path,
+            });
         }
         let mut nodes = Vec::new();
         for f in files {
@@ -318,8 +378,8 @@ fn logical_lines(text: &str) -> Vec<Line> {
 }
 
 /// Apache's argument splitting: whitespace-separated, `"..."` and `'...'` quoted with `\`
-/// escapes.
-fn split_args(text: &str) -> Result<Vec<String>, String> {
+/// escapes. Err: the quote left open.
+fn split_args(text: &str) -> Result<Vec<String>, char> {
     let mut args = Vec::new();
     let mut chars = text.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -349,7 +409,7 @@ fn split_args(text: &str) -> Result<Vec<String>, String> {
                 }
             }
             if !closed {
-                return Err(format!("unclosed {c} quote in: {text}"));
+                return Err(c);
             }
         } else {
             while let Some(&ch) = chars.peek() {
@@ -505,7 +565,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("site.conf");
         std::fs::write(&f, text).unwrap();
-        parse_files(&[f]).map_err(|e| e.replace(&dir.path().display().to_string(), "DIR"))
+        parse_files(&[f]).map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
     }
 
     #[test]

@@ -99,10 +99,6 @@ struct Assembler<'a> {
 }
 
 impl Assembler<'_> {
-    fn error(&mut self, path: &str, message: impl Into<String>) {
-        self.errors.push(self.config.error_at(path, message));
-    }
-
     /// A typed error from the layer that failed, reported at `path` in its own words and kept
     /// as the cause.
     fn failed(&mut self, path: &str, e: impl std::error::Error + Send + Sync + 'static) {
@@ -221,7 +217,7 @@ impl Assembler<'_> {
                 ) {
                     Ok(pool) => upstream.pool = Some(pool),
                     Err(e) => {
-                        self.error(&format!("{}.servers", spec.at), e);
+                        self.failed(&format!("{}.servers", spec.at), e);
                         continue;
                     }
                 }

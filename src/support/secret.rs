@@ -2,7 +2,7 @@
 //! variable named in the config, are read once, and never print.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -19,34 +19,65 @@ impl fmt::Debug for Secret {
     }
 }
 
-pub fn from_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+/// Why a secret could not be read. It names the file or the variable, never the value: no
+/// variant holds it (`std::env::VarError::NotUnicode` would, so it is not kept as a source).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secret file {} is empty", path.display())]
+    EmptyFile { path: PathBuf },
+    #[error("environment variable {name} is not set")]
+    EnvNotSet { name: String },
+    #[error("environment variable {name} is empty")]
+    EnvEmpty { name: String },
+    #[error("environment variable {name} is not valid UTF-8")]
+    EnvNotUtf8 { name: String },
+    #[error("{what}: give a file or an environment variable, not both")]
+    FileAndEnv { what: String },
+    #[error("{what}: name a file or an environment variable")]
+    Neither { what: String },
+}
+
+pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     // Secret files written by `echo` or editors end in a newline that is not part of the secret.
     let value = text.trim_end_matches(['\n', '\r']).to_string();
     if value.is_empty() {
-        return Err(format!("secret file {} is empty", path.display()));
+        return Err(SecretError::EmptyFile {
+            path: path.to_path_buf(),
+        });
     }
     Ok(Secret(value))
 }
 
-pub fn from_env(name: &str) -> Result<Secret, String> {
-    match std::env::var(name) {
+pub fn from_env(name: &str) -> Result<Secret, SecretError> {
+    let name = || name.to_string();
+    match std::env::var(name()) {
         Ok(v) if !v.is_empty() => Ok(Secret(v)),
-        Ok(_) => Err(format!("environment variable {name} is empty")),
-        Err(_) => Err(format!("environment variable {name} is not set")),
+        Ok(_) => Err(SecretError::EnvEmpty { name: name() }),
+        Err(std::env::VarError::NotPresent) => Err(SecretError::EnvNotSet { name: name() }),
+        Err(std::env::VarError::NotUnicode(_)) => Err(SecretError::EnvNotUtf8 { name: name() }),
     }
 }
 
 /// Exactly one of file or env must be named.
-pub fn load(file: Option<&Path>, env: Option<&str>, what: &str) -> Result<Secret, String> {
+pub fn load(file: Option<&Path>, env: Option<&str>, what: &str) -> Result<Secret, SecretError> {
     match (file, env) {
         (Some(f), None) => from_file(f),
         (None, Some(e)) => from_env(e),
-        (Some(_), Some(_)) => Err(format!(
-            "{what}: give a file or an environment variable, not both"
-        )),
-        (None, None) => Err(format!("{what}: name a file or an environment variable")),
+        (Some(_), Some(_)) => Err(SecretError::FileAndEnv {
+            what: what.to_string(),
+        }),
+        (None, None) => Err(SecretError::Neither {
+            what: what.to_string(),
+        }),
     }
 }
 
@@ -88,4 +119,37 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn errors_name_the_file_or_variable_never_the_value() {
+        let name = "DESKGATE_SECRET_TEST_NOT_UTF8";
+        std::env::set_var(name, std::ffi::OsStr::from_bytes(b"hunter2\xff"));
+        let e = from_env(name).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("environment variable {name} is not valid UTF-8")
+        );
+        assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+        std::env::remove_var(name);
+        let e = from_env(name).unwrap_err().to_string();
+        assert_eq!(e, format!("environment variable {name} is not set"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, "\n").unwrap();
+        let e = from_file(&path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("secret file {} is empty", path.display())
+        );
+        let e = from_file(&dir.path().join("absent")).unwrap_err();
+        let io = std::error::Error::source(&e).expect("the read error under it");
+        assert!(io.downcast_ref::<std::io::Error>().is_some());
+    }
 }

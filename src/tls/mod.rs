@@ -58,7 +58,8 @@ pub struct Certificate {
     pub key: Arc<CertifiedKey>,
 }
 
-/// Why a certificate and its key could not be loaded, with the file and the underlying error.
+/// Why a certificate and its key could not be loaded (or, for the demo and the tests, made), with
+/// the file and the underlying error.
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
     #[error("cannot read certificate {}: {source}", path.display())]
@@ -95,6 +96,13 @@ pub enum CertificateError {
         cert: PathBuf,
         key: PathBuf,
         source: rustls::Error,
+    },
+    #[error("cannot generate certificate: {0}")]
+    Generate(#[source] rcgen::Error),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
     },
 }
 
@@ -274,15 +282,19 @@ pub fn write_self_signed(
     dir: &Path,
     stem: &str,
     names: &[&str],
-) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+) -> Result<(PathBuf, PathBuf), CertificateError> {
     let ck =
         rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .map_err(|e| format!("cannot generate certificate: {e}"))?;
+            .map_err(CertificateError::Generate)?;
     let cert = dir.join(format!("{stem}.pem"));
     let key = dir.join(format!("{stem}.key"));
-    std::fs::write(&cert, ck.cert.pem())
-        .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
-    std::fs::write(&key, ck.key_pair.serialize_pem())
-        .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+    let write = |path: &PathBuf, text: String| {
+        std::fs::write(path, text).map_err(|source| CertificateError::Write {
+            path: path.clone(),
+            source,
+        })
+    };
+    write(&cert, ck.cert.pem())?;
+    write(&key, ck.key_pair.serialize_pem())?;
     Ok((cert, key))
 }

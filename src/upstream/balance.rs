@@ -34,30 +34,53 @@ pub enum Policy {
     Hash(HashKey),
 }
 
+/// Why `balance:`/`hash_key:` or the servers of a pool do not make a pool.
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    #[error("balance is round_robin, least_conn or hash, found `{found}`")]
+    Policy { found: String },
+    #[error("hash_key is `client_addr`, `header:NAME` or `cookie:NAME`, found `{found}`")]
+    HashKey { found: String },
+    #[error("`{name}` is not a header name")]
+    HashHeader {
+        name: String,
+        source: http::header::InvalidHeaderName,
+    },
+    #[error("cannot resolve servers: {0}")]
+    Servers(#[source] std::io::Error),
+}
+
 impl Policy {
-    pub fn parse(balance: Option<&str>, hash_key: Option<&str>) -> Result<Policy, String> {
+    pub fn parse(balance: Option<&str>, hash_key: Option<&str>) -> Result<Policy, BalanceError> {
         match balance.unwrap_or("round_robin") {
             "round_robin" => Ok(Policy::RoundRobin),
             "least_conn" => Ok(Policy::LeastConn),
             "hash" => {
                 let key = match hash_key.unwrap_or("client_addr") {
                     "client_addr" => HashKey::ClientAddr,
-                    k if k.starts_with("header:") => HashKey::Header(
-                        HeaderName::from_bytes(k[7..].trim().as_bytes())
-                            .map_err(|_| format!("`{}` is not a header name", &k[7..]))?,
-                    ),
+                    k if k.starts_with("header:") => {
+                        let name = &k[7..];
+                        let header =
+                            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|source| {
+                                BalanceError::HashHeader {
+                                    name: name.to_string(),
+                                    source,
+                                }
+                            })?;
+                        HashKey::Header(header)
+                    }
                     k if k.starts_with("cookie:") => HashKey::Cookie(k[7..].trim().to_string()),
                     k => {
-                        return Err(format!(
-                        "hash_key is `client_addr`, `header:NAME` or `cookie:NAME`, found `{k}`"
-                    ))
+                        return Err(BalanceError::HashKey {
+                            found: k.to_string(),
+                        })
                     }
                 };
                 Ok(Policy::Hash(key))
             }
-            other => Err(format!(
-                "balance is round_robin, least_conn or hash, found `{other}`"
-            )),
+            other => Err(BalanceError::Policy {
+                found: other.to_string(),
+            }),
         }
     }
 }
@@ -107,14 +130,14 @@ impl Pool {
         health: Option<HealthSpec>,
         tls: Option<&UpstreamTls>,
         authorization: Option<&HeaderValue>,
-    ) -> Result<Pool, String> {
+    ) -> Result<Pool, BalanceError> {
         let round_robin =
             LoadBalancer::<RoundRobin>::try_from_iter(servers.iter().map(String::as_str))
-                .map_err(|e| format!("cannot resolve servers: {e}"))?;
+                .map_err(BalanceError::Servers)?;
         let consistent = match policy {
             Policy::Hash(_) => Some(
                 LoadBalancer::<Consistent>::try_from_iter(servers.iter().map(String::as_str))
-                    .map_err(|e| format!("cannot resolve servers: {e}"))?,
+                    .map_err(BalanceError::Servers)?,
             ),
             _ => None,
         };

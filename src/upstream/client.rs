@@ -2,7 +2,7 @@
 //! so they share its TLS backend and connection pool. Every call is bounded: `connect` to get
 //! a connection and `connect` again for the answer, so a slow hub fails fast.
 
-use crate::upstream::settings::UpstreamTls;
+use crate::upstream::settings::{host_of, resolve, with_default_port, AddressError, UpstreamTls};
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use once_cell::sync::Lazy;
@@ -22,10 +22,24 @@ pub struct HubResponse {
     pub body: BytesMut,
 }
 
-#[derive(Debug)]
+/// Why a call to the hub got no answer (its status and reason go to the client).
+#[derive(Debug, thiserror::Error)]
 pub enum HubError {
+    #[error("the hub did not answer in time")]
     Timeout,
-    Unreachable(String),
+    #[error("the hub is unreachable: {0}")]
+    Url(#[from] UrlError),
+    #[error("the hub is unreachable: {0}")]
+    Address(#[from] AddressError),
+    /// Pingora's error kind names what failed (`ConnectRefused`, `TLSHandshakeFailure`).
+    #[error("the hub is unreachable: {}", .0.etype().as_str())]
+    Failed(#[source] Box<pingora::Error>),
+    #[error("the hub is unreachable: {0}")]
+    Request(#[source] Box<pingora::Error>),
+    #[error("the hub is unreachable: no response")]
+    NoResponse,
+    #[error("the hub is unreachable: answer larger than {MAX_BODY} bytes")]
+    TooLarge,
 }
 
 impl HubError {
@@ -33,15 +47,21 @@ impl HubError {
     pub fn status(&self) -> u16 {
         match self {
             HubError::Timeout => 504,
-            HubError::Unreachable(_) => 502,
+            _ => 502,
         }
     }
     pub fn reason(&self) -> String {
-        match self {
-            HubError::Timeout => "the hub did not answer in time".into(),
-            HubError::Unreachable(e) => format!("the hub is unreachable: {e}"),
-        }
+        self.to_string()
     }
+}
+
+/// Why a hub URL (an access check, a resolver, `errors.target`, an ACME directory) is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("expected an http:// or https:// URL, found `{url}`")]
+    Scheme { url: String },
+    #[error(transparent)]
+    Authority(#[from] AddressError),
 }
 
 /// A parsed `http(s)://host:port/path?query` URL to call.
@@ -51,22 +71,21 @@ pub struct HubUrl {
     pub path_and_query: String,
 }
 
-pub fn parse_url(url: &str) -> Result<HubUrl, String> {
+pub fn parse_url(url: &str) -> Result<HubUrl, UrlError> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(format!(
-            "expected an http:// or https:// URL, found `{url}`"
-        ));
+        return Err(UrlError::Scheme {
+            url: url.to_string(),
+        });
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let authority =
-        crate::upstream::settings::with_default_port(authority, if tls { 443 } else { 80 })?;
+    let authority = with_default_port(authority, if tls { 443 } else { 80 })?;
     Ok(HubUrl {
         tls,
         authority,
@@ -80,11 +99,9 @@ pub async fn get(
     tls: Option<&UpstreamTls>,
     timeout: Duration,
 ) -> Result<HubResponse, HubError> {
-    let target = parse_url(url).map_err(HubError::Unreachable)?;
-    let host = crate::upstream::settings::host_of(&target.authority).to_string();
-    let addr = crate::upstream::settings::resolve(&target.authority)
-        .await
-        .map_err(HubError::Unreachable)?;
+    let target = parse_url(url)?;
+    let host = host_of(&target.authority).to_string();
+    let addr = resolve(&target.authority).await?;
     let mut peer = HttpPeer::new(
         addr,
         target.tls,
@@ -106,16 +123,13 @@ pub async fn get(
         peer.options.verify_hostname = t.verify;
     }
     let work = async {
-        let (mut session, _reused) = CONNECTOR
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| map_err(&e))?;
+        let (mut session, _reused) = CONNECTOR.get_http_session(&peer).await.map_err(failed)?;
         let mut req = RequestHeader::build(
             "GET",
             target.path_and_query.as_bytes(),
             Some(headers.len() + 2),
         )
-        .map_err(|e| HubError::Unreachable(e.to_string()))?;
+        .map_err(HubError::Request)?;
         let _ = req.insert_header(http::header::HOST, target.authority.as_str());
         for (k, v) in headers {
             let _ = req.append_header(k.clone(), v.clone());
@@ -123,29 +137,17 @@ pub async fn get(
         session
             .write_request_header(Box::new(req))
             .await
-            .map_err(|e| map_err(&e))?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| map_err(&e))?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| map_err(&e))?;
+            .map_err(failed)?;
+        session.finish_request_body().await.map_err(failed)?;
+        session.read_response_header().await.map_err(failed)?;
         let (status, resp_headers) = match session.response_header() {
             Some(h) => (h.status.as_u16(), h.headers.clone()),
-            None => return Err(HubError::Unreachable("no response".into())),
+            None => return Err(HubError::NoResponse),
         };
         let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(|e| map_err(&e))?
-        {
+        while let Some(chunk) = session.read_response_body().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(HubError::Unreachable(format!(
-                    "answer larger than {MAX_BODY} bytes"
-                )));
+                return Err(HubError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
@@ -165,11 +167,11 @@ pub async fn get(
     }
 }
 
-fn map_err(e: &pingora::Error) -> HubError {
+fn failed(e: Box<pingora::Error>) -> HubError {
     use pingora::ErrorType::*;
     match e.etype() {
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => HubError::Timeout,
-        _ => HubError::Unreachable(e.etype().as_str().to_string()),
+        _ => HubError::Failed(e),
     }
 }
 

@@ -8,7 +8,7 @@ pub mod settings;
 
 use http::HeaderValue;
 use pingora_core::upstreams::peer::HttpPeer;
-use settings::{host_of, resolve, with_default_port, Timeouts, UpstreamTls};
+use settings::{host_of, resolve, with_default_port, AddressError, Timeouts, UpstreamTls};
 
 pub struct Upstream {
     pub name: String,
@@ -56,7 +56,7 @@ impl Upstream {
         target: &str,
         tls_default: Option<UpstreamTls>,
         authorization: Option<HeaderValue>,
-    ) -> Result<Upstream, String> {
+    ) -> Result<Upstream, AddressError> {
         let (tls, rest) = if let Some(r) = target
             .strip_prefix("https://")
             .or_else(|| target.strip_prefix("wss://"))
@@ -117,7 +117,7 @@ impl Upstream {
         server: &str,
         timeouts: &Timeouts,
         upgrade: bool,
-    ) -> Result<Box<HttpPeer>, String> {
+    ) -> Result<Box<HttpPeer>, AddressError> {
         // An address needs no lookup; only names (compose services) await the resolver, boxed
         // so the common path's future stays small (Pingora copies it per request).
         let addr = match server.parse() {

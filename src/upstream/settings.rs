@@ -156,17 +156,42 @@ impl Default for Timeouts {
     }
 }
 
+/// Why an upstream address (`host:port`) is unusable: written wrong, or naming no address.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("expected `host:port`, found nothing")]
+    Empty,
+    #[error("expected `host:port` with a numeric port, found `{authority}`")]
+    Port {
+        authority: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("expected `host:port`, found `{authority}`")]
+    NoHost { authority: String },
+    #[error("cannot resolve {server}: {source}")]
+    Lookup {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error("{server} resolves to no address")]
+    NoAddress { server: String },
+}
+
 /// `ip:port` directly, or a `host:port` (compose service names) through the async resolver:
 /// Pingora's `HttpPeer::new(&str)` would resolve on the worker thread and panic on failure.
-pub async fn resolve(server: &str) -> Result<std::net::SocketAddr, String> {
+pub async fn resolve(server: &str) -> Result<std::net::SocketAddr, AddressError> {
     if let Ok(addr) = server.parse() {
         return Ok(addr);
     }
-    tokio::net::lookup_host(server)
+    let server = || server.to_string();
+    tokio::net::lookup_host(server())
         .await
-        .map_err(|e| format!("cannot resolve {server}: {e}"))?
+        .map_err(|source| AddressError::Lookup {
+            server: server(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{server} resolves to no address"))
+        .ok_or_else(|| AddressError::NoAddress { server: server() })
 }
 
 pub fn basic_authorization(user: &str, password: &str) -> HeaderValue {
@@ -186,9 +211,9 @@ pub fn host_of(server: &str) -> &str {
 }
 
 /// Checks `host:port` (or `[v6]:port`), adding `default_port` when none is given.
-pub fn with_default_port(authority: &str, default_port: u16) -> Result<String, String> {
+pub fn with_default_port(authority: &str, default_port: u16) -> Result<String, AddressError> {
     if authority.is_empty() {
-        return Err("expected `host:port`, found nothing".into());
+        return Err(AddressError::Empty);
     }
     let has_port = if authority.starts_with('[') {
         authority.contains("]:")
@@ -201,10 +226,14 @@ pub fn with_default_port(authority: &str, default_port: u16) -> Result<String, S
         format!("{authority}:{default_port}")
     };
     let port = full.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
-    port.parse::<u16>()
-        .map_err(|_| format!("expected `host:port` with a numeric port, found `{authority}`"))?;
+    port.parse::<u16>().map_err(|source| AddressError::Port {
+        authority: authority.to_string(),
+        source,
+    })?;
     if host_of(&full).is_empty() {
-        return Err(format!("expected `host:port`, found `{authority}`"));
+        return Err(AddressError::NoHost {
+            authority: authority.to_string(),
+        });
     }
     Ok(full)
 }

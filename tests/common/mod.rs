@@ -20,26 +20,86 @@ pub const DESKTOP_PASSWORD: &str = "vnc-secret-pw";
 /// The fixed `Sec-WebSocket-Key` clients send to an eager desktop.
 pub const EAGER_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
-/// A loopback port nothing listens on, never the same twice in one test process.
+/// A loopback port nothing listens on, handed out to no other test process that uses this
+/// function, and never to the kernel's `bind(:0)` or `connect`.
 ///
-/// The port is free only until the probe socket closes, and the kernel may hand the same port
-/// to the next `bind(:0)`: two of a test's listeners (or two tests running in parallel) then
-/// race for it, and the loser's client reaches the wrong server (a CHP test once saw its API
-/// call answered `404` by a proxy port). Remembering what was handed out closes that race
-/// inside the process.
+/// A port found free by binding `:0` is free only until the probe socket closes: the kernel
+/// may give the same port to the next `bind(:0)` anywhere on the machine (pebble, BIND, a
+/// desktop stand-in, another test binary's deskgate), and the loser's deskgate exits before
+/// listening or its client reaches the wrong server (`tests/log_noise.rs` once failed so right
+/// after `tests/acme.rs`; a CHP test once saw its API call answered `404` by a proxy port).
+/// So ports come from below the kernel's ephemeral range (`ip_local_port_range`), which
+/// `bind(:0)` and outgoing connections never use; each process starts in a window of its own
+/// (from its pid), holds a lock file per port it hands out for as long as it lives (so
+/// concurrent test processes never share one, and a crashed one frees its ports), and checks
+/// each with a bind first (a server started by hand may sit there).
 pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap();
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return port;
+    static CLAIMS: Mutex<Option<PortClaims>> = Mutex::new(None);
+    let mut claims = CLAIMS.lock().unwrap();
+    claims.get_or_insert_with(PortClaims::new).next()
+}
+
+/// Ports from here up to the ephemeral range: above the well-known and most fixed
+/// development ports (pebble's 14000/15000, Redis's 6379, 8080).
+const PORTS_FROM: u16 = 20000;
+/// Ports per process window.
+const PORT_WINDOW: u16 = 256;
+
+struct PortClaims {
+    /// The ephemeral range's first port (end of the pool, exclusive).
+    ephemeral_from: u16,
+    /// The next candidate, as an offset from `PORTS_FROM`, and how many were tried.
+    offset: u16,
+    tried: u16,
+    locks: PathBuf,
+    /// Held while the process lives: the lock of every port handed out.
+    held: Vec<std::fs::File>,
+}
+
+impl PortClaims {
+    fn new() -> PortClaims {
+        let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        assert!(
+            ephemeral_from >= PORTS_FROM + PORT_WINDOW,
+            "the ephemeral port range starts at {ephemeral_from} \
+             (/proc/sys/net/ipv4/ip_local_port_range), leaving no test ports from {PORTS_FROM}"
+        );
+        let windows = (ephemeral_from - PORTS_FROM) / PORT_WINDOW;
+        let window = (std::process::id() % u32::from(windows)) as u16;
+        let locks = std::env::temp_dir().join("deskgate-test-ports");
+        std::fs::create_dir_all(&locks).unwrap();
+        PortClaims {
+            ephemeral_from,
+            offset: window * PORT_WINDOW,
+            tried: 0,
+            locks,
+            held: Vec::new(),
         }
+    }
+
+    fn next(&mut self) -> u16 {
+        let pool = self.ephemeral_from - PORTS_FROM;
+        while self.tried < pool {
+            let port = PORTS_FROM + self.offset;
+            self.offset = (self.offset + 1) % pool;
+            self.tried += 1;
+            let lock = match std::fs::File::create(self.locks.join(format!("{port}.lock"))) {
+                Ok(f) if f.try_lock().is_ok() => f,
+                _ => continue, // another test process holds it
+            };
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                self.held.push(lock);
+                return port;
+            }
+        }
+        panic!(
+            "no free test port left in {PORTS_FROM}..{} (every one taken or locked under {})",
+            self.ephemeral_from,
+            self.locks.display()
+        );
     }
 }
 
