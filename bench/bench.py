@@ -19,6 +19,11 @@ DESKGATE = Path(os.environ.get("BENCH_DESKGATE", ROOT / "target/release/deskgate
 WSLOAD = Path(os.environ.get("BENCH_WSLOAD", ROOT / "target/release/wsload"))
 HZ = os.sysconf("SC_CLK_TCK")
 PEERS = ["nginx", "haproxy", "apache", "caddy"]
+# deskgate builds of the same binary with other settings, run as systems of their own beside it
+# (`--only deskgate,deskgate_nosteal,...`): the scheduling A/B of issue 33. `work_stealing:
+# false` gives each worker a single-thread tokio runtime of its own (Pingora's NoStealRuntime),
+# which has no LIFO slot; Pingora's default is one multi-thread runtime, which has one.
+DESKGATE_VARIANTS = {"deskgate": "", "deskgate_nosteal": "work_stealing: false\n"}
 BURST_BYTES = 64 * 1024  # the idle-after-a-burst line: one message of this size per WebSocket
 
 
@@ -116,6 +121,11 @@ def make_cert(work, kind):
 HANDSHAKE_MODES = {"full": (False, False), "browser": (True, False), "both": (True, True)}
 
 
+def hs_name(mode, kind, concurrency):
+    """hs_both_rsa (8 handshakes at a time, as before) or hs_both_rsa_c256."""
+    return f"hs_{mode}_{kind}" + ("" if concurrency == 8 else f"_c{concurrency}")
+
+
 class ServeUpstream:
     """`wsload serve` on core 1: the handshake modes' desktop, refusing resumption or not; it
     counts its full and resumed handshakes, so each mode's upstream leg is checked."""
@@ -148,7 +158,7 @@ def handshake_modes(name, work, a):
         cert, key, pem = make_cert(work, kind)
         for refuse in (True, False):
             modes = [m for m, (_, up) in HANDSHAKE_MODES.items() if up != refuse]
-            modes = [m for m in modes if f"hs_{m}_{kind}" in a.hs_selected]
+            modes = [m for m in modes if any(hs_name(m, kind, c) in a.hs_selected for c in a.hs_concurrency)]
             if not modes:
                 continue
             up = ServeUpstream(work, cert, key, refuse)
@@ -161,18 +171,22 @@ def handshake_modes(name, work, a):
                 for m in modes:
                     browser_resumes, _ = HANDSHAKE_MODES[m]
                     flag = [] if browser_resumes else ["--no-resume"]
-                    runs = []
-                    for _ in range(a.repeat):
-                        c0 = up.counts()
-                        try:
-                            r = measured(system, lambda: wsload(system, [*flag, "handshake", "--concurrency", "8", "--seconds", str(a.seconds)]))
-                        except Exception as e:
-                            runs.append({"error": str(e)}); continue
-                        c1 = up.counts()
-                        r["upstream_full"], r["upstream_resumed"] = c1["full"] - c0["full"], c1["resumed"] - c0["resumed"]
-                        runs.append(r)
-                    res[f"hs_{m}_{kind}"] = runs
-                    print(f"  {name}: hs_{m}_{kind} {runs}", flush=True)
+                    for conc in a.hs_concurrency:
+                        scn = hs_name(m, kind, conc)
+                        if scn not in a.hs_selected:
+                            continue
+                        runs = []
+                        for _ in range(a.repeat):
+                            c0 = up.counts()
+                            try:
+                                r = measured(system, lambda: wsload(system, [*flag, "handshake", "--concurrency", str(conc), "--seconds", str(a.seconds)]))
+                            except Exception as e:
+                                runs.append({"error": str(e)}); continue
+                            c1 = up.counts()
+                            r["upstream_full"], r["upstream_resumed"] = c1["full"] - c0["full"], c1["resumed"] - c0["resumed"]
+                            runs.append(r)
+                        res[scn] = runs
+                        print(f"  {name}: {scn} {runs}", flush=True)
             finally:
                 system.stop()
                 up.stop()
@@ -180,7 +194,7 @@ def handshake_modes(name, work, a):
     return res
 
 
-def deskgate_config(d, port, up_port, cert, key, threads, extra_yaml="", front_tls=True, up_tls=True):
+def deskgate_config(d, port, up_port, cert, key, threads, extra_yaml="", front_tls=True, up_tls=True, routes_yaml=""):
     """deskgate's config for the bench: one TLS listener, the upstream, `threads` workers.
     bench/smuggle.py and bench/autobahn turn either TLS side off."""
     cfg = d / "deskgate.yaml"
@@ -195,7 +209,7 @@ upstreams:
   up: {{ servers: ["127.0.0.1:{up_port}"]{upstream_tls} }}
 routes:
   - {{ path: "/", upstream: up }}
-log: {{ level: warn }}
+{routes_yaml}log: {{ level: warn }}
 timeouts: {{ client_header: 60s }}
 {extra_yaml}""")
     return cfg
@@ -208,7 +222,7 @@ class System:
         self.name, self.work, self.up, self.cert, self.key, self.pem = name, work, up_port, cert, key, pem
         self.front_tls, self.up_tls = front_tls, up_tls
         self.binary = binary or DESKGATE
-        self.extra_yaml = extra_yaml  # more top-level YAML for deskgate
+        self.extra_yaml = extra_yaml + DESKGATE_VARIANTS.get(name, "")  # more top-level YAML for deskgate
         self.port = up_port if name == "direct" else free_port()
         self.proc = None
         if not (front_tls and up_tls) and name not in ("deskgate", "nginx", "haproxy"):
@@ -220,7 +234,7 @@ class System:
         d = self.work / self.name
         d.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        if self.name == "deskgate":
+        if self.name in DESKGATE_VARIANTS:
             cfg = deskgate_config(d, self.port, self.up, self.cert, self.key, threads=1,
                                   front_tls=self.front_tls, up_tls=self.up_tls, extra_yaml=self.extra_yaml)
             cmd = [str(self.binary), "-c", str(cfg)]
@@ -238,6 +252,9 @@ daemon off;
 events {{ worker_connections 60000; }}
 http {{
   access_log off;
+  # nginx closes a kept-alive client connection after 1,000 requests by default; the paced
+  # scenarios keep 50 connections for the whole run (wrk reconnects, wsload does not).
+  keepalive_requests 10000000;
   client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
   upstream up {{ server 127.0.0.1:{self.up}; keepalive 64; }}
@@ -366,10 +383,11 @@ def wsload(system, args, timeout=300):
 
 
 def measured(system, fn):
-    c0 = system.cpu()
+    c0, t0 = system.cpu(), time.time()
     result = fn()
     c1 = system.cpu()
     result["cpu_s"] = (c1 - c0) if c0 is not None else None
+    result["wall_s"] = time.time() - t0
     return result
 
 
@@ -386,12 +404,21 @@ def wrk_small(system, secs, conns=50):
     return {"requests": reqs, "rps": rps, "p50_ms": lat(50), "p99_ms": lat(99), "errors": errors + non2xx}
 
 
-def paced(system, a):
+def paced(system, a, rate=None):
     """Small HTTPS requests at a fixed rate (wsload counts from when each was due), in ms."""
-    r = wsload(system, ["paced", "--rate", str(a.paced_rate), "--connections", "50", "--seconds", str(a.seconds)])
+    rate = round(rate or a.paced_rate)
+    r = wsload(system, ["paced", "--rate", str(rate), "--connections", "50", "--seconds", str(a.seconds)])
     for k in ("p50", "p99", "p999"):
         r[f"{k}_ms"] = r[f"{k}_us"] / 1000
     return r
+
+
+def load_rate(a, pct):
+    """The rate the https_load<pct> scenarios offer: pct % of the base (deskgate's saturated
+    https_small rate, measured first in this run, or --load-base-rps)."""
+    if not a.load_base:
+        raise RuntimeError("no base rate: deskgate's https_small did not run first (or pass --load-base-rps)")
+    return a.load_base * pct / 100
 
 
 def run_system(system, a):
@@ -441,6 +468,10 @@ def run_system(system, a):
             ("ws_stream", lambda: wsload(system, ["stream", "--seconds", str(a.seconds)])),
             ("handshake", lambda: wsload(system, ["handshake", "--concurrency", "8", "--seconds", str(a.seconds)])),
         ] + [
+            # The tail below saturation (issue 33): the same rate offered to every system, a
+            # share of deskgate's own saturated rate in this run.
+            (f"https_load{p}", lambda p=p: paced(system, a, load_rate(a, p))) for p in a.load_pcts
+        ] + [
             # The cost curve: the same small request with more kept-alive clients at once. A
             # proxy whose CPU per request grows with them is paying per connection, not per
             # request (issue 33: deskgate's pool of 128 idle upstream connections).
@@ -456,18 +487,57 @@ def run_system(system, a):
                     runs.append({"error": str(e)})
             res[scenario] = runs
             print(f"  {system.name}: {scenario} {runs}", flush=True)
+            if scenario == "https_small" and system.name == "deskgate" and not a.load_base:
+                done = [r["rps"] for r in runs if "rps" in r]
+                a.load_base = statistics.median(done) if done else None
+                a.load_base_from = "deskgate's https_small median in this run"
+                print(f"  base rate for https_load*: {a.load_base}", flush=True)
     finally:
         system.stop()
     return res
 
 
-def deskgate_only(work, up_port, cert, key, threads, cores, extra_yaml="", label=None):
+def interleaved(names, work, up_port, cert, key, pem, a):
+    """The tail scenarios with every system up at once (idle ones cost nothing) and each
+    repeat going round the systems, in turn, so a slow minute of this shared machine falls on
+    all of them rather than on whichever ran then: https_small first (each system's saturated
+    rate; deskgate's is the base), then https_load<N> at N % of the base."""
+    systems = [System(n, work / "interleaved", up_port, cert, key, pem) for n in names]
+    res = {s.name: {"system": s.name} for s in systems}
+    scenarios = [x for x in ("https_small", *(f"https_load{p}" for p in a.load_pcts)) if not a.scenarios or x in a.scenarios]
+    try:
+        for s in systems:
+            s.start()
+        for scenario in scenarios:
+            for i in range(a.repeat):
+                turn = systems[i % len(systems):] + systems[:i % len(systems)]
+                for s in turn:
+                    fn = (lambda: wrk_small(s, a.seconds)) if scenario == "https_small" else \
+                         (lambda: paced(s, a, load_rate(a, int(scenario.removeprefix("https_load")))))
+                    try:
+                        r = measured(s, fn)
+                    except Exception as e:
+                        r = {"error": str(e)}
+                    res[s.name].setdefault(scenario, []).append(r)
+                    print(f"  {s.name}: {scenario} {r}", flush=True)
+            if scenario == "https_small" and not a.load_base and "deskgate" in res:
+                done = [r["rps"] for r in res["deskgate"].get("https_small", []) if "rps" in r]
+                a.load_base = statistics.median(done) if done else None
+                a.load_base_from = "deskgate's https_small median in this run"
+                print(f"  base rate for https_load*: {a.load_base}", flush=True)
+    finally:
+        for s in systems:
+            s.stop()
+    return [res[n] for n in names]
+
+
+def deskgate_only(work, up_port, cert, key, threads, cores, extra_yaml="", label=None, routes_yaml=""):
     """A deskgate with `threads` workers on `cores` (for the scaling and churn scenarios)."""
     s = System("deskgate", work / (label or f"deskgate-{threads}w"), up_port, cert, key, None)
     s.work.mkdir(parents=True, exist_ok=True)
     d = s.work / "deskgate"
     d.mkdir(parents=True, exist_ok=True)
-    cfg = deskgate_config(d, s.port, up_port, cert, key, threads, extra_yaml)
+    cfg = deskgate_config(d, s.port, up_port, cert, key, threads, extra_yaml, routes_yaml=routes_yaml)
     log = open(d / "stdout.log", "w")
     s.proc = subprocess.Popen(["taskset", "-c", cores, str(DESKGATE), "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
     wait_port(s.port, s.proc)
@@ -488,6 +558,78 @@ def scaling(work, up_port, cert, key, a):
                               "cpu_us_per_request": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs),
                               "p99_ms": statistics.median(r["p99_ms"] for r in runs)}
         print(f"  scaling {threads} worker(s): {out[f'{threads}w']}", flush=True)
+    return out
+
+
+def wrk_path(system, secs, path, conns=50):
+    """wrk_small on another path (the route-table runs)."""
+    out = load(["wrk", "-t1", f"-c{conns}", f"-d{int(secs)}s", f"https://localhost:{system.port}{path}"], secs + 60)
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "non2xx": non2xx}
+
+
+def route_table(work, up_port, cert, key, a):
+    """CPU per small request with N routes in the table besides `/` (issue 33's cost curve):
+    static routes in the YAML, or runtime routes (as JupyterHub posts them) loaded from the
+    state file; each request goes to the route in the middle, `/user/u<N/2>/whoami` (prefix
+    stripped). The lookup is by hash along the path's `/` boundaries, so the line should be flat."""
+    out = {}
+    for kind in ("static", "runtime"):
+        for n in a.route_counts:
+            label = f"routes-{kind}-{n}"
+            d = work / label
+            d.mkdir(parents=True, exist_ok=True)
+            routes_yaml, extra = "", ""
+            if kind == "static":
+                routes_yaml = "".join(f'  - {{ path: "/user/u{i}/", upstream: up, strip_prefix: true }}\n' for i in range(n))
+            else:
+                state = d / "routes.json"
+                state.write_text(json.dumps({f"/user/u{i}": {"target": f"https://127.0.0.1:{up_port}"} for i in range(n)}))
+                extra = f'state_file: "{state}"\ndynamic: {{ tls: {{ verify: false, sni: localhost }}, strip_prefix: true }}\n'
+            s = deskgate_only(work, up_port, cert, key, 1, "0", extra, label, routes_yaml)
+            try:
+                rss = s.rss()
+                runs = [measured(s, lambda: wrk_path(s, a.seconds, f"/user/u{n // 2}/whoami")) for _ in range(a.repeat)]
+            finally:
+                s.stop()
+            out[label] = {"rps": statistics.median(r["rps"] for r in runs),
+                          "cpu_us_per_request": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs if r["requests"]),
+                          "cpu_spread": (lambda v: max(v) - min(v))([r["cpu_s"] / r["requests"] * 1e6 for r in runs if r["requests"]]),
+                          "non2xx": sum(r["non2xx"] for r in runs), "rss_kib_at_start": rss, "runs": runs}
+            print(f"  {label}: {out[label]}", flush=True)
+            time.sleep(1)
+    return out
+
+
+def idle_curve(system, a):
+    """KiB per idle WebSocket at several counts, each on a freshly started proxy (the hold
+    scenario measures one count, with traffic)."""
+    out = {}
+    for n in a.idle_counts:
+        system.start()
+        try:
+            ready, go = system.work / f"{system.name}-{n}.ready", system.work / f"{system.name}-{n}.go"
+            for f in (ready, go):
+                f.unlink(missing_ok=True)
+            rss0 = system.rss()
+            p = subprocess.Popen(["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{system.port}", "hold", "--sockets", str(n),
+                                  "--seconds", "1", "--period", "0", "--ready-file", str(ready), "--go-file", str(go)],
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
+            end = time.time() + 240
+            while not ready.exists() and time.time() < end and p.poll() is None:
+                time.sleep(0.1)
+            time.sleep(1.0)
+            rss1 = system.rss()
+            opened = int(ready.read_text()) if ready.exists() else 0
+            go.write_text("go")
+            hold = json.loads(p.communicate(timeout=240)[0].strip().splitlines()[-1])
+            out[n] = {"opened": opened, "connect_failed": hold.get("connect_failed"), "rss_before_kib": rss0, "rss_open_kib": rss1,
+                      "kib_per_ws": (rss1 - rss0) / opened if opened and rss0 is not None else None}
+            print(f"  {system.name}: idle {n}: {out[n]}", flush=True)
+        finally:
+            system.stop()
+        time.sleep(2)
     return out
 
 
@@ -602,12 +744,31 @@ def summarize(results, a):
     add("ws_stream", "proxy CPU ms/MB", "low", "cpu_s", "bytes", 1e9)
     add("handshake", "new WSS connections/s", "high", "per_s")
     add("handshake", "proxy CPU ms/connection", "low", "cpu_s", "handshakes", 1e3)
+    for p in a.load_pcts:
+        scn = f"https_load{p}"
+        add(scn, f"offered requests/s ({p} % of deskgate's saturated rate)", "none", "offered_per_s")
+        add(scn, f"p50 latency ms at {p} % load", "low", "p50_ms")
+        add(scn, f"p99 latency ms at {p} % load", "low", "p99_ms")
+        add(scn, f"p99.9 latency ms at {p} % load", "low", "p999_ms")
+        add(scn, f"proxy CPU us/request at {p} % load", "low", "cpu_s", "requests", 1e6)
+        # How busy each system was: its core's CPU over the run, and the offered rate over
+        # its own saturated rate (https_small) in this run.
+        for r in results:
+            sat = med(r.get("https_small", []), "rps")[0]
+            for x in r.get(scn, []):
+                if x.get("requests") and x.get("achieved_per_s") and x.get("cpu_s") is not None:
+                    x["core_busy_pct"] = x["cpu_s"] * 100 / (x["requests"] / x["achieved_per_s"])
+                if sat and x.get("offered_per_s"):
+                    x["of_own_saturation_pct"] = x["offered_per_s"] * 100 / sat
+        add(scn, f"proxy core busy % at {p} % load", "none", "core_busy_pct")
+        add(scn, f"offered / own saturated rate % at {p} % load", "none", "of_own_saturation_pct")
     for k in a.certs:
         for m in HANDSHAKE_MODES:
-            scn = f"hs_{m}_{k}"
-            if scn in a.hs_selected:
-                add(scn, f"new WSS connections/s ({HS_LABEL[m]}, {k.upper()})", "high", "per_s")
-                add(scn, f"proxy CPU ms/connection ({HS_LABEL[m]}, {k.upper()})", "low", "cpu_s", "handshakes", 1e3)
+            for c in a.hs_concurrency:
+                scn = hs_name(m, k, c)
+                if scn in a.hs_selected:
+                    add(scn, f"new WSS connections/s ({HS_LABEL[m]}, {k.upper()}, {c} at once)", "high", "per_s")
+                    add(scn, f"proxy CPU ms/connection ({HS_LABEL[m]}, {k.upper()}, {c} at once)", "low", "cpu_s", "handshakes", 1e3)
     for n in a.conns:
         add(f"https_c{n}", f"requests/s ({n} conns)", "high", "rps")
         add(f"https_c{n}", f"p99 latency ms ({n} conns)", "low", "p99_ms")
@@ -618,6 +779,14 @@ def summarize(results, a):
     add("idle", "KiB per idle WebSocket", "low", "kib_per_ws")
     add("idle", "KiB per idle WebSocket after one 64 KiB message", "low", "kib_per_ws_after_burst")
     return rows
+
+
+def autogroup():
+    """This process's autogroup and its nice (`/autogroup-12 nice -19`), or why there is none."""
+    try:
+        return Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        return "none (no /proc/self/autogroup)"
 
 
 def fmt(v):
@@ -639,9 +808,16 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
              f"https_paced: {a.paced_rate:,} requests/s offered to every system over 50 connections, latency counted from when each request was due; "
              f"ws_rtt: each of 100 sockets sends its next message when its echo is back; ws_pingpong: the same sockets take turns, one message in flight at a time. "
              f"Load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in a.load_before)}, after {', '.join(f'{x:.1f}' for x in a.load_after)} "
-             f"({os.cpu_count()} cores; above {os.cpu_count()} other work shared the cores, so compare ratios within this run).", "",
-             "| scenario | metric | " + " | ".join(systems) + " | deskgate / best peer |",
-             "|---|---|" + "---|" * len(systems) + "---|"]
+             f"({os.cpu_count()} cores; above {os.cpu_count()} other work shared the cores, so compare ratios within this run). "
+             f"Scheduling group: {autogroup()} (with kernel.sched_autogroup_enabled=1, nice orders processes only within a session: "
+             f"see docs/benchmarks.md, 'Round three, continued').", "",
+             *( [f"https_load<N>: N % of {a.load_base:,.0f} requests/s ({a.load_base_from}), offered identically to every system (wsload paced, 50 connections, "
+                 f"latency from when each request was due); 'proxy core busy %' is the proxy's CPU time over the run's wall time, 'offered / own saturated rate' "
+                 f"the offered rate over that system's own https_small rate in this run.", ""] if a.load_base and a.load_pcts else []),
+             *( [f"deskgate_nosteal: the same deskgate binary with `work_stealing: false` (a single-thread tokio runtime per worker: no LIFO slot, no stealing); "
+                 f"its last column is deskgate_nosteal / deskgate.", ""] if "deskgate_nosteal" in systems else []),
+             "| scenario | metric | " + " | ".join(systems) + " | deskgate / best peer |" + (" nosteal / deskgate |" if "deskgate_nosteal" in systems else ""),
+             "|---|---|" + "---|" * len(systems) + "---|" + ("---|" if "deskgate_nosteal" in systems else "")]
     table = []
     for scn, label, better, vals in rows:
         if all(vals.get(x, (None, None))[0] is None for x in systems):
@@ -651,16 +827,20 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
             m, sp = vals.get(s, (None, None))
             cells.append(fmt(m) + (f" ({fmt(sp)})" if sp else ""))
         peers = [vals[p][0] for p in PEERS if p in vals and vals[p][0] is not None]
-        best = (max(peers) if better == "high" else min(peers)) if peers else None
+        best = (max(peers) if better == "high" else min(peers)) if peers and better != "none" else None
         dg = vals.get("deskgate", (None, None))[0]
         ratio = dg / best if dg is not None and best else None
+        ns = vals.get("deskgate_nosteal", (None, None))[0]
+        ns_ratio = ns / dg if ns is not None and dg else None
         if scn == "ws_stream" and "MB/s" in label and vals.get("direct", (None,))[0]:
             extra = f"; {dg / vals['direct'][0]:.2f}x direct" if dg else ""
         else:
             extra = ""
-        lines.append(f"| {scn} | {label} | " + " | ".join(cells) + f" | {fmt(ratio) if ratio else '-'}{extra} |")
+        lines.append(f"| {scn} | {label} | " + " | ".join(cells) + f" | {fmt(ratio) if ratio else '-'}{extra} |"
+                     + (f" {fmt(ns_ratio) if ns_ratio else '-'} |" if "deskgate_nosteal" in systems else ""))
         table.append({"scenario": scn, "metric": label, "better": better, "values": {s: vals.get(s, (None, None))[0] for s in systems},
-                      "spread": {s: vals.get(s, (None, None))[1] for s in systems}, "best_peer": best, "ratio_to_best_peer": ratio})
+                      "spread": {s: vals.get(s, (None, None))[1] for s in systems}, "best_peer": best, "ratio_to_best_peer": ratio,
+                      "nosteal_to_deskgate": ns_ratio})
     if any(r.get("hold") for r in results):
         lines += ["", f"Hold: {a.sockets} WebSockets, one 64-byte message each every 5 s ({a.hold_seconds} s for deskgate and direct, {a.peer_hold_seconds} s for peers):", "",
                   "| system | opened | connect failed | dropped | messages sent | lost |", "|---|---|---|---|---|---|"]
@@ -705,11 +885,28 @@ def write_report(results, rows, lookup, a, out_dir, extras=None):
         lines += ["", "Churn (deskgate, one worker): RSS after a warm-up, after WebSocket open/close cycles, after small requests:", "",
                   "| RSS warm KiB | WebSocket cycles (failed) | RSS after KiB | requests | RSS after KiB | growth over warm |", "|---|---|---|---|---|---|",
                   f"| {c.get('rss_warm_kib')} | {c.get('ws_cycles')} ({c.get('ws_failed')}) | {c.get('rss_after_ws_kib')} | {c.get('requests')} | {c.get('rss_after_requests_kib')} | {fmt(c.get('growth_pct'))} % |"]
+    if "routes" in extras:
+        ro = extras["routes"]
+        lines += ["", "deskgate, one worker, small HTTPS requests (wrk, 50 connections) to the route in the middle of a table of N routes besides `/` "
+                  "(static: in the YAML; runtime: loaded from the state file, as the hub's API leaves them):", "",
+                  "| routes | kind | requests/s | proxy CPU us/request (spread) | RSS at start KiB | non-2xx |", "|---|---|---|---|---|---|"]
+        for kind in ("static", "runtime"):
+            for n in a.route_counts:
+                v = ro.get(f"routes-{kind}-{n}", {})
+                lines.append(f"| {n:,} | {kind} | {fmt(v.get('rps'))} | {fmt(v.get('cpu_us_per_request'))} ({fmt(v.get('cpu_spread'))}) | {v.get('rss_kib_at_start', '-')} | {v.get('non2xx', '-')} |")
+    if any(r.get("idle_curve") for r in results):
+        lines += ["", "KiB per idle WebSocket by count (each count on a freshly started proxy, no message sent; RSS of the proxy's process tree):", "",
+                  "| system | " + " | ".join(f"{n:,} sockets" for n in a.idle_counts) + " |", "|---|" + "---|" * len(a.idle_counts)]
+        for r in results:
+            ic = r.get("idle_curve")
+            if ic:
+                cells = [f"{fmt(ic[n]['kib_per_ws'])} ({ic[n]['opened']} open)" if ic.get(n) else "-" for n in a.idle_counts]
+                lines.append(f"| {r['system']} | " + " | ".join(cells) + " |")
     if lookup:
         lines += ["", "Route lookup (criterion, `bench/benches/route_lookup.rs`), median ns per lookup:", "", "| lookup | 10 routes | 10,000 routes |", "|---|---|---|"]
         for kind in ("runtime_route", "desktop_path", "desktop_host"):
             lines.append(f"| {kind} | {fmt(lookup.get(f'{kind}/10'))} | {fmt(lookup.get(f'{kind}/10000'))} |")
-    stamp = now.strftime("%Y-%m-%d")
+    stamp = now.strftime("%Y-%m-%d") + (f"-{a.label}" if a.label else "")
     (out_dir / f"{stamp}.md").write_text("\n".join(lines) + "\n")
     (out_dir / f"{stamp}.json").write_text(json.dumps({"date": now.isoformat(), "commit": commit, "settings": vars(a), "table": table, "raw": results, "extras": extras, "route_lookup_ns": lookup}, indent=1, default=str))
     print("\n".join(lines))
@@ -737,7 +934,17 @@ def main():
     # of deskgate's saturated rate on this machine (and less than half of nginx's and HAProxy's,
     # so the comparison favours the peers); Apache and Caddy saturate near it.
     ap.add_argument("--paced-rate", type=int, default=12000, help="requests/s of the https_paced scenario")
-    ap.add_argument("--only", default="direct,deskgate,nginx,haproxy,apache,caddy")
+    ap.add_argument("--load-pcts", default="50,80", help="https_load<N> scenarios: N %% of the base rate, offered to every system")
+    ap.add_argument("--load-base-rps", type=float, default=0,
+                    help="base rate of https_load<N> (default: deskgate's https_small median, measured first in this run)")
+    ap.add_argument("--hs-concurrency", default="8", help="handshakes at once in the handshake modes (8: hs_both_rsa; others: hs_both_rsa_c256)")
+    ap.add_argument("--route-counts", default="10,1000,10000", help="routes in the table for `--extras routes` (static and runtime)")
+    ap.add_argument("--idle-counts", default="", help="idle_curve scenario: KiB per idle WebSocket at these counts (e.g. 1000,5000,9900)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="https_small and https_load<N> only, all systems up at once, each repeat going round them in turn")
+    ap.add_argument("--label", default="", help="suffix of the report's name: bench/results/<date>-<label>.md")
+    ap.add_argument("--only", default="direct,deskgate,nginx,haproxy,apache,caddy",
+                    help="systems, in order (deskgate_nosteal: deskgate with `work_stealing: false`)")
     ap.add_argument("--no-lookup", action="store_true")
     ap.add_argument("--no-deskgate-extras", action="store_true", help="skip the worker scaling and churn runs")
     ap.add_argument("--conns", default="500,2000", help="kept-alive client counts for the cost curve (besides 50)")
@@ -754,7 +961,22 @@ def main():
     a.scenarios = [x for x in a.scenarios.split(",") if x]
     a.extras = [x for x in a.extras.split(",") if x]
     a.certs = [x for x in a.certs.split(",") if x]
-    hs_all = [f"hs_{m}_{k}" for k in a.certs for m in HANDSHAKE_MODES]
+    a.load_pcts = [int(x) for x in a.load_pcts.split(",") if x]
+    a.route_counts = [int(x) for x in a.route_counts.split(",") if x]
+    a.idle_counts = [int(x) for x in a.idle_counts.split(",") if x]
+    if a.scenarios:
+        a.load_pcts = [p for p in a.load_pcts if f"https_load{p}" in a.scenarios]
+    a.load_base, a.load_base_from = a.load_base_rps or None, "--load-base-rps"
+    only = a.only.split(",")
+    if a.load_pcts and not a.load_base:
+        # The base is deskgate's saturated rate: deskgate runs first, https_small included.
+        if "deskgate" not in only:
+            ap.error("https_load<N> needs deskgate in --only or --load-base-rps")
+        a.only = ",".join(["deskgate"] + [x for x in only if x != "deskgate"])
+        if a.scenarios and "https_small" not in a.scenarios:
+            a.scenarios.append("https_small")
+    a.hs_concurrency = [int(x) for x in a.hs_concurrency.split(",") if x]
+    hs_all = [hs_name(m, k, c) for k in a.certs for m in HANDSHAKE_MODES for c in a.hs_concurrency]
     # "handshake_modes" in --scenarios selects all of them
     a.hs_selected = hs_all if not a.scenarios or "handshake_modes" in a.scenarios else [x for x in hs_all if x in a.scenarios]
     raise_nofile()
@@ -775,17 +997,25 @@ def main():
     wait_port(up_port, upstream)
     results = []
     try:
-        for name in a.only.split(","):
+        if a.interleave:
+            results = interleaved(a.only.split(","), work, up_port, cert, key, pem, a)
+        for name in ([] if a.interleave else a.only.split(",")):
             print(f"== {name}", flush=True)
             results.append(run_system(System(name, work, up_port, cert, key, pem), a))
             time.sleep(3)  # let TIME_WAIT sockets from handshakes settle between systems
+            if a.idle_counts and (not a.scenarios or "idle_curve" in a.scenarios):
+                results[-1]["idle_curve"] = idle_curve(System(name, work / "idle-curve", up_port, cert, key, pem), a)
             if a.hs_selected:
                 results[-1].update(handshake_modes(name, work, a))
                 time.sleep(3)
     finally:
         upstream.kill()
+        upstream.wait()
     extra = {}
     if "deskgate" in a.only.split(",") and not a.no_deskgate_extras:
+        # A fresh port: the first upstream's may still be held (it refused to bind after the
+        # 9,900-socket idle runs).
+        up_port = free_port()
         upstream = subprocess.Popen(["taskset", "-c", "1", str(DESKGATE), "desktop-sim", "--listen", f"127.0.0.1:{up_port}", "--name", "up", "--cert", str(cert), "--key", str(key)],
                                     stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
         wait_port(up_port, upstream)
@@ -799,6 +1029,8 @@ def main():
                 extra["capped"] = capped(work, up_port, cert, key, a)
             if "churn" in a.extras:
                 extra["churn"] = churn(work, up_port, cert, key, a)
+            if "routes" in a.extras:
+                extra["routes"] = route_table(work, up_port, cert, key, a)
         finally:
             upstream.kill()
     lookup = {} if a.no_lookup else route_lookup()

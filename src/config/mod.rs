@@ -345,6 +345,7 @@ impl Validator {
             state_file: raw.state_file,
             route_store: raw.route_store.and_then(|r| self.route_store(r)),
             threads: threads.max(1),
+            work_stealing: raw.work_stealing.unwrap_or(true),
             pid_file: raw.pid_file,
             access_log: raw.log.as_ref().and_then(|l| l.access.as_ref()).map(|a| {
                 let format = match a.format {

@@ -25,6 +25,9 @@ pub struct Config {
     /// Where several edges share their runtime routes (Redis, or Redis found by Sentinel).
     pub route_store: Option<RouteStoreSpec>,
     pub threads: usize,
+    /// Pingora's `work_stealing`: one multi-thread runtime (true) or one single-thread runtime
+    /// per worker (false).
+    pub work_stealing: bool,
     pub pid_file: Option<PathBuf>,
     pub access_log: Option<(AccessLogFormat, String)>,
     pub log_level: Option<String>,

@@ -30,6 +30,10 @@ pub struct RawConfig {
     /// Worker threads: a number, or `auto` (one per core; the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<RawThreads>,
+    /// Workers take ready connections from each other (tokio's multi-thread scheduler, with its
+    /// LIFO slot; Pingora's default), or each worker is a runtime of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_stealing: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
     /// Largest request header section accepted (bytes); larger gets 431. Default 64 KiB.

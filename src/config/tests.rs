@@ -31,6 +31,15 @@ fn minimal_is_ok() {
 }
 
 #[test]
+fn work_stealing_defaults_to_pingoras_and_can_be_turned_off() {
+    let route = "routes:\n  - path: /\n    upstream: hub\n";
+    assert!(load(&format!("{BASE}{route}")).work_stealing);
+    assert!(!load(&format!("{BASE}{route}work_stealing: false\n")).work_stealing);
+    let e = errors(&format!("{BASE}{route}work_stealing: sometimes\n"));
+    assert!(e[0].contains("t.yaml:"), "{e:?}");
+}
+
+#[test]
 fn unknown_key_has_position() {
     let e = errors(&format!("{BASE}routes:\n  - path: /\n    upstrem: hub\n"));
     assert_eq!(e.len(), 1, "{e:?}");

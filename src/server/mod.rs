@@ -226,6 +226,7 @@ pub fn build(runtime: &Runtime, opt: Opt) -> Result<Built, ServerError> {
 fn server_conf(config: &Config, pid_file: &Path) -> ServerConf {
     let mut conf = ServerConf::default();
     conf.threads = config.threads;
+    conf.work_stealing = config.work_stealing;
     conf.upstream_keepalive_pool_size = config.upstream_keepalive_connections;
     conf.pid_file = pid_file.display().to_string();
     conf.upgrade_sock = format!("{}.upgrade.sock", pid_file.display());

@@ -167,6 +167,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 }
 
+#[derive(Clone)]
 struct Target {
     addr: SocketAddr,
     /// Host name for SNI and Host
@@ -281,7 +282,10 @@ async fn main() {
             concurrency,
             seconds,
             count,
-        } => handshake(target, concurrency, seconds, count.unwrap_or(u64::MAX)).await,
+        } => {
+            let count = count.unwrap_or(u64::MAX);
+            handshake(target, concurrency, seconds, count, !cli.no_resume).await
+        }
         Mode::Hold {
             sockets,
             seconds,
@@ -386,6 +390,7 @@ async fn handshake(
     concurrency: usize,
     seconds: f64,
     count: u64,
+    resume: bool,
 ) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let done = Arc::new(AtomicU64::new(0));
@@ -395,7 +400,16 @@ async fn handshake(
     let claimed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (target, done, failed) = (target.clone(), done.clone(), failed.clone());
+        // Each client is a browser of its own with its own session cache: one shared cache
+        // keeps 8 TLS 1.3 tickets per server, so with more clients than that most would
+        // arrive without a session to resume.
+        let mut target = (*target).clone();
+        if resume {
+            let mut tls = (*target.tls).clone();
+            tls.resumption = rustls::client::Resumption::in_memory_sessions(8);
+            target.tls = Arc::new(tls);
+        }
+        let (done, failed) = (done.clone(), failed.clone());
         let (claimed, resumed) = (claimed.clone(), resumed.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline && claimed.fetch_add(1, Ordering::Relaxed) < count {
