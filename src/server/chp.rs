@@ -59,6 +59,7 @@ pub fn run(flags: Vec<String>) -> ExitCode {
         plan.default_target.as_deref().unwrap_or("(no default)")
     );
     built.server.run(pingora::server::RunArgs::default());
+    super::write_pending_routes(&built.runtime_routes);
     if let Some(pid_file) = &plan.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }

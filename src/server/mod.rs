@@ -108,12 +108,17 @@ pub fn serve(runtime: &Runtime, upgrade: bool, reload_from: Option<&Path>) -> Ex
         }
     }
     built.server.run(pingora::server::RunArgs::default());
-    // Route changes the state file's writer had not written yet.
-    if let Err(e) = built.runtime_routes.flush() {
-        log::error!("{e}");
-    }
+    write_pending_routes(&built.runtime_routes);
     crate::control::reload::remove_pid_file_if_ours(&pid_file);
     ExitCode::SUCCESS
+}
+
+/// After the server stopped: route changes the state file's writer had not written yet
+/// (it writes at most once a second), so a graceful stop loses no acknowledged route.
+fn write_pending_routes(runtime_routes: &crate::hub::runtime_routes::RuntimeRoutes) {
+    if let Err(e) = runtime_routes.flush() {
+        log::error!("{e}");
+    }
 }
 
 /// Why the server could not be built: what, where, and the error underneath.
