@@ -677,7 +677,7 @@ impl Validator {
             );
         }
         for (k, h) in a.hosts.iter().enumerate() {
-            let bad = HostPattern::parse(h).err().or_else(|| {
+            let bad = HostPattern::parse(h).err().map(|e| e.to_string()).or_else(|| {
                 (h.contains('{')).then(|| format!("`{h}`: a certificate names real hosts"))
             });
             if let Some(e) = bad {
@@ -746,7 +746,7 @@ impl Validator {
     fn certificate(&mut self, at: &str, c: RawCert) -> CertificateSpec {
         for (k, h) in c.hosts.iter().enumerate() {
             if let Err(e) = HostPattern::parse(h) {
-                self.error(&format!("{at}.hosts[{k}]"), e);
+                self.failed(&format!("{at}.hosts[{k}]"), e);
             }
         }
         CertificateSpec {
@@ -880,7 +880,7 @@ impl Validator {
         let host = match r.host.as_deref().map(HostPattern::parse) {
             Some(Ok(h)) => Some(h),
             Some(Err(e)) => {
-                self.error(&format!("{at}.host"), e);
+                self.failed(&format!("{at}.host"), e);
                 return None;
             }
             None => None,
@@ -888,7 +888,7 @@ impl Validator {
         let path = match r.path.as_deref().map(PathPattern::parse) {
             Some(Ok(p)) => p,
             Some(Err(e)) => {
-                self.error(&format!("{at}.path"), e);
+                self.failed(&format!("{at}.path"), e);
                 return None;
             }
             None if host.is_some() => PathPattern::root(),
@@ -911,7 +911,7 @@ impl Validator {
                 let t = match Template::parse(&name) {
                     Ok(t) => t,
                     Err(e) => {
-                        self.error(&format!("{at}.upstream"), e);
+                        self.failed(&format!("{at}.upstream"), e);
                         return None;
                     }
                 };

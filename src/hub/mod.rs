@@ -11,8 +11,8 @@ use crate::routing::Template;
 /// Why a hub URL (an access check's `url:`, a resolver's `resolve:`) cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum HubUrlError {
-    #[error("{0}")]
-    Template(String),
+    #[error(transparent)]
+    Template(#[from] crate::routing::PatternError),
     #[error("`{{{name}}}` in the {which} URL is not captured by this route's host or path")]
     Uncaptured { name: String, which: &'static str },
     #[error(transparent)]
@@ -26,7 +26,7 @@ pub fn url_template(
     captures: Option<&[String]>,
     which: &'static str,
 ) -> Result<Template, HubUrlError> {
-    let url = Template::parse(text).map_err(HubUrlError::Template)?;
+    let url = Template::parse(text)?;
     if let Some(name) = captures.and_then(|c| url.uncaptured(c)) {
         return Err(HubUrlError::Uncaptured {
             name: name.to_string(),

@@ -71,16 +71,36 @@ pub struct RouteStore {
 #[derive(Debug)]
 pub struct StoreDown(pub String);
 
+/// Why the route store cannot be set up from its settings (before any connection is tried).
+#[derive(Debug, thiserror::Error)]
+pub enum RouteStoreError {
+    #[error("route_store: bad Redis URL: {0}")]
+    RedisUrl(#[source] redis::RedisError),
+    #[error("route_store.sentinel: {0}")]
+    Sentinel(#[source] redis::RedisError),
+}
+
+/// Why no primary could be found right now (the store is then down until it can).
+#[derive(Debug, thiserror::Error)]
+enum PrimaryError {
+    #[error("no primary from {described}: {source}")]
+    Sentinels {
+        described: String,
+        source: redis::RedisError,
+    },
+    #[error("no primary from {described}: timed out")]
+    TimedOut { described: String },
+}
+
 impl RouteStore {
     pub fn new(
         spec: &RouteStoreSpec,
         local: Arc<RuntimeRoutes>,
-    ) -> Result<Arc<RouteStore>, String> {
+    ) -> Result<Arc<RouteStore>, RouteStoreError> {
         let primary = match &spec.backend {
-            StoreBackend::Redis { url } => Primary::Fixed(
-                Client::open(url.as_str())
-                    .map_err(|e| format!("route_store: bad Redis URL: {e}"))?,
-            ),
+            StoreBackend::Redis { url } => {
+                Primary::Fixed(Client::open(url.as_str()).map_err(RouteStoreError::RedisUrl)?)
+            }
             StoreBackend::Sentinel(s) => sentinel_primary(s)?,
         };
         let key_prefix = &spec.key_prefix;
@@ -104,7 +124,7 @@ impl RouteStore {
 
     /// A client for the current primary: the fixed server, or the one the sentinels name now
     /// (checked with `ROLE`, so a demoted primary that comes back is not taken for one).
-    async fn primary(&self) -> Result<Client, String> {
+    async fn primary(&self) -> Result<Client, PrimaryError> {
         match &self.primary {
             Primary::Fixed(client) => Ok(client.clone()),
             Primary::Sentinel {
@@ -113,8 +133,13 @@ impl RouteStore {
                 let mut sentinel = client.lock().await;
                 match tokio::time::timeout(TIMEOUT, sentinel.async_get_client()).await {
                     Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(format!("no primary from {described}: {e}")),
-                    Err(_) => Err(format!("no primary from {described}: timed out")),
+                    Ok(Err(source)) => Err(PrimaryError::Sentinels {
+                        described: described.clone(),
+                        source,
+                    }),
+                    Err(_) => Err(PrimaryError::TimedOut {
+                        described: described.clone(),
+                    }),
                 }
             }
         }
@@ -125,7 +150,10 @@ impl RouteStore {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let client = self.primary().await.map_err(|e| self.down(e))?;
+        let client = self
+            .primary()
+            .await
+            .map_err(|e| self.down(e.to_string()))?;
         match client
             .get_multiplexed_async_connection_with_config(&Self::config())
             .await
@@ -384,7 +412,7 @@ impl RouteStore {
     async fn follow_once(&self) -> String {
         let client = match self.primary().await {
             Ok(c) => c,
-            Err(e) => return e,
+            Err(e) => return e.to_string(),
         };
         let at = client.get_connection_info().addr.to_string();
         let mut pubsub = match tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await {
@@ -433,23 +461,21 @@ impl RouteStore {
     }
 }
 
-fn sentinel_primary(s: &SentinelSpec) -> Result<Primary, String> {
+fn sentinel_primary(s: &SentinelSpec) -> Result<Primary, RouteStoreError> {
     let addrs = s
         .addrs
         .iter()
         .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
     let mut builder =
         SentinelClientBuilder::new(addrs, s.master.clone(), SentinelServerType::Master)
-            .map_err(|e| format!("route_store.sentinel: {e}"))?;
+            .map_err(RouteStoreError::Sentinel)?;
     if let Some(p) = &s.password {
         builder = builder.set_client_to_redis_password(p.expose().to_string());
     }
     if let Some(p) = &s.sentinel_password {
         builder = builder.set_client_to_sentinel_password(p.expose().to_string());
     }
-    let client = builder
-        .build()
-        .map_err(|e| format!("route_store.sentinel: {e}"))?;
+    let client = builder.build().map_err(RouteStoreError::Sentinel)?;
     let sentinels: Vec<String> = s.addrs.iter().map(|(h, p)| format!("{h}:{p}")).collect();
     Ok(Primary::Sentinel {
         client: Mutex::new(client),

@@ -386,7 +386,7 @@ impl RuntimeRoutes {
     /// Writes the state file now if a change has not been written yet (at exit; the writer
     /// thread calls it too). Only pending changes are written: an old process draining after
     /// a binary upgrade must not overwrite the state its successor wrote since.
-    pub fn flush(&self) -> Result<(), String> {
+    pub fn flush(&self) -> Result<(), StateFileError> {
         let Some(state) = &self.state_file else {
             return Ok(());
         };
@@ -428,15 +428,35 @@ fn write_state_file_when_changed(routes: Weak<RuntimeRoutes>) {
     }
 }
 
+/// Why the state file could not be written or read (writing is retried; a file that cannot
+/// be read leaves the edge starting with no runtime routes).
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("cannot write state file {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    #[error("not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("expected a JSON object of prefix -> route")]
+    NotAnObject,
+}
+
 /// The whole state file: every route as the API describes it, `last_activity` included.
-fn write_state(path: &Path, entries: &Entries) -> Result<(), String> {
+fn write_state(path: &Path, entries: &Entries) -> Result<(), StateFileError> {
     let state: Map<String, Value> = entries
         .iter()
         .map(|(p, e)| (p.clone(), describe(e)))
         .collect();
-    let text = serde_json::to_vec_pretty(&Value::Object(state)).map_err(|e| e.to_string())?;
-    write_atomically(path, &text)
-        .map_err(|e| format!("cannot write state file {}: {e}", path.display()))
+    // A map of strings and JSON values always serializes.
+    let text = serde_json::to_vec_pretty(&Value::Object(state)).expect("JSON values serialize");
+    write_atomically(path, &text).map_err(|source| StateFileError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The path of a target URL (`http://host:port/base/` -> `/base/`), when it has one.
@@ -470,13 +490,13 @@ fn describe(e: &Entry) -> Value {
     Value::Object(m)
 }
 
-fn load_state(path: &Path) -> Result<Vec<(String, Map<String, Value>)>, String> {
+fn load_state(path: &Path) -> Result<Vec<(String, Map<String, Value>)>, StateFileError> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(StateFileError::Read(e)),
     };
-    match serde_json::from_slice::<Value>(&text).map_err(|e| format!("not valid JSON: {e}"))? {
+    match serde_json::from_slice::<Value>(&text).map_err(StateFileError::Json)? {
         Value::Object(m) => Ok(m
             .into_iter()
             .filter_map(|(k, v)| match v {
@@ -484,7 +504,7 @@ fn load_state(path: &Path) -> Result<Vec<(String, Map<String, Value>)>, String> 
                 _ => None,
             })
             .collect()),
-        _ => Err("expected a JSON object of prefix -> route".into()),
+        _ => Err(StateFileError::NotAnObject),
     }
 }
 

@@ -28,7 +28,7 @@ use crate::telemetry::activity::Activity;
 use crate::telemetry::metrics::RouteStats;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
-pub use pattern::{Captures, Template};
+pub use pattern::{Captures, PatternError, Template};
 pub use runtime::RuntimeTable;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,23 +42,20 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
-    pub fn parse(raw: &str) -> Result<HostPattern, String> {
+    pub fn parse(raw: &str) -> Result<HostPattern, PatternError> {
         let host = raw.trim().to_ascii_lowercase();
+        let raw_owned = || raw.to_string();
         if host.is_empty() || host.contains('/') || host.contains(':') {
-            return Err(format!("expected a host name like `hub.example.org`, `*.hub.example.org` or `desktop-{{name}}.hub.example.org`, found `{raw}`"));
+            return Err(PatternError::NotAHost { raw: raw_owned() });
         }
         if let Some(suffix) = host.strip_prefix('*') {
             if !suffix.starts_with('.') || suffix.contains('*') {
-                return Err(format!(
-                    "a wildcard host must look like `*.example.org`, found `{raw}`"
-                ));
+                return Err(PatternError::Wildcard { raw: raw_owned() });
             }
             return Ok(HostPattern::Suffix(suffix.to_string()));
         }
         if host.contains('*') {
-            return Err(format!(
-                "`*` is only allowed as the first label of a host, found `{raw}`"
-            ));
+            return Err(PatternError::StarInside { raw: raw_owned() });
         }
         let t = Template::parse(&host)?;
         Ok(if t.has_captures() {
@@ -109,14 +106,16 @@ pub struct PathPattern {
 }
 
 impl PathPattern {
-    pub fn parse(raw: &str) -> Result<PathPattern, String> {
+    pub fn parse(raw: &str) -> Result<PathPattern, PatternError> {
         if !raw.starts_with('/') {
-            return Err(format!("a path prefix starts with `/`, found `{raw}`"));
+            return Err(PatternError::NoLeadingSlash {
+                raw: raw.to_string(),
+            });
         }
         if raw.contains(['?', '#']) {
-            return Err(format!(
-                "a path prefix has no query or fragment, found `{raw}`"
-            ));
+            return Err(PatternError::QueryInPath {
+                raw: raw.to_string(),
+            });
         }
         let mut segments = Vec::new();
         for s in raw.split('/').filter(|s| !s.is_empty()) {

@@ -53,8 +53,32 @@ impl fmt::Display for Template {
     }
 }
 
+/// Why a host, a path prefix or a `{name}` template cannot be a route's pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("unclosed `{{` in `{raw}`")]
+    Unclosed { raw: String },
+    #[error("capture names are letters, digits and `_`; found `{{{name}}}` in `{raw}`")]
+    CaptureName { name: String, raw: String },
+    #[error("two captures must be separated by text in `{raw}`")]
+    AdjacentCaptures { raw: String },
+    #[error("unmatched `}}` in `{raw}`")]
+    Unmatched { raw: String },
+    #[error("expected a host name like `hub.example.org`, `*.hub.example.org` or `desktop-{{name}}.hub.example.org`, found `{raw}`")]
+    NotAHost { raw: String },
+    #[error("a wildcard host must look like `*.example.org`, found `{raw}`")]
+    Wildcard { raw: String },
+    #[error("`*` is only allowed as the first label of a host, found `{raw}`")]
+    StarInside { raw: String },
+    #[error("a path prefix starts with `/`, found `{raw}`")]
+    NoLeadingSlash { raw: String },
+    #[error("a path prefix has no query or fragment, found `{raw}`")]
+    QueryInPath { raw: String },
+}
+
 impl Template {
-    pub fn parse(raw: &str) -> Result<Template, String> {
+    pub fn parse(raw: &str) -> Result<Template, PatternError> {
+        let raw_owned = || raw.to_string();
         let mut pieces = Vec::new();
         let mut rest = raw;
         while let Some(open) = rest.find('{') {
@@ -63,22 +87,23 @@ impl Template {
             }
             let close = rest[open..]
                 .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in `{raw}`"))?
+                .ok_or_else(|| PatternError::Unclosed { raw: raw_owned() })?
                 + open;
             let name = &rest[open + 1..close];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "capture names are letters, digits and `_`; found `{{{name}}}` in `{raw}`"
-                ));
+                return Err(PatternError::CaptureName {
+                    name: name.to_string(),
+                    raw: raw_owned(),
+                });
             }
             if matches!(pieces.last(), Some(Piece::Capture(_))) {
-                return Err(format!("two captures must be separated by text in `{raw}`"));
+                return Err(PatternError::AdjacentCaptures { raw: raw_owned() });
             }
             pieces.push(Piece::Capture(name.to_string()));
             rest = &rest[close + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("unmatched `}}` in `{raw}`"));
+            return Err(PatternError::Unmatched { raw: raw_owned() });
         }
         if !rest.is_empty() {
             pieces.push(Piece::Literal(rest.to_string()));

@@ -135,8 +135,8 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The route store's Redis or Sentinel settings (`hub::route_store` words it).
-    #[error("{0}")]
-    RouteStore(String),
+    #[error(transparent)]
+    RouteStore(#[from] crate::hub::route_store::RouteStoreError),
     #[error("TLS settings for {listener}: {source}")]
     TlsSettings {
         listener: String,
