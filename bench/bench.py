@@ -41,6 +41,13 @@ def free_port():
             return p
 
 
+def wait_file(path, proc, limit=240):
+    """Until wsload writes `path` (its sockets are open), it exits, or `limit` seconds pass."""
+    end = time.time() + limit
+    while not path.exists() and time.time() < end and proc.poll() is None:
+        time.sleep(0.1)
+
+
 def wait_port(port, proc=None, limit=30):
     end = time.time() + limit
     while time.time() < end:
@@ -437,17 +444,13 @@ def run_system(system, a):
                                   "--seconds", str(hold_secs), "--period", "5", "--ready-file", str(ready), "--go-file", str(go),
                                   "--burst-bytes", str(BURST_BYTES)],
                                  stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
-            end = time.time() + 240
-            while not ready.exists() and time.time() < end and p.poll() is None:
-                time.sleep(0.1)
+            wait_file(ready, p)
             time.sleep(1.0)
             rss1 = system.rss()
             opened = int(ready.read_text()) if ready.exists() else 0
             go.write_text("go")
             # Then one 64 KiB message through each (a desktop that was busy), and idle again.
-            end = time.time() + 240
-            while not burst_ready.exists() and time.time() < end and p.poll() is None:
-                time.sleep(0.1)
+            wait_file(burst_ready, p)
             time.sleep(1.0)
             rss2 = system.rss()
             burst_go.write_text("go")
@@ -616,9 +619,7 @@ def idle_curve(system, a):
             p = subprocess.Popen(["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{system.port}", "hold", "--sockets", str(n),
                                   "--seconds", "1", "--period", "0", "--ready-file", str(ready), "--go-file", str(go)],
                                  stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
-            end = time.time() + 240
-            while not ready.exists() and time.time() < end and p.poll() is None:
-                time.sleep(0.1)
+            wait_file(ready, p)
             time.sleep(1.0)
             rss1 = system.rss()
             opened = int(ready.read_text()) if ready.exists() else 0
