@@ -268,3 +268,126 @@ fn many_busy_clients_reuse_their_upstream_connections() {
         "upstream connections opened for {rounds} rounds of {clients}"
     );
 }
+
+/// A TLS upstream that holds each round of handshakes until all of the round's ClientHellos
+/// have arrived (so every one was written, and its session ticket taken, before any new ticket
+/// could come back), then answers one request per connection with how its handshake went,
+/// `resumed` or `full`, and `Connection: close`, so the next request needs a new handshake.
+/// `rounds` are the rounds' sizes in turn.
+fn ticket_counting_upstream(fx: &Fixture, rounds: Vec<usize>) -> std::net::SocketAddr {
+    use std::sync::Condvar;
+    let config = deskgate::demo::desktop::acceptor(&fx.edge_cert, &fx.edge_key, false)
+        .unwrap()
+        .config()
+        .clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hellos = Arc::new((Mutex::new(0usize), Condvar::new()));
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let (config, hellos, rounds) = (config.clone(), hellos.clone(), rounds.clone());
+            std::thread::spawn(move || {
+                tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                if tcp.peek(&mut [0u8; 1]).unwrap_or(0) == 0 {
+                    return;
+                }
+                let (lock, wake) = &*hellos;
+                let mut n = lock.lock().unwrap();
+                *n += 1;
+                // The round this hello belongs to ends at the first cumulative size >= n.
+                let round_end = rounds
+                    .iter()
+                    .scan(0, |end, size| {
+                        *end += size;
+                        Some(*end)
+                    })
+                    .find(|end| *end >= *n)
+                    .unwrap_or(*n);
+                wake.notify_all();
+                // Bounded: a missing hello lets the round go after 30 s (and the count shows it).
+                let _ = wake
+                    .wait_timeout_while(n, Duration::from_secs(30), |n| *n < round_end)
+                    .unwrap();
+                answer_with_handshake_kind(config, tcp);
+            });
+        }
+    });
+    addr
+}
+
+fn answer_with_handshake_kind(config: Arc<rustls::ServerConfig>, tcp: TcpStream) {
+    let conn = rustls::ServerConnection::new(config).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(k) => got.extend_from_slice(&chunk[..k]),
+        }
+    }
+    let kind = match tls.conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => "resumed",
+        _ => "full",
+    };
+    let _ = tls.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{kind}",
+            kind.len()
+        )
+        .as_bytes(),
+    );
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+}
+
+/// `clients` requests at once through deskgate's plain listener on `port`; the upstream's
+/// answers (`resumed` or `full`).
+fn requests_at_once(port: u16, clients: usize) -> Vec<String> {
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                conn.write_all(b"GET /x HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let answer = read_all(&mut conn);
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                answer.rsplit("\r\n\r\n").next().unwrap().to_string()
+            })
+        })
+        .collect();
+    workers.into_iter().map(|w| w.join().unwrap()).collect()
+}
+
+/// TLS 1.3 tickets are single-use and rustls' client session cache kept 8 per server, so with
+/// more than 8 upstream handshakes in flight to one upstream, the rest were full handshakes
+/// (bench.py hs_both_rsa at 256 at once: 31 % resumed; issue 33). vendored rustls 03 and
+/// pingora-core 11 keep 256 per upstream: after a round that leaves deskgate 80 tickets, all
+/// of the next 40 handshakes held at once resume (at most 8 could with 8 kept).
+#[test]
+fn concurrent_upstream_handshakes_resume_beyond_eight_tickets() {
+    let clients = 40;
+    let fx = Fixture::new();
+    // One request first, so that the round after it shares one cached client config (and
+    // its certificate verifier, which a ticket must match to be used).
+    let upstream = ticket_counting_upstream(&fx, vec![1, clients, clients]);
+    let port = free_port();
+    let yaml = format!(
+        "listeners:\n  - addr: \"127.0.0.1:{port}\"\nupstreams:\n  up:\n    servers: [\"{upstream}\"]\n    tls: {{ verify: false, sni: hub.test }}\nroutes:\n  - {{ path: /, upstream: up }}\nthreads: 1\n"
+    );
+    let _edge = Deskgate::start(fx.path(), "edge-tickets", &yaml, port);
+    assert_eq!(requests_at_once(port, 1), ["full"]);
+    // Two tickets per handshake (rustls' server default): deskgate holds about 80 after this.
+    requests_at_once(port, clients);
+    let answers = requests_at_once(port, clients);
+    let resumed = answers.iter().filter(|a| *a == "resumed").count();
+    assert_eq!(answers.len(), clients);
+    eprintln!("{resumed} of {clients} upstream handshakes in flight together resumed");
+    assert!(
+        resumed > 8,
+        "only {resumed} of {clients} upstream handshakes in flight together resumed: {answers:?}"
+    );
+}

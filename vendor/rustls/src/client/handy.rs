@@ -51,7 +51,8 @@ mod cache {
         #[cfg(feature = "tls12")]
         tls12: Option<persist::Tls12ClientSessionValue>,
 
-        // Up to MAX_TLS13_TICKETS_PER_SERVER TLS1.3 tickets, oldest first.
+        // Up to `ClientSessionMemoryCache::tls13_tickets_per_server` TLS1.3 tickets, oldest
+        // first.
         tls13: VecDeque<persist::Tls13ClientSessionValue>,
     }
 
@@ -61,7 +62,9 @@ mod cache {
                 kx_hint: None,
                 #[cfg(feature = "tls12")]
                 tls12: None,
-                tls13: VecDeque::with_capacity(MAX_TLS13_TICKETS_PER_SERVER),
+                // Grown as tickets arrive: a deep per-server limit should not cost memory
+                // for servers that never send that many.
+                tls13: VecDeque::new(),
             }
         }
     }
@@ -72,6 +75,7 @@ mod cache {
     /// It enforces a limit on the number of entries to bound memory usage.
     pub struct ClientSessionMemoryCache {
         servers: Mutex<limited_cache::LimitedCache<ServerName<'static>, ServerData>>,
+        tls13_tickets_per_server: usize,
     }
 
     impl ClientSessionMemoryCache {
@@ -85,13 +89,40 @@ mod cache {
         /// For example, `new(100)` remembers up to 13 servers. Any `size`
         /// from 1 to 8 remembers one server, and a `size` of 0 remembers
         /// none.
+        ///
+        /// See [`Self::with_tls13_tickets_per_server`] for a client that opens
+        /// more than 8 connections at once to one server.
         #[cfg(feature = "std")]
         pub fn new(size: usize) -> Self {
             // Round up so that any non-zero size holds at least one server.
             let max_servers = size.saturating_add(MAX_TLS13_TICKETS_PER_SERVER - 1)
                 / MAX_TLS13_TICKETS_PER_SERVER;
+            Self::with_tls13_tickets_per_server(max_servers, MAX_TLS13_TICKETS_PER_SERVER)
+        }
+
+        /// Make a new `ClientSessionMemoryCache` that remembers up to
+        /// `max_servers` servers and keeps up to `tls13_tickets_per_server`
+        /// TLS 1.3 tickets for each.
+        ///
+        /// A TLS 1.3 ticket is used for one resumption only, so a client can
+        /// resume at most as many handshakes in flight to one server as it
+        /// holds tickets for that server: with [`Self::new`]'s 8, the 9th
+        /// concurrent connection to a server is a full handshake. A client
+        /// that opens many connections at once to few servers (a proxy in
+        /// front of one backend) can keep more. Tickets are kept as the
+        /// server sends them, so a server that sends fewer costs no memory
+        /// for the limit. When a server's limit is reached, its oldest
+        /// ticket is dropped; when `max_servers` is reached, the server that
+        /// was added first is evicted. A `tls13_tickets_per_server` of 0
+        /// keeps no TLS 1.3 tickets.
+        #[cfg(feature = "std")]
+        pub fn with_tls13_tickets_per_server(
+            max_servers: usize,
+            tls13_tickets_per_server: usize,
+        ) -> Self {
             Self {
                 servers: Mutex::new(limited_cache::LimitedCache::new(max_servers)),
+                tls13_tickets_per_server,
             }
         }
 
@@ -110,8 +141,32 @@ mod cache {
             // Round up so that any non-zero size holds at least one server.
             let max_servers = size.saturating_add(MAX_TLS13_TICKETS_PER_SERVER - 1)
                 / MAX_TLS13_TICKETS_PER_SERVER;
+            Self::with_tls13_tickets_per_server::<M>(max_servers, MAX_TLS13_TICKETS_PER_SERVER)
+        }
+
+        /// Make a new `ClientSessionMemoryCache` that remembers up to
+        /// `max_servers` servers and keeps up to `tls13_tickets_per_server`
+        /// TLS 1.3 tickets for each.
+        ///
+        /// A TLS 1.3 ticket is used for one resumption only, so a client can
+        /// resume at most as many handshakes in flight to one server as it
+        /// holds tickets for that server: with [`Self::new`]'s 8, the 9th
+        /// concurrent connection to a server is a full handshake. A client
+        /// that opens many connections at once to few servers (a proxy in
+        /// front of one backend) can keep more. Tickets are kept as the
+        /// server sends them, so a server that sends fewer costs no memory
+        /// for the limit. When a server's limit is reached, its oldest
+        /// ticket is dropped; when `max_servers` is reached, the server that
+        /// was added first is evicted. A `tls13_tickets_per_server` of 0
+        /// keeps no TLS 1.3 tickets.
+        #[cfg(not(feature = "std"))]
+        pub fn with_tls13_tickets_per_server<M: crate::lock::MakeMutex>(
+            max_servers: usize,
+            tls13_tickets_per_server: usize,
+        ) -> Self {
             Self {
                 servers: Mutex::new::<M>(limited_cache::LimitedCache::new(max_servers)),
+                tls13_tickets_per_server,
             }
         }
     }
@@ -179,10 +234,10 @@ mod cache {
                 .lock()
                 .unwrap()
                 .get_or_insert_default_and_edit(server_name.clone(), |data| {
-                    if data.tls13.len() == data.tls13.capacity() {
+                    data.tls13.push_back(value);
+                    if data.tls13.len() > self.tls13_tickets_per_server {
                         data.tls13.pop_front();
                     }
-                    data.tls13.push_back(value);
                 });
         }
 
@@ -437,6 +492,79 @@ mod tests {
         assert_eq!(c.kx_hint(&first), None);
         assert_eq!(c.kx_hint(&second), Some(NamedGroup::X25519));
         assert_eq!(c.kx_hint(&third), Some(NamedGroup::X25519));
+    }
+
+    /// `new` keeps 8 TLS 1.3 tickets per server: the 9th inserted drops the
+    /// oldest.
+    #[cfg(feature = "std")]
+    #[test]
+    fn test_clientsessionmemorycache_new_keeps_8_tls13_tickets_per_server() {
+        let c = ClientSessionMemoryCache::new(256);
+        let name = ServerName::try_from("example.com").unwrap();
+        for _ in 0..9 {
+            c.insert_tls13_ticket(name.clone(), tls13_session(UnixTime::now()));
+        }
+        for i in 0..8 {
+            assert!(c.take_tls13_ticket(&name).is_some(), "ticket {i}");
+        }
+        assert!(c.take_tls13_ticket(&name).is_none());
+    }
+
+    /// `with_tls13_tickets_per_server` keeps as many tickets per server as
+    /// asked for, each server apart, and the newest are kept.
+    #[cfg(feature = "std")]
+    #[test]
+    fn test_clientsessionmemorycache_with_tls13_tickets_per_server() {
+        let c = ClientSessionMemoryCache::with_tls13_tickets_per_server(2, 32);
+        let first = ServerName::try_from("first.example.com").unwrap();
+        let second = ServerName::try_from("second.example.com").unwrap();
+        for tag in 0..40 {
+            c.insert_tls13_ticket(first.clone(), tagged_tls13_session(tag));
+        }
+        c.insert_tls13_ticket(second.clone(), tls13_session(UnixTime::now()));
+        for tag in (8..40).rev() {
+            let ticket = c.take_tls13_ticket(&first).unwrap();
+            assert_eq!(ticket.max_early_data_size(), tag);
+        }
+        assert!(c.take_tls13_ticket(&first).is_none());
+        assert!(c.take_tls13_ticket(&second).is_some());
+        assert!(c.take_tls13_ticket(&second).is_none());
+    }
+
+    /// A limit of 0 keeps no TLS 1.3 ticket, but still remembers the server.
+    #[cfg(feature = "std")]
+    #[test]
+    fn test_clientsessionmemorycache_zero_tls13_tickets_per_server() {
+        let c = ClientSessionMemoryCache::with_tls13_tickets_per_server(1, 0);
+        let name = ServerName::try_from("example.com").unwrap();
+        c.set_kx_hint(name.clone(), NamedGroup::X25519);
+        c.insert_tls13_ticket(name.clone(), tls13_session(UnixTime::now()));
+        assert!(c.take_tls13_ticket(&name).is_none());
+        assert_eq!(c.kx_hint(&name), Some(NamedGroup::X25519));
+    }
+
+    /// Test helper: a placeholder TLS 1.3 ticket told apart by `tag`, carried
+    /// as its `max_early_data_size`.
+    #[cfg(feature = "std")]
+    fn tagged_tls13_session(tag: u32) -> Tls13ClientSessionValue {
+        let SupportedCipherSuite::Tls13(tls13_suite) = cipher_suite::TLS13_AES_256_GCM_SHA384
+        else {
+            unreachable!();
+        };
+        let server_cert_verifier: Arc<dyn ServerCertVerifier> = Arc::new(DummyServerCertVerifier);
+        let resolves_client_cert: Arc<dyn ResolvesClientCert> = Arc::new(DummyResolvesClientCert);
+        Tls13ClientSessionValue::new(
+            tls13_suite,
+            Arc::new(PayloadU16::empty()),
+            &[],
+            CertificateChain::default(),
+            &server_cert_verifier,
+            &resolves_client_cert,
+            UnixTime::now(),
+            0,
+            0,
+            tag,
+        )
     }
 
     /// Test helper: builds a placeholder TLS 1.3 ticket. Its contents are

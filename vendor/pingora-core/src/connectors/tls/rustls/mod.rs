@@ -117,6 +117,17 @@ impl TlsConnector {
             }
         }
 
+        // deskgate patch: TLS 1.3 tickets are single-use and rustls' default store keeps 8 per
+        // server, so with more than 8 handshakes in flight to one upstream the rest were full
+        // handshakes. Every config `connect` derives from this one (cached or not) clones this
+        // `Arc`, so one store serves the connector.
+        config.resumption = rustls::client::Resumption::store(Arc::new(
+            rustls::client::ClientSessionMemoryCache::with_tls13_tickets_per_server(
+                UPSTREAM_TLS_SERVERS,
+                UPSTREAM_TLS13_TICKETS_PER_SERVER,
+            ),
+        ));
+
         Ok(Connector {
             ctx: Arc::new(TlsConnector {
                 config: Arc::new(config),
@@ -125,6 +136,16 @@ impl TlsConnector {
         })
     }
 }
+
+/// deskgate patch: upstream server names whose sessions are remembered (rustls' default, 32,
+/// is fewer than a school's desktops); the one added first is forgotten beyond that.
+const UPSTREAM_TLS_SERVERS: usize = 256;
+/// deskgate patch: TLS 1.3 tickets kept per upstream server name: one per handshake in flight
+/// that can resume. A class of 30 desktops opening at 8:00 is 30 names with 1-2 handshakes
+/// each, but one hub, or one upstream behind many browsers, sees hundreds at once. Tickets are
+/// kept as servers send them (a ticket plus a copy of the server's certificate chain, 1-3 KiB),
+/// so the limit costs memory only where a server sends more tickets than are used.
+const UPSTREAM_TLS13_TICKETS_PER_SERVER: usize = 256;
 
 /// deskgate patch: see `connect`.
 type ConfigKey = (usize, Vec<Vec<u8>>, u8, bool);
