@@ -677,9 +677,12 @@ impl Validator {
             );
         }
         for (k, h) in a.hosts.iter().enumerate() {
-            let bad = HostPattern::parse(h).err().map(|e| e.to_string()).or_else(|| {
-                (h.contains('{')).then(|| format!("`{h}`: a certificate names real hosts"))
-            });
+            let bad = HostPattern::parse(h)
+                .err()
+                .map(|e| e.to_string())
+                .or_else(|| {
+                    (h.contains('{')).then(|| format!("`{h}`: a certificate names real hosts"))
+                });
             if let Some(e) = bad {
                 self.error(&format!("{at}.hosts[{k}]"), e);
             } else if h.starts_with("*.") && challenge != ChallengeKind::Dns01 {
