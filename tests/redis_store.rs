@@ -196,3 +196,79 @@ async fn three_edges_share_routes_through_redis_and_survive_its_outage() {
         served(e, "/desktop/dave").as_deref() == Some("bob")
     });
 }
+
+/// `cmdstat_<name>`'s call count from the server's INFO commandstats (0 if never called).
+fn redis_calls(port: u16, name: &str) -> u64 {
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_steady_activity_sync_reads_only_what_moved() {
+    let fx = Fixture::new();
+    let redis_dir = fx.path().join("redis");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let redis = Redis::start(&redis_dir, free_port());
+    let alice = fx.desktop("alice");
+    let e1 = start_edge(&fx, "edge1", redis.port);
+    let e2 = start_edge(&fx, "edge2", redis.port);
+    propagate(&[&e1, &e2], "both edges in sync with Redis", |e| {
+        metric(e.admin, "deskgate_route_store_up") == 1
+    });
+    for i in 0..50 {
+        assert_eq!(
+            post(&e1, &format!("/desktop/u{i}"), &alice.to_string()),
+            201
+        );
+    }
+    propagate(&[&e2], "the 50th route on edge 2", |e| {
+        served(e, "/desktop/u49").as_deref() == Some("alice")
+    });
+
+    // Each edge reads activity once a second: the routes whose time moved lately
+    // (ZRANGEBYSCORE), the whole set only after connecting and once a minute (ZRANGE). Before,
+    // every round read the whole activity hash.
+    let (reads, whole_reads) = (
+        redis_calls(redis.port, "zrangebyscore"),
+        redis_calls(redis.port, "zrange"),
+    );
+    wait_until(Duration::from_secs(30), "ten sync rounds", || {
+        redis_calls(redis.port, "zrangebyscore") >= reads + 10
+    });
+    let whole_reads_since = redis_calls(redis.port, "zrange") - whole_reads;
+    // At most the once-a-minute whole read, once per edge.
+    assert!(
+        whole_reads_since <= 2,
+        "{whole_reads_since} whole reads in ten sync rounds"
+    );
+
+    // Traffic through edge 2 on one route still reaches edge 1 through the change log.
+    let last = |e: &Edge| {
+        let r = admin(
+            e.admin,
+            "GET",
+            "/api/routes/desktop/u7",
+            None,
+            Some(ADMIN_TOKEN),
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        deskgate::hub::runtime_routes::parse_iso8601(v["last_activity"].as_str().unwrap()).unwrap()
+    };
+    let before = last(&e1);
+    let from = deskgate::telemetry::activity::now_ms();
+    assert_eq!(served(&e2, "/desktop/u7").as_deref(), Some("alice"));
+    wait_until(
+        Duration::from_secs(15),
+        "edge 1 to see edge 2's request",
+        || last(&e1) >= from,
+    );
+    assert!(last(&e1) > before);
+}

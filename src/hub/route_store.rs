@@ -2,14 +2,18 @@
 //!
 //! Layout, under `key_prefix` (default `deskgate:`):
 //! - hash `routes`: prefix -> JSON route data (`target` and the hub's extra data);
-//! - hash `activity`: prefix -> last activity in Unix ms, merged with "latest wins";
+//! - sorted set `activity_by_time`: prefix scored by its last activity in Unix ms, merged with
+//!   "latest wins", so an instance reads only the routes whose time moved since its last read
+//!   (versions before it kept a hash `activity`, read whole every second; it is left alone);
 //! - channel `events`: `set <prefix>` / `del <prefix>` after every change.
 //!
 //! Writes from the admin API go to Redis first and are answered only once Redis acknowledged
 //! them (503 when it is down), so nothing acknowledged is lost. Every instance follows the
 //! channel and applies changes to its local snapshot; on (re)connect it resyncs everything.
 //! The request path never waits on Redis: it reads the local snapshot. Activity is pushed
-//! and pulled once a second, so idle culling sees traffic from every instance.
+//! and pulled once a second, so idle culling sees traffic from every instance; both move only
+//! the routes whose activity changed (the whole set is read after a (re)connect and once a
+//! minute, for a time that arrived later than the overlap allows).
 //!
 //! With `sentinel:` the primary is whatever the sentinels name, asked again on every
 //! (re)connect: a failover looks like a short outage (writes 503, reads from the snapshot)
@@ -18,13 +22,12 @@
 //! failover then promotes a replica that holds every acknowledged route.
 
 use crate::config::{RouteStoreSpec, SentinelSpec, StoreBackend};
-use crate::hub::runtime_routes::{normalize_prefix, RuntimeRoutes};
+use crate::hub::runtime_routes::{normalize_prefix, ActivityChange, RuntimeRoutes};
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, ConnectionAddr};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,13 +35,24 @@ use tokio::sync::Mutex;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// "Latest wins" for activity, atomically in Redis, for pairs `prefix ms prefix ms ...`.
+/// "Latest wins" for activity, atomically in Redis, for pairs `prefix ms prefix ms ...` into
+/// the sorted set KEYS[1] (ZADD's GT flag does this in one command but needs Redis 6.2;
+/// Debian 11 and Ubuntu 22.04 ship 6.0).
 const MERGE_ACTIVITY: &str = r"
 for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i]) end
 end
 return 1";
+
+/// How far before the previous read the next one starts. A route's time reaches Redis up to a
+/// sync round (1 s) after its traffic, stamped by the clock of the instance that saw it; 3 s
+/// covers that and small clock differences. A time that arrives later than this is read by
+/// the next whole read (at most a minute away).
+const ACTIVITY_READ_OVERLAP_MS: u64 = 3_000;
+
+/// Sync rounds (one a second) between reads of the whole activity set.
+const FULL_ACTIVITY_EVERY: u32 = 60;
 
 /// Activity pairs per script call: one round trip per this many changed routes.
 const ACTIVITY_BATCH: usize = 500;
@@ -63,9 +77,16 @@ pub struct RouteStore {
     conn: Mutex<Option<MultiplexedConnection>>,
     pub up: Arc<AtomicBool>,
     local: Arc<RuntimeRoutes>,
-    /// The activity Redis is known to hold per prefix: only later times are pushed, so a
-    /// second's sync costs Redis the routes that saw traffic, not every route.
-    pushed: std::sync::Mutex<HashMap<String, u64>>,
+    /// How far activity has been read from Redis.
+    read: std::sync::Mutex<ActivityRead>,
+}
+
+#[derive(Default)]
+struct ActivityRead {
+    /// When (this instance's clock) the last read started; `None`: read the whole set next.
+    last_ms: Option<u64>,
+    /// Sync rounds since the whole set was last read.
+    rounds: u32,
 }
 
 #[derive(Debug)]
@@ -107,12 +128,12 @@ impl RouteStore {
         Ok(Arc::new(RouteStore {
             primary,
             routes_key: format!("{key_prefix}routes"),
-            activity_key: format!("{key_prefix}activity"),
+            activity_key: format!("{key_prefix}activity_by_time"),
             channel: format!("{key_prefix}events"),
             conn: Mutex::new(None),
             up: Arc::new(AtomicBool::new(false)),
             local,
-            pushed: Default::default(),
+            read: Default::default(),
         }))
     }
 
@@ -150,10 +171,7 @@ impl RouteStore {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let client = self
-            .primary()
-            .await
-            .map_err(|e| self.down(e.to_string()))?;
+        let client = self.primary().await.map_err(|e| self.down(e.to_string()))?;
         match client
             .get_multiplexed_async_connection_with_config(&Self::config())
             .await
@@ -235,7 +253,7 @@ impl RouteStore {
             .atomic()
             .hset(&self.routes_key, &prefix, &json)
             .ignore()
-            .hset(&self.activity_key, &prefix, now)
+            .zadd(&self.activity_key, &prefix, now)
             .ignore()
             .publish(&self.channel, format!("set {prefix}"))
             .ignore()
@@ -258,7 +276,7 @@ impl RouteStore {
         let result: redis::RedisResult<(i64,)> = redis::pipe()
             .atomic()
             .hdel(&self.routes_key, &prefix)
-            .hdel(&self.activity_key, &prefix)
+            .zrem(&self.activity_key, &prefix)
             .ignore()
             .publish(&self.channel, format!("del {prefix}"))
             .ignore()
@@ -340,37 +358,53 @@ impl RouteStore {
         conn: &mut MultiplexedConnection,
         everything: bool,
     ) -> redis::RedisResult<()> {
-        let changed: Vec<(String, u64)> = {
-            let mut pushed = self.pushed.lock().expect("pushed lock");
-            if everything {
-                pushed.clear();
-            }
-            self.local.activity_changes(&mut pushed)
-        };
+        let changed = self.local.activity_changes(everything);
         let script = redis::Script::new(MERGE_ACTIVITY);
         for batch in changed.chunks(ACTIVITY_BATCH) {
             let mut call = script.key(&self.activity_key);
-            for (prefix, ms) in batch {
-                call.arg(prefix).arg(*ms);
+            for change in batch {
+                call.arg(&change.prefix).arg(change.ms);
             }
             let _: i64 = call.invoke_async(conn).await?;
-            let mut pushed = self.pushed.lock().expect("pushed lock");
-            pushed.extend(batch.iter().cloned());
+            batch.iter().for_each(ActivityChange::stored);
         }
-        let all: Vec<(String, u64)> = conn.hgetall(&self.activity_key).await?;
-        let mut pushed = self.pushed.lock().expect("pushed lock");
-        for (prefix, ms) in &all {
-            // Redis holds it already: no need to push it back.
-            match pushed.get_mut(prefix) {
-                Some(known) => *known = (*known).max(*ms),
-                None => {
-                    pushed.insert(prefix.clone(), *ms);
-                }
-            }
-        }
-        drop(pushed);
-        self.local.merge_activities(all);
+        let seen = self.pull_activity(conn, everything).await?;
+        self.local.merge_activities(seen);
         Ok(())
+    }
+
+    /// The routes whose time is later than the last read (less an overlap), or the whole set
+    /// (after a (re)connect, and once every `FULL_ACTIVITY_EVERY` rounds).
+    async fn pull_activity(
+        &self,
+        conn: &mut MultiplexedConnection,
+        everything: bool,
+    ) -> redis::RedisResult<Vec<(String, u64)>> {
+        let since = {
+            let mut read = self.read.lock().expect("activity read lock");
+            read.rounds += 1;
+            if everything || read.rounds >= FULL_ACTIVITY_EVERY {
+                read.last_ms = None;
+                read.rounds = 0;
+            }
+            read.last_ms
+        };
+        let started = crate::telemetry::activity::now_ms();
+        let scored: Vec<(String, f64)> = match since {
+            Some(ms) => {
+                let from = ms.saturating_sub(ACTIVITY_READ_OVERLAP_MS);
+                conn.zrangebyscore_withscores(&self.activity_key, from, "+inf")
+                    .await?
+            }
+            None => conn.zrange_withscores(&self.activity_key, 0, -1).await?,
+        };
+        // Scores are whole milliseconds, exact in an f64.
+        let seen: Vec<(String, u64)> = scored
+            .into_iter()
+            .map(|(prefix, ms)| (prefix, ms as u64))
+            .collect();
+        self.read.lock().expect("activity read lock").last_ms = Some(started);
+        Ok(seen)
     }
 
     /// Follows Redis for the life of the process: subscribe, resync, apply events, sync

@@ -20,7 +20,6 @@ use crate::upstream::Upstream;
 use http::HeaderValue;
 use rpds::RedBlackTreeMapSync;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -65,6 +64,20 @@ pub struct RuntimeRoutes {
     gateway: Arc<Gateway>,
     dynamic: Mutex<DynamicSettings>,
     state_file: Option<StateFile>,
+}
+
+/// A route's activity to push to the shared store.
+pub struct ActivityChange {
+    pub prefix: String,
+    pub ms: u64,
+    clock: Arc<Activity>,
+}
+
+impl ActivityChange {
+    /// The store has it now.
+    pub fn stored(&self) {
+        self.clock.stored(self.ms);
+    }
 }
 
 /// The state file and what its flusher thread waits on.
@@ -323,28 +336,35 @@ impl RuntimeRoutes {
         self.mark_changed();
     }
 
-    /// (prefix, last activity ms) of the routes whose activity is later than in `known` (or
-    /// not in it), after dropping routes that are gone from `known`. One pass over a snapshot;
-    /// only the routes returned are copied.
-    pub fn activity_changes(&self, known: &mut HashMap<String, u64>) -> Vec<(String, u64)> {
-        let entries = self.current();
-        known.retain(|prefix, _| entries.contains_key(prefix));
-        entries
+    /// The routes whose activity is later than the shared store is known to hold (every
+    /// route with `everything`: the store may be a promoted replica). One pass over a
+    /// snapshot, two atomic loads a route; only the routes returned are copied.
+    pub fn activity_changes(&self, everything: bool) -> Vec<ActivityChange> {
+        self.current()
             .iter()
             .filter_map(|(prefix, e)| {
-                let ms = e.activity.last_ms();
-                let newer = known.get(prefix).is_none_or(|old| ms > *old);
-                newer.then(|| (prefix.clone(), ms))
+                let ms = if everything {
+                    e.activity.last_ms()
+                } else {
+                    e.activity.unstored()?
+                };
+                Some(ActivityChange {
+                    prefix: prefix.clone(),
+                    ms,
+                    clock: e.activity.clone(),
+                })
             })
             .collect()
     }
 
-    /// Activity seen elsewhere, `(prefix, ms)`: keep the later time.
+    /// Activity read from the shared store, `(prefix, ms)`: keep the later time, and remember
+    /// that the store has it (it need not be pushed back).
     pub fn merge_activities(&self, seen: impl IntoIterator<Item = (String, u64)>) {
         let entries = self.current();
         for (prefix, ms) in seen {
             if let Some(e) = entries.get(&prefix) {
                 e.activity.merge(ms);
+                e.activity.stored(ms);
             }
         }
     }

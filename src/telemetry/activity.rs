@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Default, Debug)]
 pub struct Activity {
     last_ms: AtomicU64,
+    /// The latest time the shared route store (Redis) is known to hold for this route: the
+    /// activity sync pushes only later ones, comparing two numbers per route instead of
+    /// keeping a map of every route's pushed time.
+    stored_ms: AtomicU64,
 }
 
 pub fn now_ms() -> u64 {
@@ -19,6 +23,7 @@ impl Activity {
     pub fn at(ms: u64) -> Activity {
         Activity {
             last_ms: AtomicU64::new(ms),
+            stored_ms: AtomicU64::new(0),
         }
     }
     pub fn touch(&self) {
@@ -33,6 +38,15 @@ impl Activity {
     /// Keeps the later of the two (activity merged from elsewhere).
     pub fn merge(&self, ms: u64) {
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+    /// The time to push to the shared store, if later than what it is known to hold.
+    pub fn unstored(&self) -> Option<u64> {
+        let last = self.last_ms();
+        (last > self.stored_ms.load(Ordering::Relaxed)).then_some(last)
+    }
+    /// The shared store holds `ms` (or later) for this route.
+    pub fn stored(&self, ms: u64) {
+        self.stored_ms.fetch_max(ms, Ordering::Relaxed);
     }
 }
 
@@ -56,5 +70,27 @@ impl Toucher {
             self.last_ms = now_ms;
             clock.touch_at(now_ms);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Activity;
+
+    #[test]
+    fn only_activity_later_than_the_store_holds_is_unstored() {
+        let a = Activity::at(1_000);
+        assert_eq!(a.unstored(), Some(1_000));
+        a.stored(1_000);
+        assert_eq!(a.unstored(), None);
+        a.touch_at(2_000);
+        assert_eq!(a.unstored(), Some(2_000));
+        // Read back from the store (another edge's later traffic): nothing to push back.
+        a.merge(3_000);
+        a.stored(3_000);
+        assert_eq!(a.unstored(), None);
+        // An older confirmation does not undo a newer one.
+        a.stored(2_000);
+        assert_eq!(a.unstored(), None);
     }
 }
