@@ -148,12 +148,13 @@ log: {{ level: warn }}
         out = subprocess.run(["redis-cli", "-p", str(self.redis_port), *args], capture_output=True, text=True, check=True)
         return out.stdout
 
-    def redis_stats(self):
+    def redis_stats(self, field="calls"):
+        """Per command: its calls (or, with field="usec", the microseconds Redis spent in it)."""
         stats = {}
         for line in self.redis("INFO", "all").splitlines():
             if line.startswith("cmdstat_"):
                 cmd, rest = line[len("cmdstat_"):].split(":", 1)
-                stats[cmd] = int(rest.split(",")[0].split("=")[1])
+                stats[cmd] = int(dict(kv.split("=") for kv in rest.split(","))[field])
             elif line.startswith("total_commands_processed:"):
                 stats["_total"] = int(line.split(":")[1])
         return stats
@@ -195,6 +196,7 @@ log: {{ level: warn }}
         redis_end = self.redis_stats()
         deletes = self.deletes(n, w)
         idle = self.idle()
+        busy = self.busy_sync(n)
         adds = {}
         for label, (lo, hi) in windows.items():
             count = hi - lo
@@ -212,7 +214,7 @@ log: {{ level: warn }}
                 spent = cpu_at[hi][edge] - cpu_at[lo][edge] - idle[edge] / 1e3 * adds[label]["seconds"]
                 adds[label][f"edge_{edge.lower()}_cpu_us_less_sync"] = spent / count * 1e6
         self.results["routes"] = {
-            "count": n, "seconds": time.time() - started, "adds": adds, "deletes": deletes, "idle": idle,
+            "count": n, "seconds": time.time() - started, "adds": adds, "deletes": deletes, "idle": idle, "busy_sync": busy,
             "by_table_size": by_size,
             "redis_commands_by_name": {k: redis_end.get(k, 0) - redis_start.get(k, 0)
                                        for k in redis_end if k != "_total" and redis_end.get(k, 0) != redis_start.get(k, 0)},
@@ -244,6 +246,29 @@ log: {{ level: warn }}
         time.sleep(seconds)
         c1 = self.cpu()
         return {k: (c1[k] - c0[k]) / seconds * 1e3 for k in ("A", "B", "redis")}
+
+    def busy_sync(self, n, seconds=10):
+        """CPU per second when every route's activity moves every second: a third writer moves all
+        `n` routes' times in Redis each second as an edge's merge script does, and both edges
+        read them. The edges' steady cost per moved route (their own pushes are planned alike)."""
+        touch_all = ("for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do "
+                     "redis.call('ZADD', KEYS[1], ARGV[1], p) end return 1")
+        c0, started = self.cpu(), time.time()
+        calls0, usec0 = self.redis_stats(), self.redis_stats("usec")
+        for round_ in range(seconds):
+            self.redis("EVAL", touch_all, "1", "scale:activity_by_time", str(int(time.time() * 1e3)))
+            time.sleep(max(0.0, started + round_ + 1 - time.time()))
+        c1 = self.cpu()
+        spent = time.time() - started
+        calls1, usec1 = self.redis_stats(), self.redis_stats("usec")
+        out = {k: (c1[k] - c0[k]) / spent * 1e3 for k in ("A", "B", "redis")}
+        out["routes_moved_per_s"] = n
+        # Redis's own account, per route: the writer's moves (EVAL, as an edge's merge script),
+        # and the edges' reads (ZRANGEBYSCORE, each returning every moved route).
+        reads = calls1.get("zrangebyscore", 0) - calls0.get("zrangebyscore", 0)
+        out["redis_write_us_per_route"] = (usec1.get("eval", 0) - usec0.get("eval", 0)) / (seconds * n)
+        out["redis_read_us_per_route"] = (usec1.get("zrangebyscore", 0) - usec0.get("zrangebyscore", 0)) / max(1, reads * n)
+        return out
 
     def requests(self, i):
         """A fixed rate of small HTTPS requests on route u<i> through edge A: CPU per request."""
@@ -439,6 +464,14 @@ def report(res, date):
             lines += ["", "Per add less that steady cost (the idle rate times each window's time, an upper bound: the "
                       "sync is cheaper with fewer routes): " + "; ".join(
                           f"{label}: edge A {w['edge_a_cpu_us_less_sync']:.0f}, B {w['edge_b_cpu_us_less_sync']:.0f} us" for label, w in net) + "."]
+    if r.get("busy_sync"):
+        b, i = r["busy_sync"], r["idle"]
+        lines += ["", f"With every one of the {b['routes_moved_per_s']:,} routes' activity moving every second (written into "
+                  "Redis by a third writer, 10 s): edge A {:.1f}, edge B {:.1f}, Redis {:.1f} ms CPU per second; "
+                  "per moved route and edge {:.2f} us. In Redis's own account (INFO commandstats): {:.2f} us per route "
+                  "moved (the writer's script) and {:.2f} us per route read by an edge.".format(
+                      b["A"], b["B"], b["redis"], max(b["A"] - i["A"], b["B"] - i["B"]) / b["routes_moved_per_s"] * 1e3,
+                      b.get("redis_write_us_per_route", float("nan")), b.get("redis_read_us_per_route", float("nan")))]
     lines += ["", "Redis commands over the whole add phase: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(r["redis_commands_by_name"].items())), "",
               "At each table size: small HTTPS requests on one runtime route through edge A at a fixed rate "
               "(the route lookup is part of each request's cost), and propagation A -> B (add through A, poll B's API; 50 probes):", "",
@@ -532,9 +565,30 @@ def plan(scale_json, bench_json, routes_json=None):
         slope = max(0.0, (windows[-1]["edge_b_cpu_us"] - windows[1]["edge_b_cpu_us"]) / (routes_measured - 1100)) / 1e6
         base = windows[1]["edge_b_cpu_us"] / 1e6 - slope * 1050
         add_cpu = lambda n: max(base + slope * n, windows[0]["edge_b_cpu_us"] / 1e6)
-    # Each edge pushes and pulls activity every second: CPU grows with the routes.
-    sync_cores = lambda n: (max(idle["A"], idle["B"]) / 1e3 * n / routes_measured) if idle else 0.0
-    redis_per_route_edge = sc["hold"]["redis_cpu_ms_per_s"] / 1e3 / (routes_measured * 2)
+    busy = sc["routes"].get("busy_sync")
+    if idle and busy:
+        # Each edge pushes the activity of the routes it carries that moved and pulls every
+        # route that moved anywhere (the change log): the steady cost grows with the desktops
+        # in use, not with the table. A pushed route is planned at a pulled route's cost.
+        per_moved = max(busy["A"] - idle["A"], busy["B"] - idle["B"]) / 1e3 / busy["routes_moved_per_s"]
+        sync_cores = lambda n: max(idle["A"], idle["B"]) / 1e3 + 2 * per_moved * n * m["in_use_share"]
+    else:
+        # Runs before the change log: each edge read the whole activity hash every second.
+        sync_cores = lambda n: (max(idle["A"], idle["B"]) / 1e3 * n / routes_measured) if idle else 0.0
+    if idle and busy:
+        # Redis: each moved route is written once (an edge's merge script) and read by every
+        # edge, at the costs Redis itself accounted in the measurement.
+        if "redis_read_us_per_route" in busy:
+            write, read = busy["redis_write_us_per_route"] / 1e6, busy["redis_read_us_per_route"] / 1e6
+        else:
+            # Its whole CPU, as if each of the two edges' reads carried half the write.
+            write, read = 0.0, (busy["redis"] - idle["redis"]) / 1e3 / busy["routes_moved_per_s"] / 2
+        redis_cores = lambda n, edges: idle["redis"] / 1e3 + n * m["in_use_share"] * (write + read * edges)
+    else:
+        # Before the sorted set by time: every edge read the whole activity hash every second
+        # (measured during the hold, two edges).
+        redis_per_route_edge = sc["hold"]["redis_cpu_ms_per_s"] / 1e3 / (routes_measured * 2)
+        redis_cores = lambda n, edges: redis_per_route_edge * n * edges
     rows = []
     for n, (edges, cores) in m["edges"].items():
         steady = n * (m["in_use_share"] * (m["in_use_msgs"] * cost["message"] + m["in_use_mb"] * cost["mb"])
@@ -552,7 +606,7 @@ def plan(scale_json, bench_json, routes_json=None):
             "memory_gib_per_edge": n / active * cost["kib_ws"] / 1024 / 1024,
             "handshakes_per_s": n / m["open_window_s"] * m["open_tls"],
             "redis_commands_per_s_at_8": adds_per_s * (5 + edges),
-            "redis_cores_steady": redis_per_route_edge * n * edges,
+            "redis_cores_steady": redis_cores(n, edges),
         })
     return cost, rows
 
