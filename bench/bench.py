@@ -8,7 +8,7 @@ off for all. CPU is counted per unit of work from /proc (utime+stime of the prox
 process tree), because on 2 cores the load generator caps raw throughput.
 Every load is bounded in time and count, and targets 127.0.0.1 only.
 """
-import argparse, json, os, re, resource, shutil, signal, socket, statistics, subprocess, sys, time
+import argparse, json, os, re, resource, shutil, signal, socket, statistics, subprocess, sys, time, types
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,6 +46,24 @@ def wait_file(path, proc, limit=240):
     end = time.time() + limit
     while not path.exists() and time.time() < end and proc.poll() is None:
         time.sleep(0.1)
+
+
+def open_idle_websockets(system, name, sockets, args):
+    """`wsload hold` with `sockets` WebSockets through `system`, waited for until they are open
+    (and a second more for the proxy to settle): its process, ready and go files, the proxy's
+    RSS before and with them open, and how many opened. wsload goes on when the go file is
+    written; `args` are its other hold options (--seconds, --period, --burst-bytes)."""
+    ready, go = system.work / f"{name}.ready", system.work / f"{name}.go"
+    for f in (ready, go, ready.with_suffix(".ready.burst"), go.with_suffix(".go.burst")):
+        f.unlink(missing_ok=True)
+    rss_before = system.rss()
+    proc = subprocess.Popen(["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{system.port}", "hold",
+                             "--sockets", str(sockets), "--ready-file", str(ready), "--go-file", str(go), *args],
+                            stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
+    wait_file(ready, proc)
+    time.sleep(1.0)
+    return types.SimpleNamespace(proc=proc, ready=ready, go=go, rss_before=rss_before, rss_open=system.rss(),
+                                 opened=int(ready.read_text()) if ready.exists() else 0)
 
 
 def wait_port(port, proc=None, limit=30):
@@ -434,21 +452,12 @@ def run_system(system, a):
     try:
         if not a.scenarios or "idle" in a.scenarios:
             # Hold first, on a fresh process: idle memory per WebSocket, then the hold itself.
-            ready, go = system.work / f"{system.name}.ready", system.work / f"{system.name}.go"
-            burst_ready, burst_go = ready.with_suffix(".ready.burst"), go.with_suffix(".go.burst")
-            for f in (ready, go, burst_ready, burst_go):
-                f.unlink(missing_ok=True)
-            rss0 = system.rss()
             hold_secs = a.hold_seconds if system.name in ("deskgate", "direct") else a.peer_hold_seconds
-            p = subprocess.Popen(["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{system.port}", "hold", "--sockets", str(a.sockets),
-                                  "--seconds", str(hold_secs), "--period", "5", "--ready-file", str(ready), "--go-file", str(go),
-                                  "--burst-bytes", str(BURST_BYTES)],
-                                 stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
-            wait_file(ready, p)
-            time.sleep(1.0)
-            rss1 = system.rss()
-            opened = int(ready.read_text()) if ready.exists() else 0
-            go.write_text("go")
+            idle = open_idle_websockets(system, system.name, a.sockets,
+                                        ["--seconds", str(hold_secs), "--period", "5", "--burst-bytes", str(BURST_BYTES)])
+            p, rss0, rss1, opened = idle.proc, idle.rss_before, idle.rss_open, idle.opened
+            burst_ready, burst_go = idle.ready.with_suffix(".ready.burst"), idle.go.with_suffix(".go.burst")
+            idle.go.write_text("go")
             # Then one 64 KiB message through each (a desktop that was busy), and idle again.
             wait_file(burst_ready, p)
             time.sleep(1.0)
@@ -612,19 +621,10 @@ def idle_curve(system, a):
     for n in a.idle_counts:
         system.start()
         try:
-            ready, go = system.work / f"{system.name}-{n}.ready", system.work / f"{system.name}-{n}.go"
-            for f in (ready, go):
-                f.unlink(missing_ok=True)
-            rss0 = system.rss()
-            p = subprocess.Popen(["taskset", "-c", "1", str(WSLOAD), "--addr", f"127.0.0.1:{system.port}", "hold", "--sockets", str(n),
-                                  "--seconds", "1", "--period", "0", "--ready-file", str(ready), "--go-file", str(go)],
-                                 stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
-            wait_file(ready, p)
-            time.sleep(1.0)
-            rss1 = system.rss()
-            opened = int(ready.read_text()) if ready.exists() else 0
-            go.write_text("go")
-            hold = json.loads(p.communicate(timeout=240)[0].strip().splitlines()[-1])
+            idle = open_idle_websockets(system, f"{system.name}-{n}", n, ["--seconds", "1", "--period", "0"])
+            rss0, rss1, opened = idle.rss_before, idle.rss_open, idle.opened
+            idle.go.write_text("go")
+            hold = json.loads(idle.proc.communicate(timeout=240)[0].strip().splitlines()[-1])
             out[n] = {"opened": opened, "connect_failed": hold.get("connect_failed"), "rss_before_kib": rss0, "rss_open_kib": rss1,
                       "kib_per_ws": (rss1 - rss0) / opened if opened and rss0 is not None else None}
             print(f"  {system.name}: idle {n}: {out[n]}", flush=True)

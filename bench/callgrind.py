@@ -54,17 +54,22 @@ PHASES = [
 ]
 
 
-def inclusive_phases(out_file):
-    text = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=yes", "--auto=no", str(out_file)],
-                          capture_output=True, text=True, check=True).stdout
-    best = {}
+def annotated(out_file, inclusive):
+    """(Ir, `file:function`) for each function callgrind_annotate lists, self or inclusive cost."""
+    text = subprocess.run(["callgrind_annotate", "--threshold=100", f"--inclusive={'yes' if inclusive else 'no'}",
+                           "--auto=no", str(out_file)], capture_output=True, text=True, check=True).stdout
     for line in text.splitlines():
         m = re.match(r"^\s*([\d,]+)\s+(?:\([\s\d.]+%\)\s+)?(\S.*)$", line)
-        if not m:
-            continue
+        if m:
+            yield int(m.group(1).replace(",", "")), m.group(2)
+
+
+def inclusive_phases(out_file):
+    best = {}
+    for ir, entry in annotated(out_file, inclusive=True):
         for phase, pat in PHASES:
-            if re.search(pat, m.group(2)):
-                best[phase] = max(best.get(phase, 0), int(m.group(1).replace(",", "")))
+            if re.search(pat, entry):
+                best[phase] = max(best.get(phase, 0), ir)
     return best
 
 
@@ -80,15 +85,12 @@ def classify(entry):
 
 def self_costs(out_file):
     """{function: self Ir} from callgrind_annotate."""
-    text = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=no", "--auto=no", str(out_file)],
-                          capture_output=True, text=True, check=True).stdout
     costs = {}
-    for line in text.splitlines():
-        m = re.match(r"^\s*([\d,]+)\s+(?:\([\s\d.]+%\)\s+)?(\S.*)$", line)
-        if not m or ":" not in m.group(2):
+    for ir, entry in annotated(out_file, inclusive=False):
+        if ":" not in entry:
             continue
-        name = re.sub(r"\s+\[.*\]$", "", m.group(2))
-        costs[name] = costs.get(name, 0) + int(m.group(1).replace(",", ""))
+        name = re.sub(r"\s+\[.*\]$", "", entry)
+        costs[name] = costs.get(name, 0) + ir
     return costs
 
 
