@@ -40,6 +40,12 @@ impl Redis {
             dir: dir.to_path_buf(),
         }
     }
+    /// A new Redis with its data in the fixture's `redis/` folder, on a free port.
+    fn start_in(fx: &Fixture) -> Redis {
+        let dir = fx.path().join("redis");
+        std::fs::create_dir_all(&dir).unwrap();
+        Redis::start(&dir, free_port())
+    }
     fn stop(&mut self) {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
@@ -77,6 +83,19 @@ fn post(e: &Edge, prefix: &str, target: &str) -> u16 {
     .status
 }
 
+/// The route's `last_activity` as `e`'s admin API reports it, in Unix ms.
+fn last_activity(e: &Edge, prefix: &str) -> u64 {
+    let r = admin(
+        e.admin,
+        "GET",
+        &format!("/api/routes{prefix}"),
+        None,
+        Some(ADMIN_TOKEN),
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    deskgate::hub::runtime_routes::parse_iso8601(v["last_activity"].as_str().unwrap()).unwrap()
+}
+
 /// Waits until `cond` holds on every edge; returns how long that took.
 fn propagate(edges: &[&Edge], what: &str, cond: impl Fn(&Edge) -> bool) -> Duration {
     let started = Instant::now();
@@ -89,9 +108,7 @@ fn propagate(edges: &[&Edge], what: &str, cond: impl Fn(&Edge) -> bool) -> Durat
 #[tokio::test(flavor = "multi_thread")]
 async fn three_edges_share_routes_through_redis_and_survive_its_outage() {
     let fx = Fixture::new();
-    let redis_dir = fx.path().join("redis");
-    std::fs::create_dir_all(&redis_dir).unwrap();
-    let mut redis = Redis::start(&redis_dir, free_port());
+    let mut redis = Redis::start_in(&fx);
     let alice = fx.desktop("alice");
     let bob = fx.desktop("bob");
     let e1 = start_edge(&fx, "edge1", redis.port);
@@ -129,17 +146,7 @@ async fn three_edges_share_routes_through_redis_and_survive_its_outage() {
     println!("propagation through Redis: add {t_add:?}, delete {t_del:?}");
 
     // WebSocket frames through edge 2 move last_activity as seen through edge 1.
-    let last = |e: &Edge| {
-        let r = admin(
-            e.admin,
-            "GET",
-            "/api/routes/desktop/alice",
-            None,
-            Some(ADMIN_TOKEN),
-        );
-        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-        deskgate::hub::runtime_routes::parse_iso8601(v["last_activity"].as_str().unwrap()).unwrap()
-    };
+    let last = |e: &Edge| last_activity(e, "/desktop/alice");
     let before = last(&e1);
     let (mut ws, _) = ws_connect(&format!(
         "wss://hub.test:{}/desktop/alice/websockify",
@@ -214,9 +221,7 @@ fn redis_calls(port: u16, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_steady_activity_sync_reads_only_what_moved() {
     let fx = Fixture::new();
-    let redis_dir = fx.path().join("redis");
-    std::fs::create_dir_all(&redis_dir).unwrap();
-    let redis = Redis::start(&redis_dir, free_port());
+    let redis = Redis::start_in(&fx);
     let alice = fx.desktop("alice");
     let e1 = start_edge(&fx, "edge1", redis.port);
     let e2 = start_edge(&fx, "edge2", redis.port);
@@ -251,17 +256,7 @@ async fn the_steady_activity_sync_reads_only_what_moved() {
     );
 
     // Traffic through edge 2 on one route still reaches edge 1 through the change log.
-    let last = |e: &Edge| {
-        let r = admin(
-            e.admin,
-            "GET",
-            "/api/routes/desktop/u7",
-            None,
-            Some(ADMIN_TOKEN),
-        );
-        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-        deskgate::hub::runtime_routes::parse_iso8601(v["last_activity"].as_str().unwrap()).unwrap()
-    };
+    let last = |e: &Edge| last_activity(e, "/desktop/u7");
     let before = last(&e1);
     let from = deskgate::telemetry::activity::now_ms();
     assert_eq!(served(&e2, "/desktop/u7").as_deref(), Some("alice"));

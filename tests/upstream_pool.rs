@@ -9,6 +9,20 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The test desktop's TLS setup (deskgate's own certificate loading) and a loopback listener,
+/// for upstreams driven by blocking threads so a test can reach each connection's socket.
+fn blocking_tls_listener(
+    fx: &Fixture,
+) -> (Arc<rustls::ServerConfig>, TcpListener, std::net::SocketAddr) {
+    let config = deskgate::demo::desktop::acceptor(&fx.edge_cert, &fx.edge_key, false)
+        .unwrap()
+        .config()
+        .clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (config, listener, addr)
+}
+
 /// A TLS upstream whose connections the test can see and break: each answers every request
 /// with `conn=<n>` (its own number, counted from 1) and records when its peer closed it.
 #[derive(Default)]
@@ -19,14 +33,7 @@ struct Upstream {
 
 impl Upstream {
     fn start(fx: &Fixture) -> (std::net::SocketAddr, Arc<Upstream>) {
-        // The test desktop's TLS setup (deskgate's own certificate loading), driven here by a
-        // blocking server so the test can reach each connection's socket.
-        let config = deskgate::demo::desktop::acceptor(&fx.edge_cert, &fx.edge_key, false)
-            .unwrap()
-            .config()
-            .clone();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (config, listener, addr) = blocking_tls_listener(fx);
         let state = Arc::new(Upstream::default());
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -276,12 +283,7 @@ fn many_busy_clients_reuse_their_upstream_connections() {
 /// `rounds` are the rounds' sizes in turn.
 fn ticket_counting_upstream(fx: &Fixture, rounds: Vec<usize>) -> std::net::SocketAddr {
     use std::sync::Condvar;
-    let config = deskgate::demo::desktop::acceptor(&fx.edge_cert, &fx.edge_key, false)
-        .unwrap()
-        .config()
-        .clone();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (config, listener, addr) = blocking_tls_listener(fx);
     let hellos = Arc::new((Mutex::new(0usize), Condvar::new()));
     std::thread::spawn(move || {
         for tcp in listener.incoming() {
