@@ -37,11 +37,8 @@ enum HubAnswer {
 pub enum AccessCheckError {
     #[error(transparent)]
     Url(#[from] super::HubUrlError),
-    #[error("`{name}` is not a valid header name")]
-    HeaderName {
-        name: String,
-        source: http::header::InvalidHeaderName,
-    },
+    #[error(transparent)]
+    HeaderName(#[from] super::BadHeaderName),
 }
 
 impl AccessCheck {
@@ -54,17 +51,8 @@ impl AccessCheck {
     ) -> Result<AccessCheck, AccessCheckError> {
         let raw = spec;
         let url = super::url_template(&raw.url, captures, "auth")?;
-        let names = |list: &[String]| -> Result<Vec<HeaderName>, AccessCheckError> {
-            list.iter()
-                .map(|n| {
-                    HeaderName::from_bytes(n.as_bytes()).map_err(|source| {
-                        AccessCheckError::HeaderName {
-                            name: n.clone(),
-                            source,
-                        }
-                    })
-                })
-                .collect()
+        let names = |list: &[String]| -> Result<Vec<HeaderName>, super::BadHeaderName> {
+            list.iter().map(|n| super::header_name(n)).collect()
         };
         Ok(AccessCheck {
             url,

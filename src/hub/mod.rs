@@ -36,3 +36,20 @@ pub fn url_template(
     crate::upstream::client::parse_url(&text.replace(['{', '}'], ""))?;
     Ok(url)
 }
+
+/// A header name from a hub block's settings (an access check's `forward:`/`copy:`, a
+/// resolver's `headers:`) that HTTP does not allow.
+#[derive(Debug, thiserror::Error)]
+#[error("`{name}` is not a valid header name")]
+pub struct BadHeaderName {
+    name: String,
+    source: http::header::InvalidHeaderName,
+}
+
+/// `name` as a header name, or why it cannot be one.
+pub fn header_name(name: &str) -> Result<http::HeaderName, BadHeaderName> {
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|source| BadHeaderName {
+        name: name.to_string(),
+        source,
+    })
+}

@@ -34,11 +34,8 @@ pub struct Resolver {
 pub enum ResolverError {
     #[error(transparent)]
     Url(#[from] super::HubUrlError),
-    #[error("`{name}` is not a valid header name")]
-    HeaderName {
-        name: String,
-        source: http::header::InvalidHeaderName,
-    },
+    #[error(transparent)]
+    HeaderName(#[from] super::BadHeaderName),
     #[error("the value of header {name} is not a valid header value")]
     HeaderValue {
         name: String,
@@ -70,12 +67,7 @@ impl Resolver {
         let url = super::url_template(url_template, Some(captures), "resolver")?;
         let mut header_values = Vec::new();
         for (name, secret) in headers {
-            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|source| {
-                ResolverError::HeaderName {
-                    name: name.clone(),
-                    source,
-                }
-            })?;
+            let n = super::header_name(&name)?;
             let mut v = HeaderValue::from_str(secret.expose()).map_err(|source| {
                 ResolverError::HeaderValue {
                     name: name.clone(),
